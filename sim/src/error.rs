@@ -1,0 +1,45 @@
+//! Typed errors of the simulator. Every user-facing failure is one of these; nothing in
+//! the library panics on user input.
+
+use thiserror::Error;
+
+/// An invalid scenario (config, requests or oracle).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("invalid oracle: {0}")]
+    Oracle(String),
+}
+
+/// A trace that cannot be read.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TraceError {
+    #[error("io error: {0}")]
+    Io(String),
+    #[error("malformed trace JSON: {0}")]
+    Json(String),
+    #[error("malformed bincode trace: {0}")]
+    Bincode(String),
+    #[error("{0}")]
+    Format(String),
+    #[error("unsupported trace version {found} (this build reads version {supported})")]
+    Version { found: u32, supported: u32 },
+}
+
+/// A run that cannot go on.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SimError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("oracle exhausted: request {req_id:?} needs the target token at position {position}, but the continuation holds only {available} tokens")]
+    OracleExhausted {
+        req_id: String,
+        position: usize,
+        available: usize,
+    },
+    #[error("stalled at step {step}: {reason}")]
+    Stalled { step: u64, reason: String },
+    #[error("run exceeded {0} steps")]
+    TooManySteps(u64),
+}

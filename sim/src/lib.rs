@@ -1,0 +1,15 @@
+//! specreplay-sim: a pure-Rust, deterministic simulator of a vLLM-v1-style engine
+//! running n-gram speculative decoding, plus the trace format it records.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the data flow and invariants.
+#![forbid(unsafe_code)]
+
+pub mod builders;
+pub mod config;
+pub mod error;
+pub mod oracle;
+pub mod trace;
+
+pub use config::{Config, Profile, RequestSpec, Scenario};
+pub use error::{ConfigError, SimError, TraceError};
+pub use trace::Trace;
