@@ -1,3 +1,131 @@
-fn main() {
-    println!("specreplay: under construction");
+//! The `specreplay` command line: record (`sim`), re-simulate and compare (`replay`),
+//! compare two traces (`diff`), print (`show`), and search builder variants for
+//! counterexamples (`explain`).
+//!
+//! Exit codes: 0 success / identical; 1 divergence found (replay, diff) or no
+//! counterexample (explain); 2 bad input (one readable line on stderr).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use specreplay_sim::{diff, engine, trace, Scenario};
+
+mod show;
+
+#[derive(Parser)]
+#[command(name = "specreplay", version, about = "Deterministic record/replay/diff of speculative-decoding bookkeeping")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scenario and record its trace (`.bin` = bincode, else JSON).
+    Sim {
+        scenario: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// A note to store in the trace (repeatable).
+        #[arg(long = "note")]
+        notes: Vec<String>,
+    },
+    /// Re-simulate a trace and compare every field (exit 1 on the first divergence).
+    Replay { trace: PathBuf },
+    /// Compare two traces field by field (exit 1 when they differ).
+    Diff { expected: PathBuf, actual: PathBuf },
+    /// Print a trace step by step, with the run summary.
+    Show { trace: PathBuf },
+}
+
+/// A failure reported as one line with exit code 2.
+struct Fail(String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
+
+fn read_scenario(path: &Path) -> Result<Scenario, Fail> {
+    let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+    let bytes_trace = trace::from_json(&text);
+    if let Ok(t) = bytes_trace {
+        return Ok(t.scenario());
+    }
+    serde_json::from_str(&text).map_err(|e| Fail(format!("{}: malformed scenario: {e}", path.display())))
+}
+
+fn print_divergence(rep: &diff::Report, what: &str, repro: &str) {
+    let d = rep.first.as_ref().expect("divergent");
+    println!("FAIL {what}");
+    let step = d.step.map_or("header/outputs".to_string(), |s| format!("step {s}"));
+    let req = d.request.as_deref().map_or(String::new(), |r| format!(" / request {r:?}"));
+    println!("first divergence: {step}{req} / {}", d.field);
+    println!("  expected  {}", d.expected);
+    println!("  actual    {}", d.actual);
+    if rep.differing_in_first > 1 {
+        println!("  {} more values differ there; later steps not compared", rep.differing_in_first - 1);
+    }
+    println!("reproduce: {repro}");
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Fail> {
+    match cli.cmd {
+        Cmd::Sim { scenario, output, notes } => {
+            let sc = read_scenario(&scenario)?;
+            let mut res = engine::run(&sc)?;
+            res.trace.notes = notes;
+            trace::write(&output, &res.trace)?;
+            eprintln!("wrote {} ({} steps)", output.display(), res.trace.steps.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Replay { trace: path } => {
+            let recorded = trace::read(&path)?;
+            let res = engine::run(&recorded.scenario())?;
+            let rep = diff::compare(&recorded, &res.trace);
+            if rep.identical() {
+                println!("OK {}: {} steps identical", path.display(), recorded.steps.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                print_divergence(
+                    &rep,
+                    &format!("{} (recorded) vs re-simulated", path.display()),
+                    &format!("specreplay replay {}", path.display()),
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+        Cmd::Diff { expected, actual } => {
+            let (a, b) = (trace::read(&expected)?, trace::read(&actual)?);
+            let rep = diff::compare(&a, &b);
+            if rep.identical() {
+                println!("identical: {} steps", a.steps.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                print_divergence(
+                    &rep,
+                    &format!("{} vs {}", expected.display(), actual.display()),
+                    &format!("specreplay diff {} {}", expected.display(), actual.display()),
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+        Cmd::Show { trace: path } => {
+            let t = trace::read(&path)?;
+            print!("{}", show::render(&t));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(Fail(msg)) => {
+            eprintln!("specreplay: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -150,15 +150,10 @@ impl Config {
             return bad("cudagraph_capture_sizes must not contain 0".into());
         }
         if sizes.windows(2).any(|w| w[0] >= w[1]) {
-            return bad(format!(
-                "cudagraph_capture_sizes must be strictly ascending, got {sizes:?}"
-            ));
+            return bad(format!("cudagraph_capture_sizes must be strictly ascending, got {sizes:?}"));
         }
         let q = 1 + self.k();
-        if self.cudagraph_mode == CudagraphModeConfig::FullAndPiecewise
-            && q > 1
-            && sizes.iter().any(|s| s % q != 0)
-        {
+        if self.cudagraph_mode == CudagraphModeConfig::FullAndPiecewise && q > 1 && sizes.iter().any(|s| s % q != 0) {
             // vllm/config/compilation.py adjust_cudagraph_sizes_for_spec_decode rounds
             // every size to a multiple of 1 + k, so no effective list holds another.
             return bad(format!(
@@ -166,9 +161,7 @@ impl Config {
             ));
         }
         if self.profile == Profile::NanoVllm && self.method != SpecMethod::None {
-            return bad(
-                "profile \"nano-vllm\" has no speculative decoding: use method \"none\"".into(),
-            );
+            return bad("profile \"nano-vllm\" has no speculative decoding: use method \"none\"".into());
         }
         Ok(())
     }
@@ -235,16 +228,10 @@ impl Scenario {
         let mut seen = BTreeSet::new();
         for r in &self.requests {
             if !seen.insert(r.req_id.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "duplicate req_id {:?}",
-                    r.req_id
-                )));
+                return Err(ConfigError::Invalid(format!("duplicate req_id {:?}", r.req_id)));
             }
             if r.prompt_token_ids.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "request {:?} has an empty prompt",
-                    r.req_id
-                )));
+                return Err(ConfigError::Invalid(format!("request {:?} has an empty prompt", r.req_id)));
             }
             // vllm/v1/engine/input_processor.py: the prompt must be shorter than max_model_len.
             if r.prompt_token_ids.len() >= self.config.max_model_len as usize {
@@ -256,16 +243,10 @@ impl Scenario {
                 )));
             }
             if r.max_tokens == 0 {
-                return Err(ConfigError::Invalid(format!(
-                    "request {:?}: max_tokens must be >= 1",
-                    r.req_id
-                )));
+                return Err(ConfigError::Invalid(format!("request {:?}: max_tokens must be >= 1", r.req_id)));
             }
             if r.arrival_step == 0 {
-                return Err(ConfigError::Invalid(format!(
-                    "request {:?}: arrival_step is 1-based",
-                    r.req_id
-                )));
+                return Err(ConfigError::Invalid(format!("request {:?}: arrival_step is 1-based", r.req_id)));
             }
         }
         crate::oracle::validate(&self.oracle, &self.requests)

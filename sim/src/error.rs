@@ -33,11 +33,7 @@ pub enum SimError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("oracle exhausted: request {req_id:?} needs the target token at position {position}, but the continuation holds only {available} tokens")]
-    OracleExhausted {
-        req_id: String,
-        position: usize,
-        available: usize,
-    },
+    OracleExhausted { req_id: String, position: usize, available: usize },
     #[error("stalled at step {step}: {reason}")]
     Stalled { step: u64, reason: String },
     #[error("run exceeded {0} steps")]

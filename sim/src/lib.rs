@@ -4,10 +4,22 @@
 //! See `ARCHITECTURE.md` at the repository root for the data flow and invariants.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod builders;
 pub mod config;
+pub mod cudagraph;
+pub mod diff;
+pub mod engine;
 pub mod error;
+pub mod kv;
+pub mod nano;
 pub mod oracle;
+pub mod proposer;
+pub mod rejection;
+pub mod request;
+pub mod runner;
+pub mod scheduler;
+pub mod summary;
 pub mod trace;
 
 pub use config::{Config, Profile, RequestSpec, Scenario};

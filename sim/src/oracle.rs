@@ -11,21 +11,14 @@ use std::collections::BTreeMap;
 pub trait TargetModel {
     /// The target's greedy token after `context` for request `req_id` whose prompt has
     /// `prompt_len` tokens.
-    fn next_token(&self, req_id: &str, prompt_len: usize, context: &[u32])
-        -> Result<u32, SimError>;
+    fn next_token(&self, req_id: &str, prompt_len: usize, context: &[u32]) -> Result<u32, SimError>;
 }
 
 /// Builds the oracle a scenario names.
 pub fn build(spec: &OracleSpec) -> Box<dyn TargetModel + Send + Sync> {
     match spec.kind.as_str() {
-        "continuation" => Box::new(Continuation {
-            tokens: spec.tokens.clone(),
-        }),
-        _ => Box::new(Synthetic {
-            seed: spec.seed,
-            vocab_size: spec.vocab_size,
-            order: spec.order,
-        }),
+        "continuation" => Box::new(Continuation { tokens: spec.tokens.clone() }),
+        _ => Box::new(Synthetic { seed: spec.seed, vocab_size: spec.vocab_size, order: spec.order }),
     }
 }
 
@@ -35,24 +28,17 @@ pub fn validate(spec: &OracleSpec, requests: &[RequestSpec]) -> Result<(), Confi
         "continuation" => {
             for r in requests {
                 if !spec.tokens.contains_key(&r.req_id) {
-                    return Err(ConfigError::Oracle(format!(
-                        "continuation has no tokens for request {:?}",
-                        r.req_id
-                    )));
+                    return Err(ConfigError::Oracle(format!("continuation has no tokens for request {:?}", r.req_id)));
                 }
             }
             Ok(())
         }
         "synthetic" => {
             if spec.vocab_size == 0 {
-                return Err(ConfigError::Oracle(
-                    "synthetic oracle needs vocab_size >= 1".into(),
-                ));
+                return Err(ConfigError::Oracle("synthetic oracle needs vocab_size >= 1".into()));
             }
             if spec.order == 0 {
-                return Err(ConfigError::Oracle(
-                    "synthetic oracle needs order >= 1".into(),
-                ));
+                return Err(ConfigError::Oracle("synthetic oracle needs order >= 1".into()));
             }
             Ok(())
         }
@@ -71,25 +57,15 @@ pub struct Continuation {
 }
 
 impl TargetModel for Continuation {
-    fn next_token(
-        &self,
-        req_id: &str,
-        prompt_len: usize,
-        context: &[u32],
-    ) -> Result<u32, SimError> {
+    fn next_token(&self, req_id: &str, prompt_len: usize, context: &[u32]) -> Result<u32, SimError> {
         let seq = self.tokens.get(req_id).map(Vec::as_slice).unwrap_or(&[]);
-        debug_assert!(
-            context.len() >= prompt_len,
-            "the oracle is asked after the whole prompt"
-        );
+        debug_assert!(context.len() >= prompt_len, "the oracle is asked after the whole prompt");
         let i = context.len() - prompt_len;
-        seq.get(i)
-            .copied()
-            .ok_or_else(|| SimError::OracleExhausted {
-                req_id: req_id.to_string(),
-                position: context.len(),
-                available: seq.len(),
-            })
+        seq.get(i).copied().ok_or_else(|| SimError::OracleExhausted {
+            req_id: req_id.to_string(),
+            position: context.len(),
+            available: seq.len(),
+        })
     }
 }
 
@@ -117,12 +93,7 @@ impl Synthetic {
 }
 
 impl TargetModel for Synthetic {
-    fn next_token(
-        &self,
-        _req_id: &str,
-        _prompt_len: usize,
-        context: &[u32],
-    ) -> Result<u32, SimError> {
+    fn next_token(&self, _req_id: &str, _prompt_len: usize, context: &[u32]) -> Result<u32, SimError> {
         Ok(self.token_after(context))
     }
 }

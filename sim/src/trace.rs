@@ -45,11 +45,7 @@ pub struct Trace {
 impl Trace {
     /// The scenario this trace was recorded from.
     pub fn scenario(&self) -> Scenario {
-        Scenario {
-            config: self.config.clone(),
-            requests: self.requests.clone(),
-            oracle: self.oracle.clone(),
-        }
+        Scenario { config: self.config.clone(), requests: self.requests.clone(), oracle: self.oracle.clone() }
     }
 }
 
@@ -129,15 +125,10 @@ pub struct NanoContext {
 
 fn check_header(format: &str, version: u32) -> Result<(), TraceError> {
     if format != FORMAT {
-        return Err(TraceError::Format(format!(
-            "not a specreplay trace (format {format:?}, expected {FORMAT:?})"
-        )));
+        return Err(TraceError::Format(format!("not a specreplay trace (format {format:?}, expected {FORMAT:?})")));
     }
     if version != VERSION {
-        return Err(TraceError::Version {
-            found: version,
-            supported: VERSION,
-        });
+        return Err(TraceError::Version { found: version, supported: VERSION });
     }
     Ok(())
 }
@@ -151,10 +142,7 @@ pub fn from_json(text: &str) -> Result<Trace, TraceError> {
         version: Option<u32>,
     }
     let header: Header = serde_json::from_str(text).map_err(|e| TraceError::Json(e.to_string()))?;
-    check_header(
-        header.format.as_deref().unwrap_or(""),
-        header.version.unwrap_or(0),
-    )?;
+    check_header(header.format.as_deref().unwrap_or(""), header.version.unwrap_or(0))?;
     let trace: Trace = serde_json::from_str(text).map_err(|e| TraceError::Json(e.to_string()))?;
     Ok(trace)
 }
@@ -181,11 +169,7 @@ pub fn to_json(trace: &Trace) -> String {
             out += &line(step);
         }
     }
-    out += if trace.steps.is_empty() {
-        "],\n"
-    } else {
-        "\n  ],\n"
-    };
+    out += if trace.steps.is_empty() { "],\n" } else { "\n  ],\n" };
     out += &format!("  \"outputs\": {}\n", line(&trace.outputs));
     out += "}\n";
     out
@@ -195,8 +179,7 @@ pub fn to_json(trace: &Trace) -> String {
 pub fn to_bincode(trace: &Trace) -> Vec<u8> {
     let mut out = BIN_MAGIC.to_vec();
     out.extend_from_slice(&VERSION.to_le_bytes());
-    let body = bincode::serde::encode_to_vec(trace, bincode::config::standard())
-        .expect("trace types always serialize");
+    let body = bincode::serde::encode_to_vec(trace, bincode::config::standard()).expect("trace types always serialize");
     out.extend_from_slice(&body);
     out
 }
@@ -204,25 +187,17 @@ pub fn to_bincode(trace: &Trace) -> Vec<u8> {
 /// Parses a bincode trace written by [`to_bincode`].
 pub fn from_bincode(bytes: &[u8]) -> Result<Trace, TraceError> {
     if bytes.len() < 12 || &bytes[..8] != BIN_MAGIC {
-        return Err(TraceError::Format(
-            "not a specreplay bincode trace (bad magic)".into(),
-        ));
+        return Err(TraceError::Format("not a specreplay bincode trace (bad magic)".into()));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != VERSION {
-        return Err(TraceError::Version {
-            found: version,
-            supported: VERSION,
-        });
+        return Err(TraceError::Version { found: version, supported: VERSION });
     }
     let config = bincode::config::standard().with_limit::<BIN_LIMIT>();
-    let (trace, used): (Trace, usize) = bincode::serde::decode_from_slice(&bytes[12..], config)
-        .map_err(|e| TraceError::Bincode(e.to_string()))?;
+    let (trace, used): (Trace, usize) =
+        bincode::serde::decode_from_slice(&bytes[12..], config).map_err(|e| TraceError::Bincode(e.to_string()))?;
     if used != bytes.len() - 12 {
-        return Err(TraceError::Bincode(format!(
-            "{} trailing bytes",
-            bytes.len() - 12 - used
-        )));
+        return Err(TraceError::Bincode(format!("{} trailing bytes", bytes.len() - 12 - used)));
     }
     check_header(&trace.format, trace.version)?;
     Ok(trace)
@@ -233,26 +208,21 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Trace, TraceError> {
     if bytes.starts_with(BIN_MAGIC) {
         return from_bincode(bytes);
     }
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| TraceError::Json(format!("not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| TraceError::Json(format!("not UTF-8: {e}")))?;
     from_json(text)
 }
 
 /// Reads a trace file (format chosen by content: bincode magic or JSON).
 pub fn read(path: &Path) -> Result<Trace, TraceError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| TraceError::Io(format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| TraceError::Io(format!("{}: {e}", path.display())))?;
     from_bytes(&bytes)
 }
 
 /// Writes a trace atomically (temp file in the same directory, then rename); `.bin`
 /// selects bincode, anything else JSON.
 pub fn write(path: &Path, trace: &Trace) -> Result<(), TraceError> {
-    let bytes = if path.extension().is_some_and(|e| e == "bin") {
-        to_bincode(trace)
-    } else {
-        to_json(trace).into_bytes()
-    };
+    let bytes =
+        if path.extension().is_some_and(|e| e == "bin") { to_bincode(trace) } else { to_json(trace).into_bytes() };
     write_atomic(path, &bytes)
 }
 
@@ -264,14 +234,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TraceError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| TraceError::Io(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let name = path.file_name().ok_or_else(|| TraceError::Io(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)

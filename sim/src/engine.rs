@@ -1,0 +1,139 @@
+//! The engine step (`vllm/v1/engine/core.py` `EngineCore.step` + `post_step`, synchronous
+//! scheduling): arrivals → `schedule()` → runner (`execute_model` + `sample_tokens`) →
+//! `update_from_output()` → `update_draft_token_ids()`, recorded as one trace step.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Profile, Scenario};
+use crate::error::SimError;
+use crate::oracle;
+use crate::request::Request;
+use crate::runner::Runner;
+use crate::scheduler::{Scheduler, SpecStats};
+use crate::trace::{Step, Trace, FORMAT, VERSION};
+
+/// Upper bound on engine steps of one run (turns a livelock into an error).
+pub const MAX_STEPS: u64 = 1_000_000;
+
+/// Result of a run: the trace plus the scheduler's speculative-decoding counters.
+pub struct RunResult {
+    pub trace: Trace,
+    pub stats: SpecStats,
+}
+
+/// Validates and runs a scenario, recording every step.
+pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
+    scenario.validate()?;
+    match scenario.config.profile {
+        Profile::VllmV1 => run_vllm(scenario),
+        Profile::NanoVllm => crate::nano::run(scenario),
+    }
+}
+
+/// `recorded_by` of simulator traces.
+pub fn recorded_by() -> String {
+    format!("specreplay-sim {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
+    let cfg = &scenario.config;
+    let model = oracle::build(&scenario.oracle);
+    let mut sched = Scheduler::new(cfg);
+    let mut runner = Runner::new(cfg);
+    // Scheduler index → request id (requests are indexed in arrival order).
+    let mut names: Vec<String> = Vec::new();
+    let mut arrivals: Vec<(u64, usize)> =
+        scenario.requests.iter().enumerate().map(|(i, r)| (r.arrival_step, i)).collect();
+    arrivals.sort(); // stable by (step, scenario order)
+    let mut next_arrival = 0;
+    let mut steps = Vec::new();
+    let mut idle_run = 0u64;
+    for step in 1..=MAX_STEPS {
+        while next_arrival < arrivals.len() && arrivals[next_arrival].0 == step {
+            let i = arrivals[next_arrival].1;
+            let idx = sched.add_request(Request::new(scenario.requests[i].clone()));
+            debug_assert_eq!(idx, names.len());
+            names.push(scenario.requests[i].req_id.clone());
+            next_arrival += 1;
+        }
+        if !sched.has_unfinished() {
+            if next_arrival == arrivals.len() {
+                let outputs = sched.reqs.iter().map(|r| (r.spec.req_id.clone(), r.output().to_vec())).collect();
+                let trace = Trace {
+                    format: FORMAT.into(),
+                    version: VERSION,
+                    recorded_by: recorded_by(),
+                    notes: Vec::new(),
+                    config: cfg.clone(),
+                    requests: scenario.requests.clone(),
+                    oracle: scenario.oracle.clone(),
+                    steps,
+                    outputs,
+                };
+                return Ok(RunResult { trace, stats: sched.stats.clone() });
+            }
+            steps.push(Step { step, idle: true, ..Default::default() });
+            continue;
+        }
+        let rec = engine_step(step, &mut sched, &mut runner, model.as_ref(), &names)?;
+        idle_run = if rec.total_num_scheduled_tokens == 0 { idle_run + 1 } else { 0 };
+        if idle_run >= 2 {
+            return Err(SimError::Stalled {
+                step,
+                reason: "no token could be scheduled in two consecutive steps (a request needs more KV blocks than the pool holds?)".into(),
+            });
+        }
+        steps.push(rec);
+    }
+    Err(SimError::TooManySteps(MAX_STEPS))
+}
+
+/// One engine step with at least one request waiting or running.
+fn engine_step(
+    step: u64,
+    sched: &mut Scheduler,
+    runner: &mut Runner,
+    model: &dyn oracle::TargetModel,
+    names: &[String],
+) -> Result<Step, SimError> {
+    let out = sched.schedule();
+    let name = |r: usize| names[r].clone();
+    let mut rec = Step { step, ..Default::default() };
+    for &(r, n) in &out.num_scheduled {
+        rec.num_scheduled_tokens.insert(name(r), n as u32);
+        rec.num_computed_tokens.insert(name(r), out.num_computed[&r] as u32);
+        rec.block_ids.insert(name(r), sched.kv.blocks(r).to_vec());
+    }
+    rec.total_num_scheduled_tokens = out.total() as u32;
+    rec.scheduled_spec_decode_tokens = out.spec_tokens.iter().map(|(&r, d)| (name(r), d.clone())).collect();
+    rec.preempted_req_ids = out.preempted.iter().map(|&r| name(r)).collect();
+    let prompts = |r: usize| sched.reqs[r].spec.prompt_token_ids.clone();
+    runner.update_states(&out, &prompts);
+    rec.batch_req_ids = runner.batch.req_ids().into_iter().map(name).collect();
+    if out.total() == 0 {
+        // execute_model returns early; nothing is sampled and no drafts are taken.
+        rec.cudagraph_mode = "NONE".into();
+        sched.update_from_output(&out, &BTreeMap::new());
+        rec.num_free_blocks = sched.kv.pool.num_free() as u32;
+        return Ok(rec);
+    }
+    let rs = runner.execute(&out, model, names)?;
+    rec.cudagraph_mode = rs.mode.map_or("NONE", |m| m.as_str()).into();
+    rec.num_padded_tokens = rs.num_tokens_padded as u32;
+    rec.num_reqs_padded = rs.num_reqs_padded as u32;
+    rec.input_ids = rs.input_ids;
+    rec.positions = rs.positions;
+    rec.logits_indices = rs.logits_indices;
+    rec.num_sampled_tokens = rs.num_sampled_tokens;
+    rec.attn = rs.attn;
+    rec.output_token_ids = rs.output_rows;
+    rec.token_ids_cpu = rs.token_rows.into_iter().map(|(r, row)| (name(r), row)).collect();
+    let finished = sched.update_from_output(&out, &rs.sampled);
+    rec.finished_req_ids = finished.iter().map(|&r| name(r)).collect();
+    if let Some(drafts) = rs.drafts {
+        rec.draft_token_ids = drafts.iter().map(|(r, d)| (name(*r), d.clone())).collect();
+        sched.update_draft_token_ids(&drafts);
+    }
+    rec.num_free_blocks = sched.kv.pool.num_free() as u32;
+    Ok(rec)
+}

@@ -1,0 +1,67 @@
+//! Run summary computed from a trace (works on any recording, simulated or not): the
+//! counters vLLM's `SpecDecodingStats` reports (`vllm/v1/spec_decode/metrics.py`).
+
+use crate::trace::Trace;
+
+/// Speculative-decoding summary of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Engine steps that ran the model (idle steps excluded).
+    pub steps: usize,
+    /// Steps in which at least one request had drafts scheduled.
+    pub steps_with_drafts: usize,
+    /// (request, step) pairs that verified drafts (`num_drafts`).
+    pub num_drafts: u64,
+    pub drafted: u64,
+    pub accepted: u64,
+    /// Per draft position: how many draft events accepted that position.
+    pub accepted_per_pos: Vec<u64>,
+}
+
+impl Summary {
+    pub fn from_trace(t: &Trace) -> Summary {
+        let k = t.config.k() as usize;
+        let mut s = Summary {
+            steps: 0,
+            steps_with_drafts: 0,
+            num_drafts: 0,
+            drafted: 0,
+            accepted: 0,
+            accepted_per_pos: vec![0; k],
+        };
+        for step in t.steps.iter().filter(|s| !s.idle) {
+            s.steps += 1;
+            if !step.scheduled_spec_decode_tokens.is_empty() {
+                s.steps_with_drafts += 1;
+            }
+            for (req, drafts) in &step.scheduled_spec_decode_tokens {
+                let Some(row) = step.batch_req_ids.iter().position(|r| r == req) else { continue };
+                let valid = step.output_token_ids.get(row).map_or(0, |o| o.iter().filter(|&&x| x >= 0).count());
+                let acc = valid.saturating_sub(1);
+                s.num_drafts += 1;
+                s.drafted += drafts.len() as u64;
+                s.accepted += acc as u64;
+                for p in 0..acc.min(k) {
+                    s.accepted_per_pos[p] += 1;
+                }
+            }
+        }
+        s
+    }
+
+    /// Mean acceptance length: accepted per draft event, plus the bonus/target token.
+    pub fn mean_acceptance_length(&self) -> f64 {
+        if self.num_drafts == 0 {
+            return 1.0;
+        }
+        self.accepted as f64 / self.num_drafts as f64 + 1.0
+    }
+
+    /// Acceptance rate at each draft position.
+    pub fn acceptance_per_pos(&self) -> Vec<f64> {
+        self.accepted_per_pos
+            .iter()
+            .map(|&a| if self.num_drafts == 0 { 0.0 } else { a as f64 / self.num_drafts as f64 })
+            .collect()
+    }
+}
