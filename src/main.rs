@@ -48,6 +48,13 @@ impl<E: std::fmt::Display> From<E> for Fail {
     }
 }
 
+fn read_trace(path: &Path) -> Result<specreplay_sim::Trace, Fail> {
+    trace::read(path).map_err(|e| match e {
+        specreplay_sim::TraceError::Io(_) => Fail(e.to_string()),
+        _ => Fail(format!("{}: {e}", path.display())),
+    })
+}
+
 fn read_scenario(path: &Path) -> Result<Scenario, Fail> {
     let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
     let bytes_trace = trace::from_json(&text);
@@ -82,7 +89,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay { trace: path } => {
-            let recorded = trace::read(&path)?;
+            let recorded = read_trace(&path)?;
             let res = engine::run(&recorded.scenario())?;
             let rep = diff::compare(&recorded, &res.trace);
             if rep.identical() {
@@ -98,7 +105,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             }
         }
         Cmd::Diff { expected, actual } => {
-            let (a, b) = (trace::read(&expected)?, trace::read(&actual)?);
+            let (a, b) = (read_trace(&expected)?, read_trace(&actual)?);
             let rep = diff::compare(&a, &b);
             if rep.identical() {
                 println!("identical: {} steps", a.steps.len());
@@ -113,7 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             }
         }
         Cmd::Show { trace: path } => {
-            let t = trace::read(&path)?;
+            let t = read_trace(&path)?;
             print!("{}", show::render(&t));
             Ok(ExitCode::SUCCESS)
         }

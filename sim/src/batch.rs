@@ -76,6 +76,11 @@ impl InputBatch {
         ids
     }
 
+    /// Requests in the batch (`req_id_to_index` keys), holes or not.
+    pub fn members(&self) -> Vec<usize> {
+        self.index_of.keys().copied().collect()
+    }
+
     pub fn contains(&self, req: usize) -> bool {
         self.index_of.contains_key(&req)
     }
@@ -138,7 +143,7 @@ impl InputBatch {
         let mut last = num_reqs + empty.len() - 1;
         let mut k = 0;
         while k < empty.len() {
-            while empty.contains(&last) {
+            while empty[k..].contains(&last) {
                 last -= 1;
             }
             let hole = empty[k];

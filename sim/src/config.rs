@@ -145,12 +145,28 @@ impl Config {
                 }
             }
         }
+        if !self.enable_chunked_prefill && self.max_num_batched_tokens < self.max_model_len {
+            // vllm/config/scheduler.py: without chunked prefill a prompt must fit one step.
+            return bad(format!(
+                "max_num_batched_tokens ({}) < max_model_len ({}) with chunked prefill disabled",
+                self.max_num_batched_tokens, self.max_model_len
+            ));
+        }
         let sizes = &self.cudagraph_capture_sizes;
         if sizes.contains(&0) {
             return bad("cudagraph_capture_sizes must not contain 0".into());
         }
         if sizes.windows(2).any(|w| w[0] >= w[1]) {
             return bad(format!("cudagraph_capture_sizes must be strictly ascending, got {sizes:?}"));
+        }
+        if let Some(&largest) = sizes.last() {
+            if largest > self.max_num_batched_tokens {
+                // vllm/config/vllm.py drops capture sizes above max_num_batched_tokens.
+                return bad(format!(
+                    "cudagraph capture size {largest} exceeds max_num_batched_tokens {}",
+                    self.max_num_batched_tokens
+                ));
+            }
         }
         let q = 1 + self.k();
         if self.cudagraph_mode == CudagraphModeConfig::FullAndPiecewise && q > 1 && sizes.iter().any(|s| s % q != 0) {

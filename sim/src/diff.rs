@@ -125,8 +125,13 @@ pub fn compare(expected: &Trace, actual: &Trace) -> Report {
         leaf_diffs("", &to_value(se), &to_value(sa), &mut diffs);
         if let Some((field, e, a)) = diffs.first().cloned() {
             report.differing_in_first = diffs.len();
-            report.first =
-                Some(Divergence { step: Some(se.step), request: attribute(se, &field), field, expected: e, actual: a });
+            report.first = Some(Divergence {
+                step: Some(i as u64 + 1),
+                request: attribute(se, &field),
+                field,
+                expected: e,
+                actual: a,
+            });
             return report;
         }
     }

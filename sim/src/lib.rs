@@ -11,6 +11,7 @@ pub mod cudagraph;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod fuzzing;
 pub mod kv;
 pub mod nano;
 pub mod oracle;

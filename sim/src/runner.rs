@@ -75,7 +75,7 @@ impl Runner {
             self.batch.remove(f);
         }
         // Unscheduled cached requests (and resumed ones) leave the batch.
-        for r in self.batch.req_ids() {
+        for r in self.batch.members() {
             let keep = out.scheduled(r).is_some() && !out.resumed_reqs.contains(&r);
             if !keep {
                 self.batch.remove(r);

@@ -1,0 +1,113 @@
+//! Bad input: every malformed trace or invalid scenario gives one readable error line
+//! and exit code 2, never a panic; a failed write leaves no partial file behind.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_specreplay")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn tmp(name: &str, body: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("specreplay-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn golden_text() -> String {
+    std::fs::read_to_string(root().join("traces/vllm_ngram_13step.json")).unwrap()
+}
+
+fn scenario_text() -> String {
+    std::fs::read_to_string(root().join("scenarios/vllm_ngram_13step.json")).unwrap()
+}
+
+/// Replaces the first occurrence of `from` in the golden scenario.
+fn scenario_with(from: &str, to: &str) -> String {
+    let s = scenario_text();
+    assert!(s.contains(from), "fixture lacks {from}");
+    s.replacen(from, to, 1)
+}
+
+/// (name, subcommand, file body) → the single error line, snapshotted.
+#[test]
+fn bad_inputs_give_one_line_and_exit_2() {
+    let g = golden_text();
+    let cases: Vec<(&str, &str, String)> = vec![
+        ("truncated_trace", "replay", g[..g.len() / 2].to_string()),
+        ("not_json", "replay", "this is not a trace".into()),
+        ("wrong_format", "replay", g.replacen("\"specreplay-trace\"", "\"other\"", 1)),
+        ("unknown_version", "replay", g.replacen("\"version\": 1", "\"version\": 7", 1)),
+        ("wrong_field_type", "replay", g.replacen("\"block_size\":16", "\"block_size\":\"16\"", 1)),
+        ("empty_file", "show", String::new()),
+        ("k0_with_ngram", "sim", scenario_with("\"num_speculative_tokens\": 2", "\"num_speculative_tokens\": 0")),
+        ("lookup_min_gt_max", "sim", scenario_with("\"prompt_lookup_min\": 2", "\"prompt_lookup_min\": 6")),
+        ("block_size_0", "sim", scenario_with("\"block_size\": 16", "\"block_size\": 0")),
+        ("prompt_too_long", "sim", scenario_with("\"max_model_len\": 32", "\"max_model_len\": 11")),
+        (
+            "duplicate_req_id",
+            "sim",
+            scenario_with(
+                "\"arrival_step\": 1}]",
+                "\"arrival_step\": 1}, {\"req_id\": \"0\", \"prompt_token_ids\": [1, 2], \"max_tokens\": 3}]",
+            ),
+        ),
+        (
+            "capture_not_multiple",
+            "sim",
+            scenario_with("\"cudagraph_capture_sizes\": [3]", "\"cudagraph_capture_sizes\": [4]"),
+        ),
+        ("unknown_field", "sim", scenario_with("\"max_num_seqs\": 4", "\"max_num_seqs\": 4, \"bogus\": 1")),
+        ("missing_continuation", "sim", scenario_with("\"tokens\": {\"0\"", "\"tokens\": {\"9\"")),
+        ("unknown_oracle", "sim", scenario_with("\"continuation\"", "\"magic\"")),
+        ("oracle_exhausted", "sim", scenario_with("[220, 16, 11, 220, 16, 16,", "[220, 16,")),
+    ];
+    let mut report = String::new();
+    for (name, cmd, body) in &cases {
+        let p = tmp(&format!("{name}.json"), body.as_bytes());
+        let out = tmp("out.json", b"previous contents");
+        let args: Vec<&str> = if *cmd == "sim" {
+            vec![cmd, p.to_str().unwrap(), "-o", out.to_str().unwrap()]
+        } else {
+            vec![cmd, p.to_str().unwrap()]
+        };
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 2, "{name}: expected exit 2, got {code}\nstdout: {stdout}\nstderr: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: expected one error line, got:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"previous contents", "{name}: output clobbered");
+        let line = stderr.trim().replace(p.to_str().unwrap(), "<FILE>");
+        report += &format!("{name}: {line}\n");
+    }
+    insta::assert_snapshot!("bad_input_errors", report);
+}
+
+#[test]
+fn missing_file_is_a_clean_error() {
+    let (code, _, stderr) = run(&["replay", "/nonexistent/trace.json"]);
+    assert_eq!(code, 2);
+    assert!(stderr.starts_with("specreplay: error: io error: /nonexistent/trace.json"), "{stderr}");
+}
+
+#[test]
+fn truncated_bincode_is_a_clean_error() {
+    let t = specreplay_sim::trace::read(&root().join("traces/vllm_ngram_13step.json")).unwrap();
+    let bin = specreplay_sim::trace::to_bincode(&t);
+    for cut in [0, 5, 12, 40, bin.len() / 2, bin.len() - 1] {
+        let r = specreplay_sim::trace::from_bytes(&bin[..cut]);
+        assert!(r.is_err(), "cut at {cut} parsed");
+    }
+    let mut v = bin.clone();
+    v[8] = 9; // version
+    assert!(specreplay_sim::trace::from_bytes(&v).unwrap_err().to_string().contains("unsupported trace version 9"));
+}

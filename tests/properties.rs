@@ -1,0 +1,70 @@
+//! Property tests over random scenarios (the same generator as the engine fuzz target):
+//! speculative outputs equal non-speculative ones, no position ≥ max_model_len, every
+//! request finishes, runs are byte-identical, and KV pressure or prefix caching never
+//! changes the outputs.
+
+use proptest::prelude::*;
+use specreplay_sim::fuzzing::{check_invariants, check_scenario, FuzzScenario};
+use specreplay_sim::{engine, Scenario};
+
+fn scenario_from(bytes: &[u8]) -> Option<Scenario> {
+    FuzzScenario::scenario_from_bytes(bytes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// spec == non-spec outputs, invariants, determinism (see `check_scenario`).
+    #[test]
+    fn engine_invariants(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Some(sc) = scenario_from(&bytes) {
+            if let Err(e) = check_scenario(&sc) {
+                let json = serde_json::to_string(&sc).unwrap();
+                prop_assert!(false, "{e}\nscenario: {json}");
+            }
+        }
+    }
+
+    /// With a greedy oracle, outputs do not depend on the KV pool size or on prefix caching.
+    #[test]
+    fn kv_pressure_and_prefix_caching_keep_outputs(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Some(sc) = scenario_from(&bytes) {
+            let base = engine::run(&sc).unwrap().trace;
+            check_invariants(&base).unwrap();
+            let mut roomy = sc.clone();
+            roomy.config.num_gpu_blocks = 10_000;
+            let mut uncached = sc.clone();
+            uncached.config.enable_prefix_caching = !sc.config.enable_prefix_caching;
+            for (what, variant) in [("unlimited blocks", roomy), ("prefix caching toggled", uncached)] {
+                let other = engine::run(&variant).unwrap().trace;
+                prop_assert_eq!(&base.outputs, &other.outputs, "{} changed outputs", what);
+            }
+        }
+    }
+}
+
+/// A scenario built to preempt: four long requests over a pool that holds about two.
+#[test]
+fn preemption_happens_and_everyone_finishes() {
+    let json = r#"{
+      "config": {"profile": "vllm-v1", "block_size": 4, "num_gpu_blocks": 12, "max_num_seqs": 4,
+                 "max_num_batched_tokens": 16, "max_model_len": 40, "num_speculative_tokens": 2,
+                 "prompt_lookup_min": 1, "prompt_lookup_max": 3, "cudagraph_capture_sizes": [3, 6, 9, 12]},
+      "requests": [
+        {"req_id": "a", "prompt_token_ids": [1, 2, 3, 1, 2, 3], "max_tokens": 20},
+        {"req_id": "b", "prompt_token_ids": [4, 5, 4, 5], "max_tokens": 20},
+        {"req_id": "c", "prompt_token_ids": [1, 2, 3, 1, 2, 3, 1], "max_tokens": 20, "arrival_step": 2},
+        {"req_id": "d", "prompt_token_ids": [6, 6, 6], "max_tokens": 20, "arrival_step": 3}
+      ],
+      "oracle": {"kind": "synthetic", "seed": 7, "vocab_size": 3, "order": 2}
+    }"#;
+    let sc: Scenario = serde_json::from_str(json).unwrap();
+    let t = engine::run(&sc).unwrap().trace;
+    check_invariants(&t).unwrap();
+    let preemptions: usize = t.steps.iter().map(|s| s.preempted_req_ids.len()).sum();
+    assert!(preemptions > 0, "the scenario is meant to preempt");
+    for r in ["a", "b", "c", "d"] {
+        assert_eq!(t.outputs[r].len(), 20, "{r}");
+    }
+    check_scenario(&sc).unwrap();
+}
