@@ -56,10 +56,11 @@ mod tests {
 
     #[test]
     fn longest_match_wins() {
-        // [1,2,3] matches at 0 (longer) while [2,3] alone also matches at 5.
-        let ctx = [1, 2, 3, 9, 8, 2, 3, 7, 1, 2, 3];
+        // The 3-gram [1,2,3] first occurs at 3 (followed by 9); the 2-gram [2,3] first
+        // occurs at 0 (followed by 7): a longer match beats an earlier shorter one.
+        let ctx = [2, 3, 7, 1, 2, 3, 9, 5, 1, 2, 3];
         assert_eq!(p(2, 3, 1, 100, &ctx), vec![9]);
-        assert_eq!(p(2, 2, 1, 100, &ctx), vec![3]);
+        assert_eq!(p(2, 2, 1, 100, &ctx), vec![7]);
     }
 
     #[test]
