@@ -31,12 +31,17 @@ enum Cmd {
         #[arg(long = "note")]
         notes: Vec<String>,
     },
-    /// Re-simulate a trace and compare every field (exit 1 on the first divergence).
-    Replay { trace: PathBuf },
+    /// Re-simulate traces and compare every field (exit 1 if any diverges).
+    Replay {
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+    },
     /// Compare two traces field by field (exit 1 when they differ).
     Diff { expected: PathBuf, actual: PathBuf },
     /// Print a trace step by step, with the run summary.
     Show { trace: PathBuf },
+    /// Re-encode a trace (`.bin` = bincode, else canonical JSON), e.g. to shrink a corpus.
+    Convert { input: PathBuf, output: PathBuf },
 }
 
 /// A failure reported as one line with exit code 2.
@@ -88,21 +93,24 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             eprintln!("wrote {} ({} steps)", output.display(), res.trace.steps.len());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Replay { trace: path } => {
-            let recorded = read_trace(&path)?;
-            let res = engine::run(&recorded.scenario())?;
-            let rep = diff::compare(&recorded, &res.trace);
-            if rep.identical() {
-                println!("OK {}: {} steps identical", path.display(), recorded.steps.len());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                print_divergence(
-                    &rep,
-                    &format!("{} (recorded) vs re-simulated", path.display()),
-                    &format!("specreplay replay {}", path.display()),
-                );
-                Ok(ExitCode::from(1))
+        Cmd::Replay { traces } => {
+            let mut failed = 0;
+            for path in &traces {
+                let recorded = read_trace(path)?;
+                let res = engine::run(&recorded.scenario()).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+                let rep = diff::compare(&recorded, &res.trace);
+                if rep.identical() {
+                    println!("OK {}: {} steps identical", path.display(), recorded.steps.len());
+                } else {
+                    failed += 1;
+                    let what = format!("{} (recorded by {}) vs re-simulated", path.display(), recorded.recorded_by);
+                    print_divergence(&rep, &what, &format!("specreplay replay {}", path.display()));
+                }
             }
+            if traces.len() > 1 {
+                println!("identical: {}/{}", traces.len() - failed, traces.len());
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Diff { expected, actual } => {
             let (a, b) = (read_trace(&expected)?, read_trace(&actual)?);
@@ -118,6 +126,11 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
                 );
                 Ok(ExitCode::from(1))
             }
+        }
+        Cmd::Convert { input, output } => {
+            let t = read_trace(&input)?;
+            trace::write(&output, &t)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Show { trace: path } => {
             let t = read_trace(&path)?;

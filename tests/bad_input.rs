@@ -111,3 +111,14 @@ fn truncated_bincode_is_a_clean_error() {
     v[8] = 9; // version
     assert!(specreplay_sim::trace::from_bytes(&v).unwrap_err().to_string().contains("unsupported trace version 9"));
 }
+
+/// vLLM 0.12.0 livelocks on this scenario (docs/vllm-quirks.md §2); the simulator stops
+/// with a line that names the cause.
+#[test]
+fn min_tokens_livelock_is_reported_not_hung() {
+    let out = tmp("livelock_out.json", b"");
+    let sc = root().join("scenarios/min_tokens_livelock.json");
+    let (code, _, stderr) = run(&["sim", sc.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("stalled at step") && stderr.contains("min_tokens = 4"), "{stderr}");
+}

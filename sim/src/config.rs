@@ -261,6 +261,13 @@ impl Scenario {
             if r.max_tokens == 0 {
                 return Err(ConfigError::Invalid(format!("request {:?}: max_tokens must be >= 1", r.req_id)));
             }
+            if r.min_tokens > r.max_tokens {
+                // vllm/sampling_params.py refuses min_tokens > max_tokens.
+                return Err(ConfigError::Invalid(format!(
+                    "request {:?}: min_tokens ({}) > max_tokens ({})",
+                    r.req_id, r.min_tokens, r.max_tokens
+                )));
+            }
             if r.arrival_step == 0 {
                 return Err(ConfigError::Invalid(format!("request {:?}: arrival_step is 1-based", r.req_id)));
             }

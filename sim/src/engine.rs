@@ -78,10 +78,7 @@ fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
         let rec = engine_step(step, &mut sched, &mut runner, model.as_ref(), &names)?;
         idle_run = if rec.total_num_scheduled_tokens == 0 { idle_run + 1 } else { 0 };
         if idle_run >= 2 {
-            return Err(SimError::Stalled {
-                step,
-                reason: "no token could be scheduled in two consecutive steps (a request needs more KV blocks than the pool holds?)".into(),
-            });
+            return Err(SimError::Stalled { step, reason: stall_reason(&sched, cfg.max_model_len as usize) });
         }
         steps.push(rec);
     }
@@ -136,4 +133,22 @@ fn engine_step(
     }
     rec.num_free_blocks = sched.kv.pool.num_free() as u32;
     Ok(rec)
+}
+
+/// Why nothing can be scheduled any more (vLLM itself would spin forever here).
+fn stall_reason(sched: &Scheduler, max_model_len: usize) -> String {
+    if let Some(r) = sched.running.iter().map(|&r| &sched.reqs[r]).find(|r| r.num_tokens() >= max_model_len) {
+        return format!(
+            "request {:?} holds max_model_len = {max_model_len} tokens but has not finished: min_tokens = {} suppresses \
+             check_stop's length stop (vLLM 0.12.0 livelocks the same way)",
+            r.spec.req_id, r.spec.min_tokens
+        );
+    }
+    let blocks = sched.kv.pool.num_free();
+    format!(
+        "no token could be scheduled in two consecutive steps; {} waiting, {} running, {blocks} free KV blocks \
+         (a request needs more KV blocks than the pool holds)",
+        sched.waiting.len(),
+        sched.running.len()
+    )
 }

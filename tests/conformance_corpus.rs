@@ -1,0 +1,152 @@
+//! The vLLM 0.12.0 conformance corpus: traces recorded by vLLM's own engine code on CPU
+//! (`conformance/vllm/driver.py`), replayed by the simulator with no Python installed.
+//! Every trace must be identical field by field, and the corpus must keep covering every
+//! behaviour the conformance issue lists (coverage marks below).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use specreplay_sim::{diff, engine, trace, Trace};
+
+fn corpus() -> Vec<(PathBuf, Trace)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces/conformance/vllm-0.12.0");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    paths.into_iter().map(|p| (p.clone(), trace::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))).collect()
+}
+
+#[test]
+fn every_vllm_recording_replays_identically() {
+    let traces = corpus();
+    assert!(traces.len() >= 300, "corpus has {} traces", traces.len());
+    let mut failures = Vec::new();
+    for (path, t) in &traces {
+        assert_eq!(t.recorded_by, "vllm 0.12.0", "{}", path.display());
+        let sim = engine::run(&t.scenario()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let rep = diff::compare(t, &sim.trace);
+        if let Some(d) = rep.first {
+            failures.push(format!(
+                "{}: step {:?} / request {:?} / {}: vLLM {} vs sim {}\n  reproduce: specreplay replay {}",
+                path.display(),
+                d.step,
+                d.request,
+                d.field,
+                d.expected,
+                d.actual,
+                path.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), traces.len(), failures.join("\n"));
+}
+
+#[test]
+fn vllm_recording_of_the_golden_run_matches_the_committed_golden() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let golden = trace::read(&root.join("traces/vllm_ngram_13step.json")).unwrap();
+    let vllm = trace::read(&root.join("traces/conformance/vllm-0.12.0/vllm_ngram_13step.json")).unwrap();
+    assert_eq!(vllm.recorded_by, "vllm 0.12.0");
+    let rep = diff::compare(&golden, &vllm);
+    assert!(rep.identical(), "{:?}", rep.first);
+}
+
+/// Counts of each behaviour the corpus exercises.
+fn coverage(traces: &[(PathBuf, Trace)]) -> BTreeMap<&'static str, usize> {
+    let mut c: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut mark = |k: &'static str, hit: bool| *c.entry(k).or_default() += usize::from(hit);
+    for (_, t) in traces {
+        mark("multi_request_8plus", t.requests.len() >= 8);
+        mark(
+            "finished_at_max_model_len",
+            t.requests
+                .iter()
+                .any(|r| r.prompt_token_ids.len() + t.outputs[&r.req_id].len() == t.config.max_model_len as usize),
+        );
+        mark(
+            "finished_by_stop_token",
+            t.requests.iter().any(|r| {
+                let last = t.outputs[&r.req_id].last();
+                last.is_some_and(|x| r.stop_token_ids.contains(x) || Some(*x) == r.eos_token_id)
+            }),
+        );
+        mark("prefix_caching_off", !t.config.enable_prefix_caching);
+        mark(
+            "mode_piecewise_config",
+            t.config.cudagraph_mode == specreplay_sim::config::CudagraphModeConfig::Piecewise,
+        );
+        mark("mode_none_config", t.config.cudagraph_mode == specreplay_sim::config::CudagraphModeConfig::None);
+        mark("method_none", t.config.method == specreplay_sim::config::SpecMethod::None);
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut prev_rows: BTreeMap<String, usize> = BTreeMap::new();
+        let mut prev_batch: BTreeSet<String> = BTreeSet::new();
+        for s in &t.steps {
+            mark("idle_step", s.idle);
+            if s.idle {
+                continue;
+            }
+            mark("preemption", !s.preempted_req_ids.is_empty());
+            mark("full_graph", s.cudagraph_mode == "FULL");
+            mark(
+                "full_graph_padded_requests",
+                s.cudagraph_mode == "FULL" && s.num_reqs_padded as usize > s.batch_req_ids.len(),
+            );
+            mark("piecewise_graph", s.cudagraph_mode == "PIECEWISE");
+            mark("no_graph", s.cudagraph_mode == "NONE" && s.total_num_scheduled_tokens > 0);
+            mark("partial_prefill_discarded", s.output_token_ids.iter().any(|r| r.iter().all(|&x| x == -1)));
+            let has_spec = t.config.method == specreplay_sim::config::SpecMethod::Ngram;
+            mark("drafter_gate_closed", has_spec && s.total_num_scheduled_tokens > 0 && s.draft_token_ids.is_empty());
+            mark("finished", !s.finished_req_ids.is_empty());
+            mark("several_finish_in_one_step", s.finished_req_ids.len() >= 2);
+            for (r, &n) in &s.num_computed_tokens {
+                if seen.insert(r.clone()) && n > 0 {
+                    mark("prefix_cache_hit_on_admission", true);
+                }
+                if !prev_batch.contains(r) && n > 0 && s.scheduled_spec_decode_tokens.contains_key(r) {
+                    mark("reentering_request_with_drafts", true);
+                }
+            }
+            for (row, r) in s.batch_req_ids.iter().enumerate() {
+                if prev_rows.get(r).is_some_and(|&p| p != row) {
+                    mark("row_moved_by_condense_or_reentry", true);
+                }
+            }
+            for (r, d) in &s.scheduled_spec_decode_tokens {
+                let row = s.batch_req_ids.iter().position(|x| x == r).unwrap();
+                let end = s.attn.cu_seqlens_q[row + 1] as usize;
+                let fed: Vec<i64> = s.input_ids[end - d.len()..end].to_vec();
+                let sched: Vec<i64> = d.iter().map(|&x| i64::from(x)).collect();
+                mark("verified_drafts_differ_from_scheduled", fed != sched);
+                let out = &s.output_token_ids[row];
+                mark("all_drafts_accepted", out.iter().all(|&x| x >= 0));
+                mark("draft_rejected", out.iter().any(|&x| x < 0));
+            }
+            for (r, row) in &s.token_ids_cpu {
+                mark(
+                    "stale_token_row_tail",
+                    row.len()
+                        > (s.num_computed_tokens.get(r).copied().unwrap_or(0)
+                            + s.num_scheduled_tokens.get(r).copied().unwrap_or(0)) as usize
+                            + 1,
+                );
+            }
+            // The clamp keeps the highest scheduled position at max_model_len - 2 (the last
+            // token is sampled, never fed); drafts beyond it are dropped.
+            let top = i64::from(t.config.max_model_len) - 2;
+            mark(
+                "positions_reach_the_clamp",
+                s.positions.iter().take(s.total_num_scheduled_tokens as usize).any(|&p| p == top),
+            );
+            prev_rows = s.batch_req_ids.iter().enumerate().map(|(i, r)| (r.clone(), i)).collect();
+            prev_batch = s.batch_req_ids.iter().cloned().collect();
+        }
+    }
+    c
+}
+
+#[test]
+fn corpus_covers_every_behaviour() {
+    let c = coverage(&corpus());
+    let missing: Vec<_> = c.iter().filter(|(_, &n)| n == 0).map(|(k, _)| *k).collect();
+    assert!(missing.is_empty(), "corpus never exercises: {missing:?}\nall counts: {c:#?}");
+    println!("{c:#?}");
+}
