@@ -179,6 +179,10 @@ impl Config {
         if self.profile == Profile::NanoVllm && self.method != SpecMethod::None {
             return bad("profile \"nano-vllm\" has no speculative decoding: use method \"none\"".into());
         }
+        if self.profile == Profile::NanoVllm && !self.block_size.is_multiple_of(256) {
+            // nanovllm/config.py asserts kvcache_block_size % 256 == 0.
+            return bad(format!("profile \"nano-vllm\" needs block_size a multiple of 256, got {}", self.block_size));
+        }
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use crate::oracle;
 use crate::request::Request;
 use crate::runner::Runner;
 use crate::scheduler::{Scheduler, SpecStats};
-use crate::trace::{Step, Trace, FORMAT, VERSION};
+use crate::trace::{Step, Trace};
 
 /// Upper bound on engine steps of one run (turns a livelock into an error).
 pub const MAX_STEPS: u64 = 1_000_000;
@@ -28,11 +28,6 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
         Profile::VllmV1 => run_vllm(scenario),
         Profile::NanoVllm => crate::nano::run(scenario),
     }
-}
-
-/// `recorded_by` of simulator traces.
-pub fn recorded_by() -> String {
-    format!("specreplay-sim {}", env!("CARGO_PKG_VERSION"))
 }
 
 fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
@@ -59,18 +54,7 @@ fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
         if !sched.has_unfinished() {
             if next_arrival == arrivals.len() {
                 let outputs = sched.reqs.iter().map(|r| (r.spec.req_id.clone(), r.output().to_vec())).collect();
-                let trace = Trace {
-                    format: FORMAT.into(),
-                    version: VERSION,
-                    recorded_by: recorded_by(),
-                    notes: Vec::new(),
-                    config: cfg.clone(),
-                    requests: scenario.requests.clone(),
-                    oracle: scenario.oracle.clone(),
-                    steps,
-                    outputs,
-                };
-                return Ok(RunResult { trace, stats: sched.stats.clone() });
+                return Ok(RunResult { trace: Trace::recorded(scenario, steps, outputs), stats: sched.stats.clone() });
             }
             steps.push(Step { step, idle: true, ..Default::default() });
             continue;

@@ -10,11 +10,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::Scenario;
-use crate::engine::{recorded_by, RunResult, MAX_STEPS};
+use crate::engine::{RunResult, MAX_STEPS};
 use crate::error::SimError;
 use crate::oracle;
 use crate::scheduler::SpecStats;
-use crate::trace::{NanoContext, Step, Trace, FORMAT, VERSION};
+use crate::trace::{NanoContext, Step, Trace};
 
 struct Seq {
     tokens: Vec<u32>,
@@ -160,18 +160,7 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
             if pending.is_empty() {
                 let outputs =
                     seqs.iter().zip(&names).map(|(s, n)| (n.clone(), s.tokens[s.prompt_len..].to_vec())).collect();
-                let trace = Trace {
-                    format: FORMAT.into(),
-                    version: VERSION,
-                    recorded_by: recorded_by(),
-                    notes: Vec::new(),
-                    config: cfg.clone(),
-                    requests: scenario.requests.clone(),
-                    oracle: scenario.oracle.clone(),
-                    steps,
-                    outputs,
-                };
-                return Ok(RunResult { trace, stats: SpecStats::default() });
+                return Ok(RunResult { trace: Trace::recorded(scenario, steps, outputs), stats: SpecStats::default() });
             }
             steps.push(Step { step, idle: true, ..Default::default() });
             continue;

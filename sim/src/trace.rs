@@ -43,6 +43,21 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// A trace of `scenario` recorded by this simulator.
+    pub fn recorded(scenario: &Scenario, steps: Vec<Step>, outputs: BTreeMap<String, Vec<u32>>) -> Trace {
+        Trace {
+            format: FORMAT.into(),
+            version: VERSION,
+            recorded_by: format!("specreplay-sim {}", env!("CARGO_PKG_VERSION")),
+            notes: Vec::new(),
+            config: scenario.config.clone(),
+            requests: scenario.requests.clone(),
+            oracle: scenario.oracle.clone(),
+            steps,
+            outputs,
+        }
+    }
+
     /// The scenario this trace was recorded from.
     pub fn scenario(&self) -> Scenario {
         Scenario { config: self.config.clone(), requests: self.requests.clone(), oracle: self.oracle.clone() }
