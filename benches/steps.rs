@@ -42,29 +42,37 @@ fn scenario(num_requests: usize, spec: bool) -> Scenario {
     Scenario { config, requests, oracle }
 }
 
-/// Median seconds per run and the step count.
-fn time(sc: &Scenario, reps: usize) -> (f64, usize) {
+/// Median seconds per run, the step count and the generated-token count.
+fn time(sc: &Scenario, reps: usize) -> (f64, usize, usize) {
     let mut secs = Vec::new();
-    let mut steps = 0;
+    let (mut steps, mut tokens) = (0, 0);
     for _ in 0..reps {
         let t0 = Instant::now();
         let r = engine::run(sc).expect("bench scenario runs");
         secs.push(t0.elapsed().as_secs_f64());
         steps = r.trace.steps.len();
+        tokens = r.trace.outputs.values().map(Vec::len).sum();
     }
     secs.sort_by(f64::total_cmp);
-    (secs[reps / 2], steps)
+    (secs[reps / 2], steps, tokens)
 }
 
 fn main() {
-    println!("| requests | mode | steps | median run (ms) | steps/s | spec/non-spec steps/s |");
-    println!("|---:|---|---:|---:|---:|---:|");
+    println!("| requests | mode | steps | tokens | median run (ms) | steps/s | tokens/s | steps/s vs no spec | run time vs no spec |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for n in [1usize, 256] {
         let reps = if n == 1 { 21 } else { 5 };
-        let (ts, ss) = time(&scenario(n, true), reps);
-        let (tp, sp) = time(&scenario(n, false), reps);
+        let (ts, ss, ks) = time(&scenario(n, true), reps);
+        let (tp, sp, kp) = time(&scenario(n, false), reps);
         let (rs, rp) = (ss as f64 / ts, sp as f64 / tp);
-        println!("| {n} | ngram k=3 | {ss} | {:.2} | {:.0} | {:.2} |", ts * 1e3, rs, rs / rp);
-        println!("| {n} | no spec | {sp} | {:.2} | {:.0} | 1.00 |", tp * 1e3, rp);
+        let ms = |t: f64| t * 1e3;
+        println!(
+            "| {n} | ngram k=3 | {ss} | {ks} | {:.2} | {rs:.0} | {:.0} | {:.2} | {:.2} |",
+            ms(ts),
+            ks as f64 / ts,
+            rs / rp,
+            ts / tp
+        );
+        println!("| {n} | no spec | {sp} | {kp} | {:.2} | {rp:.0} | {:.0} | 1.00 | 1.00 |", ms(tp), kp as f64 / tp);
     }
 }

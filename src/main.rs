@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use specreplay_sim::{diff, engine, trace, Scenario};
 
+mod explain;
 mod show;
 
 #[derive(Parser)]
@@ -40,6 +41,23 @@ enum Cmd {
     Diff { expected: PathBuf, actual: PathBuf },
     /// Print a trace step by step, with the run summary.
     Show { trace: PathBuf },
+    /// Search a metadata builder variant for a minimized counterexample against its
+    /// reference (exit 0 when one is found, 1 when none is).
+    Explain {
+        /// Builder name (see `--list`).
+        #[arg(required_unless_present = "list")]
+        builder: Option<String>,
+        #[arg(long, required_unless_present = "list")]
+        variant: Option<String>,
+        /// Random cases to try before giving up.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// List every builder and variant.
+        #[arg(long)]
+        list: bool,
+    },
     /// Re-encode a trace (`.bin` = bincode, else canonical JSON), e.g. to shrink a corpus.
     Convert { input: PathBuf, output: PathBuf },
 }
@@ -126,6 +144,16 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
                 );
                 Ok(ExitCode::from(1))
             }
+        }
+        Cmd::Explain { builder, variant, cases, seed, list } => {
+            if list {
+                print!("{}", explain::list());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (b, v) = (builder.unwrap_or_default(), variant.unwrap_or_default());
+            let (found, report) = explain::explain(&b, &v, cases, seed).map_err(Fail)?;
+            print!("{report}");
+            Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Convert { input, output } => {
             let t = read_trace(&input)?;
