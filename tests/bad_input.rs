@@ -70,6 +70,7 @@ fn bad_inputs_give_one_line_and_exit_2() {
         ("unknown_field", "sim", scenario_with("\"max_num_seqs\": 4", "\"max_num_seqs\": 4, \"bogus\": 1")),
         ("missing_continuation", "sim", scenario_with("\"tokens\": {\"0\"", "\"tokens\": {\"9\"")),
         ("unknown_oracle", "sim", scenario_with("\"continuation\"", "\"magic\"")),
+        ("too_large_for_memory", "sim", scenario_with("\"max_num_seqs\": 4", "\"max_num_seqs\": 4000000000")),
         ("oracle_exhausted", "sim", scenario_with("[220, 16, 11, 220, 16, 16,", "[220, 16,")),
     ];
     let mut report = String::new();

@@ -158,6 +158,34 @@ fn any_single_changed_value_is_named() {
     assert!(checked > 500, "only {checked} leaves checked");
 }
 
+/// Non-numeric leaves too: a changed string, flag or request id is named by the diff.
+#[test]
+fn changed_strings_and_flags_are_named() {
+    let t = golden("vllm_ngram_13step.json");
+    let fresh = engine::run(&t.scenario()).unwrap().trace;
+    let cases: Vec<(usize, &str, Box<dyn Fn(&mut specreplay_sim::trace::Step)>)> = vec![
+        (3, "cudagraph_mode", Box::new(|s| s.cudagraph_mode = "NONE".into())),
+        (5, "batch_req_ids[0]", Box::new(|s| s.batch_req_ids[0] = "1".into())),
+        (1, "idle", Box::new(|s| s.idle = true)),
+        (13, "finished_req_ids", Box::new(|s| s.finished_req_ids.clear())),
+        (
+            8,
+            "draft_token_ids.1",
+            Box::new(|s| {
+                let d = s.draft_token_ids.remove("0").unwrap();
+                s.draft_token_ids.insert("1".into(), d);
+            }),
+        ),
+    ];
+    for (step, field, mutate) in cases {
+        let mut m = t.clone();
+        mutate(&mut m.steps[step - 1]);
+        let d = diff::compare(&m, &fresh).first.unwrap_or_else(|| panic!("{field}: not detected"));
+        assert_eq!(d.step, Some(step as u64), "{field}");
+        assert!(d.field.starts_with(field), "{field} vs {}", d.field);
+    }
+}
+
 fn collect_numbers(v: &Value, path: String, out: &mut Vec<String>) {
     match v {
         Value::Number(_) => out.push(path),

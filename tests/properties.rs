@@ -7,6 +7,21 @@ use proptest::prelude::*;
 use specreplay_sim::fuzzing::{check_invariants, check_scenario, FuzzScenario};
 use specreplay_sim::{engine, Scenario};
 
+/// Writes a failing scenario under `target/proptest-failures/` and returns the command
+/// that reproduces it.
+fn save_failure(sc: &Scenario) -> String {
+    let json = serde_json::to_string_pretty(sc).unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/proptest-failures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!(
+        "{:016x}.json",
+        specreplay_sim::oracle::splitmix(json.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b)))
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, json).unwrap();
+    format!("specreplay sim {} -o /tmp/failure.json", path.display())
+}
+
 fn scenario_from(bytes: &[u8]) -> Option<Scenario> {
     FuzzScenario::scenario_from_bytes(bytes)
 }
@@ -19,8 +34,7 @@ proptest! {
     fn engine_invariants(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         if let Some(sc) = scenario_from(&bytes) {
             if let Err(e) = check_scenario(&sc) {
-                let json = serde_json::to_string(&sc).unwrap();
-                prop_assert!(false, "{e}\nscenario: {json}");
+                prop_assert!(false, "{e}\nreproduce: {}", save_failure(&sc));
             }
         }
     }
@@ -37,7 +51,7 @@ proptest! {
             uncached.config.enable_prefix_caching = !sc.config.enable_prefix_caching;
             for (what, variant) in [("unlimited blocks", roomy), ("prefix caching toggled", uncached)] {
                 let other = engine::run(&variant).unwrap().trace;
-                prop_assert_eq!(&base.outputs, &other.outputs, "{} changed outputs", what);
+                prop_assert_eq!(&base.outputs, &other.outputs, "{} changed outputs; reproduce: {}", what, save_failure(&variant));
             }
         }
     }

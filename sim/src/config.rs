@@ -56,6 +56,13 @@ fn default_mode() -> CudagraphModeConfig {
     CudagraphModeConfig::FullAndPiecewise
 }
 
+/// Largest `max_num_seqs * max_model_len` the simulator accepts (`token_ids_cpu` slots).
+pub const MAX_TABLE_ENTRIES: u64 = 1 << 28;
+/// Largest token budget (the persistent `input_ids`/`positions` buffers).
+pub const MAX_BATCH_TOKENS: u32 = 1 << 24;
+/// Largest KV pool.
+pub const MAX_BLOCKS: u32 = 1 << 26;
+
 /// Engine configuration (the scenario's `config`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +129,20 @@ impl Config {
             return bad(format!(
                 "num_gpu_blocks must be >= 2 (block 0 is the null block), got {}",
                 self.num_gpu_blocks
+            ));
+        }
+        // The simulator holds vLLM's persistent buffers in memory: refuse sizes that would
+        // not fit rather than abort on allocation.
+        let table = u64::from(self.max_num_seqs) * u64::from(self.max_model_len);
+        if table > MAX_TABLE_ENTRIES {
+            return bad(format!(
+                "max_num_seqs x max_model_len = {table} token slots exceeds the simulator's limit of {MAX_TABLE_ENTRIES}"
+            ));
+        }
+        if self.max_num_batched_tokens > MAX_BATCH_TOKENS || self.num_gpu_blocks > MAX_BLOCKS {
+            return bad(format!(
+                "max_num_batched_tokens ({}) or num_gpu_blocks ({}) exceeds the simulator's limits ({MAX_BATCH_TOKENS}, {MAX_BLOCKS})",
+                self.max_num_batched_tokens, self.num_gpu_blocks
             ));
         }
         match self.method {
