@@ -163,7 +163,8 @@ fn any_single_changed_value_is_named() {
 fn changed_strings_and_flags_are_named() {
     let t = golden("vllm_ngram_13step.json");
     let fresh = engine::run(&t.scenario()).unwrap().trace;
-    let cases: Vec<(usize, &str, Box<dyn Fn(&mut specreplay_sim::trace::Step)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut specreplay_sim::trace::Step)>;
+    let cases: Vec<(usize, &str, Mutation)> = vec![
         (3, "cudagraph_mode", Box::new(|s| s.cudagraph_mode = "NONE".into())),
         (5, "batch_req_ids[0]", Box::new(|s| s.batch_req_ids[0] = "1".into())),
         (1, "idle", Box::new(|s| s.idle = true)),
