@@ -25,6 +25,10 @@ fn scenario(num_requests: usize, spec: bool) -> Scenario {
         cudagraph_mode: CudagraphModeConfig::FullAndPiecewise,
         enable_chunked_prefill: true,
         enable_prefix_caching: true,
+        num_attention_heads: 16,
+        num_kv_heads: 8,
+        num_sms: 132,
+        disable_cascade_attn: false,
     };
     let requests = (0..num_requests)
         .map(|i| RequestSpec {

@@ -86,6 +86,28 @@ pub struct Config {
     pub enable_chunked_prefill: bool,
     #[serde(default = "default_true")]
     pub enable_prefix_caching: bool,
+    /// Query heads of the target model (cascade-attention heuristic; Qwen3-0.6B: 16).
+    #[serde(default = "default_q_heads")]
+    pub num_attention_heads: u32,
+    /// KV heads of the target model (Qwen3-0.6B: 8).
+    #[serde(default = "default_kv_heads")]
+    pub num_kv_heads: u32,
+    /// Streaming multiprocessors of the GPU (cascade-attention cost model; H100: 132).
+    #[serde(default = "default_num_sms")]
+    pub num_sms: u32,
+    /// `ModelConfig.disable_cascade_attn`.
+    #[serde(default)]
+    pub disable_cascade_attn: bool,
+}
+
+fn default_q_heads() -> u32 {
+    16
+}
+fn default_kv_heads() -> u32 {
+    8
+}
+fn default_num_sms() -> u32 {
+    132
 }
 
 impl Config {
@@ -133,6 +155,15 @@ impl Config {
         }
         // The simulator holds vLLM's persistent buffers in memory: refuse sizes that would
         // not fit rather than abort on allocation.
+        if self.num_attention_heads == 0 || self.num_kv_heads == 0 || self.num_sms == 0 {
+            return bad("num_attention_heads, num_kv_heads and num_sms must be >= 1".into());
+        }
+        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads) {
+            return bad(format!(
+                "num_attention_heads ({}) must be a multiple of num_kv_heads ({})",
+                self.num_attention_heads, self.num_kv_heads
+            ));
+        }
         let table = u64::from(self.max_num_seqs) * u64::from(self.max_model_len);
         if table > MAX_TABLE_ENTRIES {
             return bad(format!(

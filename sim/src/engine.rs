@@ -102,6 +102,7 @@ fn engine_step(
     rec.cudagraph_mode = rs.mode.map_or("NONE", |m| m.as_str()).into();
     rec.num_padded_tokens = rs.num_tokens_padded as u32;
     rec.num_reqs_padded = rs.num_reqs_padded as u32;
+    rec.cascade_prefix_len = rs.cascade_prefix_len as u32;
     rec.input_ids = rs.input_ids;
     rec.positions = rs.positions;
     rec.logits_indices = rs.logits_indices;

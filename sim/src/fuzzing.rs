@@ -115,6 +115,10 @@ impl FuzzScenario {
             cudagraph_mode: mode,
             enable_chunked_prefill: self.chunked,
             enable_prefix_caching: self.caching,
+            num_attention_heads: 16,
+            num_kv_heads: 8,
+            num_sms: 132,
+            disable_cascade_attn: false,
         };
         let oracle = OracleSpec {
             kind: "synthetic".into(),

@@ -169,7 +169,7 @@ impl BlockPool {
         }
     }
 
-    fn ref_cnt(&self, id: BlockId) -> u32 {
+    pub fn ref_cnt(&self, id: BlockId) -> u32 {
         self.blocks[id as usize].ref_cnt
     }
 
@@ -239,6 +239,10 @@ impl KvCacheManager {
         block_hashes: &[BlockHash],
     ) -> Option<Vec<BlockId>> {
         debug_assert!(num_new_tokens > 0);
+        // `get_num_blocks_to_allocate` reads the defaultdict `req_to_blocks[request_id]`,
+        // creating an (empty) entry even when the allocation then fails; only `free` drops
+        // it. Such entries count in `num_common_prefix_blocks`.
+        self.req_blocks.entry(req).or_default();
         let computed = num_computed + new_computed.len() * self.block_size;
         let need_tokens = (computed + num_new_tokens).min(self.max_model_len);
         let held = self.blocks(req).len();
@@ -280,6 +284,17 @@ impl KvCacheManager {
             self.pool.cache(list[i], block_hashes[i]);
         }
         self.num_cached_block.insert(req, full);
+    }
+
+    /// `get_num_common_prefix_blocks` (`FullAttentionManager`): leading blocks of `req`
+    /// referenced by every request that has an entry in `req_to_blocks`; 0 without
+    /// prefix caching (`KVCacheCoordinatorNoPrefixCache`).
+    pub fn num_common_prefix_blocks(&self, req: usize) -> usize {
+        if !self.caching {
+            return 0;
+        }
+        let holders = self.req_blocks.len() as u32;
+        self.blocks(req).iter().take_while(|&&b| self.pool.ref_cnt(b) == holders).count()
     }
 
     /// `free`: releases a request's blocks, last block first.

@@ -25,6 +25,7 @@ pub struct RunnerStep {
     pub mode: Option<GraphMode>,
     pub num_tokens_padded: usize,
     pub num_reqs_padded: usize,
+    pub cascade_prefix_len: usize,
     pub input_ids: Vec<i64>,
     pub positions: Vec<i64>,
     pub logits_indices: Vec<i64>,
@@ -166,7 +167,9 @@ impl Runner {
             }
         }
         let max_query_len = *sched.iter().max().expect("non-empty batch");
-        let d = cudagraph::dispatch(&self.cfg, total, num_reqs, max_query_len);
+        let computed: Vec<usize> = (0..num_reqs).map(|row| self.batch.num_computed[row]).collect();
+        let cascade = cudagraph::cascade_prefix_len(&self.cfg, out.num_common_prefix_blocks, &computed, &sched);
+        let d = cudagraph::dispatch(&self.cfg, total, num_reqs, max_query_len, cascade > 0);
         let full = d.mode == GraphMode::Full;
         let (n_tok, n_req) = if full { (d.num_tokens_padded, d.num_reqs_padded) } else { (total, num_reqs) };
         // FlashAttention metadata (FULL pads the request dimension).
@@ -256,6 +259,7 @@ impl Runner {
             mode: Some(d.mode),
             num_tokens_padded: d.num_tokens_padded,
             num_reqs_padded: n_req,
+            cascade_prefix_len: cascade,
             input_ids: self.input_ids_gpu[..d.num_tokens_padded].to_vec(),
             positions: self.positions_gpu[..d.num_tokens_padded].to_vec(),
             logits_indices,

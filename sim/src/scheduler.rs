@@ -30,6 +30,8 @@ pub struct SchedulerOutput {
     pub preempted: Vec<usize>,
     /// Requests finished since the previous `schedule()` (`finished_req_ids`).
     pub finished_req_ids: Vec<usize>,
+    /// Leading KV blocks shared by every request holding blocks (cascade attention).
+    pub num_common_prefix_blocks: usize,
 }
 
 impl SchedulerOutput {
@@ -191,6 +193,7 @@ impl Scheduler {
             }
         }
         out.cached_reqs = scheduled_running.into_iter().chain(resumed).collect();
+        out.num_common_prefix_blocks = self.running.first().map_or(0, |&r| self.kv.num_common_prefix_blocks(r));
         for &(r, n) in &out.num_scheduled {
             out.num_computed.insert(r, self.reqs[r].num_computed_tokens);
             debug_assert!(self.reqs[r].num_computed_tokens + n <= max_model_len, "position >= max_model_len scheduled");

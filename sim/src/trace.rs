@@ -92,6 +92,8 @@ pub struct Step {
     pub cudagraph_mode: String,
     pub num_padded_tokens: u32,
     pub num_reqs_padded: u32,
+    /// Common prefix length used by cascade attention this step (0 = not used).
+    pub cascade_prefix_len: u32,
     /// `input_ids.gpu[:num_padded_tokens]`, stale tail included.
     pub input_ids: Vec<i64>,
     /// `positions.gpu[:num_padded_tokens]`, stale tail included.
