@@ -57,7 +57,7 @@ fn default_mode() -> CudagraphModeConfig {
 }
 
 /// Largest `max_num_seqs * max_model_len` the simulator accepts (`token_ids_cpu` slots).
-pub const MAX_TABLE_ENTRIES: u64 = 1 << 28;
+pub const MAX_TABLE_ENTRIES: u64 = 1 << 26;
 /// Largest token budget (the persistent `input_ids`/`positions` buffers).
 pub const MAX_BATCH_TOKENS: u32 = 1 << 24;
 /// Largest KV pool.
@@ -322,6 +322,14 @@ impl Scenario {
                 return Err(ConfigError::Invalid(format!(
                     "request {:?}: min_tokens ({}) > max_tokens ({})",
                     r.req_id, r.min_tokens, r.max_tokens
+                )));
+            }
+            if r.arrival_step > crate::engine::MAX_STEPS {
+                return Err(ConfigError::Invalid(format!(
+                    "request {:?}: arrival_step {} is past the simulator's step limit {}",
+                    r.req_id,
+                    r.arrival_step,
+                    crate::engine::MAX_STEPS
                 )));
             }
             if r.arrival_step == 0 {
