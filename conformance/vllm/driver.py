@@ -24,10 +24,15 @@ Stand-ins (everything that needs a GPU), and nothing else:
   1. Platform: vLLM sees no GPU here (UnspecifiedPlatform); `support_static_graph_mode`
      is forced to True so VllmConfig keeps cudagraph_mode / capture sizes as on CUDA.
   2. CUDA streams / events (`torch.cuda.Stream`, `torch.Event`) are no-op dummies;
-     `_init_device_properties` sets num_sms = 132 (H100); pinned memory is off. `CpuGpuBuffer.gpu` is a
+     `_init_device_properties` sets num_sms = 132 (H100), then the runner's `num_sms`
+     is set from the scenario's `num_sms` (default 132); pinned memory is off. `CpuGpuBuffer.gpu` is a
      second CPU tensor, so GPU-side staleness (input_ids/positions tails) is kept.
-  3. The model: `runner.model` returns zero hidden states and dummy logits; the attention
-     layer registered for KV-cache setup is a minimal AttentionLayerBase that reports
+  3. The model: `runner.model` returns zero hidden states and dummy logits. ModelConfig
+     reads a per-(heads) temp copy of model/config.json whose num_attention_heads /
+     num_key_value_heads are the scenario's `num_attention_heads` / `num_kv_heads`
+     (default 16 / 8, Qwen3-0.6B), so `runner.num_query_heads` is real; the attention
+     layer registered for KV-cache setup is a minimal AttentionLayerBase whose
+     FullAttentionSpec has num_kv_heads = the scenario's `num_kv_heads`, and that reports
      FlashAttentionBackend (FA2 support level on CPU: UNIFORM_BATCH; on an H100 FA3 gives
      ALWAYS, which resolves FULL_AND_PIECEWISE identically). No KV tensors are allocated
      (`initialize_kv_cache_tensors` is skipped).
@@ -53,6 +58,8 @@ import argparse
 import json
 import os
 import sys
+import atexit
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,6 +76,49 @@ from oracle import Oracle  # noqa: E402
 
 MODEL_DIR = os.path.join(HERE, "model")
 LAYER_NAME = "model.layers.0.self_attn.attn"
+
+# Cascade-attention inputs of the trace contract (sim/src/config.rs) and their defaults.
+CASCADE_DEFAULTS = {
+    "num_attention_heads": 16,
+    "num_kv_heads": 8,
+    "num_sms": 132,
+    "disable_cascade_attn": False,
+}
+
+
+def full_config(cfg: dict) -> dict:
+    """The scenario config with the cascade fields' defaults filled in."""
+    out = dict(cfg)
+    for k, v in CASCADE_DEFAULTS.items():
+        out.setdefault(k, v)
+    return out
+
+
+_MODEL_DIRS: dict[tuple[int, int], str] = {}
+_MODEL_ROOT: list[str] = []
+
+
+def model_dir(num_heads: int, num_kv_heads: int) -> str:
+    """A temp copy of model/config.json with the given query / KV head counts
+    (one per head pair and process; removed at exit)."""
+    key = (int(num_heads), int(num_kv_heads))
+    d = _MODEL_DIRS.get(key)
+    if d is not None:
+        return d
+    if not _MODEL_ROOT:
+        root = tempfile.mkdtemp(prefix="specreplay-model-")
+        _MODEL_ROOT.append(root)
+        atexit.register(shutil.rmtree, root, True)
+    d = os.path.join(_MODEL_ROOT[0], f"h{key[0]}_kv{key[1]}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(MODEL_DIR, "config.json")) as f:
+        mc = json.load(f)
+    mc["num_attention_heads"] = key[0]
+    mc["num_key_value_heads"] = key[1]
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(mc, f, indent=2)
+    _MODEL_DIRS[key] = d
+    return d
 
 
 # ---------------------------------------------------------------- stand-ins (GPU only)
@@ -273,12 +323,14 @@ def build_vllm_config(cfg: dict):
         VllmConfig,
     )
 
+    cfg = full_config(cfg)
     mc = ModelConfig(
-        model=MODEL_DIR,
+        model=model_dir(cfg["num_attention_heads"], cfg["num_kv_heads"]),
         skip_tokenizer_init=True,
         max_model_len=cfg["max_model_len"],
         dtype="bfloat16",
         seed=0,
+        disable_cascade_attn=bool(cfg["disable_cascade_attn"]),
     )
     sc = SchedulerConfig(
         max_num_seqs=cfg["max_num_seqs"],
@@ -332,13 +384,14 @@ class Engine:
         from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
         self.scen = scen
-        cfg = scen["config"]
+        cfg = full_config(scen["config"])
         self.cfg = cfg
         self.oracle = Oracle(scen["oracle"])
         self.vc = vc = build_vllm_config(cfg)
         bs = cfg["block_size"]
         spec = FullAttentionSpec(
-            block_size=bs, num_kv_heads=1, head_size=128, dtype=torch.bfloat16
+            block_size=bs, num_kv_heads=cfg["num_kv_heads"], head_size=128,
+            dtype=torch.bfloat16,
         )
         self.kv_cache_config = KVCacheConfig(
             num_blocks=cfg["num_gpu_blocks"],
@@ -350,6 +403,8 @@ class Engine:
             fake_layer = _make_attn_layer_cls()(spec)
             vc.compilation_config.static_forward_context[LAYER_NAME] = fake_layer
             runner = GPUModelRunner(vc, torch.device("cpu"))
+            # the SM count read by FlashAttention's use_cascade_attention cost model
+            runner.num_sms = int(cfg["num_sms"])
             runner.model = _StubModel()
             runner.initialize_kv_cache_tensors = lambda *a, **k: {}
             runner.initialize_kv_cache(self.kv_cache_config)
@@ -416,6 +471,15 @@ class Engine:
             return res
 
         rn._prepare_inputs = prep
+
+        orig_casc = rn._compute_cascade_attn_prefix_lens
+
+        def casc(*a, **k):
+            res = orig_casc(*a, **k)
+            probe["cascade_attn_prefix_lens"] = res
+            return res
+
+        rn._compute_cascade_attn_prefix_lens = casc
 
         for group in rn.attn_groups[0]:
             builder = group.get_metadata_builder()
@@ -579,6 +643,7 @@ class Engine:
             "cudagraph_mode": "NONE",
             "num_padded_tokens": 0,
             "num_reqs_padded": 0,
+            "cascade_prefix_len": 0,
             "input_ids": [],
             "positions": [],
             "logits_indices": [],
@@ -608,8 +673,16 @@ class Engine:
             else:
                 rec["num_sampled_tokens"] = [int(x) + 1 for x in sm.num_draft_tokens]
             rec["attn"] = probe["attn"]
-            if probe.get("common_prefix_len"):
-                rec.setdefault("_notes", []).append("cascade attention used")
+            # cascade_attn_prefix_lens[0][0] as execute_model computed it (None: not used,
+            # or never computed because cascade attention is disabled)
+            cal = probe.get("cascade_attn_prefix_lens")
+            cpl = int(cal[0][0]) if cal else 0
+            if cpl != int(probe.get("common_prefix_len") or 0):
+                raise RuntimeError(
+                    f"step {step}: cascade_attn_prefix_lens {cal} but the metadata "
+                    f"builder got common_prefix_len {probe.get('common_prefix_len')}"
+                )
+            rec["cascade_prefix_len"] = cpl
             rec["output_token_ids"] = self.samplers.last_output or []
         return rec
 
@@ -618,7 +691,7 @@ def record(scen: dict) -> dict:
     eng = Engine(scen)
     eng.final_outputs = {}
     res = eng.run()
-    cfg = dict(scen["config"])
+    cfg = full_config(scen["config"])
     notes = []
     if eng.effective_sizes != list(cfg["cudagraph_capture_sizes"]) and cfg.get(
         "cudagraph_mode", "FULL_AND_PIECEWISE"
@@ -638,7 +711,7 @@ def record(scen: dict) -> dict:
         "version": 1,
         "recorded_by": "vllm 0.12.0",
         "notes": notes,
-        "config": scen["config"],
+        "config": full_config(scen["config"]),
         "requests": scen["requests"],
         "oracle": scen["oracle"],
         "steps": steps,

@@ -32,7 +32,8 @@ STEP_FIELDS = [
     "idle", "num_scheduled_tokens", "total_num_scheduled_tokens",
     "scheduled_spec_decode_tokens", "num_computed_tokens", "preempted_req_ids",
     "finished_req_ids", "block_ids", "num_free_blocks", "batch_req_ids",
-    "cudagraph_mode", "num_padded_tokens", "num_reqs_padded", "input_ids", "positions",
+    "cudagraph_mode", "num_padded_tokens", "num_reqs_padded", "cascade_prefix_len",
+    "input_ids", "positions",
     "logits_indices", "num_sampled_tokens", "attn", "output_token_ids",
     "draft_token_ids", "token_ids_cpu", "context",
 ]
@@ -51,6 +52,9 @@ def _first_diff_in(a, b, path):
 
 def compare_traces(vt: dict, st: dict):
     """None when equal, else a dict describing the first divergence."""
+    if vt["config"] != st["config"]:
+        path, x, y = _first_diff_in(vt["config"], st["config"], ["config"])
+        return {"step": None, "field": ".".join(map(str, path)), "vllm": x, "sim": y}
     vs, ss = vt["steps"], st["steps"]
     for i in range(max(len(vs), len(ss))):
         if i >= len(vs) or i >= len(ss):
@@ -98,6 +102,7 @@ def work(job):
     with open(vpath, "w") as f:
         json.dump(vt, f)
     res["vllm_trace"] = vpath
+    res["cascade_steps"] = sum(1 for s in vt["steps"] if s.get("cascade_prefix_len", 0) > 0)
     if save_dir:
         with open(os.path.join(save_dir, f"{name}.json"), "w") as f:
             json.dump(vt, f)
@@ -175,6 +180,9 @@ def main(argv=None):
     if use_sim:
         print(f"identical: {ident}/{n}")
     print(f"recorded by vLLM: {rec}/{n}")
+    casc = [r for r in results if r.get("cascade_steps", 0) > 0]
+    print(f"scenarios with cascade steps (cascade_prefix_len > 0): {len(casc)}/{rec} "
+          f"({sum(r['cascade_steps'] for r in casc)} steps)")
     kinds = {}
     for r in errs:
         e = r["error"]

@@ -132,93 +132,134 @@ impl Runner {
         names: &[String],
     ) -> Result<RunnerStep, SimError> {
         let reqs = self.batch.req_ids();
-        let num_reqs = reqs.len();
-        debug_assert!(num_reqs > 0 && out.total() > 0);
+        debug_assert!(!reqs.is_empty() && out.total() > 0);
+        let inputs = self.prepare_inputs(out, &reqs);
+        let computed: Vec<usize> = (0..reqs.len()).map(|row| self.batch.num_computed[row]).collect();
+        let cascade = cudagraph::cascade_prefix_len(&self.cfg, out.num_common_prefix_blocks, &computed, &inputs.sched);
+        let max_query_len = *inputs.sched.iter().max().expect("non-empty batch");
+        let d = cudagraph::dispatch(&self.cfg, inputs.total(), reqs.len(), max_query_len, cascade > 0);
+        let attn = self.attn_metadata(&inputs, d, max_query_len);
+        let (output_rows, sampled) = self.sample(&reqs, &inputs, model, names)?;
+        self.bookkeeping(&reqs, &sampled);
+        let drafts = self.propose(&reqs, &sampled, attn.max_seqlen_k as usize);
+        let token_rows = reqs
+            .iter()
+            .enumerate()
+            .map(|(row, &r)| {
+                (r, self.batch.token_ids[row][..self.batch.high_water[row]].iter().map(|&t| i64::from(t)).collect())
+            })
+            .collect();
+        Ok(RunnerStep {
+            batch: reqs,
+            mode: Some(d.mode),
+            num_tokens_padded: d.num_tokens_padded,
+            num_reqs_padded: attn.seqused_k.len(),
+            cascade_prefix_len: cascade,
+            input_ids: self.input_ids_gpu[..d.num_tokens_padded].to_vec(),
+            positions: self.positions_gpu[..d.num_tokens_padded].to_vec(),
+            logits_indices: inputs.logits_indices,
+            num_sampled_tokens: inputs.num_sampled.iter().map(|&n| n as u32).collect(),
+            attn,
+            output_rows,
+            sampled,
+            drafts,
+            token_rows,
+        })
+    }
+
+    /// `_prepare_inputs`: positions and input ids into the persistent buffers (only the
+    /// scheduled slots), slot mapping, sequence lengths, partial-prefill discards, and the
+    /// spec-decode logits layout.
+    fn prepare_inputs(&mut self, out: &SchedulerOutput, reqs: &[usize]) -> Inputs {
         let bs = self.cfg.block_size as usize;
         let sched: Vec<usize> = reqs.iter().map(|&r| out.scheduled(r).expect("batch rows are scheduled")).collect();
-        let total: usize = sched.iter().sum();
-        // _prepare_inputs
-        let mut cu = vec![0usize; num_reqs + 1];
-        let mut slot_mapping = Vec::with_capacity(total);
-        let mut seq_lens = vec![0usize; num_reqs];
-        let mut discard = vec![false; num_reqs];
+        let mut inp = Inputs { cu: vec![0; reqs.len() + 1], ..Default::default() };
         let mut i = 0;
         for (row, &n) in sched.iter().enumerate() {
-            cu[row + 1] = cu[row] + n;
+            inp.cu[row + 1] = inp.cu[row] + n;
             let computed = self.batch.num_computed[row];
-            for a in 0..n {
-                let pos = computed + a;
+            for pos in computed..computed + n {
                 self.positions_gpu[i] = pos as i64;
                 self.input_ids_gpu[i] = i64::from(self.batch.token_ids[row][pos]);
                 let block = self.batch.block_table[row][pos / bs];
-                slot_mapping.push(block * bs as i64 + (pos % bs) as i64);
+                inp.slot_mapping.push(block * bs as i64 + (pos % bs) as i64);
                 i += 1;
             }
-            seq_lens[row] = computed + n;
-            discard[row] = seq_lens[row] < self.states[&reqs[row]].num_tokens();
+            inp.seq_lens.push(computed + n);
+            inp.discard.push(computed + n < self.states[&reqs[row]].num_tokens());
         }
-        let num_draft: Vec<usize> = reqs.iter().map(|r| out.spec_tokens.get(r).map_or(0, Vec::len)).collect();
-        let use_spec = !out.spec_tokens.is_empty();
-        let num_sampled: Vec<usize> = num_draft.iter().map(|&d| if use_spec { d + 1 } else { 1 }).collect();
-        let mut logits_indices = Vec::new();
-        for row in 0..num_reqs {
-            for j in 0..num_sampled[row] {
-                logits_indices.push((cu[row + 1] - num_sampled[row] + j) as i64);
-            }
+        inp.num_draft = reqs.iter().map(|r| out.spec_tokens.get(r).map_or(0, Vec::len)).collect();
+        inp.use_spec = !out.spec_tokens.is_empty();
+        inp.num_sampled = inp.num_draft.iter().map(|&d| if inp.use_spec { d + 1 } else { 1 }).collect();
+        for row in 0..reqs.len() {
+            let first = inp.cu[row + 1] - inp.num_sampled[row];
+            inp.logits_indices.extend((first..inp.cu[row + 1]).map(|x| x as i64));
         }
-        let max_query_len = *sched.iter().max().expect("non-empty batch");
-        let computed: Vec<usize> = (0..num_reqs).map(|row| self.batch.num_computed[row]).collect();
-        let cascade = cudagraph::cascade_prefix_len(&self.cfg, out.num_common_prefix_blocks, &computed, &sched);
-        let d = cudagraph::dispatch(&self.cfg, total, num_reqs, max_query_len, cascade > 0);
+        inp.sched = sched;
+        inp
+    }
+
+    /// FlashAttention metadata; FULL graphs pad the request dimension (`cu_seqlens_q`
+    /// repeats the total, `seqused_k` 0, block-table rows -1) and the slot mapping (-1).
+    fn attn_metadata(&self, inp: &Inputs, d: cudagraph::Dispatch, max_query_len: usize) -> AttnMetadata {
+        let num_reqs = inp.sched.len();
         let full = d.mode == GraphMode::Full;
-        let (n_tok, n_req) = if full { (d.num_tokens_padded, d.num_reqs_padded) } else { (total, num_reqs) };
-        // FlashAttention metadata (FULL pads the request dimension).
-        let mut attn =
-            AttnMetadata {
-                cu_seqlens_q: (0..=n_req).map(|r| cu[r.min(num_reqs)] as i64).collect(),
-                max_seqlen_q: max_query_len as u32,
-                seqused_k: (0..n_req).map(|r| seq_lens.get(r).map_or(0, |&s| s as i64)).collect(),
-                max_seqlen_k: *seq_lens.iter().max().expect("non-empty") as u32,
-                block_table: (0..n_req)
-                    .map(|r| {
-                        if r < num_reqs {
-                            self.batch.block_table[r].clone()
-                        } else {
-                            vec![-1; self.cfg.blocks_per_row()]
-                        }
-                    })
-                    .collect(),
-                slot_mapping,
-            };
-        attn.slot_mapping.resize(n_tok, -1);
-        // Forward pass + sampling (greedy, through the oracle).
-        let max_spec_len = num_draft.iter().copied().max().unwrap_or(0);
-        let width = if use_spec { max_spec_len + 1 } else { 1 };
-        let mut output_rows = Vec::with_capacity(num_reqs);
+        let (n_tok, n_req) = if full { (d.num_tokens_padded, d.num_reqs_padded) } else { (inp.total(), num_reqs) };
+        let mut slot_mapping = inp.slot_mapping.clone();
+        slot_mapping.resize(n_tok, -1);
+        AttnMetadata {
+            cu_seqlens_q: (0..=n_req).map(|r| inp.cu[r.min(num_reqs)] as i64).collect(),
+            max_seqlen_q: max_query_len as u32,
+            seqused_k: (0..n_req).map(|r| inp.seq_lens.get(r).map_or(0, |&s| s as i64)).collect(),
+            max_seqlen_k: *inp.seq_lens.iter().max().expect("non-empty") as u32,
+            block_table: (0..n_req)
+                .map(|r| match self.batch.block_table.get(r).filter(|_| r < num_reqs) {
+                    Some(row) => row.clone(),
+                    None => vec![-1; self.cfg.blocks_per_row()],
+                })
+                .collect(),
+            slot_mapping,
+        }
+    }
+
+    /// Forward pass + sampling: the rejection sampler's rows (greedy, through the oracle)
+    /// and the valid sampled tokens per request. Drafts are read back from the input
+    /// buffer, as `_calc_spec_decode_metadata` does.
+    fn sample(
+        &self,
+        reqs: &[usize],
+        inp: &Inputs,
+        model: &dyn TargetModel,
+        names: &[String],
+    ) -> Result<(Vec<Vec<i64>>, Sampled), SimError> {
+        let width = if inp.use_spec { inp.num_draft.iter().copied().max().unwrap_or(0) + 1 } else { 1 };
+        let mut rows = Vec::with_capacity(reqs.len());
         let mut sampled = BTreeMap::new();
-        for row in 0..num_reqs {
-            let r = reqs[row];
-            if discard[row] {
-                output_rows.push(vec![-1; width]);
+        for (row, &r) in reqs.iter().enumerate() {
+            if inp.discard[row] {
+                rows.push(vec![-1; width]);
                 sampled.insert(r, Vec::new());
                 continue;
             }
-            let context = &self.batch.token_ids[row][..seq_lens[row]];
-            let nd = num_draft[row];
-            let drafts: Vec<u32> =
-                self.input_ids_gpu[cu[row + 1] - nd..cu[row + 1]].iter().map(|&t| t as u32).collect();
+            let (end, nd) = (inp.cu[row + 1], inp.num_draft[row]);
+            let drafts: Vec<u32> = self.input_ids_gpu[end - nd..end].iter().map(|&t| t as u32).collect();
             let input = RowInput {
                 req_id: &names[r],
                 prompt_len: self.batch.num_prompt_tokens[row],
-                context,
-                verify_from: seq_lens[row] - nd,
+                context: &self.batch.token_ids[row][..inp.seq_lens[row]],
+                verify_from: inp.seq_lens[row] - nd,
                 drafts: &drafts,
             };
             let o = rejection::greedy_row(model, &input, width)?;
             sampled.insert(r, o.iter().filter(|&&t| t >= 0).map(|&t| t as u32).collect());
-            output_rows.push(o);
+            rows.push(o);
         }
-        // _bookkeeping_sync: the whole sampled list reaches the token row.
+        Ok((rows, sampled))
+    }
+
+    /// `_bookkeeping_sync`: the whole sampled list reaches the token row (before the
+    /// scheduler trims tokens after a stop).
+    fn bookkeeping(&mut self, reqs: &[usize], sampled: &Sampled) {
         for (row, &r) in reqs.iter().enumerate() {
             let toks = &sampled[&r];
             if toks.is_empty() {
@@ -232,43 +273,45 @@ impl Runner {
             self.batch.num_tokens[row] = end;
             self.states.get_mut(&r).expect("state").output.extend_from_slice(toks);
         }
-        // Drafting: batch-wide gate on the longest sequence of the step.
-        let max_seq_len = attn.max_seqlen_k as usize;
-        let drafts = self
-            .ngram
-            .filter(|_| max_seq_len + self.cfg.num_speculative_tokens as usize <= self.cfg.max_model_len as usize)
-            .map(|ng| {
-                reqs.iter()
-                    .enumerate()
-                    .map(|(row, &r)| {
-                        let n = self.batch.num_tokens_no_spec[row];
-                        let eligible = !sampled[&r].is_empty() && n < self.cfg.max_model_len as usize;
-                        (r, if eligible { ng.propose(&self.batch.token_ids[row][..n]) } else { Vec::new() })
-                    })
-                    .collect()
-            });
-        let token_rows = reqs
+    }
+
+    /// The drafter: the batch-wide gate `max_seq_len + k <= max_model_len`, then one
+    /// proposal per row (empty for rows that sampled nothing or are full).
+    fn propose(&self, reqs: &[usize], sampled: &Sampled, max_seq_len: usize) -> Option<Vec<(usize, Vec<u32>)>> {
+        let mml = self.cfg.max_model_len as usize;
+        let ng = self.ngram.filter(|_| max_seq_len + self.cfg.num_speculative_tokens as usize <= mml)?;
+        let proposals = reqs
             .iter()
             .enumerate()
             .map(|(row, &r)| {
-                (r, self.batch.token_ids[row][..self.batch.high_water[row]].iter().map(|&t| i64::from(t)).collect())
+                let n = self.batch.num_tokens_no_spec[row];
+                let eligible = !sampled[&r].is_empty() && n < mml;
+                (r, if eligible { ng.propose(&self.batch.token_ids[row][..n]) } else { Vec::new() })
             })
             .collect();
-        Ok(RunnerStep {
-            batch: reqs,
-            mode: Some(d.mode),
-            num_tokens_padded: d.num_tokens_padded,
-            num_reqs_padded: n_req,
-            cascade_prefix_len: cascade,
-            input_ids: self.input_ids_gpu[..d.num_tokens_padded].to_vec(),
-            positions: self.positions_gpu[..d.num_tokens_padded].to_vec(),
-            logits_indices,
-            num_sampled_tokens: num_sampled.iter().map(|&n| n as u32).collect(),
-            attn,
-            output_rows,
-            sampled,
-            drafts,
-            token_rows,
-        })
+        Some(proposals)
+    }
+}
+
+/// Valid sampled tokens per request (placeholders and discarded samples removed).
+type Sampled = BTreeMap<usize, Vec<u32>>;
+
+/// One step's prepared inputs, per batch row.
+#[derive(Debug, Default)]
+struct Inputs {
+    sched: Vec<usize>,
+    cu: Vec<usize>,
+    slot_mapping: Vec<i64>,
+    seq_lens: Vec<usize>,
+    discard: Vec<bool>,
+    num_draft: Vec<usize>,
+    num_sampled: Vec<usize>,
+    use_spec: bool,
+    logits_indices: Vec<i64>,
+}
+
+impl Inputs {
+    fn total(&self) -> usize {
+        self.cu.last().copied().unwrap_or(0)
     }
 }
