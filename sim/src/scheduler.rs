@@ -97,22 +97,47 @@ impl Scheduler {
         !self.waiting.is_empty() || !self.running.is_empty()
     }
 
-    /// `schedule()`: running requests first (with preemption), then waiting ones.
+    /// `schedule()`: running requests first (with preemption), then waiting ones (only
+    /// when nothing was preempted), then `_update_after_schedule`.
     pub fn schedule(&mut self) -> SchedulerOutput {
         let mut out =
             SchedulerOutput { finished_req_ids: std::mem::take(&mut self.finished_pending), ..Default::default() };
         let mut budget = self.cfg.max_num_batched_tokens as usize;
+        let scheduled_running = self.schedule_running(&mut out, &mut budget);
+        let resumed = if out.preempted.is_empty() { self.schedule_waiting(&mut out, &mut budget) } else { Vec::new() };
+        out.cached_reqs = scheduled_running.into_iter().chain(resumed).collect();
+        out.num_common_prefix_blocks = self.running.first().map_or(0, |&r| self.kv.num_common_prefix_blocks(r));
         let max_model_len = self.cfg.max_model_len as usize;
-        let mut scheduled_running = Vec::new();
+        for &(r, n) in &out.num_scheduled {
+            out.num_computed.insert(r, self.reqs[r].num_computed_tokens);
+            debug_assert!(
+                self.reqs[r].num_computed_tokens + n < max_model_len,
+                "position >= max_model_len - 1 scheduled"
+            );
+        }
+        debug_assert!(out.total() <= self.cfg.max_num_batched_tokens as usize);
+        debug_assert!(self.running.len() <= self.cfg.max_num_seqs as usize);
+        // _update_after_schedule
+        for &(r, n) in &out.num_scheduled {
+            self.reqs[r].num_computed_tokens += n;
+        }
+        out
+    }
+
+    /// The running loop: tokens incl. drafts, capped by the budget and the
+    /// `max_model_len - 1` clamp; allocation with preemption of the last running request;
+    /// drafts truncated to what was scheduled, then dropped. Returns the scheduled ones.
+    fn schedule_running(&mut self, out: &mut SchedulerOutput, budget: &mut usize) -> Vec<usize> {
+        let max_model_len = self.cfg.max_model_len as usize;
+        let mut scheduled = Vec::new();
         let mut i = 0;
-        while i < self.running.len() && budget > 0 {
+        while i < self.running.len() && *budget > 0 {
             let r = self.running[i];
             let req = &self.reqs[r];
             let with_spec = req.num_tokens() + req.spec_token_ids.len();
-            let mut new = with_spec - req.num_computed_tokens;
-            new = new.min(budget);
-            // Keep the highest scheduled position at or below max_model_len - 1.
-            new = new.min(max_model_len - 1 - req.num_computed_tokens);
+            let new = (with_spec - req.num_computed_tokens)
+                .min(*budget)
+                .min((max_model_len - 1).saturating_sub(req.num_computed_tokens));
             if new == 0 {
                 i += 1;
                 continue;
@@ -134,10 +159,10 @@ impl Scheduler {
                 }
             }
             let Some(fresh) = fresh else { break };
-            scheduled_running.push(r);
+            scheduled.push(r);
             out.new_block_ids.insert(r, fresh);
             out.num_scheduled.push((r, new));
-            budget -= new;
+            *budget -= new;
             i += 1;
             let req = &mut self.reqs[r];
             if !req.spec_token_ids.is_empty() {
@@ -149,62 +174,55 @@ impl Scheduler {
                 }
             }
         }
+        scheduled
+    }
+
+    /// The waiting loop: prefix-cache hits, chunked prefill (or stop at the first prompt
+    /// that does not fit without it), admission while seats and blocks last. Returns the
+    /// resumed (previously preempted) requests.
+    fn schedule_waiting(&mut self, out: &mut SchedulerOutput, budget: &mut usize) -> Vec<usize> {
         let mut resumed = Vec::new();
-        if out.preempted.is_empty() {
-            while !self.waiting.is_empty() && budget > 0 {
-                if self.running.len() == self.cfg.max_num_seqs as usize {
-                    break;
-                }
-                let r = self.waiting[0];
-                let req = &self.reqs[r];
-                let hits = if req.num_computed_tokens == 0 {
-                    self.kv.computed_blocks(&req.block_hashes, req.num_tokens())
-                } else {
-                    Vec::new()
-                };
-                let num_computed = req.num_computed_tokens + hits.len() * self.cfg.block_size as usize;
-                let mut new = req.num_tokens() - num_computed;
-                if !self.cfg.enable_chunked_prefill && new > budget {
-                    break;
-                }
-                new = new.min(budget);
-                debug_assert!(new > 0);
-                if self
-                    .kv
-                    .allocate_slots(r, req.num_computed_tokens, new, &hits, req.num_tokens(), &req.block_hashes)
-                    .is_none()
-                {
-                    break;
-                }
-                self.waiting.pop_front();
-                self.running.push(r);
-                let req = &mut self.reqs[r];
-                if req.status == Status::Waiting {
-                    out.new_reqs.push(r);
-                } else {
-                    resumed.push(r);
-                    out.resumed_reqs.insert(r);
-                }
-                out.new_block_ids.insert(r, self.kv.blocks(r).to_vec());
-                out.num_scheduled.push((r, new));
-                budget -= new;
-                req.set_status(Status::Running);
-                req.num_computed_tokens = num_computed;
+        while !self.waiting.is_empty() && *budget > 0 {
+            if self.running.len() == self.cfg.max_num_seqs as usize {
+                break;
             }
+            let r = self.waiting[0];
+            let req = &self.reqs[r];
+            let hits = if req.num_computed_tokens == 0 {
+                self.kv.computed_blocks(&req.block_hashes, req.num_tokens())
+            } else {
+                Vec::new()
+            };
+            let num_computed = req.num_computed_tokens + hits.len() * self.cfg.block_size as usize;
+            let mut new = req.num_tokens() - num_computed;
+            if !self.cfg.enable_chunked_prefill && new > *budget {
+                break;
+            }
+            new = new.min(*budget);
+            debug_assert!(new > 0);
+            if self
+                .kv
+                .allocate_slots(r, req.num_computed_tokens, new, &hits, req.num_tokens(), &req.block_hashes)
+                .is_none()
+            {
+                break;
+            }
+            self.waiting.pop_front();
+            self.running.push(r);
+            let req = &mut self.reqs[r];
+            if req.status == Status::Waiting {
+                out.new_reqs.push(r);
+            } else {
+                resumed.push(r);
+                out.resumed_reqs.insert(r);
+            }
+            out.new_block_ids.insert(r, self.kv.blocks(r).to_vec());
+            out.num_scheduled.push((r, new));
+            *budget -= new;
+            req.set_status(Status::Running);
+            req.num_computed_tokens = num_computed;
         }
-        out.cached_reqs = scheduled_running.into_iter().chain(resumed).collect();
-        out.num_common_prefix_blocks = self.running.first().map_or(0, |&r| self.kv.num_common_prefix_blocks(r));
-        for &(r, n) in &out.num_scheduled {
-            out.num_computed.insert(r, self.reqs[r].num_computed_tokens);
-            debug_assert!(self.reqs[r].num_computed_tokens + n <= max_model_len, "position >= max_model_len scheduled");
-        }
-        debug_assert!(out.total() <= self.cfg.max_num_batched_tokens as usize);
-        debug_assert!(self.running.len() <= self.cfg.max_num_seqs as usize);
-        // _update_after_schedule
-        for &(r, n) in &out.num_scheduled {
-            self.reqs[r].num_computed_tokens += n;
-        }
-        out
+        resumed
     }
 
     /// `_preempt_request`: frees the blocks and puts the request at the front of waiting.
