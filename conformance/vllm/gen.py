@@ -5,10 +5,10 @@ accepts at start-up and that cannot livelock: every request fits the KV pool alo
 Pure Python, no vLLM import.
 
 Families:
-  * basic (~88%): short contexts (max_model_len <= 160), so cascade attention never
+  * basic (~87%): short contexts (max_model_len <= 160), so cascade attention never
     applies; drawn from `random.Random(seed)` exactly as before the cascade fields
     existed, so earlier seeds give the same requests and settings.
-  * cascade (~12%, `_gen_cascade`): 8-40 requests (128-140 in the rare "wide"
+  * cascade (~13%, `_gen_cascade`): 8-40 requests (130-140 in the rare "wide"
     sub-family) sharing a 256-450-token prompt prefix with prefix caching on,
     max_model_len 512-768, block size 16, staggered arrivals, small max_tokens.
 Every scenario carries the four cascade-heuristic fields explicitly:
@@ -44,7 +44,7 @@ def _cascade_fields(rng, heads=None, sms=None, p_disable=0.1) -> dict:
 
 def gen_scenario(seed: int) -> dict:
     rng2 = random.Random(seed * 2654435761 + 0xCA5CADE)
-    if rng2.random() < 0.12:
+    if rng2.random() < 0.13:
         return _gen_cascade(rng2)
     scen = _gen_basic(seed)
     scen["config"].update(_cascade_fields(rng2))
@@ -71,7 +71,7 @@ def _gen_cascade(rng) -> dict:
     decode batches: flash-decoding cost model, heads/SMs chosen near the boundary),
     "tight" (small KV pool: preemption, and allocation failures that leave empty
     req_to_blocks entries, which change the common-prefix count), "wide" (rare: method
-    none, 128-140 requests with 2 query heads per KV head and 132 SMs, boundary n = 133).
+    none, 130-140 requests arriving together with 2 query heads per KV head and 132 SMs, boundary n = 133).
     """
     sub = rng.choices(["spec", "decode", "tight", "wide"], [36, 36, 22, 6])[0]
     block_size = 16
@@ -85,7 +85,7 @@ def _gen_cascade(rng) -> dict:
     q = 1 + k
 
     if sub == "wide":
-        nreq = rng.randint(128, 140)
+        nreq = rng.randint(130, 140)
         heads, sms = (2, 1), 132
     else:
         nreq = rng.randint(8, 40)
@@ -101,25 +101,28 @@ def _gen_cascade(rng) -> dict:
     prefix = rng.random() < 0.93
 
     prefix_len = rng.randint(256, 450)
-    max_tokens_hi = 24 if sub != "wide" else 10
+    # wide: everyone decodes together (one prefill step, similar lengths), so the
+    # all-q=1 batch passes through n = 133 as requests finish
+    max_tokens_lo, max_tokens_hi = (8, 24) if sub != "wide" else (10, 14)
     oracle, alphabet = _oracle(rng)
     shared = [rng.choice(alphabet) for _ in range(prefix_len)]
     requests = []
     max_prompt = 0
     arrival = 1
     for i in range(nreq):
-        mt = rng.randint(8, max_tokens_hi)
+        mt = rng.randint(max_tokens_lo, max_tokens_hi)
         room = max_model_len - 1 - mt - prefix_len
-        suf = rng.choice([0, rng.randint(0, 8), rng.randint(0, 40)])
+        suf = rng.choice([0, rng.randint(0, 8), rng.randint(0, 40 if sub != "wide" else 8)])
         suf = max(0, min(suf, room))
         prompt = shared + [rng.choice(alphabet) for _ in range(suf)]
         if i == 1:
             arrival += rng.choice([0, 1, 1, 2, 3])   # later arrivals hit the cached prefix
         elif i > 1:
-            arrival += rng.choice([0, 0, 0, 0, 1] if sub in ("decode", "wide") else [0, 0, 1, 2])
+            if sub != "wide":
+                arrival += rng.choice([0, 0, 0, 0, 1] if sub == "decode" else [0, 0, 1, 2])
         r = {"req_id": f"r{i}", "prompt_token_ids": prompt, "max_tokens": mt,
              "arrival_step": arrival}
-        x = rng.random()
+        x = rng.random() if sub != "wide" else 1.0
         if x < 0.1:
             r["eos_token_id"] = rng.choice(alphabet)
         elif x < 0.15:
@@ -139,8 +142,10 @@ def _gen_cascade(rng) -> dict:
     chunked = rng.random() < 0.85
     if chunked:
         mnbt = rng.choice([64, 128, 256, 512, 2048, 8192])
-        if sub in ("decode", "wide"):
+        if sub == "decode":
             mnbt = rng.choice([2048, 8192])
+        elif sub == "wide":
+            mnbt = 8192
         mnbt = max(mnbt, max_num_seqs * q)
     else:
         mnbt = max(max_model_len, max_num_seqs * q) + rng.choice([0, 64, 8192])
@@ -163,12 +168,15 @@ def _gen_cascade(rng) -> dict:
         sizes = []
     elif mode == "FULL_AND_PIECEWISE":
         cands = [q * i for i in range(1, 1 + cap_limit // q)]
-        big = [c for c in cands if c >= max_num_seqs * q]
         small = rng.sample(cands, min(len(cands), rng.randint(0, 3)))
-        # the largest size exceeds the decode batch, so FULL would apply without cascade
-        sizes = sorted(set(small + ([rng.choice(big[:4])] if big else [])))
-        if not sizes:
-            sizes = [q]
+        # A size that covers a decode batch of (nearly) max_num_seqs rows and has a FULL
+        # key (FULL keys exist only up to q * max_num_seqs, cudagraph_dispatcher.py), so
+        # FULL would apply to decode batches if cascade attention did not forbid it.
+        m = rng.randint(max(1, max_num_seqs - 4), max_num_seqs)
+        top = [q * m] if q * m <= cap_limit else []
+        if rng.random() < 0.2:
+            top += [c for c in cands if c > q * max_num_seqs][:1]
+        sizes = sorted(set(small + top)) or [q]
     else:
         cands = list(range(1, cap_limit + 1))
         sizes = sorted(rng.sample(cands, rng.randint(1, 4)) + [min(cap_limit, max_num_seqs * q)])
