@@ -85,6 +85,8 @@ fn coverage(traces: &[(PathBuf, Trace)]) -> BTreeMap<&'static str, usize> {
                 continue;
             }
             mark("preemption", !s.preempted_req_ids.is_empty());
+            mark("cascade_attention", s.cascade_prefix_len > 0);
+            mark("cascade_without_full_graph", s.cascade_prefix_len > 0 && s.cudagraph_mode == "PIECEWISE");
             mark("full_graph", s.cudagraph_mode == "FULL");
             mark(
                 "full_graph_padded_requests",

@@ -13,7 +13,10 @@ What runs for real (imported from the installed vllm==0.12.0 wheel, nothing copi
     rounds capture sizes for spec decode and initialises the CudagraphDispatcher keys,
     FlashAttentionMetadataBuilder construction, input-batch re-init check).
   * Per step: `GPUModelRunner.execute_model` (=> `_update_states`, `_prepare_inputs`,
-    `_determine_batch_execution_and_padding` / `CudagraphDispatcher.dispatch`,
+    `_compute_cascade_attn_prefix_lens` (=> FlashAttention's `use_cascade_attention`;
+    its result, `[0][0]` or 0 when None / not computed, is the step's
+    `cascade_prefix_len`), `_determine_batch_execution_and_padding` /
+    `CudagraphDispatcher.dispatch`,
     `_build_attention_metadata` with the real FlashAttentionMetadataBuilder.build,
     `_preprocess`, `set_forward_context`, `_model_forward`) and `sample_tokens`
     (=> `_sample`, `_bookkeeping_sync`, `RejectionSampler.parse_output`, the real

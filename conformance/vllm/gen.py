@@ -153,9 +153,12 @@ def _gen_cascade(rng) -> dict:
     blocks_per_req = -(-max_model_len // block_size)
     shared_blocks = prefix_len // block_size
     if sub == "tight":
-        # one request always fits; a few more only if they share the prefix
-        extra = rng.randint(0, 3 * max(1, nreq // 4)) * 2
-        num_gpu_blocks = 1 + blocks_per_req + extra
+        # The largest request always fits alone (prompt + max_tokens + k lookahead, plus
+        # one block of slack); beyond that only a few blocks per extra request, so
+        # running requests get preempted and waiting ones fail to allocate (which leaves
+        # an empty req_to_blocks entry that zeroes the common-prefix count).
+        need = -(-(max_prompt + max_tokens_hi + k) // block_size) + 1
+        num_gpu_blocks = 1 + need + rng.randint(0, 2 * nreq)
     else:
         per_req = -(-(max_model_len - shared_blocks * block_size) // block_size)
         num_gpu_blocks = 1 + blocks_per_req + per_req * nreq + rng.choice([0, 8, 64])
