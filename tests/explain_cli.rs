@@ -44,3 +44,14 @@ fn list_and_unknown_builder() {
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// The TileSpec fork's sorted gather (seed 000's "correct" logic with the fork's
+/// `torch.sort` of the top-max indices) is found wrong for a request with fewer drafts.
+#[test]
+fn seed_000_sorted_variant_counterexample() {
+    let (code, out, _) = run(&["explain", "draft-select", "--variant", "vectorized-sorted"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("COUNTEREXAMPLE") && out.contains("selected[0]"), "{out}");
+    let (code, out, _) = run(&["explain", "draft-select", "--variant", "vectorized", "--cases", "3000"]);
+    assert_eq!(code, 1, "{out}");
+}

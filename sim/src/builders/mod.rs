@@ -232,6 +232,11 @@ pub const BUILDERS: &[BuilderInfo] = &[
         variants: &[
             ("loop", "per-request torch.topk(scores[i], c_i) (reference)", false),
             ("vectorized", "one topk(max c) + cumsum/repeat_interleave/gather/split", false),
+            (
+                "vectorized-sorted",
+                "the fork's test_vectorized_slice.py: top-max indices sorted by index before the gather",
+                true,
+            ),
         ],
     },
     BuilderInfo {
