@@ -204,6 +204,13 @@ impl Config {
                 self.max_num_batched_tokens, self.max_model_len
             ));
         }
+        if self.profile == Profile::VllmV1 && self.max_num_batched_tokens < self.max_num_seqs {
+            // vllm/config/scheduler.py verify_max_model_len.
+            return bad(format!(
+                "max_num_batched_tokens ({}) must be >= max_num_seqs ({})",
+                self.max_num_batched_tokens, self.max_num_seqs
+            ));
+        }
         let sizes = &self.cudagraph_capture_sizes;
         if sizes.contains(&0) {
             return bad("cudagraph_capture_sizes must not contain 0".into());

@@ -55,7 +55,9 @@ impl FuzzScenario {
         let q = 1 + k;
         let mode = [CudagraphModeConfig::FullAndPiecewise, CudagraphModeConfig::Piecewise, CudagraphModeConfig::None]
             [(self.mode % 3) as usize];
-        let mut budget = 1 + u32::from(self.budget % 64);
+        let max_num_seqs = 1 + u32::from(self.max_num_seqs % 6);
+        // vLLM requires max_num_batched_tokens >= max_num_seqs.
+        let mut budget = (1 + u32::from(self.budget % 64)).max(max_num_seqs);
         if !self.chunked {
             // vLLM requires max_num_batched_tokens >= max_model_len without chunked prefill.
             budget = budget.max(max_model_len);
@@ -104,7 +106,7 @@ impl FuzzScenario {
             profile: Profile::VllmV1,
             block_size: block_size as u32,
             num_gpu_blocks: need + u32::from(self.blocks % 24),
-            max_num_seqs: 1 + u32::from(self.max_num_seqs % 6),
+            max_num_seqs,
             max_num_batched_tokens: budget,
             max_model_len,
             method: if self.spec_on { SpecMethod::Ngram } else { SpecMethod::None },
