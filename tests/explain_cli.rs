@@ -1,14 +1,8 @@
 //! `specreplay explain`: exit 0 with a readable counterexample for the seed-002 variant,
 //! exit 1 for the general vectorization, exit 2 for an unknown builder.
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_specreplay")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+mod common;
+use common::cli as run;
 
 #[test]
 fn seed_002_counterexample_is_found_and_printed() {

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use specreplay_sim::{diff, engine, trace, Trace};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{cli, root};
 
 fn golden(name: &str) -> Trace {
     trace::read(&root().join("traces").join(name)).expect("golden trace parses")
@@ -217,15 +216,6 @@ fn bump(v: &mut Value, path: &str) {
     }
     let n = cur.as_i64().unwrap();
     *cur = Value::from(n + 1);
-}
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_specreplay")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 #[test]
