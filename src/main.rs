@@ -87,7 +87,7 @@ fn read_scenario(path: &Path) -> Result<Scenario, Fail> {
     serde_json::from_str(&text).map_err(|e| Fail(format!("{}: malformed scenario: {e}", path.display())))
 }
 
-fn print_divergence(rep: &diff::Report, what: &str, repro: &str) {
+fn print_divergence(rep: &diff::Report, expected: &specreplay_sim::Trace, what: &str, repro: &str) {
     let d = rep.first.as_ref().expect("divergent");
     println!("FAIL {what}");
     let step = d.step.map_or("header/outputs".to_string(), |s| format!("step {s}"));
@@ -95,6 +95,9 @@ fn print_divergence(rep: &diff::Report, what: &str, repro: &str) {
     println!("first divergence: {step}{req} / {}", d.field);
     println!("  expected  {}", d.expected);
     println!("  actual    {}", d.actual);
+    if let Some(line) = d.step.and_then(|s| diff::step_context(expected, s)) {
+        println!("  {line}");
+    }
     if rep.differing_in_first > 1 {
         println!("  {} more values differ there; later steps not compared", rep.differing_in_first - 1);
     }
@@ -122,7 +125,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
                 } else {
                     failed += 1;
                     let what = format!("{} (recorded by {}) vs re-simulated", path.display(), recorded.recorded_by);
-                    print_divergence(&rep, &what, &format!("specreplay replay {}", path.display()));
+                    print_divergence(&rep, &recorded, &what, &format!("specreplay replay {}", path.display()));
                 }
             }
             if traces.len() > 1 {
@@ -139,6 +142,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             } else {
                 print_divergence(
                     &rep,
+                    &a,
                     &format!("{} vs {}", expected.display(), actual.display()),
                     &format!("specreplay diff {} {}", expected.display(), actual.display()),
                 );

@@ -234,6 +234,10 @@ fn cli_replay_exit_codes() {
     assert!(out.contains("first divergence: step 7 / request \"0\" / positions[0]"), "{out}");
     assert!(out.contains("expected  99") && out.contains("actual    16"), "{out}");
     assert!(out.contains("reproduce: specreplay replay"), "{out}");
+    assert!(
+        out.contains("step 7 schedules 1 token(s) [\"0\": 1], padded to 3 (PIECEWISE); steps 1-6 identical"),
+        "{out}"
+    );
 }
 
 #[test]

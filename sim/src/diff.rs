@@ -156,3 +156,27 @@ pub fn compare(expected: &Trace, actual: &Trace) -> Report {
     }
     report
 }
+
+/// One line saying what the expected trace's step scheduled (context for a divergence).
+pub fn step_context(t: &Trace, step: u64) -> Option<String> {
+    let s = t.steps.get(usize::try_from(step).ok()?.checked_sub(1)?)?;
+    if s.idle {
+        return Some(format!("step {step} is idle in the expected trace"));
+    }
+    let reqs: Vec<String> = s
+        .num_scheduled_tokens
+        .iter()
+        .map(|(r, n)| match s.scheduled_spec_decode_tokens.get(r) {
+            Some(d) => format!("{r:?}: {n} ({} + {} spec)", n - d.len() as u32, d.len()),
+            None => format!("{r:?}: {n}"),
+        })
+        .collect();
+    let before = if step > 1 { format!("; steps 1-{} identical", step - 1) } else { String::new() };
+    Some(format!(
+        "step {step} schedules {} token(s) [{}], padded to {} ({}){before}",
+        s.total_num_scheduled_tokens,
+        reqs.join(", "),
+        s.num_padded_tokens,
+        s.cudagraph_mode
+    ))
+}
