@@ -82,3 +82,30 @@ fn preemption_happens_and_everyone_finishes() {
     }
     check_scenario(&sc).unwrap();
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Two engines, one model: nano-vllm's engine and vLLM's (with or without n-gram
+    /// speculation) produce the same greedy outputs when no request hits max_model_len
+    /// (nano-vllm has no length stop).
+    #[test]
+    fn nano_vllm_and_vllm_agree_on_outputs(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Some(mut sc) = scenario_from(&bytes) {
+            let mml = sc.config.max_model_len as usize;
+            for r in &mut sc.requests {
+                r.max_tokens = r.max_tokens.min((mml - r.prompt_token_ids.len()) as u32).max(1);
+            }
+            let vllm = engine::run(&sc).unwrap().trace;
+            let mut nano = sc.clone();
+            nano.config.profile = specreplay_sim::Profile::NanoVllm;
+            nano.config.method = specreplay_sim::config::SpecMethod::None;
+            nano.config.num_speculative_tokens = 0;
+            nano.config.block_size = 256;
+            nano.config.num_gpu_blocks = 64;
+            nano.config.max_num_batched_tokens = nano.config.max_num_batched_tokens.max(mml as u32);
+            let n = engine::run(&nano).unwrap().trace;
+            prop_assert_eq!(&vllm.outputs, &n.outputs, "reproduce: {}", save_failure(&nano));
+        }
+    }
+}
