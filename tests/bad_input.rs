@@ -113,3 +113,16 @@ fn min_tokens_livelock_is_reported_not_hung() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("stalled at step") && stderr.contains("min_tokens = 4"), "{stderr}");
 }
+
+/// The same min_tokens state plus a preemption: the request is recomputed in full and
+/// vLLM 0.12.0 fails `_bookkeeping_sync`'s assertion (checked with the conformance
+/// driver); the simulator reports that, one line, exit 2.
+#[test]
+fn min_tokens_preempted_request_reports_vllms_assertion() {
+    let out = tmp("assert_out.json", b"");
+    let sc = root().join("scenarios/min_tokens_preempted_assert.json");
+    let (code, _, stderr) = run(&["sim", sc.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("vLLM 0.12.0 would fail an assertion") && stderr.contains("(33 > 32)"), "{stderr}");
+}

@@ -109,3 +109,80 @@ proptest! {
         }
     }
 }
+
+/// Wide configurations (any valid combination, not only the fuzz generator's shapes):
+/// a validated scenario never panics (overflow checks are on in tests) and its trace
+/// keeps the invariants.
+fn wide_scenario() -> impl Strategy<Value = Scenario> {
+    let cfg = (
+        (prop::sample::select(vec![1u32, 2, 3, 4, 8, 16, 32]), 2u32..40, 1u32..10, 1u32..80, 3u32..120),
+        (0u32..9, 1u32..7, 0u32..4, prop::collection::vec(1u32..40, 0..5), 0u8..3, any::<bool>(), any::<bool>()),
+    );
+    let reqs = prop::collection::vec(
+        (prop::collection::vec(0u32..6, 1..60), 1u32..60, 1u64..10, prop::option::of(0u32..6), 0u32..3),
+        1..8,
+    );
+    (cfg, reqs, any::<u64>(), 2u32..7, 1u32..4).prop_map(
+        |(
+            ((bs, blocks, seqs, budget, mml), (k, min_n, span, caps, mode, chunked, caching)),
+            reqs,
+            seed,
+            vocab,
+            order,
+        )| {
+            let q = 1 + k;
+            let mode = [
+                specreplay_sim::config::CudagraphModeConfig::FullAndPiecewise,
+                specreplay_sim::config::CudagraphModeConfig::Piecewise,
+                specreplay_sim::config::CudagraphModeConfig::None,
+            ][mode as usize];
+            // Keep most draws valid (vLLM's own start-up rules), so few are rejected.
+            let budget = if chunked { budget.max(seqs) } else { budget.max(seqs).max(mml) };
+            let mut sizes: Vec<u32> = caps.iter().map(|&c| c.div_ceil(q) * q).filter(|&c| c <= budget).collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            let reqs: Vec<_> = reqs
+                .into_iter()
+                .map(|(mut p, mt, arr, eos, min_t)| {
+                    p.truncate(mml as usize - 1);
+                    (p, mt, arr, eos, min_t)
+                })
+                .collect();
+            let json = serde_json::json!({
+                "config": {"profile": "vllm-v1", "block_size": bs, "num_gpu_blocks": blocks, "max_num_seqs": seqs,
+                    "max_num_batched_tokens": budget, "max_model_len": mml,
+                    "method": if k == 0 { "none" } else { "ngram" }, "num_speculative_tokens": k,
+                    "prompt_lookup_min": min_n, "prompt_lookup_max": min_n + span,
+                    "cudagraph_capture_sizes": sizes, "cudagraph_mode": mode,
+                    "enable_chunked_prefill": chunked, "enable_prefix_caching": caching},
+                "requests": reqs.iter().enumerate().map(|(i, (p, mt, arr, eos, min_t))| serde_json::json!({
+                    "req_id": format!("r{i}"), "prompt_token_ids": p, "max_tokens": mt, "arrival_step": arr,
+                    "eos_token_id": eos, "min_tokens": (*min_t).min(*mt)})).collect::<Vec<_>>(),
+                "oracle": {"kind": "synthetic", "seed": seed, "vocab_size": vocab, "order": order}
+            });
+            serde_json::from_value(json).unwrap()
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn wide_valid_configs_never_panic(sc in wide_scenario()) {
+        prop_assume!(sc.validate().is_ok());
+        match engine::run(&sc) {
+            Ok(r) => {
+                if let Err(e) = check_invariants(&r.trace) {
+                    prop_assert!(false, "{e}\nreproduce: {}", save_failure(&sc));
+                }
+            }
+            // Stalls (a request larger than the pool, min_tokens past max_model_len) are
+            // reported errors, as they would hang vLLM; nothing else may fail.
+            Err(specreplay_sim::SimError::Stalled { .. }) => {}
+            // min_tokens past max_model_len plus a preemption: vLLM's own assertion.
+            Err(specreplay_sim::SimError::VllmAssertion { .. }) => {}
+            Err(e) => prop_assert!(false, "{e}\nreproduce: {}", save_failure(&sc)),
+        }
+    }
+}

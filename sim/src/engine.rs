@@ -43,6 +43,7 @@ fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
     let mut next_arrival = 0;
     let mut steps = Vec::new();
     let mut idle_run = 0u64;
+    let (mut produced, mut last_progress) = (0usize, 0u64);
     for step in 1..=MAX_STEPS {
         while next_arrival < arrivals.len() && arrivals[next_arrival].0 == step {
             let i = arrivals[next_arrival].1;
@@ -63,6 +64,16 @@ fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
         idle_run = if rec.total_num_scheduled_tokens == 0 { idle_run + 1 } else { 0 };
         if idle_run >= 2 {
             return Err(SimError::Stalled { step, reason: stall_reason(&sched, cfg.max_model_len as usize) });
+        }
+        // Livelock guard: a run that schedules tokens but never produces one (a request
+        // that preempts itself and recomputes forever) is an error, not a hang. The bound
+        // is far above any legitimate gap (prefills and recomputations of every request).
+        let now: usize = sched.reqs.iter().map(Request::num_output_tokens).sum();
+        if now > produced {
+            (produced, last_progress) = (now, step);
+        }
+        if step - last_progress > 4 * (names.len() as u64 + 1) * u64::from(cfg.max_model_len) + 64 {
+            return Err(SimError::Stalled { step, reason: livelock_reason(&sched, cfg) });
         }
         steps.push(rec);
     }
@@ -98,7 +109,7 @@ fn engine_step(
         rec.num_free_blocks = sched.kv.pool.num_free() as u32;
         return Ok(rec);
     }
-    let rs = runner.execute(&out, model, names)?;
+    let rs = runner.execute(&out, model, names).map_err(|e| e.at_step(step))?;
     rec.cudagraph_mode = rs.mode.map_or("NONE", |m| m.as_str()).into();
     rec.num_padded_tokens = rs.num_tokens_padded as u32;
     rec.num_reqs_padded = rs.num_reqs_padded as u32;
@@ -136,4 +147,25 @@ fn stall_reason(sched: &Scheduler, max_model_len: usize) -> String {
         sched.waiting.len(),
         sched.running.len()
     )
+}
+
+/// Why steps keep scheduling tokens but no token is ever produced.
+fn livelock_reason(sched: &Scheduler, cfg: &crate::config::Config) -> String {
+    let usable = cfg.num_gpu_blocks as usize - 1;
+    let bs = cfg.block_size as usize;
+    let hungry = sched
+        .reqs
+        .iter()
+        .filter(|r| !r.status.is_finished())
+        .find(|r| (r.num_tokens() + 1).min(cfg.max_model_len as usize).div_ceil(bs) > usable);
+    match hungry {
+        Some(r) => format!(
+            "request {:?} needs {} KV blocks for {} tokens but the pool has {usable}: it preempts itself and recomputes \
+             forever (vLLM 0.12.0 livelocks the same way)",
+            r.spec.req_id,
+            (r.num_tokens() + 1).min(cfg.max_model_len as usize).div_ceil(bs),
+            r.num_tokens() + 1
+        ),
+        None => "tokens are scheduled but no request produced a token for too long (preemption livelock)".into(),
+    }
 }

@@ -38,4 +38,17 @@ pub enum SimError {
     Stalled { step: u64, reason: String },
     #[error("run exceeded {0} steps")]
     TooManySteps(u64),
+    /// A state in which vLLM 0.12.0 itself fails an assertion (the engine would crash).
+    #[error("step {step}: vLLM 0.12.0 would fail an assertion here: {message}")]
+    VllmAssertion { step: u64, message: String },
+}
+
+impl SimError {
+    /// Fills in the step of an error raised below the engine loop.
+    pub fn at_step(self, at: u64) -> SimError {
+        match self {
+            SimError::VllmAssertion { message, .. } => SimError::VllmAssertion { step: at, message },
+            other => other,
+        }
+    }
 }

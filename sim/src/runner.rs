@@ -140,7 +140,7 @@ impl Runner {
         let d = cudagraph::dispatch(&self.cfg, inputs.total(), reqs.len(), max_query_len, cascade > 0);
         let attn = self.attn_metadata(&inputs, d, max_query_len);
         let (output_rows, sampled) = self.sample(&reqs, &inputs, model, names)?;
-        self.bookkeeping(&reqs, &sampled);
+        self.bookkeeping(&reqs, &sampled, names)?;
         let drafts = self.propose(&reqs, &sampled, attn.max_seqlen_k as usize);
         let token_rows = reqs
             .iter()
@@ -259,7 +259,7 @@ impl Runner {
 
     /// `_bookkeeping_sync`: the whole sampled list reaches the token row (before the
     /// scheduler trims tokens after a stop).
-    fn bookkeeping(&mut self, reqs: &[usize], sampled: &Sampled) {
+    fn bookkeeping(&mut self, reqs: &[usize], sampled: &Sampled, names: &[String]) -> Result<(), SimError> {
         for (row, &r) in reqs.iter().enumerate() {
             let toks = &sampled[&r];
             if toks.is_empty() {
@@ -267,12 +267,24 @@ impl Runner {
             }
             let start = self.batch.num_tokens_no_spec[row];
             let end = start + toks.len();
-            debug_assert!(end <= self.cfg.max_model_len as usize, "sampled tokens exceed max_model_len");
+            if end > self.cfg.max_model_len as usize {
+                // gpu_model_runner.py asserts end_idx <= max_model_len. Reached when a
+                // request kept unfinished by min_tokens at max_model_len is preempted and
+                // recomputed in full (the waiting branch has no length clamp).
+                return Err(SimError::VllmAssertion {
+                    step: 0,
+                    message: format!(
+                        "request {:?}: sampled token ids exceed the max model length ({end} > {}) in _bookkeeping_sync",
+                        names[r], self.cfg.max_model_len
+                    ),
+                });
+            }
             self.batch.write_tokens(row, start, toks);
             self.batch.num_tokens_no_spec[row] = end;
             self.batch.num_tokens[row] = end;
             self.states.get_mut(&r).expect("state").output.extend_from_slice(toks);
         }
+        Ok(())
     }
 
     /// The drafter: the batch-wide gate `max_seq_len + k <= max_model_len`, then one

@@ -110,10 +110,7 @@ impl Scheduler {
         let max_model_len = self.cfg.max_model_len as usize;
         for &(r, n) in &out.num_scheduled {
             out.num_computed.insert(r, self.reqs[r].num_computed_tokens);
-            debug_assert!(
-                self.reqs[r].num_computed_tokens + n < max_model_len,
-                "position >= max_model_len - 1 scheduled"
-            );
+            debug_assert!(self.reqs[r].num_computed_tokens + n <= max_model_len, "position >= max_model_len scheduled");
         }
         debug_assert!(out.total() <= self.cfg.max_num_batched_tokens as usize);
         debug_assert!(self.running.len() <= self.cfg.max_num_seqs as usize);
