@@ -126,3 +126,17 @@ fn min_tokens_preempted_request_reports_vllms_assertion() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("vLLM 0.12.0 would fail an assertion") && stderr.contains("(33 > 32)"), "{stderr}");
 }
+
+/// Reports over a trace with absurd (but well-typed) config values stay bounded: `show`
+/// sizes its per-position table by the drafts actually scheduled, not by the config.
+#[test]
+fn show_does_not_trust_configured_sizes() {
+    let g = golden_text().replacen("\"num_speculative_tokens\":2", "\"num_speculative_tokens\":4000000000", 1);
+    assert!(g.contains("4000000000"));
+    let p = tmp("huge_k.json", g.as_bytes());
+    let (code, out, err) = run(&["show", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acceptance at token 1: 0.57") && !out.contains("acceptance at token 2"), "{out}");
+    let (code, _, err) = run(&["replay", p.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+}

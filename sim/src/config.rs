@@ -61,7 +61,7 @@ pub const MAX_TABLE_ENTRIES: u64 = 1 << 26;
 /// Largest token budget (the persistent `input_ids`/`positions` buffers).
 pub const MAX_BATCH_TOKENS: u32 = 1 << 24;
 /// Largest KV pool.
-pub const MAX_BLOCKS: u32 = 1 << 26;
+pub const MAX_BLOCKS: u32 = 1 << 22;
 
 /// Engine configuration (the scenario's `config`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

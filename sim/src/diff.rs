@@ -167,7 +167,7 @@ pub fn step_context(t: &Trace, step: u64) -> Option<String> {
         .num_scheduled_tokens
         .iter()
         .map(|(r, n)| match s.scheduled_spec_decode_tokens.get(r) {
-            Some(d) => format!("{r:?}: {n} ({} + {} spec)", n - d.len() as u32, d.len()),
+            Some(d) => format!("{r:?}: {n} ({} + {} spec)", n.saturating_sub(d.len() as u32), d.len()),
             None => format!("{r:?}: {n}"),
         })
         .collect();

@@ -15,6 +15,12 @@ pub fn check_trace_bytes(data: &[u8]) {
         // Whatever parses must serialize and parse back to the same value.
         let again = trace::from_json(&trace::to_json(&t)).expect("a parsed trace re-parses");
         assert_eq!(t, again, "JSON round trip changed the trace");
+        // Reports over arbitrary (parsed) traces never panic either.
+        let _ = crate::summary::Summary::from_trace(&t);
+        assert!(crate::diff::compare(&t, &again).identical());
+        for s in &t.steps {
+            let _ = crate::diff::step_context(&t, s.step);
+        }
     }
 }
 

@@ -80,7 +80,7 @@ impl Scheduler {
             waiting: VecDeque::new(),
             running: Vec::new(),
             finished_pending: Vec::new(),
-            stats: SpecStats { accepted_per_pos: vec![0; cfg.k() as usize], ..Default::default() },
+            stats: SpecStats::default(),
         }
     }
 
@@ -249,7 +249,10 @@ impl Scheduler {
                 self.stats.num_drafts += 1;
                 self.stats.num_draft_tokens += drafts.len() as u64;
                 self.stats.num_accepted_tokens += num_accepted as u64;
-                for p in 0..num_accepted.min(self.stats.accepted_per_pos.len()) {
+                if self.stats.accepted_per_pos.len() < drafts.len() {
+                    self.stats.accepted_per_pos.resize(drafts.len(), 0);
+                }
+                for p in 0..num_accepted.min(drafts.len()) {
                     self.stats.accepted_per_pos[p] += 1;
                 }
             }

@@ -20,14 +20,15 @@ pub struct Summary {
 
 impl Summary {
     pub fn from_trace(t: &Trace) -> Summary {
-        let k = t.config.k() as usize;
+        // Positions are sized by the longest draft actually scheduled (never by the
+        // configured k, which an arbitrary trace may set to anything).
         let mut s = Summary {
             steps: 0,
             steps_with_drafts: 0,
             num_drafts: 0,
             drafted: 0,
             accepted: 0,
-            accepted_per_pos: vec![0; k],
+            accepted_per_pos: Vec::new(),
         };
         for step in t.steps.iter().filter(|s| !s.idle) {
             s.steps += 1;
@@ -41,7 +42,10 @@ impl Summary {
                 s.num_drafts += 1;
                 s.drafted += drafts.len() as u64;
                 s.accepted += acc as u64;
-                for p in 0..acc.min(k) {
+                if s.accepted_per_pos.len() < drafts.len() {
+                    s.accepted_per_pos.resize(drafts.len(), 0);
+                }
+                for p in 0..acc.min(drafts.len()) {
                     s.accepted_per_pos[p] += 1;
                 }
             }
