@@ -25,6 +25,27 @@ import random
 from oracle import Oracle
 
 
+
+def vllm_config(block_size, num_gpu_blocks, max_num_seqs, mnbt, max_model_len, method, k, lmin, lmax,
+                sizes, mode, chunked, prefix):
+    """The scenario `config` object (field names of sim/src/config.rs)."""
+    return {
+        "profile": "vllm-v1",
+        "block_size": block_size,
+        "num_gpu_blocks": num_gpu_blocks,
+        "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": mnbt,
+        "max_model_len": max_model_len,
+        "method": method,
+        "num_speculative_tokens": k,
+        "prompt_lookup_min": lmin,
+        "prompt_lookup_max": lmax,
+        "cudagraph_capture_sizes": sizes,
+        "cudagraph_mode": mode,
+        "enable_chunked_prefill": chunked,
+        "enable_prefix_caching": prefix,
+    }
+
 def _round_up(x, m):
     return (x + m - 1) // m * m
 
@@ -185,22 +206,8 @@ def _gen_cascade(rng) -> dict:
         sizes = sorted(rng.sample(cands, rng.randint(1, 4)) + [min(cap_limit, max_num_seqs * q)])
         sizes = sorted(set(sizes))
 
-    cfg = {
-        "profile": "vllm-v1",
-        "block_size": block_size,
-        "num_gpu_blocks": num_gpu_blocks,
-        "max_num_seqs": max_num_seqs,
-        "max_num_batched_tokens": mnbt,
-        "max_model_len": max_model_len,
-        "method": method,
-        "num_speculative_tokens": k,
-        "prompt_lookup_min": lmin,
-        "prompt_lookup_max": lmax,
-        "cudagraph_capture_sizes": sizes,
-        "cudagraph_mode": mode,
-        "enable_chunked_prefill": chunked,
-        "enable_prefix_caching": prefix,
-    }
+    cfg = vllm_config(block_size, num_gpu_blocks, max_num_seqs, mnbt, max_model_len, method, k, lmin, lmax,
+                      sizes, mode, chunked, prefix)
     cfg.update(fields)
     Oracle(oracle)
     return {"config": cfg, "requests": requests, "oracle": oracle}
@@ -299,22 +306,8 @@ def _gen_basic(seed: int) -> dict:
     if arrival > 1 and rng.random() < 0.3:
         # a gap with nothing to do
         requests[-1]["arrival_step"] += 6
-    cfg = {
-        "profile": "vllm-v1",
-        "block_size": block_size,
-        "num_gpu_blocks": num_gpu_blocks,
-        "max_num_seqs": max_num_seqs,
-        "max_num_batched_tokens": mnbt,
-        "max_model_len": max_model_len,
-        "method": method,
-        "num_speculative_tokens": k,
-        "prompt_lookup_min": lmin,
-        "prompt_lookup_max": lmax,
-        "cudagraph_capture_sizes": sizes,
-        "cudagraph_mode": mode,
-        "enable_chunked_prefill": chunked,
-        "enable_prefix_caching": prefix,
-    }
+    cfg = vllm_config(block_size, num_gpu_blocks, max_num_seqs, mnbt, max_model_len, method, k, lmin, lmax,
+                      sizes, mode, chunked, prefix)
     Oracle(oracle)  # validates kind
     return {"config": cfg, "requests": requests, "oracle": oracle}
 
