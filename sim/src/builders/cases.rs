@@ -376,8 +376,8 @@ pub fn check_sparse_case(x: &SparseInput, variant: SparseVariant) -> Result<(), 
 // Byte-level entry points (the fuzz targets' bodies)
 // ---------------------------------------------------------------------------------
 
-/// The builder fuzz targets. Each compares the variants listed by
-/// [`FuzzTarget::variants`] with the reference.
+/// The builder fuzz targets. Each compares the variants named on its enum variant with
+/// the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FuzzTarget {
     /// All three NSA variants, target_verify (all must agree).
