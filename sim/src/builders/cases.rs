@@ -140,12 +140,55 @@ fn compare_nsa_fields(
     })
 }
 
-fn meta_fields(m: &NsaMetadata) -> [&[i32]; 5] {
-    [&m.cache_seqlens, &m.cu_seqlens_k, &m.seqlens_expanded, &m.nsa_cache_seqlens, &m.nsa_cu_seqlens_k]
+/// The NSA outputs both paths produce (fresh eager tensors or replay buffers).
+trait NsaFields {
+    fn fields(&self) -> [&[i32]; 5];
+    fn page_table(&self) -> &[Vec<i32>];
 }
 
-fn buf_fields(b: &GraphBuffers) -> [&[i32]; 5] {
-    [&b.cache_seqlens, &b.cu_seqlens_k, &b.seqlens_expanded, &b.nsa_cache_seqlens, &b.nsa_cu_seqlens_k]
+impl NsaFields for NsaMetadata {
+    fn fields(&self) -> [&[i32]; 5] {
+        [
+            &self.cache_seqlens,
+            &self.cu_seqlens_k,
+            &self.seqlens_expanded,
+            &self.nsa_cache_seqlens,
+            &self.nsa_cu_seqlens_k,
+        ]
+    }
+    fn page_table(&self) -> &[Vec<i32>] {
+        &self.page_table_1
+    }
+}
+
+impl NsaFields for GraphBuffers {
+    fn fields(&self) -> [&[i32]; 5] {
+        [
+            &self.cache_seqlens,
+            &self.cu_seqlens_k,
+            &self.seqlens_expanded,
+            &self.nsa_cache_seqlens,
+            &self.nsa_cu_seqlens_k,
+        ]
+    }
+    fn page_table(&self) -> &[Vec<i32>] {
+        &self.page_table_1
+    }
+}
+
+/// Compares two outcomes of one path (errors first, then every field).
+fn compare_nsa_outcomes<T: NsaFields>(
+    ctx: &Ctx<'_>,
+    qo: &[i32],
+    live: usize,
+    tail: &str,
+    exp: &Outcome<T>,
+    act: &Outcome<T>,
+) -> Result<(), Mismatch> {
+    strict_errors(ctx, exp, act)?;
+    ctx.compare_outcomes(exp, act, |e, a| {
+        compare_nsa_fields(ctx, qo, live, tail, e.fields(), a.fields(), e.page_table(), a.page_table())
+    })
 }
 
 /// Eager path: the variant's fresh metadata vs the reference's.
@@ -155,20 +198,7 @@ pub fn check_nsa_eager(case: &NsaCase, variant: NsaVariant) -> Result<(), Mismat
     let (exp, act) = (run(NsaVariant::Reference), run(variant));
     let ctx = Ctx { builder: case.mode.builder_name(), variant: variant.name(), path: "eager" };
     let qo = nsa::qo_lens(case.mode, &case.batch, &case.params);
-    let live = case.batch.bs();
-    strict_errors(&ctx, &exp, &act)?;
-    ctx.compare_outcomes(&exp, &act, |e, a| {
-        compare_nsa_fields(
-            &ctx,
-            &qo,
-            live,
-            "beyond the reference's rows",
-            meta_fields(e),
-            meta_fields(a),
-            &e.page_table_1,
-            &a.page_table_1,
-        )
-    })
+    compare_nsa_outcomes(&ctx, &qo, case.batch.bs(), "beyond the reference's rows", &exp, &act)
 }
 
 /// Runs one replay from the capture state; returns the buffers (or the raise).
@@ -188,20 +218,8 @@ pub fn check_nsa_replay(case: &NsaCase, variant: NsaVariant) -> Result<(), Misma
     let ctx = Ctx { builder: case.mode.builder_name(), variant: variant.name(), path: "cuda-graph replay" };
     let padded = cuda_graph::pad_batch(&case.batch, case.captured_bs);
     let qo = nsa::qo_lens(case.mode, &padded, &case.params);
-    let live = case.batch.bs();
-    strict_errors(&ctx, &exp, &act)?;
-    ctx.compare_outcomes(&exp, &act, |e, a| {
-        compare_nsa_fields(
-            &ctx,
-            &qo,
-            live,
-            "buffer tail, not written by the reference (capture-time/stale value)",
-            buf_fields(e),
-            buf_fields(a),
-            &e.page_table_1,
-            &a.page_table_1,
-        )
-    })
+    let tail = "buffer tail, not written by the reference (capture-time/stale value)";
+    compare_nsa_outcomes(&ctx, &qo, case.batch.bs(), tail, &exp, &act)
 }
 
 /// Both paths: the CUDA-graph replay (the production path) first, then eager.
