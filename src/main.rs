@@ -1,21 +1,36 @@
 //! The `specreplay` command line: record (`sim`), re-simulate and compare (`replay`),
-//! compare two traces (`diff`), print (`show`), and search builder variants for
-//! counterexamples (`explain`).
+//! compare two traces (`diff`), print (`show`), re-encode (`convert`), and search
+//! builder variants for counterexamples (`explain`).
 //!
 //! Exit codes: 0 success / identical; 1 divergence found (replay, diff) or no
-//! counterexample (explain); 2 bad input (one readable line on stderr).
+//! counterexample (explain); 2 bad input (one readable line on stderr per failure);
+//! 130 / 143 interrupted by SIGINT / SIGTERM (no partial output left behind).
+//!
+//! Traces are streamed: `sim` writes each step as the engine produces it, and `replay`,
+//! `diff`, `show` and `convert` read one step at a time.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use specreplay_sim::{diff, engine, trace, Scenario};
+use specreplay_sim::diff::{self, Comparison};
+use specreplay_sim::engine;
+use specreplay_sim::trace::{self, Encoding, Header, Step, TraceReader, TraceWriter};
+use specreplay_sim::{Scenario, SimError, TraceError};
 
 mod explain;
+mod io;
 mod show;
 
 #[derive(Parser)]
-#[command(name = "specreplay", version, about = "Deterministic record/replay/diff of speculative-decoding bookkeeping")]
+#[command(
+    name = "specreplay",
+    version,
+    about = "Deterministic record/replay/diff of speculative-decoding bookkeeping",
+    after_help = "Exit codes: 0 success or identical; 1 divergence (replay, diff) or no counterexample (explain); \
+2 bad input or a run that cannot go on; 130/143 interrupted. `-` stands for standard input/output. \
+Formats: README.md sections \"Scenario format\" and \"Trace format\"."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -23,24 +38,50 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a scenario and record its trace (`.bin` = bincode, else JSON).
+    /// Run a scenario and record its trace, step by step as it is produced.
+    #[command(
+        after_help = "SCENARIO is a scenario (README \"Scenario format\") or a trace, whose scenario is re-run. \
+The output is written to a temporary file renamed into place when complete; a symbolic link, FIFO, device, \
+read-only file or the input itself is never replaced. Exit codes: 0 recorded, 2 invalid scenario or a run \
+that cannot go on (the line names the file and the cause), 130/143 interrupted."
+    )]
     Sim {
+        /// Scenario JSON (or a trace); `-` reads standard input.
         scenario: PathBuf,
+        /// Trace to write: `.bin` = framed bincode, anything else canonical JSON; `-` writes JSON to standard output.
         #[arg(short, long)]
         output: PathBuf,
         /// A note to store in the trace (repeatable).
         #[arg(long = "note")]
         notes: Vec<String>,
     },
-    /// Re-simulate traces and compare every field (exit 1 if any diverges).
+    /// Re-simulate traces and compare every field with the recording.
+    #[command(after_help = "Each trace's scenario is re-run and every step compared as it is produced; the first \
+divergence is reported by step, request and field path. Every trace is reported, even after a failure. \
+Exit codes: the worst over all traces: 0 all identical, 1 a divergence, 2 a trace that cannot be read or \
+re-run. Trace format: README \"Trace format\" (JSON or .bin, versions 1 and 2).")]
     Replay {
+        /// Traces (JSON or .bin, detected by content); `-` reads one from standard input.
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
-    /// Compare two traces field by field (exit 1 when they differ).
-    Diff { expected: PathBuf, actual: PathBuf },
+    /// Compare two traces field by field.
+    #[command(after_help = "Walks the header (config, requests, oracle), then the steps in order, then the outputs, \
+and reports the first difference. Exit codes: 0 identical, 1 different, 2 a trace that cannot be read. \
+Trace format: README \"Trace format\".")]
+    Diff {
+        /// The reference trace (JSON or .bin); `-` reads standard input.
+        expected: PathBuf,
+        /// The trace compared with it (JSON or .bin); `-` reads standard input.
+        actual: PathBuf,
+    },
     /// Print a trace step by step, with the run summary.
-    Show { trace: PathBuf },
+    #[command(after_help = "A run of idle steps is printed as one line. Exit codes: 0 printed, 2 a trace that \
+cannot be read. Trace format: README \"Trace format\".")]
+    Show {
+        /// Trace (JSON or .bin); `-` reads standard input.
+        trace: PathBuf,
+    },
     /// Search a metadata builder variant for a minimized counterexample against its
     /// reference (exit 0 when one is found, 1 when none is).
     Explain {
@@ -58,8 +99,16 @@ enum Cmd {
         #[arg(long)]
         list: bool,
     },
-    /// Re-encode a trace (`.bin` = bincode, else canonical JSON), e.g. to shrink a corpus.
-    Convert { input: PathBuf, output: PathBuf },
+    /// Re-encode a trace (also upgrades version 1 to version 2).
+    #[command(after_help = "Streams the input to the output one step at a time. The output is written to a \
+temporary file renamed into place when complete; it may not be the input itself. Exit codes: 0 written, \
+2 a trace that cannot be read or an output that cannot be written. Trace format: README \"Trace format\".")]
+    Convert {
+        /// Trace to read (JSON or .bin, version 1 or 2); `-` reads standard input.
+        input: PathBuf,
+        /// Trace to write: `.bin` = framed bincode, anything else canonical JSON; `-` writes JSON to standard output.
+        output: PathBuf,
+    },
 }
 
 /// A failure reported as one line with exit code 2.
@@ -71,23 +120,43 @@ impl<E: std::fmt::Display> From<E> for Fail {
     }
 }
 
-fn read_trace(path: &Path) -> Result<specreplay_sim::Trace, Fail> {
-    trace::read(path).map_err(|e| match e {
-        specreplay_sim::TraceError::Io(_) => Fail(e.to_string()),
-        _ => Fail(format!("{}: {e}", path.display())),
-    })
+/// Largest scenario file read (scenarios are small; this stops an endless input).
+const SCENARIO_LIMIT: u64 = 256 << 20;
+
+fn at(path: &Path, e: impl std::fmt::Display) -> Fail {
+    Fail(format!("{}: {e}", path.display()))
 }
 
-fn read_scenario(path: &Path) -> Result<Scenario, Fail> {
-    let text = std::fs::read_to_string(path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
-    let bytes_trace = trace::from_json(&text);
-    if let Ok(t) = bytes_trace {
-        return Ok(t.scenario());
+/// A trace being read from a file or standard input.
+type Reader = TraceReader<Box<dyn std::io::Read>>;
+
+fn open_trace(path: &Path) -> Result<(Reader, Option<io::Identity>), Fail> {
+    let (input, id) = io::open_input(path).map_err(Fail)?;
+    Ok((TraceReader::new(input).map_err(|e| at(path, e))?, id))
+}
+
+/// A scenario file, or the scenario of a trace (whose problems are reported as trace
+/// problems: format, version).
+fn read_scenario(path: &Path) -> Result<(Scenario, Option<io::Identity>), Fail> {
+    let (mut input, id) = io::open_input(path).map_err(Fail)?;
+    let bytes = io::read_capped(path, &mut input, SCENARIO_LIMIT).map_err(Fail)?;
+    let sc = if trace::looks_like_trace(&bytes) {
+        TraceReader::new(&bytes[..]).map_err(|e| at(path, format!("{e} (given as a trace)")))?.header().scenario()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| at(path, format!("malformed scenario: {e}")))?
+    };
+    Ok((sc, id))
+}
+
+fn encoding_for(path: &Path) -> Encoding {
+    if io::is_stdio(path) {
+        Encoding::Json
+    } else {
+        Encoding::for_path(path)
     }
-    serde_json::from_str(&text).map_err(|e| Fail(format!("{}: malformed scenario: {e}", path.display())))
 }
 
-fn print_divergence(rep: &diff::Report, expected: &specreplay_sim::Trace, what: &str, repro: &str) {
+fn print_divergence(rep: &diff::Report, what: &str, repro: &str) {
     let d = rep.first.as_ref().expect("divergent");
     println!("FAIL {what}");
     let step = d.step.map_or("header/outputs".to_string(), |s| format!("step {s}"));
@@ -95,7 +164,7 @@ fn print_divergence(rep: &diff::Report, expected: &specreplay_sim::Trace, what: 
     println!("first divergence: {step}{req} / {}", d.field);
     println!("  expected  {}", d.expected);
     println!("  actual    {}", d.actual);
-    if let Some(line) = d.step.and_then(|s| diff::step_context(expected, s)) {
+    if let Some(line) = &rep.context {
         println!("  {line}");
     }
     if rep.differing_in_first > 1 {
@@ -104,51 +173,172 @@ fn print_divergence(rep: &diff::Report, expected: &specreplay_sim::Trace, what: 
     println!("reproduce: {repro}");
 }
 
+/// Drains a reader, returning how many steps it held in all.
+fn count_rest<R: std::io::Read>(r: &mut TraceReader<R>, path: &Path) -> Result<u64, Fail> {
+    while r.next_step().map_err(|e| at(path, e))?.is_some() {}
+    Ok(r.steps_read())
+}
+
+/// Re-simulates one trace, comparing each produced step with the next recorded one.
+/// `Ok(true)` identical, `Ok(false)` diverged (reported on stdout).
+fn replay_one(path: &Path) -> Result<bool, Fail> {
+    let (mut reader, _) = open_trace(path)?;
+    let scenario = reader.header().scenario();
+    let recorded_by = reader.header().recorded_by.clone();
+    let mut cmp = Comparison::new();
+    let mut read_error: Option<TraceError> = None;
+    let mut recorded_ended = false;
+    let mut produced = 0u64;
+    let run = engine::run_with_sink(&scenario, &mut |s: Step| {
+        produced += 1;
+        if recorded_ended {
+            return Ok(());
+        }
+        match reader.next_step() {
+            Ok(Some(e)) if cmp.step(&e, &s) => Ok(()),
+            Ok(Some(_)) => Err(SimError::Sink("diverged".into())),
+            Ok(None) => {
+                recorded_ended = true;
+                Ok(())
+            }
+            Err(e) => {
+                read_error = Some(e);
+                Err(SimError::Sink("unreadable".into()))
+            }
+        }
+    });
+    if let Some(e) = read_error {
+        return Err(at(path, e));
+    }
+    match run {
+        Err(SimError::Sink(_)) if cmp.diverged() => {}
+        Err(e) => return Err(at(path, e)),
+        Ok(end) => {
+            let go_on = if recorded_ended {
+                cmp.step_counts(reader.steps_read(), produced, None)
+            } else {
+                match reader.next_step().map_err(|e| at(path, e))? {
+                    None => true,
+                    Some(extra) => {
+                        let total = count_rest(&mut reader, path)?;
+                        cmp.step_counts(total, produced, Some(&extra))
+                    }
+                }
+            };
+            if go_on {
+                let outputs = reader.finish().map_err(|e| at(path, e))?;
+                cmp.outputs(&outputs, &end.outputs);
+            }
+        }
+    }
+    let rep = cmp.finish();
+    if rep.identical() {
+        println!("OK {}: {} steps identical", path.display(), produced);
+        return Ok(true);
+    }
+    let what = format!("{} (recorded by {recorded_by}) vs re-simulated", path.display());
+    print_divergence(&rep, &what, &format!("specreplay replay {}", path.display()));
+    Ok(false)
+}
+
+fn diff_traces(expected: &Path, actual: &Path) -> Result<ExitCode, Fail> {
+    let (mut re, _) = open_trace(expected)?;
+    let (mut ra, _) = open_trace(actual)?;
+    let mut cmp = Comparison::new();
+    let mut same = cmp.header(re.header(), ra.header());
+    while same {
+        let e = re.next_step().map_err(|e| at(expected, e))?;
+        let a = ra.next_step().map_err(|e| at(actual, e))?;
+        match (e, a) {
+            (Some(e), Some(a)) => same = cmp.step(&e, &a),
+            (None, None) => break,
+            (Some(extra), None) => {
+                let total = count_rest(&mut re, expected)?;
+                same = cmp.step_counts(total, ra.steps_read(), Some(&extra));
+            }
+            (None, Some(_)) => {
+                let total = count_rest(&mut ra, actual)?;
+                same = cmp.step_counts(re.steps_read(), total, None);
+            }
+        }
+    }
+    if same {
+        let steps = re.steps_read();
+        let oe = re.finish().map_err(|e| at(expected, e))?;
+        let oa = ra.finish().map_err(|e| at(actual, e))?;
+        if cmp.outputs(&oe, &oa) {
+            println!("identical: {steps} steps");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    print_divergence(
+        &cmp.finish(),
+        &format!("{} vs {}", expected.display(), actual.display()),
+        &format!("specreplay diff {} {}", expected.display(), actual.display()),
+    );
+    Ok(ExitCode::from(1))
+}
+
+fn sim(scenario: &Path, output: &Path, notes: Vec<String>) -> Result<ExitCode, Fail> {
+    let (sc, id) = read_scenario(scenario)?;
+    sc.validate().map_err(|e| at(scenario, e))?;
+    let out = io::create_output(output, &[id]).map_err(Fail)?;
+    let mut header = Header::recorded(&sc);
+    header.notes = notes;
+    let write_err = |e: std::io::Error| at(output, format!("cannot write: {}", io::io_reason(&e)));
+    let mut w = TraceWriter::new(out, encoding_for(output), &header).map_err(write_err)?;
+    let mut failed: Option<std::io::Error> = None;
+    let run = engine::run_with_sink(&sc, &mut |s| {
+        w.push(&s).map_err(|e| {
+            failed = Some(e);
+            SimError::Sink("write failed".into())
+        })
+    });
+    if let Some(e) = failed {
+        return Err(write_err(e));
+    }
+    let end = run.map_err(|e| at(scenario, e))?;
+    let steps = w.steps_written();
+    w.finish(&end.outputs).map_err(write_err)?.commit().map_err(Fail)?;
+    eprintln!("wrote {} ({steps} steps)", output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn convert(input: &Path, output: &Path) -> Result<ExitCode, Fail> {
+    let (mut reader, id) = open_trace(input)?;
+    let out = io::create_output(output, &[id]).map_err(Fail)?;
+    let write_err = |e: std::io::Error| at(output, format!("cannot write: {}", io::io_reason(&e)));
+    let mut w = TraceWriter::new(out, encoding_for(output), reader.header()).map_err(write_err)?;
+    while let Some(s) = reader.next_step().map_err(|e| at(input, e))? {
+        w.push(&s).map_err(write_err)?;
+    }
+    let outputs = reader.finish().map_err(|e| at(input, e))?;
+    w.finish(&outputs).map_err(write_err)?.commit().map_err(Fail)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Fail> {
     match cli.cmd {
-        Cmd::Sim { scenario, output, notes } => {
-            let sc = read_scenario(&scenario)?;
-            let mut res = engine::run(&sc)?;
-            res.trace.notes = notes;
-            trace::write(&output, &res.trace)?;
-            eprintln!("wrote {} ({} steps)", output.display(), res.trace.steps.len());
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Sim { scenario, output, notes } => sim(&scenario, &output, notes),
         Cmd::Replay { traces } => {
-            let mut failed = 0;
+            // Every trace is reported; the exit status is the worst (2 > 1 > 0).
+            let (mut identical, mut worst) = (0, 0u8);
             for path in &traces {
-                let recorded = read_trace(path)?;
-                let res = engine::run(&recorded.scenario()).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
-                let rep = diff::compare(&recorded, &res.trace);
-                if rep.identical() {
-                    println!("OK {}: {} steps identical", path.display(), recorded.steps.len());
-                } else {
-                    failed += 1;
-                    let what = format!("{} (recorded by {}) vs re-simulated", path.display(), recorded.recorded_by);
-                    print_divergence(&rep, &recorded, &what, &format!("specreplay replay {}", path.display()));
+                match replay_one(path) {
+                    Ok(true) => identical += 1,
+                    Ok(false) => worst = worst.max(1),
+                    Err(Fail(msg)) => {
+                        eprintln!("specreplay: error: {msg}");
+                        worst = 2;
+                    }
                 }
             }
             if traces.len() > 1 {
-                println!("identical: {}/{}", traces.len() - failed, traces.len());
+                println!("identical: {identical}/{}", traces.len());
             }
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(ExitCode::from(worst))
         }
-        Cmd::Diff { expected, actual } => {
-            let (a, b) = (read_trace(&expected)?, read_trace(&actual)?);
-            let rep = diff::compare(&a, &b);
-            if rep.identical() {
-                println!("identical: {} steps", a.steps.len());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                print_divergence(
-                    &rep,
-                    &a,
-                    &format!("{} vs {}", expected.display(), actual.display()),
-                    &format!("specreplay diff {} {}", expected.display(), actual.display()),
-                );
-                Ok(ExitCode::from(1))
-            }
-        }
+        Cmd::Diff { expected, actual } => diff_traces(&expected, &actual),
         Cmd::Explain { builder, variant, cases, seed, list } => {
             if list {
                 print!("{}", explain::list());
@@ -159,21 +349,33 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             print!("{report}");
             Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Cmd::Convert { input, output } => {
-            let t = read_trace(&input)?;
-            trace::write(&output, &t)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Convert { input, output } => convert(&input, &output),
         Cmd::Show { trace: path } => {
-            let t = read_trace(&path)?;
-            print!("{}", show::render(&t));
+            let (reader, _) = open_trace(&path)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            // A reader that stops early (`| head`) ends the listing quietly.
+            let stdout_err = |e: std::io::Error| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => Ok(()),
+                _ => Err(Fail(format!("standard output: {}", io::io_reason(&e)))),
+            };
+            match show::render(reader, &mut out) {
+                Ok(()) => std::io::Write::flush(&mut out).or_else(stdout_err)?,
+                Err(show::ShowError::Trace(e)) => return Err(at(&path, e)),
+                Err(show::ShowError::Write(e)) => stdout_err(e)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Err(msg) = io::install_signal_cleanup() {
+        eprintln!("specreplay: error: {msg}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(Fail(msg)) => {
             eprintln!("specreplay: error: {msg}");

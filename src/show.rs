@@ -1,9 +1,11 @@
 //! `specreplay show`: a step-by-step log in the style of seed 004, then the summary.
+//! Streams: one step in memory at a time; a run of idle steps is one line.
 
 use std::fmt::Write;
 
 use specreplay_sim::summary::Summary;
-use specreplay_sim::trace::{Step, Trace};
+use specreplay_sim::trace::{Step, TraceReader};
+use specreplay_sim::TraceError;
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
     let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
@@ -99,27 +101,71 @@ fn step_log(s: &Step, out: &mut String) {
     let _ = writeln!(out, "free blocks: {}\n", s.num_free_blocks);
 }
 
-/// Renders the whole log plus the summary.
-pub fn render(t: &Trace) -> String {
-    let mut out = String::new();
-    let c = &t.config;
-    let _ = writeln!(out, "trace: {} (recorded by {}), profile {:?}, k={}, lookup [{}, {}], max_model_len {}, block_size {}, capture sizes {:?}\n",
-        t.format, t.recorded_by, c.profile, c.k(), c.prompt_lookup_min, c.prompt_lookup_max, c.max_model_len, c.block_size, c.cudagraph_capture_sizes);
-    for s in &t.steps {
-        step_log(s, &mut out);
+/// Why `show` stopped.
+pub enum ShowError {
+    Trace(TraceError),
+    Write(std::io::Error),
+}
+
+fn emit(out: &mut dyn std::io::Write, text: &mut String) -> Result<(), ShowError> {
+    out.write_all(text.as_bytes()).map_err(ShowError::Write)?;
+    text.clear();
+    Ok(())
+}
+
+fn idle_run(first: u64, last: u64, out: &mut String) {
+    if first == last {
+        let _ = writeln!(out, "--- {first}. idle (no request waiting or running) ---\n");
+    } else {
+        let n = last - first + 1;
+        let _ = writeln!(out, "--- {first}-{last}. idle, {n} steps (no request waiting or running) ---\n");
     }
-    for (r, toks) in &t.outputs {
-        let _ = writeln!(out, "output['{r}'] ({} tokens): {}", toks.len(), list(toks));
+}
+
+/// Renders the whole log plus the summary, step by step, to `out`.
+pub fn render<R: std::io::Read>(mut reader: TraceReader<R>, out: &mut dyn std::io::Write) -> Result<(), ShowError> {
+    let mut text = String::new();
+    let h = reader.header().clone();
+    let c = &h.config;
+    let _ = writeln!(text, "trace: {} (recorded by {}), profile {:?}, k={}, lookup [{}, {}], max_model_len {}, block_size {}, capture sizes {:?}\n",
+        h.format, h.recorded_by, c.profile, c.k(), c.prompt_lookup_min, c.prompt_lookup_max, c.max_model_len, c.block_size, c.cudagraph_capture_sizes);
+    let mut summary = Summary::new();
+    let mut idle: Option<(u64, u64)> = None;
+    while let Some(s) = reader.next_step().map_err(ShowError::Trace)? {
+        summary.add(&s);
+        if s.is_pure_idle() {
+            match idle {
+                Some((first, last)) if last.checked_add(1) == Some(s.step) => idle = Some((first, s.step)),
+                Some((first, last)) => {
+                    idle_run(first, last, &mut text);
+                    idle = Some((s.step, s.step));
+                }
+                None => idle = Some((s.step, s.step)),
+            }
+            continue;
+        }
+        if let Some((first, last)) = idle.take() {
+            idle_run(first, last, &mut text);
+        }
+        step_log(&s, &mut text);
+        emit(out, &mut text)?;
     }
-    let s = Summary::from_trace(t);
-    let _ = writeln!(out, "\nsummary:");
-    let _ = writeln!(out, "  total steps: {}", s.steps);
-    let _ = writeln!(out, "  steps with draft tokens: {}", s.steps_with_drafts);
-    let _ = writeln!(out, "  number of draft tokens: {}", s.drafted);
-    let _ = writeln!(out, "  number of accepted tokens: {}", s.accepted);
-    let _ = writeln!(out, "  mean acceptance length: {:.2}", s.mean_acceptance_length());
+    if let Some((first, last)) = idle.take() {
+        idle_run(first, last, &mut text);
+    }
+    let outputs = reader.finish().map_err(ShowError::Trace)?;
+    for (r, toks) in &outputs {
+        let _ = writeln!(text, "output['{r}'] ({} tokens): {}", toks.len(), list(toks));
+    }
+    let s = summary;
+    let _ = writeln!(text, "\nsummary:");
+    let _ = writeln!(text, "  total steps: {}", s.steps);
+    let _ = writeln!(text, "  steps with draft tokens: {}", s.steps_with_drafts);
+    let _ = writeln!(text, "  number of draft tokens: {}", s.drafted);
+    let _ = writeln!(text, "  number of accepted tokens: {}", s.accepted);
+    let _ = writeln!(text, "  mean acceptance length: {:.2}", s.mean_acceptance_length());
     for (i, a) in s.acceptance_per_pos().iter().enumerate() {
-        let _ = writeln!(out, "  acceptance at token {i}: {a:.2}");
+        let _ = writeln!(text, "  acceptance at token {i}: {a:.2}");
     }
-    out
+    emit(out, &mut text)
 }

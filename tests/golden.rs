@@ -164,7 +164,7 @@ fn changed_strings_and_flags_are_named() {
     let fresh = engine::run(&t.scenario()).unwrap().trace;
     type Mutation = Box<dyn Fn(&mut specreplay_sim::trace::Step)>;
     let cases: Vec<(usize, &str, Mutation)> = vec![
-        (3, "cudagraph_mode", Box::new(|s| s.cudagraph_mode = "NONE".into())),
+        (3, "cudagraph_mode", Box::new(|s| s.cudagraph_mode = specreplay_sim::trace::CudagraphMode::None)),
         (5, "batch_req_ids[0]", Box::new(|s| s.batch_req_ids[0] = "1".into())),
         (1, "idle", Box::new(|s| s.idle = true)),
         (13, "finished_req_ids", Box::new(|s| s.finished_req_ids.clear())),

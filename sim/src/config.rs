@@ -306,41 +306,37 @@ impl Scenario {
         self.config.validate()?;
         let mut seen = BTreeSet::new();
         for r in &self.requests {
+            let bad = |message: String| Err(ConfigError::Request { req_id: r.req_id.clone(), message });
             if !seen.insert(r.req_id.as_str()) {
-                return Err(ConfigError::Invalid(format!("duplicate req_id {:?}", r.req_id)));
+                return bad("duplicate req_id".into());
             }
             if r.prompt_token_ids.is_empty() {
-                return Err(ConfigError::Invalid(format!("request {:?} has an empty prompt", r.req_id)));
+                return bad("empty prompt".into());
             }
             // vllm/v1/engine/input_processor.py: the prompt must be shorter than max_model_len.
             if r.prompt_token_ids.len() >= self.config.max_model_len as usize {
-                return Err(ConfigError::Invalid(format!(
-                    "request {:?}: prompt of {} tokens is not shorter than max_model_len {}",
-                    r.req_id,
+                return bad(format!(
+                    "prompt of {} tokens is not shorter than max_model_len {}",
                     r.prompt_token_ids.len(),
                     self.config.max_model_len
-                )));
+                ));
             }
             if r.max_tokens == 0 {
-                return Err(ConfigError::Invalid(format!("request {:?}: max_tokens must be >= 1", r.req_id)));
+                return bad("max_tokens must be >= 1".into());
             }
             if r.min_tokens > r.max_tokens {
                 // vllm/sampling_params.py refuses min_tokens > max_tokens.
-                return Err(ConfigError::Invalid(format!(
-                    "request {:?}: min_tokens ({}) > max_tokens ({})",
-                    r.req_id, r.min_tokens, r.max_tokens
-                )));
+                return bad(format!("min_tokens ({}) > max_tokens ({})", r.min_tokens, r.max_tokens));
             }
             if r.arrival_step > crate::engine::MAX_STEPS {
-                return Err(ConfigError::Invalid(format!(
-                    "request {:?}: arrival_step {} is past the simulator's step limit {}",
-                    r.req_id,
+                return bad(format!(
+                    "arrival_step {} is past the simulator's step limit {}",
                     r.arrival_step,
                     crate::engine::MAX_STEPS
-                )));
+                ));
             }
             if r.arrival_step == 0 {
-                return Err(ConfigError::Invalid(format!("request {:?}: arrival_step is 1-based", r.req_id)));
+                return bad("arrival_step is 1-based".into());
             }
         }
         crate::oracle::validate(&self.oracle, &self.requests)

@@ -10,7 +10,7 @@ use crate::oracle;
 use crate::request::Request;
 use crate::runner::Runner;
 use crate::scheduler::{Scheduler, SpecStats};
-use crate::trace::{Step, Trace};
+use crate::trace::{CudagraphMode, Step, Trace};
 
 /// Upper bound on engine steps of one run (turns a livelock into an error).
 pub const MAX_STEPS: u64 = 1_000_000;
@@ -21,16 +21,38 @@ pub struct RunResult {
     pub stats: SpecStats,
 }
 
-/// Validates and runs a scenario, recording every step.
+/// How a streamed run ended (its steps went to the sink): outputs and counters.
+pub struct RunEnd {
+    /// Final output token ids per request.
+    pub outputs: BTreeMap<String, Vec<u32>>,
+    pub stats: SpecStats,
+}
+
+/// Receives each step as the engine produces it; an `Err` stops the run with that error
+/// (a failed trace write, or a replay that found its first divergence).
+pub type StepSink<'a> = dyn FnMut(Step) -> Result<(), SimError> + 'a;
+
+/// Validates and runs a scenario, recording every step in memory.
 pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
+    let mut steps = Vec::new();
+    let end = run_with_sink(scenario, &mut |s| {
+        steps.push(s);
+        Ok(())
+    })?;
+    Ok(RunResult { trace: Trace::recorded(scenario, steps, end.outputs), stats: end.stats })
+}
+
+/// Validates and runs a scenario, handing each step to `sink` as it is produced (memory
+/// stays bounded by the engine state, whatever the run's length).
+pub fn run_with_sink(scenario: &Scenario, sink: &mut StepSink) -> Result<RunEnd, SimError> {
     scenario.validate()?;
     match scenario.config.profile {
-        Profile::VllmV1 => run_vllm(scenario),
-        Profile::NanoVllm => crate::nano::run(scenario),
+        Profile::VllmV1 => run_vllm(scenario, sink),
+        Profile::NanoVllm => crate::nano::run(scenario, sink),
     }
 }
 
-fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
+fn run_vllm(scenario: &Scenario, sink: &mut StepSink) -> Result<RunEnd, SimError> {
     let cfg = &scenario.config;
     let model = oracle::build(&scenario.oracle);
     let mut sched = Scheduler::new(cfg);
@@ -41,7 +63,6 @@ fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
         scenario.requests.iter().enumerate().map(|(i, r)| (r.arrival_step, i)).collect();
     arrivals.sort(); // stable by (step, scenario order)
     let mut next_arrival = 0;
-    let mut steps = Vec::new();
     let mut idle_run = 0u64;
     let (mut produced, mut last_progress) = (0usize, 0u64);
     for step in 1..=MAX_STEPS {
@@ -55,9 +76,9 @@ fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
         if !sched.has_unfinished() {
             if next_arrival == arrivals.len() {
                 let outputs = sched.reqs.iter().map(|r| (r.spec.req_id.clone(), r.output().to_vec())).collect();
-                return Ok(RunResult { trace: Trace::recorded(scenario, steps, outputs), stats: sched.stats.clone() });
+                return Ok(RunEnd { outputs, stats: sched.stats.clone() });
             }
-            steps.push(Step { step, idle: true, ..Default::default() });
+            sink(Step::idle(step))?;
             continue;
         }
         let rec = engine_step(step, &mut sched, &mut runner, model.as_ref(), &names)?;
@@ -75,7 +96,7 @@ fn run_vllm(scenario: &Scenario) -> Result<RunResult, SimError> {
         if step - last_progress > 4 * (names.len() as u64 + 1) * u64::from(cfg.max_model_len) + 64 {
             return Err(SimError::Stalled { step, reason: livelock_reason(&sched, cfg) });
         }
-        steps.push(rec);
+        sink(rec)?;
     }
     Err(SimError::TooManySteps(MAX_STEPS))
 }
@@ -104,13 +125,13 @@ fn engine_step(
     rec.batch_req_ids = runner.batch.req_ids().into_iter().map(name).collect();
     if out.total() == 0 {
         // execute_model returns early; nothing is sampled and no drafts are taken.
-        rec.cudagraph_mode = "NONE".into();
+        rec.cudagraph_mode = CudagraphMode::None;
         sched.update_from_output(&out, &BTreeMap::new());
         rec.num_free_blocks = sched.kv.pool.num_free() as u32;
         return Ok(rec);
     }
     let rs = runner.execute(&out, model, names).map_err(|e| e.at_step(step))?;
-    rec.cudagraph_mode = rs.mode.map_or("NONE", |m| m.as_str()).into();
+    rec.cudagraph_mode = rs.mode.map_or(CudagraphMode::None, CudagraphMode::from);
     rec.num_padded_tokens = rs.num_tokens_padded as u32;
     rec.num_reqs_padded = rs.num_reqs_padded as u32;
     rec.cascade_prefix_len = rs.cascade_prefix_len as u32;

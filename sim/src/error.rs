@@ -10,6 +10,9 @@ pub enum ConfigError {
     Invalid(String),
     #[error("invalid oracle: {0}")]
     Oracle(String),
+    /// A rule about one request (`vllm/v1/engine/input_processor.py`, `sampling_params.py`).
+    #[error("invalid request {req_id:?}: {message}")]
+    Request { req_id: String, message: String },
 }
 
 /// A trace that cannot be read.
@@ -23,8 +26,13 @@ pub enum TraceError {
     Bincode(String),
     #[error("{0}")]
     Format(String),
-    #[error("unsupported trace version {found} (this build reads version {supported})")]
+    #[error("unsupported trace version {found} (this build reads versions 1 to {supported})")]
     Version { found: u32, supported: u32 },
+    #[error("not a specreplay trace: missing `version`")]
+    MissingVersion,
+    /// Input past a size or step limit (a hostile or endless input).
+    #[error("trace too large: {0}")]
+    Limit(String),
 }
 
 /// A run that cannot go on.
@@ -41,6 +49,10 @@ pub enum SimError {
     /// A state in which vLLM 0.12.0 itself fails an assertion (the engine would crash).
     #[error("step {step}: vLLM 0.12.0 would fail an assertion here: {message}")]
     VllmAssertion { step: u64, message: String },
+    /// The step sink stopped the run: a trace write failed, or a replay found its
+    /// first divergence (the sink keeps the details).
+    #[error("{0}")]
+    Sink(String),
 }
 
 impl SimError {

@@ -10,11 +10,11 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::Scenario;
-use crate::engine::{RunResult, MAX_STEPS};
+use crate::engine::{RunEnd, StepSink, MAX_STEPS};
 use crate::error::SimError;
 use crate::oracle;
 use crate::scheduler::SpecStats;
-use crate::trace::{NanoContext, Step, Trace};
+use crate::trace::{NanoContext, Step};
 
 struct Seq {
     tokens: Vec<u32>,
@@ -128,7 +128,7 @@ impl BlockManager {
 }
 
 /// Runs a scenario under nano-vllm's engine and records each step's `Context`.
-pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
+pub fn run(scenario: &Scenario, sink: &mut StepSink) -> Result<RunEnd, SimError> {
     let cfg = &scenario.config;
     let model = oracle::build(&scenario.oracle);
     let bs = cfg.block_size as usize;
@@ -150,7 +150,6 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
     let (mut waiting, mut running) = (VecDeque::new(), VecDeque::new());
     let mut pending: Vec<usize> = (0..seqs.len()).collect();
     pending.sort_by_key(|&i| scenario.requests[i].arrival_step);
-    let mut steps = Vec::new();
     for step in 1..=MAX_STEPS {
         while let Some(&i) = pending.first().filter(|&&i| scenario.requests[i].arrival_step == step) {
             waiting.push_back(i);
@@ -160,9 +159,9 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
             if pending.is_empty() {
                 let outputs =
                     seqs.iter().zip(&names).map(|(s, n)| (n.clone(), s.tokens[s.prompt_len..].to_vec())).collect();
-                return Ok(RunResult { trace: Trace::recorded(scenario, steps, outputs), stats: SpecStats::default() });
+                return Ok(RunEnd { outputs, stats: SpecStats::default() });
             }
-            steps.push(Step { step, idle: true, ..Default::default() });
+            sink(Step::idle(step))?;
             continue;
         }
         // Scheduler.schedule: prefill first.
@@ -213,7 +212,7 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
         if scheduled.is_empty() {
             return Err(SimError::Stalled { step, reason: "nano-vllm scheduled nothing".into() });
         }
-        let mut rec = Step { step, cudagraph_mode: "NONE".into(), ..Default::default() };
+        let mut rec = Step { step, ..Default::default() };
         let ctx = if is_prefill {
             prefill_context(&seqs, &scheduled, bs, &mut rec)
         } else {
@@ -245,7 +244,7 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
             }
         }
         rec.num_free_blocks = bm.free.len() as u32;
-        steps.push(rec);
+        sink(rec)?;
     }
     Err(SimError::TooManySteps(MAX_STEPS))
 }

@@ -1,7 +1,7 @@
 //! Run summary computed from a trace (works on any recording, simulated or not): the
 //! counters vLLM's `SpecDecodingStats` reports (`vllm/v1/spec_decode/metrics.py`).
 
-use crate::trace::Trace;
+use crate::trace::{Step, Trace};
 
 /// Speculative-decoding summary of a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,39 +18,52 @@ pub struct Summary {
     pub accepted_per_pos: Vec<u64>,
 }
 
+impl Default for Summary {
+    fn default() -> Self {
+        Summary::new()
+    }
+}
+
 impl Summary {
     pub fn from_trace(t: &Trace) -> Summary {
-        // Positions are sized by the longest draft actually scheduled (never by the
-        // configured k, which an arbitrary trace may set to anything).
-        let mut s = Summary {
-            steps: 0,
-            steps_with_drafts: 0,
-            num_drafts: 0,
-            drafted: 0,
-            accepted: 0,
-            accepted_per_pos: Vec::new(),
-        };
-        for step in t.steps.iter().filter(|s| !s.idle) {
-            s.steps += 1;
-            if !step.scheduled_spec_decode_tokens.is_empty() {
-                s.steps_with_drafts += 1;
-            }
-            for (req, drafts) in &step.scheduled_spec_decode_tokens {
-                let Some(row) = step.batch_req_ids.iter().position(|r| r == req) else { continue };
-                let valid = step.output_token_ids.get(row).map_or(0, |o| o.iter().filter(|&&x| x >= 0).count());
-                let acc = valid.saturating_sub(1);
-                s.num_drafts += 1;
-                s.drafted += drafts.len() as u64;
-                s.accepted += acc as u64;
-                if s.accepted_per_pos.len() < drafts.len() {
-                    s.accepted_per_pos.resize(drafts.len(), 0);
-                }
-                for p in 0..acc.min(drafts.len()) {
-                    s.accepted_per_pos[p] += 1;
-                }
-            }
+        let mut s = Summary::new();
+        for step in &t.steps {
+            s.add(step);
         }
         s
+    }
+
+    /// An empty summary, to be fed step by step with [`Summary::add`] (streaming).
+    pub fn new() -> Summary {
+        // Positions are sized by the longest draft actually scheduled (never by the
+        // configured k, which an arbitrary trace may set to anything).
+        Summary { steps: 0, steps_with_drafts: 0, num_drafts: 0, drafted: 0, accepted: 0, accepted_per_pos: Vec::new() }
+    }
+
+    /// Accounts one step (idle steps are skipped).
+    pub fn add(&mut self, step: &Step) {
+        let s = self;
+        if step.idle {
+            return;
+        }
+        s.steps += 1;
+        if !step.scheduled_spec_decode_tokens.is_empty() {
+            s.steps_with_drafts += 1;
+        }
+        for (req, drafts) in &step.scheduled_spec_decode_tokens {
+            let Some(row) = step.batch_req_ids.iter().position(|r| r == req) else { continue };
+            let valid = step.output_token_ids.get(row).map_or(0, |o| o.iter().filter(|&&x| x >= 0).count());
+            let acc = valid.saturating_sub(1);
+            s.num_drafts += 1;
+            s.drafted += drafts.len() as u64;
+            s.accepted += acc as u64;
+            if s.accepted_per_pos.len() < drafts.len() {
+                s.accepted_per_pos.resize(drafts.len(), 0);
+            }
+            for p in 0..acc.min(drafts.len()) {
+                s.accepted_per_pos[p] += 1;
+            }
+        }
     }
 
     /// Mean acceptance length: accepted per draft event, plus the bonus/target token.
