@@ -142,6 +142,9 @@ pub fn create_output(path: &Path, inputs: &[Option<Identity>]) -> Result<Output,
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if std::fs::metadata(&dir).is_ok_and(|m| m.permissions().readonly()) {
+        return Err(format!("{p}: directory {} is not writable (read-only)", dir.display()));
+    }
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{}.specreplay-tmp.{}.{n}", name.to_string_lossy(), std::process::id()));
     let file = {
@@ -178,6 +181,11 @@ fn check_target(path: &Path, inputs: &[Option<Identity>]) -> Result<Option<std::
         return Err(format!(
             "{p}: is the input file; refusing to overwrite what is being read (choose another output)"
         ));
+    }
+    // A file without any write permission is refused even where the kernel would let
+    // the user replace it (root, or a writable directory): its mode says "keep".
+    if meta.permissions().readonly() {
+        return Err(format!("{p}: not writable (read-only file); refusing to replace it"));
     }
     // Opening for writing (no truncation) asks the kernel whether the user may write it.
     if let Err(e) = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path) {

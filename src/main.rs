@@ -121,7 +121,7 @@ impl<E: std::fmt::Display> From<E> for Fail {
 }
 
 /// Largest scenario file read (scenarios are small; this stops an endless input).
-const SCENARIO_LIMIT: u64 = 256 << 20;
+const SCENARIO_LIMIT: u64 = 64 << 20;
 
 fn at(path: &Path, e: impl std::fmt::Display) -> Fail {
     Fail(format!("{}: {e}", path.display()))
@@ -136,9 +136,16 @@ fn open_trace(path: &Path) -> Result<(Reader, Option<io::Identity>), Fail> {
 }
 
 /// A scenario file, or the scenario of a trace (whose problems are reported as trace
-/// problems: format, version).
+/// problems: format, version). A bincode trace is read only up to its header; a JSON
+/// input is read whole, up to [`SCENARIO_LIMIT`].
 fn read_scenario(path: &Path) -> Result<(Scenario, Option<io::Identity>), Fail> {
-    let (mut input, id) = io::open_input(path).map_err(Fail)?;
+    let (input, id) = io::open_input(path).map_err(Fail)?;
+    let mut input = std::io::BufReader::new(input);
+    let head = std::io::BufRead::fill_buf(&mut input).map_err(|e| at(path, io::io_reason(&e)))?;
+    if head.starts_with(&trace::BIN_MAGIC[..4]) {
+        let reader = TraceReader::new(input).map_err(|e| at(path, format!("{e} (given as a trace)")))?;
+        return Ok((reader.header().scenario(), id));
+    }
     let bytes = io::read_capped(path, &mut input, SCENARIO_LIMIT).map_err(Fail)?;
     let sc = if trace::looks_like_trace(&bytes) {
         TraceReader::new(&bytes[..]).map_err(|e| at(path, format!("{e} (given as a trace)")))?.header().scenario()

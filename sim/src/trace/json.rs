@@ -20,6 +20,8 @@ const ALL_MEMBERS: &str =
 /// Deeper nesting than serde_json's own limit (128) stops the scanner; serde then
 /// reports the recursion limit at the right place.
 const MAX_DEPTH: usize = 256;
+/// Longest top-level scalar scanned (numbers and literals are short).
+const MAX_SCALAR: usize = 4096;
 
 fn put<W: Write, T: Serialize + ?Sized>(w: &mut W, v: &T) -> std::io::Result<()> {
     serde_json::to_writer(w, v).map_err(std::io::Error::from)
@@ -159,6 +161,8 @@ fn scan_value<R: Read>(src: &mut Src<R>, out: &mut Vec<u8>) -> Result<Pos, Trace
                 }
             }
             b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => break,
+            // No number or literal is this long: stop and let serde name the problem.
+            _ if depth == 0 && out.len() >= MAX_SCALAR => break,
             _ => {
                 out.push(b);
                 src.bump();
@@ -249,8 +253,14 @@ pub(crate) fn open<R: Read>(src: &mut Src<R>) -> Result<(Header, u32, JsonBody),
     match skip_ws(src)? {
         Some(b'{') => src.bump(),
         _ => {
-            // Let serde describe what is there instead of an object.
-            let pos = scan_value(src, &mut buf)?;
+            // Let serde describe what is there instead of an object (from a short
+            // prefix: an endless input such as /dev/zero is not read on).
+            let pos = (src.line, src.col);
+            while buf.len() < 64 {
+                let Some(b) = src.peek()? else { break };
+                buf.push(b);
+                src.bump();
+            }
             let _: serde::de::IgnoredAny = parse(&buf, pos)?;
             return Err(TraceError::Format("not a specreplay trace (the file is not a JSON object)".into()));
         }
