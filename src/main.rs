@@ -22,6 +22,15 @@ mod explain;
 mod io;
 mod show;
 
+/// `println!` that does not panic when standard output is closed (`| head`): the
+/// report is cut short, the exit status still says what happened.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "specreplay",
@@ -84,15 +93,20 @@ cannot be read. Trace format: README \"Trace format\".")]
     },
     /// Search a metadata builder variant for a minimized counterexample against its
     /// reference (exit 0 when one is found, 1 when none is).
+    #[command(after_help = "Exit codes: 0 a counterexample found (printed, minimized), 1 none found in CASES \
+random cases, 2 an unknown builder or variant (one error line). Builders and variants: --list and \
+docs/builders.md; README \"Commands\".")]
     Explain {
         /// Builder name (see `--list`).
         #[arg(required_unless_present = "list")]
         builder: Option<String>,
+        /// Variant of the builder to compare with its reference (see `--list`).
         #[arg(long, required_unless_present = "list")]
         variant: Option<String>,
         /// Random cases to try before giving up.
         #[arg(long, default_value_t = 100_000)]
         cases: u64,
+        /// Seed of the random case generator (same seed, same search).
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// List every builder and variant.
@@ -165,19 +179,19 @@ fn encoding_for(path: &Path) -> Encoding {
 
 fn print_divergence(rep: &diff::Report, what: &str, repro: &str) {
     let d = rep.first.as_ref().expect("divergent");
-    println!("FAIL {what}");
+    out!("FAIL {what}");
     let step = d.step.map_or("header/outputs".to_string(), |s| format!("step {s}"));
     let req = d.request.as_deref().map_or(String::new(), |r| format!(" / request {r:?}"));
-    println!("first divergence: {step}{req} / {}", d.field);
-    println!("  expected  {}", d.expected);
-    println!("  actual    {}", d.actual);
+    out!("first divergence: {step}{req} / {}", d.field);
+    out!("  expected  {}", d.expected);
+    out!("  actual    {}", d.actual);
     if let Some(line) = &rep.context {
-        println!("  {line}");
+        out!("  {line}");
     }
     if rep.differing_in_first > 1 {
-        println!("  {} more values differ there; later steps not compared", rep.differing_in_first - 1);
+        out!("  {} more values differ there; later steps not compared", rep.differing_in_first - 1);
     }
-    println!("reproduce: {repro}");
+    out!("reproduce: {repro}");
 }
 
 /// Drains a reader, returning how many steps it held in all.
@@ -240,7 +254,7 @@ fn replay_one(path: &Path) -> Result<bool, Fail> {
     }
     let rep = cmp.finish();
     if rep.identical() {
-        println!("OK {}: {} steps identical", path.display(), produced);
+        out!("OK {}: {} steps identical", path.display(), produced);
         return Ok(true);
     }
     let what = format!("{} (recorded by {recorded_by}) vs re-simulated", path.display());
@@ -274,7 +288,7 @@ fn diff_traces(expected: &Path, actual: &Path) -> Result<ExitCode, Fail> {
         let oe = re.finish().map_err(|e| at(expected, e))?;
         let oa = ra.finish().map_err(|e| at(actual, e))?;
         if cmp.outputs(&oe, &oa) {
-            println!("identical: {steps} steps");
+            out!("identical: {steps} steps");
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -341,7 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
                 }
             }
             if traces.len() > 1 {
-                println!("identical: {identical}/{}", traces.len());
+                out!("identical: {identical}/{}", traces.len());
             }
             Ok(ExitCode::from(worst))
         }

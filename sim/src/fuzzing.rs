@@ -11,6 +11,17 @@ use crate::trace::{self, Trace};
 
 /// The trace parser never panics: arbitrary bytes are either a trace or a clean error.
 pub fn check_trace_bytes(data: &[u8]) {
+    // Stream first: a short input may hold an idle range of up to the step limit, which
+    // is checked here without holding it expanded in memory.
+    let Ok(mut r) = trace::TraceReader::new(data) else { return };
+    let mut steps = 0u64;
+    while let Ok(Some(_)) = r.next_step() {
+        steps += 1;
+    }
+    if steps > 100_000 {
+        let _ = r.finish();
+        return;
+    }
     if let Ok(t) = trace::from_bytes(data) {
         // Whatever parses must serialize and parse back to the same value.
         let again = trace::from_json(&trace::to_json(&t)).expect("a parsed trace re-parses");
