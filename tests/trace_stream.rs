@@ -257,3 +257,32 @@ fn help_describes_arguments_exit_codes_and_formats() {
     }
     insta::assert_snapshot!("help", all);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any mix of idle steps (consecutive or not, pure or carrying values) and busy
+    /// steps comes back unchanged from both encodings, and the idle runs are coalesced.
+    #[test]
+    fn writer_and_reader_round_trip(kinds in proptest::collection::vec((0u8..4, 0u64..3), 0..60)) {
+        let mut t = engine::run(&late_scenario(2, "r")).unwrap().trace;
+        let busy = t.steps.iter().find(|s| !s.idle).unwrap().clone();
+        t.steps.clear();
+        let mut n = 0u64;
+        for (kind, gap) in kinds {
+            n += 1 + if kind == 0 { gap } else { 0 };
+            let step = match kind {
+                0 | 1 => Step::idle(n),
+                2 => Step { step: n, ..busy.clone() },
+                _ => Step { num_free_blocks: 5, ..Step::idle(n) },
+            };
+            t.steps.push(step);
+        }
+        for enc in [Encoding::Json, Encoding::Bincode] {
+            let bytes = trace::write_to(Vec::new(), enc, &t).unwrap();
+            proptest::prop_assert_eq!(&trace::from_bytes(&bytes).unwrap(), &t);
+        }
+        let json = trace::to_json(&t);
+        let runs = t.steps.windows(2).filter(|w| w[0].is_pure_idle() && w[1].is_pure_idle() && w[1].step == w[0].step + 1).count();
+        proptest::prop_assert_eq!(json.matches("\"through\"").count() > 0, runs > 0);
+    }
+}

@@ -189,8 +189,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8], pos: Pos) -> Result<T, TraceError> {
     })
 }
 
-/// Reads a member key and its `:`; `None` when the object closes instead (only allowed
-/// where `allow_close`).
+/// Reads a member key and its `:` (the caller has seen that a member follows).
 fn key<R: Read>(src: &mut Src<R>, buf: &mut Vec<u8>) -> Result<(String, Pos), TraceError> {
     match skip_ws(src)? {
         Some(b'"') => {}
