@@ -172,7 +172,16 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
     }
 }
 
+/// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (off by default): a span per
+/// engine step, events for scheduling decisions, preemptions and graph dispatch.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(Fail(msg)) => {
