@@ -97,12 +97,10 @@ pub fn cascade_prefix_len(cfg: &Config, common_blocks: usize, num_computed: &[us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Profile, SpecMethod};
+    use crate::config::SpecMethod;
 
     fn cfg(hq: u32, hkv: u32) -> Config {
         Config {
-            profile: Profile::VllmV1,
-            block_size: 16,
             num_gpu_blocks: 1000,
             max_num_seqs: 256,
             max_num_batched_tokens: 8192,
@@ -112,13 +110,9 @@ mod tests {
             prompt_lookup_min: 1,
             prompt_lookup_max: 3,
             cudagraph_capture_sizes: vec![3, 6, 24],
-            cudagraph_mode: CudagraphModeConfig::FullAndPiecewise,
-            enable_chunked_prefill: true,
-            enable_prefix_caching: true,
             num_attention_heads: hq,
             num_kv_heads: hkv,
-            num_sms: 132,
-            disable_cascade_attn: false,
+            ..Config::default()
         }
     }
 
