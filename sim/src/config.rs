@@ -149,7 +149,18 @@ impl Config {
         }
     }
 
-    /// Checks every rule a vLLM 0.12.0 engine would enforce at start-up.
+    /// Checks every rule a vLLM 0.12.0 engine would enforce at start-up, plus the
+    /// simulator's memory limits ([`MAX_TABLE_ENTRIES`], [`MAX_BATCH_TOKENS`],
+    /// [`MAX_BLOCKS`]), which vLLM has only implicitly (GPU memory).
+    ///
+    /// Overflow: every sum or product here is taken in `u64`. Downstream, sizes derived
+    /// from a validated config stay far below `u64::MAX`: buffers are bounded by the
+    /// limits above; `num_speculative_tokens` and `prompt_lookup_max` need no limit (vLLM
+    /// has none) because drafts are cut to `max_model_len - n` and n-grams to the context
+    /// (`proposer.rs`), and the drafter gate and FULL-key bound add/multiply them
+    /// saturating; head counts and `num_sms` need none because the cascade cost model's
+    /// largest product (requests × KV heads × prefix tiles) is below 2^60 under
+    /// `MAX_TABLE_ENTRIES` (`tests/config_defaults.rs` feeds u32::MAX to each).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.block_size == 0 {

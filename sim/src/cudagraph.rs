@@ -52,7 +52,7 @@ pub fn dispatch(cfg: &Config, num_tokens: usize, num_reqs: usize, max_query_len:
         .expect("num_tokens <= largest capture size");
     let uniform = max_query_len == q && num_tokens == max_query_len * num_reqs;
     if uniform && !cascade && cfg.cudagraph_mode == CudagraphModeConfig::FullAndPiecewise {
-        let full_key = padded >= q && padded <= q * cfg.max_num_seqs as usize;
+        let full_key = padded >= q && padded <= q.saturating_mul(cfg.max_num_seqs as usize);
         if full_key {
             debug_assert_eq!(padded % q, 0, "capture sizes are multiples of 1 + k");
             return Dispatch { mode: GraphMode::Full, num_tokens_padded: padded, num_reqs_padded: padded / q };
