@@ -84,7 +84,10 @@ fn read_scenario(path: &Path) -> Result<Scenario, Fail> {
     if let Ok(t) = bytes_trace {
         return Ok(t.scenario());
     }
-    serde_json::from_str(&text).map_err(|e| Fail(format!("{}: malformed scenario: {e}", path.display())))
+    Scenario::from_json(&text).map_err(|e| match e {
+        specreplay_sim::ConfigError::Json(_) => Fail(format!("{}: {e}", path.display())),
+        _ => Fail(e.to_string()),
+    })
 }
 
 fn print_divergence(rep: &diff::Report, expected: &specreplay_sim::Trace, what: &str, repro: &str) {

@@ -10,6 +10,9 @@ pub enum ConfigError {
     Invalid(String),
     #[error("invalid oracle: {0}")]
     Oracle(String),
+    /// A scenario file that is not well-formed scenario JSON (syntax, unknown field, type).
+    #[error("malformed scenario: {0}")]
+    Json(String),
 }
 
 /// A trace that cannot be read.

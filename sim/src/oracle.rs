@@ -2,7 +2,7 @@
 //! context. Stands in for the forward pass + argmax of a real model, so no GPU is
 //! needed; the CUDA executor replaces it with a real transformer.
 
-use crate::config::{OracleSpec, RequestSpec};
+use crate::config::{OracleKind, OracleSpec, RequestSpec};
 use crate::error::{ConfigError, SimError};
 use std::collections::BTreeMap;
 
@@ -16,16 +16,18 @@ pub trait TargetModel {
 
 /// Builds the oracle a scenario names.
 pub fn build(spec: &OracleSpec) -> Box<dyn TargetModel + Send + Sync> {
-    match spec.kind.as_str() {
-        "continuation" => Box::new(Continuation { tokens: spec.tokens.clone() }),
-        _ => Box::new(Synthetic { seed: spec.seed, vocab_size: spec.vocab_size, order: spec.order }),
+    match spec.kind {
+        OracleKind::Continuation => Box::new(Continuation { tokens: spec.tokens.clone() }),
+        OracleKind::Synthetic => {
+            Box::new(Synthetic { seed: spec.seed, vocab_size: spec.vocab_size, order: spec.order })
+        }
     }
 }
 
 /// Checks an oracle spec against the scenario's requests.
 pub fn validate(spec: &OracleSpec, requests: &[RequestSpec]) -> Result<(), ConfigError> {
-    match spec.kind.as_str() {
-        "continuation" => {
+    match spec.kind {
+        OracleKind::Continuation => {
             for r in requests {
                 if !spec.tokens.contains_key(&r.req_id) {
                     return Err(ConfigError::Oracle(format!("continuation has no tokens for request {:?}", r.req_id)));
@@ -33,7 +35,7 @@ pub fn validate(spec: &OracleSpec, requests: &[RequestSpec]) -> Result<(), Confi
             }
             Ok(())
         }
-        "synthetic" => {
+        OracleKind::Synthetic => {
             if spec.vocab_size == 0 {
                 return Err(ConfigError::Oracle("synthetic oracle needs vocab_size >= 1".into()));
             }
@@ -42,9 +44,6 @@ pub fn validate(spec: &OracleSpec, requests: &[RequestSpec]) -> Result<(), Confi
             }
             Ok(())
         }
-        other => Err(ConfigError::Oracle(format!(
-            "unknown oracle kind {other:?} (expected \"continuation\" or \"synthetic\")"
-        ))),
     }
 }
 

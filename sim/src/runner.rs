@@ -290,7 +290,7 @@ impl Runner {
     /// proposal per row (empty for rows that sampled nothing or are full).
     fn propose(&self, reqs: &[usize], sampled: &Sampled, max_seq_len: usize) -> Option<Vec<(usize, Vec<u32>)>> {
         let mml = self.cfg.max_model_len as usize;
-        let ng = self.ngram.filter(|_| max_seq_len + self.cfg.num_speculative_tokens as usize <= mml)?;
+        let ng = self.ngram.filter(|_| max_seq_len.saturating_add(self.cfg.num_speculative_tokens as usize) <= mml)?;
         let proposals = reqs
             .iter()
             .enumerate()
