@@ -5,7 +5,7 @@
 //! Inputs are random but valid (`StepInput::validate`): empty batches, all-padding
 //! batches (no real row, padded metadata), zero-draft rows, discarded rows, blocks
 //! outside the cache in read-only columns, tie-heavy logits, and real-vocabulary rows
-//! (151,936 wide) every 50th case. Every buffer starts with random contents, so a write
+//! (151,936 wide) in every 20th group of cases. Every buffer starts with random contents, so a write
 //! outside a kernel's range is a mismatch. [`random_case`] needs no GPU and is tested on CPU.
 
 use specreplay_sim::oracle::{splitmix, Synthetic};
@@ -184,8 +184,13 @@ pub fn random_step(rng: &mut Rng, b: &mut HostBuffers) -> Result<StepInput> {
 
 /// A random case: buffers, a staged step and a synthetic oracle of the capacity's vocabulary.
 pub fn random_case(seed: u64, wide: bool) -> Result<(HostBuffers, Synthetic)> {
+    let cap = random_capacity(&mut Rng::new(seed ^ 0xc0ff_ee00), wide);
+    random_case_in(seed, cap)
+}
+
+/// A random case within a given capacity.
+pub fn random_case_in(seed: u64, cap: Capacity) -> Result<(HostBuffers, Synthetic)> {
     let mut rng = Rng::new(seed);
-    let cap = random_capacity(&mut rng, wide);
     let mut b = random_buffers(&mut rng, cap)?;
     random_step(&mut rng, &mut b)?;
     let oracle = Synthetic { seed: rng.next_u64(), vocab_size: cap.vocab as u32, order: rng.range(1, 8) as u32 };
@@ -209,8 +214,8 @@ fn prefix(k: Kernel, synthetic: bool) -> Vec<Kernel> {
 
 /// Brings a random case to the state just before `k` runs, with extra variety for the
 /// sampling kernels (tie-heavy logits, drafts that match the argmax).
-pub fn state_before(k: Kernel, seed: u64, wide: bool) -> Result<(HostBuffers, Synthetic)> {
-    let (mut b, oracle) = random_case(seed, wide)?;
+pub fn state_before(k: Kernel, seed: u64, cap: Capacity) -> Result<(HostBuffers, Synthetic)> {
+    let (mut b, oracle) = random_case_in(seed, cap)?;
     let mut rng = Rng::new(seed ^ 0x5e1f_7e57);
     for p in prefix(k, rng.pct(50)) {
         p.reference(&mut b, &oracle);
@@ -283,17 +288,34 @@ fn describe(seed: u64, d: &[(&'static str, usize)]) -> String {
     format!("case seed {seed:#x}: {}", fields.join(", "))
 }
 
-/// Runs every kernel on `cases` random inputs (every 50th with the real vocabulary) and
-/// the pipeline in graphs on `cases` steps; `progress` is called after each kernel.
+/// Cases that share one capacity (and one set of device buffers) in [`run`].
+const GROUP: u64 = 25;
+
+/// Runs every kernel on `cases` random inputs (groups of [`GROUP`] share a random
+/// capacity; every 20th group uses the real vocabulary) and the pipeline in graphs on
+/// `cases` steps; `progress` is called after each kernel.
 pub fn run(dev: &Device, cases: u64, seed: u64, progress: &mut dyn FnMut(&Row)) -> Result<Report> {
     let mut rep = Report::default();
     for k in Kernel::ALL {
         let mut row = Row { kernel: k.entry().to_string(), cases: 0, mismatches: 0, first: None };
+        let mut bufs: Option<DeviceBuffers> = None;
+        let mut cap = random_capacity(&mut Rng::new(seed), false);
         for i in 0..cases {
+            if i % GROUP == 0 {
+                let group = i / GROUP;
+                cap = random_capacity(&mut Rng::new(splitmix(seed ^ ((k as u64) << 48) ^ group)), group % 20 == 19);
+                bufs = None;
+            }
             let case_seed = splitmix(seed ^ ((k as u64) << 40) ^ i);
-            let (mut want, oracle) = state_before(k, case_seed, i % 50 == 49)?;
-            let mut bufs = DeviceBuffers::upload(&dev.stream, &want)?;
-            step::launch(dev, k, &mut bufs, &oracle)?;
+            let (mut want, oracle) = state_before(k, case_seed, cap)?;
+            let bufs = match bufs.as_mut() {
+                Some(b) => {
+                    b.write(&dev.stream, &want)?;
+                    b
+                }
+                None => bufs.insert(DeviceBuffers::upload(&dev.stream, &want)?),
+            };
+            step::launch(dev, k, bufs, &oracle)?;
             let got = bufs.download(&dev.stream)?;
             k.reference(&mut want, &oracle);
             let d = want.differences(&got);
