@@ -10,7 +10,7 @@
 //! * [`kernels`]: the `.cu` modules, NVRTC compilation to sm_90 CUBIN, the disk cache.
 //! * [`device`]: context, stream, [`device::DeviceInfo`], loaded kernel functions.
 //! * [`layout`]: buffer capacities, the `counts` layout, host mirrors of every buffer.
-//! * [`reference`]: the CPU reference of every kernel (same inputs, same outputs).
+//! * [`mod@reference`]: the CPU reference of every kernel (same inputs, same outputs).
 //! * [`step`]: persistent device buffers and kernel launches.
 //! * [`graphs`]: capture and replay of a fixed launch list.
 //! * [`selftest`]: every kernel against its reference on random inputs.

@@ -289,7 +289,7 @@ fn describe(seed: u64, d: &[(&'static str, usize)]) -> String {
 }
 
 /// Cases that share one capacity (and one set of device buffers) in [`run`].
-const GROUP: u64 = 25;
+pub const GROUP: u64 = 25;
 
 /// Runs every kernel on `cases` random inputs (groups of [`GROUP`] share a random
 /// capacity; every 20th group uses the real vocabulary) and the pipeline in graphs on
