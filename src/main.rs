@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use specreplay_sim::{diff, engine, trace, Scenario};
 
 mod explain;
+mod gpu;
 mod show;
 
 #[derive(Parser)]
@@ -60,6 +61,11 @@ enum Cmd {
     },
     /// Re-encode a trace (`.bin` = bincode, else canonical JSON), e.g. to shrink a corpus.
     Convert { input: PathBuf, output: PathBuf },
+    /// CUDA executor commands (exit 3 when this machine has no CUDA driver).
+    Gpu {
+        #[command(subcommand)]
+        cmd: gpu::GpuCmd,
+    },
 }
 
 /// A failure reported as one line with exit code 2.
@@ -167,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             trace::write(&output, &t)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Gpu { cmd } => gpu::run(cmd).map_err(Fail),
         Cmd::Show { trace: path } => {
             let t = read_trace(&path)?;
             print!("{}", show::render(&t));
