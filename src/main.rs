@@ -19,6 +19,7 @@ use specreplay_sim::trace::{self, Encoding, Header, Step, TraceReader, TraceWrit
 use specreplay_sim::{Scenario, SimError, TraceError};
 
 mod explain;
+mod gpu;
 mod io;
 mod show;
 
@@ -123,6 +124,11 @@ temporary file renamed into place when complete; it may not be the input itself.
         /// Trace to write: `.bin` = framed bincode, anything else canonical JSON; `-` writes JSON to standard output.
         output: PathBuf,
     },
+    /// CUDA executor commands (exit 3 when this machine has no CUDA driver).
+    Gpu {
+        #[command(subcommand)]
+        cmd: gpu::GpuCmd,
+    },
 }
 
 /// A failure reported as one line with exit code 2.
@@ -164,7 +170,8 @@ fn read_scenario(path: &Path) -> Result<(Scenario, Option<io::Identity>), Fail> 
     let sc = if trace::looks_like_trace(&bytes) {
         TraceReader::new(&bytes[..]).map_err(|e| at(path, format!("{e} (given as a trace)")))?.header().scenario()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| at(path, format!("malformed scenario: {e}")))?
+        let text = std::str::from_utf8(&bytes).map_err(|e| at(path, format!("malformed scenario: not UTF-8: {e}")))?;
+        Scenario::from_json(text).map_err(|e| at(path, e))?
     };
     Ok((sc, id))
 }
@@ -210,7 +217,7 @@ fn replay_one(path: &Path) -> Result<bool, Fail> {
     let mut read_error: Option<TraceError> = None;
     let mut recorded_ended = false;
     let mut produced = 0u64;
-    let run = engine::run_with_sink(&scenario, &mut |s: Step| {
+    let run = engine::run_with(&scenario, None, &mut |s: Step| {
         produced += 1;
         if recorded_ended {
             return Ok(());
@@ -309,7 +316,7 @@ fn sim(scenario: &Path, output: &Path, notes: Vec<String>) -> Result<ExitCode, F
     let write_err = |e: std::io::Error| at(output, format!("cannot write: {}", io::io_reason(&e)));
     let mut w = TraceWriter::new(out, encoding_for(output), &header).map_err(write_err)?;
     let mut failed: Option<std::io::Error> = None;
-    let run = engine::run_with_sink(&sc, &mut |s| {
+    let run = engine::run_with(&sc, None, &mut |s| {
         w.push(&s).map_err(|e| {
             failed = Some(e);
             SimError::Sink("write failed".into())
@@ -371,6 +378,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Convert { input, output } => convert(&input, &output),
+        Cmd::Gpu { cmd } => gpu::run(cmd).map_err(Fail),
         Cmd::Show { trace: path } => {
             let (reader, _) = open_trace(&path)?;
             let stdout = std::io::stdout();
@@ -390,7 +398,22 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
     }
 }
 
+/// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (off by default): a span per
+/// engine step, events for scheduling decisions, preemptions and graph dispatch.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     if let Err(msg) = io::install_signal_cleanup() {
         eprintln!("specreplay: error: {msg}");

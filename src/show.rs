@@ -129,6 +129,9 @@ pub fn render<R: std::io::Read>(mut reader: TraceReader<R>, out: &mut dyn std::i
     let c = &h.config;
     let _ = writeln!(text, "trace: {} (recorded by {}), profile {:?}, k={}, lookup [{}, {}], max_model_len {}, block_size {}, capture sizes {:?}\n",
         h.format, h.recorded_by, c.profile, c.k(), c.prompt_lookup_min, c.prompt_lookup_max, c.max_model_len, c.block_size, c.cudagraph_capture_sizes);
+    if c.default_num_gpu_blocks(h.requests.len()) == Some(c.num_gpu_blocks) {
+        let _ = writeln!(text, "num_gpu_blocks {} = the default when a scenario leaves it out (every request can reach max_model_len, + the null block; vLLM sizes it from GPU memory)\n", c.num_gpu_blocks);
+    }
     let mut summary = Summary::new();
     let mut idle: Option<(u64, u64)> = None;
     while let Some(s) = reader.next_step().map_err(ShowError::Trace)? {

@@ -4,7 +4,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::config::{Config, CudagraphModeConfig, OracleSpec, Profile, RequestSpec, Scenario, SpecMethod};
+use crate::config::{Config, CudagraphModeConfig, OracleKind, OracleSpec, Profile, RequestSpec, Scenario, SpecMethod};
 use crate::engine;
 use crate::error::SimError;
 use crate::trace::{self, Trace};
@@ -134,13 +134,10 @@ impl FuzzScenario {
             cudagraph_mode: mode,
             enable_chunked_prefill: self.chunked,
             enable_prefix_caching: self.caching,
-            num_attention_heads: 16,
-            num_kv_heads: 8,
-            num_sms: 132,
-            disable_cascade_attn: false,
+            ..Config::default()
         };
         let oracle = OracleSpec {
-            kind: "synthetic".into(),
+            kind: OracleKind::Synthetic,
             tokens: Default::default(),
             seed: self.seed,
             vocab_size: 2 + u32::from(self.vocab % 6),
