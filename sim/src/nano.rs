@@ -1,280 +1,360 @@
-//! The `nano-vllm` profile (GeeeekExplorer/nano-vllm @2f21442): its scheduler
-//! (`engine/scheduler.py`: prefill first, else decode every running sequence), block
-//! manager (`engine/block_manager.py`: ids from 0, no null block, allocation from the
-//! front of the free deque, hash reuse of full blocks, reverse-order deallocation to the
-//! back) and the `Context` its model runner builds (`engine/model_runner.py`
-//! `prepare_prefill` / `prepare_decode`). No speculative decoding; the run is recorded
-//! without CUDA-graph padding (nano-vllm only pads decode graphs, and only its graph
-//! input tails would differ).
+//! The `nano-vllm` profile: GeeeekExplorer/nano-vllm at commit
+//! 2f214426530e2841e7d24c73ee0dfa914d62df56 ("support qwen2"), modelled exactly and
+//! checked against that commit's own code by `conformance/nano/`.
+//!
+//! * Scheduler (`nanovllm/engine/scheduler.py`): prefill first (FCFS while
+//!   `max_num_seqs`, `max_num_batched_tokens` counted on the *whole* sequence, and
+//!   `can_allocate` allow); else decode every running sequence, preempting from the back
+//!   of `running` (or the sequence itself) while `can_append` fails;
+//!   `assert scheduled_seqs` (line 56) is a [`SimError::NanoAssertion`].
+//! * Block manager ([`block_manager`]): ids from 0, no null block, the free deque,
+//!   hash reuse of full blocks with stale `hash_to_block_id` entries, 256-token
+//!   sequence pieces whatever the block size.
+//! * Model runner (`nanovllm/engine/model_runner.py` `prepare_prefill` /
+//!   `prepare_decode`): the `Context` as built there, recorded in `Step.context`.
+//! * The forward pass is the oracle, read where nano-vllm reads its logits:
+//!   `ParallelLMHead` (`layers/embed_head.py:59`) takes hidden row `cu_seqlens_q[i+1] - 1`
+//!   of a prefill batch for sequence `i`. A fully prefix-cached prompt has no row of its
+//!   own, so it gets the prediction of the previous sequence's last token (row -1, the
+//!   batch's last token, when it comes first); an empty prefill batch, or
+//!   `store_kvcache`'s `assert slot_mapping.numel() == N` (`layers/attention.py:38`)
+//!   failing, is a [`SimError::NanoAssertion`].
+//! * Engine (`nanovllm/engine/llm_engine.py step`): `schedule` → `run` → `postprocess`
+//!   (append, then finish on `eos` unless `ignore_eos`, or at `max_tokens`; no length
+//!   stop at `max_model_len`). Requests are added at their `arrival_step`; a step with
+//!   nothing waiting or running is recorded idle.
+//!
+//! Scenario mapping (nano-vllm has one `eos` per engine, the tokenizer's, and no stop
+//! tokens or `min_tokens`): the requests' `eos_token_id`s must agree; a request without
+//! one runs with `ignore_eos`; `stop_token_ids` and `min_tokens` are refused, as is
+//! `max_num_batched_tokens < max_model_len` (`config.py:27`). Not modelled: random
+//! sampling (nano-vllm refuses temperature 0; the oracle is its argmax), tensor
+//! parallelism, CUDA graphs (the run is recorded as eager, `cudagraph_mode` `"NONE"`;
+//! graphs would only add padded tails to decode inputs), KV contents (a stale hit reads
+//! another prefix's KV upstream; the oracle still answers for the sequence's tokens).
 
-use std::collections::{HashMap, VecDeque};
+pub mod block_manager;
+pub mod coverage;
+
+use std::collections::VecDeque;
 
 use crate::config::Scenario;
 use crate::engine::{RunResult, MAX_STEPS};
-use crate::error::SimError;
-use crate::oracle;
+use crate::error::{ConfigError, SimError};
+use crate::oracle::{self, TargetModel};
 use crate::scheduler::SpecStats;
 use crate::trace::{NanoContext, Step, Trace};
+use block_manager::{assertion, BlockManager, Seq};
 
-struct Seq {
-    tokens: Vec<u32>,
-    prompt_len: usize,
-    num_cached: usize,
-    block_table: Vec<u32>,
-    max_tokens: usize,
-    eos: Option<u32>,
-    ignore_eos: bool,
-}
+pub use block_manager::{Counters, SEQUENCE_BLOCK_SIZE};
 
-struct BlockManager {
-    bs: usize,
-    ref_count: Vec<u32>,
-    hash_of: Vec<Option<u64>>,
-    tokens_of: Vec<Vec<u32>>,
-    hash_to_block: HashMap<u64, usize>,
-    free: VecDeque<usize>,
-    hashes: HashMap<(u64, Vec<u32>), u64>,
-}
+/// The modelled nano-vllm commit.
+pub const COMMIT: &str = "2f214426530e2841e7d24c73ee0dfa914d62df56";
 
-impl BlockManager {
-    fn new(n: usize, bs: usize) -> Self {
-        BlockManager {
-            bs,
-            ref_count: vec![0; n],
-            hash_of: vec![None; n],
-            tokens_of: vec![Vec::new(); n],
-            hash_to_block: HashMap::new(),
-            free: (0..n).collect(),
-            hashes: HashMap::new(),
-        }
-    }
-    fn hash(&mut self, tokens: &[u32], parent: u64) -> u64 {
-        let next = self.hashes.len() as u64 + 1;
-        *self.hashes.entry((parent, tokens.to_vec())).or_insert(next)
-    }
-    fn take(&mut self, id: usize) {
-        self.free.retain(|&b| b != id);
-        self.ref_count[id] = 1;
-        if let Some(h) = self.hash_of[id].take() {
-            if self.hash_to_block.get(&h) == Some(&id) {
-                self.hash_to_block.remove(&h);
-            }
-        }
-        self.tokens_of[id].clear();
-    }
-    fn num_blocks(&self, s: &Seq) -> usize {
-        s.tokens.len().div_ceil(self.bs)
-    }
-    fn allocate(&mut self, s: &mut Seq) {
-        let mut h = 0u64;
-        let mut miss = false;
-        for i in 0..self.num_blocks(s) {
-            let toks = s.tokens[i * self.bs..((i + 1) * self.bs).min(s.tokens.len())].to_vec();
-            let full = toks.len() == self.bs;
-            h = if full { self.hash(&toks, h) } else { 0 };
-            let hit =
-                if full { self.hash_to_block.get(&h).copied().filter(|&b| self.tokens_of[b] == toks) } else { None };
-            miss |= hit.is_none();
-            let id = if miss {
-                let id = self.free[0];
-                self.take(id);
-                id
-            } else {
-                let id = hit.expect("hit");
-                s.num_cached += self.bs;
-                if self.ref_count[id] > 0 {
-                    self.ref_count[id] += 1;
-                } else {
-                    self.take(id);
-                }
-                id
-            };
-            if full {
-                self.hash_of[id] = Some(h);
-                self.tokens_of[id] = toks;
-                self.hash_to_block.insert(h, id);
-            }
-            s.block_table.push(id as u32);
-        }
-    }
-    fn deallocate(&mut self, s: &mut Seq) {
-        for &id in s.block_table.iter().rev() {
-            let id = id as usize;
-            self.ref_count[id] -= 1;
-            if self.ref_count[id] == 0 {
-                self.free.push_back(id);
-            }
-        }
-        s.num_cached = 0;
-        s.block_table.clear();
-    }
-    fn may_append(&mut self, s: &mut Seq) {
-        let len = s.tokens.len();
-        if len % self.bs == 1 {
-            let id = self.free[0];
-            self.take(id);
-            s.block_table.push(id as u32);
-        } else if len.is_multiple_of(self.bs) {
-            let n = s.block_table.len();
-            let parent = if n > 1 { self.hash_of[s.block_table[n - 2] as usize].unwrap_or(0) } else { 0 };
-            let toks = s.tokens[len - self.bs..].to_vec();
-            let h = self.hash(&toks, parent);
-            let last = s.block_table[n - 1] as usize;
-            self.hash_of[last] = Some(h);
-            self.tokens_of[last] = toks;
-            self.hash_to_block.insert(h, last);
-        }
-    }
+/// What nano-vllm's engine did in a run, beyond the trace (tests use it to require
+/// that a behaviour really ran).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NanoStats {
+    pub blocks: Counters,
+    /// Sequences preempted (`Scheduler.preempt`).
+    pub preemptions: usize,
+    /// Prefilled sequences whose whole prompt was a prefix-cache hit (no row of their own).
+    pub fully_cached_prefills: usize,
+    pub prefill_steps: usize,
+    pub decode_steps: usize,
+    /// Sequences finished on `eos` / on `max_tokens`.
+    pub eos_finishes: usize,
+    pub max_tokens_finishes: usize,
 }
 
 /// Runs a scenario under nano-vllm's engine and records each step's `Context`.
 pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
+    run_with_stats(scenario).map(|(r, _)| r)
+}
+
+/// [`run`], also returning what the engine did ([`NanoStats`]).
+pub fn run_with_stats(scenario: &Scenario) -> Result<(RunResult, NanoStats), SimError> {
+    let eos = engine_eos(scenario)?;
     let cfg = &scenario.config;
     let model = oracle::build(&scenario.oracle);
-    let bs = cfg.block_size as usize;
-    let mut bm = BlockManager::new(cfg.num_gpu_blocks as usize, bs);
+    let mut sched = Scheduler {
+        bm: BlockManager::new(cfg.num_gpu_blocks as usize, cfg.block_size as usize),
+        waiting: VecDeque::new(),
+        running: VecDeque::new(),
+        max_num_seqs: cfg.max_num_seqs as usize,
+        max_num_batched_tokens: cfg.max_num_batched_tokens as usize,
+    };
     let names: Vec<String> = scenario.requests.iter().map(|r| r.req_id.clone()).collect();
     let mut seqs: Vec<Seq> = scenario
         .requests
         .iter()
         .map(|r| Seq {
             tokens: r.prompt_token_ids.clone(),
-            prompt_len: r.prompt_token_ids.len(),
-            num_cached: 0,
+            num_prompt_tokens: r.prompt_token_ids.len(),
+            num_cached_tokens: 0,
             block_table: Vec::new(),
             max_tokens: r.max_tokens as usize,
-            eos: r.eos_token_id,
-            ignore_eos: r.ignore_eos,
+            ignore_eos: r.ignore_eos || r.eos_token_id.is_none(),
         })
         .collect();
-    let (mut waiting, mut running) = (VecDeque::new(), VecDeque::new());
+    let mut stats = NanoStats::default();
     let mut pending: Vec<usize> = (0..seqs.len()).collect();
     pending.sort_by_key(|&i| scenario.requests[i].arrival_step);
+    let mut pending: VecDeque<usize> = pending.into();
     let mut steps = Vec::new();
     for step in 1..=MAX_STEPS {
-        while let Some(&i) = pending.first().filter(|&&i| scenario.requests[i].arrival_step == step) {
-            waiting.push_back(i);
-            pending.remove(0);
+        while let Some(&i) = pending.front().filter(|&&i| scenario.requests[i].arrival_step == step) {
+            sched.waiting.push_back(i);
+            pending.pop_front();
         }
-        if waiting.is_empty() && running.is_empty() {
+        if sched.waiting.is_empty() && sched.running.is_empty() {
             if pending.is_empty() {
-                let outputs =
-                    seqs.iter().zip(&names).map(|(s, n)| (n.clone(), s.tokens[s.prompt_len..].to_vec())).collect();
-                return Ok(RunResult { trace: Trace::recorded(scenario, steps, outputs), stats: SpecStats::default() });
+                let outputs = seqs
+                    .iter()
+                    .zip(&names)
+                    .map(|(s, n)| (n.clone(), s.tokens[s.num_prompt_tokens..].to_vec()))
+                    .collect();
+                stats.blocks = sched.bm.counters.clone();
+                let trace = Trace::recorded(scenario, steps, outputs);
+                return Ok((RunResult { trace, stats: SpecStats::default() }, stats));
             }
             steps.push(Step { step, idle: true, ..Default::default() });
             continue;
         }
-        // Scheduler.schedule: prefill first.
-        let mut scheduled = Vec::new();
-        let mut batched = 0;
-        while let Some(&i) = waiting.front() {
-            if scheduled.len() >= cfg.max_num_seqs as usize {
-                break;
-            }
-            let need = bm.num_blocks(&seqs[i]);
-            if batched + seqs[i].tokens.len() > cfg.max_num_batched_tokens as usize || bm.free.len() < need {
-                break;
-            }
-            bm.allocate(&mut seqs[i]);
-            batched += seqs[i].tokens.len() - seqs[i].num_cached;
-            waiting.pop_front();
-            running.push_back(i);
-            scheduled.push(i);
-        }
-        let is_prefill = !scheduled.is_empty();
-        if !is_prefill {
-            while let Some(i) = running.pop_front() {
-                if scheduled.len() >= cfg.max_num_seqs as usize {
-                    running.push_front(i);
-                    break;
-                }
-                let mut preempted_self = false;
-                while bm.free.len() < usize::from(seqs[i].tokens.len() % bs == 1) {
-                    if let Some(v) = running.pop_back() {
-                        bm.deallocate(&mut seqs[v]);
-                        waiting.push_front(v);
-                    } else {
-                        bm.deallocate(&mut seqs[i]);
-                        waiting.push_front(i);
-                        preempted_self = true;
-                        break;
-                    }
-                }
-                if !preempted_self {
-                    bm.may_append(&mut seqs[i]);
-                    scheduled.push(i);
-                }
-            }
-            for &i in scheduled.iter().rev() {
-                running.push_front(i);
-            }
-        }
-        if scheduled.is_empty() {
-            return Err(SimError::Stalled { step, reason: "nano-vllm scheduled nothing".into() });
-        }
-        let mut rec = Step { step, cudagraph_mode: "NONE".into(), ..Default::default() };
-        let ctx = if is_prefill {
-            prefill_context(&seqs, &scheduled, bs, &mut rec)
-        } else {
-            decode_context(&seqs, &scheduled, bs, &mut rec)
-        };
-        rec.context = Some(ctx);
-        for &i in &scheduled {
-            let s = &seqs[i];
-            let n = if is_prefill { s.tokens.len() - s.num_cached } else { 1 };
-            rec.num_scheduled_tokens.insert(names[i].clone(), n as u32);
-        }
-        rec.total_num_scheduled_tokens = rec.num_scheduled_tokens.values().sum();
-        rec.num_padded_tokens = rec.total_num_scheduled_tokens;
-        rec.num_reqs_padded = scheduled.len() as u32;
-        rec.batch_req_ids = scheduled.iter().map(|&i| names[i].clone()).collect();
-        // Forward + greedy sample: one token per sequence.
-        for &i in &scheduled {
-            let s = &seqs[i];
-            let t = model.next_token(&names[i], s.prompt_len, &s.tokens)?;
-            rec.output_token_ids.push(vec![i64::from(t)]);
-            let s = &mut seqs[i];
-            s.tokens.push(t);
-            let done = (!s.ignore_eos && Some(t) == s.eos) || s.tokens.len() - s.prompt_len == s.max_tokens;
-            rec.block_ids.insert(names[i].clone(), s.block_table.clone());
-            if done {
-                bm.deallocate(s);
-                running.retain(|&r| r != i);
-                rec.finished_req_ids.push(names[i].clone());
-            }
-        }
-        rec.num_free_blocks = bm.free.len() as u32;
+        let rec = engine_step(step, &mut sched, &mut seqs, &names, model.as_ref(), eos, &mut stats)
+            .map_err(|e| e.at_step(step))?;
         steps.push(rec);
     }
     Err(SimError::TooManySteps(MAX_STEPS))
 }
 
-fn prefill_context(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> NanoContext {
+/// nano-vllm's single `config.eos`, refusing what its `SamplingParams` cannot express.
+fn engine_eos(scenario: &Scenario) -> Result<Option<u32>, SimError> {
+    let cfg = &scenario.config;
+    let bad = |m: String| Err(SimError::Config(ConfigError::Invalid(m)));
+    if cfg.max_num_batched_tokens < cfg.max_model_len {
+        return bad(format!(
+            "profile \"nano-vllm\": max_num_batched_tokens ({}) < max_model_len ({}) (nanovllm/config.py asserts >=)",
+            cfg.max_num_batched_tokens, cfg.max_model_len
+        ));
+    }
+    let mut eos = None;
+    for r in &scenario.requests {
+        if !r.stop_token_ids.is_empty() || r.min_tokens > 0 {
+            return bad(format!(
+                "request {:?}: profile \"nano-vllm\" has no stop_token_ids or min_tokens (nanovllm/sampling_params.py)",
+                r.req_id
+            ));
+        }
+        match (eos, r.eos_token_id) {
+            (Some(a), Some(b)) if a != b => {
+                return bad(format!(
+                    "request {:?}: eos_token_id {b} differs from {a}; nano-vllm has one eos per engine (config.eos)",
+                    r.req_id
+                ))
+            }
+            (None, Some(b)) => eos = Some(b),
+            _ => {}
+        }
+    }
+    Ok(eos)
+}
+
+/// `Scheduler` (`nanovllm/engine/scheduler.py`); sequences are indices into the run's
+/// `seqs`.
+struct Scheduler {
+    bm: BlockManager,
+    waiting: VecDeque<usize>,
+    running: VecDeque<usize>,
+    max_num_seqs: usize,
+    max_num_batched_tokens: usize,
+}
+
+/// One `schedule()` result.
+struct Scheduled {
+    seqs: Vec<usize>,
+    is_prefill: bool,
+    /// In the order `preempt` was called.
+    preempted: Vec<usize>,
+}
+
+impl Scheduler {
+    /// `schedule` (`scheduler.py:24`).
+    fn schedule(&mut self, seqs: &mut [Seq]) -> Result<Scheduled, SimError> {
+        let mut scheduled = Vec::new();
+        let mut num_batched_tokens = 0;
+        while let Some(&i) = self.waiting.front() {
+            if scheduled.len() >= self.max_num_seqs {
+                break;
+            }
+            let len = seqs[i].len();
+            if num_batched_tokens + len > self.max_num_batched_tokens || !self.bm.can_allocate(&seqs[i]) {
+                break;
+            }
+            self.bm.allocate(&mut seqs[i])?;
+            num_batched_tokens += len - seqs[i].num_cached_tokens;
+            self.waiting.pop_front();
+            self.running.push_back(i);
+            scheduled.push(i);
+        }
+        if !scheduled.is_empty() {
+            return Ok(Scheduled { seqs: scheduled, is_prefill: true, preempted: Vec::new() });
+        }
+        let mut preempted = Vec::new();
+        while scheduled.len() < self.max_num_seqs {
+            let Some(i) = self.running.pop_front() else { break };
+            let mut preempted_self = false;
+            while !self.bm.can_append(&seqs[i]) {
+                let victim = match self.running.pop_back() {
+                    Some(v) => v,
+                    None => {
+                        preempted_self = true;
+                        i
+                    }
+                };
+                self.preempt(&mut seqs[victim]);
+                self.waiting.push_front(victim);
+                preempted.push(victim);
+                if preempted_self {
+                    break;
+                }
+            }
+            if !preempted_self {
+                self.bm.may_append(&mut seqs[i])?;
+                scheduled.push(i);
+            }
+        }
+        if scheduled.is_empty() {
+            return Err(assertion(
+                "scheduler.py:56 assert scheduled_seqs (nothing waiting fits the token budget or the free blocks, and \
+                 nothing can run)",
+            ));
+        }
+        for &i in scheduled.iter().rev() {
+            self.running.push_front(i);
+        }
+        Ok(Scheduled { seqs: scheduled, is_prefill: false, preempted })
+    }
+
+    /// `preempt` (`scheduler.py:60`), less the `appendleft` the caller does.
+    fn preempt(&mut self, seq: &mut Seq) {
+        self.bm.deallocate(seq);
+    }
+}
+
+/// One engine step with something waiting or running.
+fn engine_step(
+    step: u64,
+    sched: &mut Scheduler,
+    seqs: &mut [Seq],
+    names: &[String],
+    model: &dyn TargetModel,
+    eos: Option<u32>,
+    stats: &mut NanoStats,
+) -> Result<Step, SimError> {
+    let out = sched.schedule(seqs)?;
+    let mut rec = Step { step, cudagraph_mode: "NONE".into(), ..Default::default() };
+    rec.preempted_req_ids = out.preempted.iter().map(|&i| names[i].clone()).collect();
+    stats.preemptions += out.preempted.len();
+    let rows = if out.is_prefill {
+        stats.prefill_steps += 1;
+        prepare_prefill(seqs, &out.seqs, sched.bm.block_size(), &mut rec)
+    } else {
+        stats.decode_steps += 1;
+        prepare_decode(seqs, &out.seqs, sched.bm.block_size(), &mut rec)
+    };
+    let ctx = rec.context.as_ref().expect("context prepared");
+    if ctx.slot_mapping.len() != rec.input_ids.len() {
+        return Err(assertion(format!(
+            "layers/attention.py:38 store_kvcache asserts slot_mapping.numel() == N ({} slots for {} tokens: \
+             kvcache_block_size {} with 256-token sequence blocks)",
+            ctx.slot_mapping.len(),
+            rec.input_ids.len(),
+            sched.bm.block_size()
+        )));
+    }
+    if rec.input_ids.is_empty() {
+        return Err(assertion(
+            "layers/embed_head.py:59 ParallelLMHead indexes x[cu_seqlens_q[1:] - 1] in a prefill batch without a \
+             token: every scheduled prompt is wholly prefix-cached",
+        ));
+    }
+    for &i in &out.seqs {
+        let n = if out.is_prefill { seqs[i].len() - seqs[i].num_cached_tokens } else { 1 };
+        rec.num_scheduled_tokens.insert(names[i].clone(), n as u32);
+        rec.block_ids.insert(names[i].clone(), seqs[i].block_table.iter().map(|&b| b as u32).collect());
+    }
+    rec.total_num_scheduled_tokens = rec.input_ids.len() as u32;
+    rec.num_padded_tokens = rec.total_num_scheduled_tokens;
+    rec.num_reqs_padded = out.seqs.len() as u32;
+    rec.batch_req_ids = out.seqs.iter().map(|&i| names[i].clone()).collect();
+    // The forward pass: every sequence's token comes from the hidden row the LM head
+    // reads, computed before any sequence is updated.
+    let mut token_ids = Vec::with_capacity(out.seqs.len());
+    for &(owner, ctx_len) in &rows {
+        let s = &seqs[owner];
+        token_ids.push(model.next_token(&names[owner], s.num_prompt_tokens, &s.tokens[..ctx_len])?);
+    }
+    // Scheduler.postprocess (scheduler.py:65).
+    for (&i, &t) in out.seqs.iter().zip(&token_ids) {
+        rec.output_token_ids.push(vec![i64::from(t)]);
+        let s = &mut seqs[i];
+        s.tokens.push(t);
+        let on_eos = !s.ignore_eos && Some(t) == eos;
+        if on_eos || s.num_completion_tokens() == s.max_tokens {
+            if on_eos {
+                stats.eos_finishes += 1;
+            } else {
+                stats.max_tokens_finishes += 1;
+            }
+            sched.bm.deallocate(s);
+            if let Some(p) = sched.running.iter().position(|&r| r == i) {
+                sched.running.remove(p);
+            }
+            rec.finished_req_ids.push(names[i].clone());
+        }
+    }
+    stats.fully_cached_prefills += rows.iter().zip(&out.seqs).filter(|(&(o, _), &i)| out.is_prefill && o != i).count();
+    rec.num_free_blocks = sched.bm.num_free() as u32;
+    Ok(rec)
+}
+
+/// `prepare_prefill` (`model_runner.py:126`): inputs and the prefill `Context`; returns,
+/// per sequence, the (sequence, context length) whose prediction the LM head reads.
+fn prepare_prefill(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> Vec<(usize, usize)> {
     let (mut cu_q, mut cu_k) = (vec![0i64], vec![0i64]);
     let (mut max_q, mut max_k) = (0, 0);
     let mut slots = Vec::new();
+    // Owner and context length of each flattened input row.
+    let mut row_of = Vec::new();
     for &i in sched {
         let s = &seqs[i];
-        let len = s.tokens.len();
-        for p in s.num_cached..len {
+        let len = s.len();
+        for p in s.num_cached_tokens..len {
             rec.input_ids.push(i64::from(s.tokens[p]));
             rec.positions.push(p as i64);
+            row_of.push((i, p + 1));
         }
-        let (q, k) = (len - s.num_cached, len);
-        cu_q.push(cu_q.last().unwrap() + q as i64);
-        cu_k.push(cu_k.last().unwrap() + k as i64);
+        let (q, k) = (len - s.num_cached_tokens, len);
+        cu_q.push(cu_q.last().expect("starts at 0") + q as i64);
+        cu_k.push(cu_k.last().expect("starts at 0") + k as i64);
         max_q = max_q.max(q);
         max_k = max_k.max(k);
-        let nb = s.block_table.len();
-        for b in s.num_cached / bs..nb {
-            let start = s.block_table[b] as usize * bs;
-            let end = if b + 1 != nb { start + bs } else { start + len - (nb - 1) * bs };
+        let nb = s.num_blocks();
+        for b in s.num_cached_blocks()..nb {
+            let start = s.block_table[b] * bs;
+            let end = if b != nb - 1 { start + bs } else { start + s.last_block_num_tokens() };
             slots.extend((start..end).map(|x| x as i64));
         }
     }
-    let prefix_hit = cu_k.last() > cu_q.last();
-    NanoContext {
+    // ParallelLMHead: x[cu_seqlens_q[1:] - 1], Python/torch indexing (-1 = last row).
+    let n = row_of.len() as i64;
+    let rows = cu_q[1..]
+        .iter()
+        .map(|&end| if n == 0 { (usize::MAX, 0) } else { row_of[(end - 1).rem_euclid(n) as usize] })
+        .collect();
+    let prefix_cache = cu_k.last() > cu_q.last();
+    rec.context = Some(NanoContext {
         is_prefill: true,
         max_seqlen_q: max_q as u32,
         max_seqlen_k: max_k as u32,
@@ -282,23 +362,25 @@ fn prefill_context(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> 
         cu_seqlens_k: Some(cu_k),
         slot_mapping: slots,
         context_lens: None,
-        block_tables: prefix_hit.then(|| block_tables(seqs, sched)),
-    }
+        block_tables: prefix_cache.then(|| block_tables(seqs, sched)),
+    });
+    rows
 }
 
-fn decode_context(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> NanoContext {
+/// `prepare_decode` (`model_runner.py:164`); each sequence reads its own row.
+fn prepare_decode(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> Vec<(usize, usize)> {
     let mut slots = Vec::new();
     let mut lens = Vec::new();
     for &i in sched {
         let s = &seqs[i];
-        let len = s.tokens.len();
-        rec.input_ids.push(i64::from(*s.tokens.last().expect("non-empty")));
+        let len = s.len();
+        rec.input_ids.push(i64::from(*s.tokens.last().expect("a sequence has a prompt")));
         rec.positions.push(len as i64 - 1);
         lens.push(len as i64);
-        let last_block_tokens = len - (s.block_table.len() - 1) * bs;
-        slots.push(i64::from(*s.block_table.last().expect("allocated")) * bs as i64 + last_block_tokens as i64 - 1);
+        let last = *s.block_table.last().expect("a running sequence holds blocks");
+        slots.push((last * bs + s.last_block_num_tokens()) as i64 - 1);
     }
-    NanoContext {
+    rec.context = Some(NanoContext {
         is_prefill: false,
         max_seqlen_q: 0,
         max_seqlen_k: 0,
@@ -307,15 +389,17 @@ fn decode_context(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> N
         slot_mapping: slots,
         context_lens: Some(lens),
         block_tables: Some(block_tables(seqs, sched)),
-    }
+    });
+    sched.iter().map(|&i| (i, seqs[i].len())).collect()
 }
 
+/// `prepare_block_tables` (`model_runner.py:120`): rows padded with -1.
 fn block_tables(seqs: &[Seq], sched: &[usize]) -> Vec<Vec<i64>> {
     let w = sched.iter().map(|&i| seqs[i].block_table.len()).max().unwrap_or(0);
     sched
         .iter()
         .map(|&i| {
-            let mut row: Vec<i64> = seqs[i].block_table.iter().map(|&b| i64::from(b)).collect();
+            let mut row: Vec<i64> = seqs[i].block_table.iter().map(|&b| b as i64).collect();
             row.resize(w, -1);
             row
         })
