@@ -261,7 +261,7 @@ impl BlockManager {
             self.allocate_block(id)?;
             seq.block_table.push(id);
             self.counters.may_append_new_blocks += 1;
-        } else if len % self.block_size == 0 {
+        } else if len.is_multiple_of(self.block_size) {
             if self.blocks[last].hash.is_some() {
                 return Err(assertion("block_manager.py:105 assert last_block.hash == -1"));
             }
