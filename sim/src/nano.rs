@@ -405,3 +405,119 @@ fn block_tables(seqs: &[Seq], sched: &[usize]) -> Vec<Vec<i64>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::Synthetic;
+
+    /// A nano-vllm scenario: `reqs` are (id, prompt, max_tokens, arrival_step). The
+    /// scenarios below give the same traces / crashes under nano-vllm 2f21442 itself
+    /// (`conformance/nano/run.py --scenario`).
+    fn scenario(bs: u32, blocks: u32, reqs: &[(&str, Vec<u32>, u32, u64)]) -> Scenario {
+        let requests: Vec<serde_json::Value> = reqs
+            .iter()
+            .map(|(id, p, m, a)| serde_json::json!({"req_id": id, "prompt_token_ids": p, "max_tokens": m, "arrival_step": a}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "config": {"profile": "nano-vllm", "block_size": bs, "num_gpu_blocks": blocks, "max_num_seqs": 8,
+                       "max_num_batched_tokens": 4096, "max_model_len": 4096, "method": "none",
+                       "num_speculative_tokens": 0, "prompt_lookup_min": 0, "prompt_lookup_max": 0,
+                       "cudagraph_capture_sizes": [], "cudagraph_mode": "NONE"},
+            "requests": requests,
+            "oracle": {"kind": "synthetic", "seed": 3, "vocab_size": 7, "order": 2}
+        }))
+        .unwrap()
+    }
+
+    fn piece(t: u32) -> Vec<u32> {
+        vec![t; 256]
+    }
+
+    fn nano_error(sc: &Scenario) -> String {
+        match run(sc) {
+            Err(e @ SimError::NanoAssertion { .. }) => e.to_string(),
+            other => panic!("expected a NanoAssertion, got {:?}", other.map(|r| r.trace.steps.len())),
+        }
+    }
+
+    /// The case end to end: A's block of x is refilled with x under B's prefix y;
+    /// C = x + 1 token hits it through A's stale hash and is scheduled with 1 token.
+    #[test]
+    fn stale_hash_hit_schedules_one_token_on_another_prefixs_block() {
+        let x = piece(1);
+        let sc = scenario(
+            256,
+            2,
+            &[
+                ("a", [x.clone(), vec![2]].concat(), 1, 1),
+                ("b", [piece(3), x.clone()].concat(), 1, 2),
+                ("c", [x, vec![4]].concat(), 1, 3),
+            ],
+        );
+        let (r, stats) = run_with_stats(&sc).unwrap();
+        assert_eq!(r.trace.steps[1].block_ids["b"], vec![1, 0], "b's x lands on a's old block 0");
+        let c = r.trace.steps.iter().find(|s| s.batch_req_ids == ["c"]).unwrap();
+        assert_eq!(c.num_scheduled_tokens["c"], 1);
+        assert_eq!(c.block_ids["c"], vec![0, 1]);
+        let ctx = c.context.as_ref().unwrap();
+        assert_eq!((ctx.cu_seqlens_q.clone(), ctx.cu_seqlens_k.clone()), (Some(vec![0, 1]), Some(vec![0, 257])));
+        assert_eq!(ctx.block_tables, Some(vec![vec![0, 1]]));
+        assert_eq!(stats.blocks.stale_hash_hits, 1);
+    }
+
+    /// A wholly cached prompt has no row: the LM head reads row -1, the last token of the
+    /// batch (another request's), so it gets that request's next token.
+    #[test]
+    fn wholly_cached_prompt_takes_the_batchs_last_row() {
+        let sc = scenario(256, 8, &[("a", piece(1), 1, 1), ("b", piece(1), 2, 2), ("c", vec![5, 6, 0], 1, 2)]);
+        let (r, stats) = run_with_stats(&sc).unwrap();
+        let s = &r.trace.steps[1];
+        assert_eq!(s.batch_req_ids, ["b", "c"]);
+        assert_eq!(s.context.as_ref().unwrap().cu_seqlens_q, Some(vec![0, 0, 3]));
+        let m = Synthetic { seed: 3, vocab_size: 7, order: 2 };
+        assert_eq!(r.trace.outputs["b"][0], m.token_after(&[5, 6, 0]), "c's prediction");
+        assert_ne!(m.token_after(&[5, 6, 0]), m.token_after(&piece(1)), "the scenario tells the rows apart");
+        assert_eq!(stats.fully_cached_prefills, 1);
+    }
+
+    #[test]
+    fn wholly_cached_prompt_alone_crashes_in_the_lm_head() {
+        let sc = scenario(256, 8, &[("a", piece(1), 1, 1), ("b", piece(1), 1, 2)]);
+        let e = nano_error(&sc);
+        assert!(e.starts_with("step 2: ") && e.contains("embed_head.py:59"), "{e}");
+    }
+
+    #[test]
+    fn nothing_schedulable_fails_the_scheduler_assert() {
+        let sc = scenario(256, 2, &[("a", vec![1; 600], 4, 1)]);
+        let e = nano_error(&sc);
+        assert!(e.starts_with("step 1: ") && e.contains("scheduler.py:56"), "{e}");
+    }
+
+    /// Block size 512: 256-token sequence pieces give a prefill of 300 tokens 512 + 44
+    /// slots, and store_kvcache's shape assert fails.
+    #[test]
+    fn block_size_512_prefill_above_256_tokens_fails_store_kvcache() {
+        let e = nano_error(&scenario(512, 8, &[("a", vec![1; 300], 4, 1)]));
+        assert!(e.starts_with("step 1: ") && e.contains("attention.py:38") && e.contains("556 slots for 300"), "{e}");
+        // ≤ 256 tokens run; position 256 is then written over position 0's slot.
+        let r = run(&scenario(512, 8, &[("a", vec![1; 250], 8, 1)])).unwrap();
+        let dec = r.trace.steps.iter().find(|s| s.positions == [256]).unwrap();
+        assert_eq!(dec.context.as_ref().unwrap().slot_mapping, vec![0]);
+    }
+
+    #[test]
+    fn what_nano_vllm_cannot_express_is_refused() {
+        let mut sc = scenario(256, 8, &[("a", vec![1], 1, 1), ("b", vec![2], 1, 1)]);
+        sc.requests[0].eos_token_id = Some(1);
+        sc.requests[1].eos_token_id = Some(2);
+        assert!(matches!(run(&sc), Err(SimError::Config(_))));
+        sc.requests[1].eos_token_id = None;
+        sc.requests[1].stop_token_ids = vec![3];
+        assert!(matches!(run(&sc), Err(SimError::Config(_))));
+        sc.requests[1].stop_token_ids.clear();
+        sc.config.max_num_batched_tokens = 100;
+        assert!(matches!(run(&sc), Err(SimError::Config(_))));
+    }
+}
