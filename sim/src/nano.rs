@@ -348,6 +348,7 @@ fn prepare_prefill(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> 
         }
     }
     // ParallelLMHead: x[cu_seqlens_q[1:] - 1], Python/torch indexing (-1 = last row).
+    // An empty batch (n == 0) is an error in `engine_step` before any row is read.
     let n = row_of.len() as i64;
     let rows = cu_q[1..]
         .iter()
