@@ -50,6 +50,10 @@ pub enum SimError {
     /// A state in which vLLM 0.12.0 itself fails an assertion (the engine would crash).
     #[error("step {step}: vLLM 0.12.0 would fail an assertion here: {message}")]
     VllmAssertion { step: u64, message: String },
+    /// A state in which nano-vllm (at the modelled commit) fails one of its own
+    /// assertions or raises (the engine would crash); `message` names the upstream line.
+    #[error("step {step}: nano-vllm @2f21442 would fail here: {message}")]
+    NanoAssertion { step: u64, message: String },
 }
 
 impl SimError {
@@ -57,6 +61,7 @@ impl SimError {
     pub fn at_step(self, at: u64) -> SimError {
         match self {
             SimError::VllmAssertion { message, .. } => SimError::VllmAssertion { step: at, message },
+            SimError::NanoAssertion { message, .. } => SimError::NanoAssertion { step: at, message },
             other => other,
         }
     }

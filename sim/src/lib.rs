@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod block_hash;
 pub mod builders;
 pub mod config;
 pub mod cudagraph;
