@@ -15,7 +15,7 @@ fn save_failure(sc: &Scenario) -> String {
     std::fs::create_dir_all(&dir).unwrap();
     let name = format!(
         "{:016x}.json",
-        specreplay_sim::oracle::splitmix(json.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b)))
+        specreplay_sim::splitmix::splitmix(json.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b)))
     );
     let path = dir.join(name);
     std::fs::write(&path, json).unwrap();

@@ -16,9 +16,9 @@ use super::cases::{self, DraftCase, NsaCase, POOL_SIZE};
 use super::cuda_graph::{capture_bucket, DEFAULT_CAPTURE_SIZES};
 use super::draft_select::DraftVariant;
 use super::nsa::{NsaBatch, NsaMode, NsaParams, NsaVariant};
-use super::rng::Rng;
 use super::sparse::{SparseInput, SparseVariant};
 use super::{builder_info, Mismatch, BUILDERS};
+use crate::splitmix::Rng;
 
 /// A builder + variant under test.
 pub trait Subject {
