@@ -110,11 +110,6 @@ pub fn scenario_from_bytes(data: &[u8]) -> Option<Scenario> {
     Some(build(shape, &mut kn))
 }
 
-/// The shape a fuzz input decodes to.
-pub fn shape_of(data: &[u8]) -> Option<Shape> {
-    data.first().map(|&b| SHAPES[usize::from(b) % SHAPES.len()])
-}
-
 fn build(shape: Shape, kn: &mut Knobs) -> Scenario {
     use Shape::*;
     let spec_on = kn.chance(if shape == UniformDecode { 50 } else { 75 });
@@ -331,10 +326,16 @@ pub fn check_invariants(t: &Trace) -> Result<(), String> {
 }
 
 /// Engine fuzz body: a valid scenario runs to completion, satisfies the invariants,
-/// equals the non-speculative run's outputs, and is byte-identical when run twice.
+/// counts the acceptance its trace records, equals the non-speculative run's outputs,
+/// and is byte-identical when run twice.
 pub fn check_scenario(sc: &Scenario) -> Result<(), String> {
     let a = engine::run(sc).map_err(|e: SimError| format!("run failed: {e}"))?;
     check_invariants(&a.trace)?;
+    // The scheduler's acceptance counters and the recount from the recorded rows agree.
+    let recount = crate::summary::Summary::from_trace(&a.trace).spec;
+    if a.stats != recount {
+        return Err(format!("scheduler counted {:?}, the trace's rows give {recount:?}", a.stats));
+    }
     let b = engine::run(sc).map_err(|e| format!("second run failed: {e}"))?;
     if trace::to_json(&a.trace) != trace::to_json(&b.trace) {
         return Err("two runs of the same scenario differ".into());
