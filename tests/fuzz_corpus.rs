@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use specreplay_sim::engine;
 use specreplay_sim::fuzzing::{
-    behaviours, check_scenario, check_scenario_bytes, check_trace_bytes, draw_inputs, scenario_from_bytes, BEHAVIOURS,
+    behaviours, check_invariants, check_scenario, check_scenario_bytes, check_trace_bytes, draw_inputs,
+    scenario_from_bytes, BEHAVIOURS,
 };
 
 fn files(target: &str) -> Vec<PathBuf> {
@@ -75,6 +76,24 @@ fn fuzz_domain_covers_every_behaviour() {
     let rare: Vec<_> = counts.iter().filter(|(_, &n)| n * 100 < MIN_PERCENT * inputs.len()).collect();
     assert!(rare.is_empty(), "reached by fewer than {MIN_PERCENT}% of {} draws: {rare:?}", inputs.len());
     assert!(requests >= 4 * inputs.len(), "fewer than 4 requests per draw on average");
+}
+
+/// The fuzz oracle (`check_invariants`, including `check_stop`'s exact output length) is
+/// vLLM's behaviour, not only the simulator's: every recording of vLLM 0.12.0's own code
+/// in the conformance corpus satisfies it.
+#[test]
+fn invariants_hold_on_every_vllm_recording() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces/conformance/vllm-0.12.0");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let t = specreplay_sim::trace::read(&path).unwrap();
+        if let Err(e) = check_invariants(&t) {
+            panic!("{}: {e}", path.display());
+        }
+        n += 1;
+    }
+    assert!(n >= 300, "conformance corpus has {n} traces");
 }
 
 #[test]

@@ -318,11 +318,33 @@ pub fn check_invariants(t: &Trace) -> Result<(), String> {
         if !finished {
             return Err(format!("request {} never finished", r.req_id));
         }
-        if out.len() > r.max_tokens as usize || r.prompt_token_ids.len() + out.len() > c.max_model_len as usize {
-            return Err(format!("request {} produced {} tokens, past its limits", r.req_id, out.len()));
+        if stop_len(r, out, c.max_model_len) != Some(out.len()) {
+            return Err(format!(
+                "request {} produced {} tokens; check_stop ends it after {:?}",
+                r.req_id,
+                out.len(),
+                stop_len(r, out, c.max_model_len)
+            ));
         }
     }
     Ok(())
+}
+
+/// Whether `check_stop` stops request `r` on sampling `token`, once `min_tokens` outputs
+/// exist: its EOS (unless `ignore_eos`) or one of its stop token ids.
+fn is_stop_token(r: &RequestSpec, token: u32) -> bool {
+    r.stop_token_ids.contains(&token) || (!r.ignore_eos && Some(token) == r.eos_token_id)
+}
+
+/// After how many of the tokens in `out` `check_stop` (`vllm/v1/core/sched/utils.py`)
+/// finishes the request: the first output, counting from `min_tokens` on, that is a stop
+/// token, reaches `max_tokens`, or brings the sequence to `max_model_len`; `None` if none.
+pub fn stop_len(r: &RequestSpec, out: &[u32], max_model_len: u32) -> Option<usize> {
+    let prompt = r.prompt_token_ids.len();
+    (1..=out.len()).find(|&n| {
+        n >= r.min_tokens as usize
+            && (is_stop_token(r, out[n - 1]) || prompt + n >= max_model_len as usize || n >= r.max_tokens as usize)
+    })
 }
 
 /// Engine fuzz body: a valid scenario runs to completion, satisfies the invariants,
@@ -393,7 +415,7 @@ pub fn behaviours(t: &Trace) -> std::collections::BTreeSet<&'static str> {
     mark("eight_plus_requests", t.requests.len() >= 8);
     for r in &t.requests {
         let out = t.outputs.get(&r.req_id).map(Vec::as_slice).unwrap_or(&[]);
-        let is_stop = |x: u32| r.stop_token_ids.contains(&x) || (!r.ignore_eos && Some(x) == r.eos_token_id);
+        let is_stop = |x: u32| is_stop_token(r, x);
         mark("finished_by_stop_token", out.last().is_some_and(|&x| is_stop(x)));
         // A stop token sampled before min_tokens outputs did not end the request.
         let held = (r.min_tokens as usize).saturating_sub(1).min(out.len());
@@ -429,4 +451,36 @@ pub fn behaviours(t: &Trace) -> std::collections::BTreeSet<&'static str> {
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check_invariants` rejects an output that ends anywhere but where `check_stop` does.
+    #[test]
+    fn invariants_pin_the_stop_position() {
+        let sc = scenario_from_bytes(&[0]).unwrap();
+        let mut sc = Scenario { requests: sc.requests[..1].to_vec(), ..sc };
+        sc.requests[0].max_tokens = 30;
+        sc.config.max_model_len = 64;
+        sc.config.num_gpu_blocks = min_blocks_to_never_stall(sc.config.block_size, 64);
+        // Stop on the third output token.
+        let plain = engine::run(&sc).unwrap().trace;
+        let third = plain.outputs["r0"][2];
+        sc.requests[0].eos_token_id = Some(third);
+        sc.requests[0].min_tokens = 3;
+        let t = engine::run(&sc).unwrap().trace;
+        assert_eq!(t.outputs["r0"].len(), 3);
+        check_invariants(&t).unwrap();
+        let mut longer = t.clone();
+        longer.outputs.get_mut("r0").unwrap().push(third);
+        assert!(check_invariants(&longer).unwrap_err().contains("check_stop ends it after Some(3)"));
+        let mut shorter = t.clone();
+        shorter.outputs.get_mut("r0").unwrap().pop();
+        assert!(check_invariants(&shorter).unwrap_err().contains("produced 2 tokens"));
+        let mut held = t.clone();
+        held.requests[0].min_tokens = 4;
+        assert!(check_invariants(&held).is_err(), "min_tokens 4 holds the stop token back");
+    }
 }
