@@ -4,15 +4,13 @@
 
 use std::time::Instant;
 
-use specreplay_sim::config::{Config, CudagraphModeConfig, OracleSpec, Profile, RequestSpec, Scenario, SpecMethod};
+use specreplay_sim::config::{Config, OracleKind, OracleSpec, RequestSpec, Scenario, SpecMethod};
 use specreplay_sim::engine;
 
 fn scenario(num_requests: usize, spec: bool) -> Scenario {
     let k = if spec { 3 } else { 0 };
     let q = 1 + k;
     let config = Config {
-        profile: Profile::VllmV1,
-        block_size: 16,
         num_gpu_blocks: 20_000,
         max_num_seqs: 256,
         max_num_batched_tokens: 8192,
@@ -22,13 +20,7 @@ fn scenario(num_requests: usize, spec: bool) -> Scenario {
         prompt_lookup_min: if spec { 2 } else { 0 },
         prompt_lookup_max: if spec { 4 } else { 0 },
         cudagraph_capture_sizes: (1..=64).map(|i| i * 8).filter(|s| s % q == 0).collect(),
-        cudagraph_mode: CudagraphModeConfig::FullAndPiecewise,
-        enable_chunked_prefill: true,
-        enable_prefix_caching: true,
-        num_attention_heads: 16,
-        num_kv_heads: 8,
-        num_sms: 132,
-        disable_cascade_attn: false,
+        ..Config::default()
     };
     let requests = (0..num_requests)
         .map(|i| RequestSpec {
@@ -42,7 +34,8 @@ fn scenario(num_requests: usize, spec: bool) -> Scenario {
             ignore_eos: false,
         })
         .collect();
-    let oracle = OracleSpec { kind: "synthetic".into(), tokens: Default::default(), seed: 42, vocab_size: 8, order: 2 };
+    let oracle =
+        OracleSpec { kind: OracleKind::Synthetic, tokens: Default::default(), seed: 42, vocab_size: 8, order: 2 };
     Scenario { config, requests, oracle }
 }
 

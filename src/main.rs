@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use specreplay_sim::{diff, engine, trace, Scenario};
 
 mod explain;
+mod gpu;
 mod show;
 
 #[derive(Parser)]
@@ -60,6 +61,11 @@ enum Cmd {
     },
     /// Re-encode a trace (`.bin` = bincode, else canonical JSON), e.g. to shrink a corpus.
     Convert { input: PathBuf, output: PathBuf },
+    /// CUDA executor commands (exit 3 when this machine has no CUDA driver).
+    Gpu {
+        #[command(subcommand)]
+        cmd: gpu::GpuCmd,
+    },
 }
 
 /// A failure reported as one line with exit code 2.
@@ -84,7 +90,10 @@ fn read_scenario(path: &Path) -> Result<Scenario, Fail> {
     if let Ok(t) = bytes_trace {
         return Ok(t.scenario());
     }
-    serde_json::from_str(&text).map_err(|e| Fail(format!("{}: malformed scenario: {e}", path.display())))
+    Scenario::from_json(&text).map_err(|e| match e {
+        specreplay_sim::ConfigError::Json(_) => Fail(format!("{}: {e}", path.display())),
+        _ => Fail(e.to_string()),
+    })
 }
 
 fn print_divergence(rep: &diff::Report, expected: &specreplay_sim::Trace, what: &str, repro: &str) {
@@ -164,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             trace::write(&output, &t)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Gpu { cmd } => gpu::run(cmd).map_err(Fail),
         Cmd::Show { trace: path } => {
             let t = read_trace(&path)?;
             print!("{}", show::render(&t));
@@ -172,7 +182,22 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
     }
 }
 
+/// Logs go to stderr through `tracing`, filtered by `RUST_LOG` (off by default): a span per
+/// engine step, events for scheduling decisions, preemptions and graph dispatch.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(Fail(msg)) => {

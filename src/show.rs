@@ -105,6 +105,9 @@ pub fn render(t: &Trace) -> String {
     let c = &t.config;
     let _ = writeln!(out, "trace: {} (recorded by {}), profile {:?}, k={}, lookup [{}, {}], max_model_len {}, block_size {}, capture sizes {:?}\n",
         t.format, t.recorded_by, c.profile, c.k(), c.prompt_lookup_min, c.prompt_lookup_max, c.max_model_len, c.block_size, c.cudagraph_capture_sizes);
+    if c.default_num_gpu_blocks(t.requests.len()) == Some(c.num_gpu_blocks) {
+        let _ = writeln!(out, "num_gpu_blocks {} = the default when a scenario leaves it out (every request can reach max_model_len, + the null block; vLLM sizes it from GPU memory)\n", c.num_gpu_blocks);
+    }
     for s in &t.steps {
         step_log(s, &mut out);
     }

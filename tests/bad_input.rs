@@ -53,9 +53,9 @@ fn bad_inputs_give_one_line_and_exit_2() {
             ),
         ),
         (
-            "capture_not_multiple",
+            "capture_none_after_rounding",
             "sim",
-            scenario_with("\"cudagraph_capture_sizes\": [3]", "\"cudagraph_capture_sizes\": [4]"),
+            scenario_with("\"cudagraph_capture_sizes\": [3]", "\"cudagraph_capture_sizes\": [1, 2]"),
         ),
         ("unknown_field", "sim", scenario_with("\"max_num_seqs\": 4", "\"max_num_seqs\": 4, \"bogus\": 1")),
         ("missing_continuation", "sim", scenario_with("\"tokens\": {\"0\"", "\"tokens\": {\"9\"")),

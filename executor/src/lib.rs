@@ -1,9 +1,30 @@
-//! CUDA executor for specreplay.
+//! CUDA executor for specreplay: the engine's device work (input preparation, attention
+//! metadata, a paged toy target model, argmax and greedy rejection sampling) as NVRTC-compiled
+//! kernels on persistent device buffers, runnable eagerly or inside CUDA graphs, each kernel
+//! with a CPU reference.
 //!
-//! This crate is an empty shell for now: a later issue fills it with a cudarc-based
-//! executor that reuses `specreplay_sim`'s scheduler, proposer and record types and
-//! replaces only what the GPU computes (input preparation, metadata, rejection
-//! sampling, the model forward pass).
+//! Built on cudarc with dynamic loading, so this crate builds and its CPU tests run on a
+//! machine with no CUDA at all; [`device::Device::open`] reports a missing driver as
+//! [`ExecError::NoDriver`] instead of panicking.
+//!
+//! * [`kernels`]: the `.cu` modules, NVRTC compilation to sm_90 CUBIN, the disk cache.
+//! * [`device`]: context, stream, [`device::DeviceInfo`], loaded kernel functions.
+//! * [`layout`]: buffer capacities, the `counts` layout, host mirrors of every buffer.
+//! * [`mod@reference`]: the CPU reference of every kernel (same inputs, same outputs).
+//! * [`step`]: persistent device buffers and kernel launches.
+//! * [`graphs`]: capture and replay of a fixed launch list.
+//! * [`selftest`]: every kernel against its reference on random inputs.
+
+pub mod device;
+pub mod error;
+pub mod graphs;
+pub mod kernels;
+pub mod layout;
+pub mod reference;
+pub mod selftest;
+pub mod step;
+
+pub use error::{ExecError, Result};
 
 /// Re-export of the simulator the executor builds on.
 pub use specreplay_sim as sim;

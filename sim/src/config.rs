@@ -1,14 +1,16 @@
 //! Scenario input: engine configuration, requests and the target-model oracle.
 //!
 //! These are the validated, serializable inputs of a run (the `config`, `requests` and
-//! `oracle` members of a scenario or trace file). Defaults mirror vLLM 0.12.0 where the
-//! scenario leaves a field out (`vllm/config/scheduler.py`, `vllm/config/cache.py`,
-//! `vllm/config/compilation.py`).
+//! `oracle` members of a scenario or trace file). A trace always holds the *concrete,
+//! effective* config; a scenario file may leave out what vLLM 0.12.0 defaults, and
+//! [`Scenario::from_json`] (see [`input`]) resolves those defaults as vLLM does.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ConfigError;
+
+pub mod input;
 
 /// Which engine's bookkeeping is modelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +112,21 @@ fn default_num_sms() -> u32 {
     132
 }
 
+impl Default for Config {
+    /// vLLM 0.12.0's offline `LLM` engine on an H100/H200-class GPU (≥ 70 GiB, not A100)
+    /// serving Qwen3-0.6B without speculative decoding: `max_model_len` 40960 (the model's
+    /// `max_position_embeddings`), and every other field as [`input::ConfigInput`]
+    /// resolves it for a full batch of `max_num_seqs` requests. Code that builds configs
+    /// by hand starts from here and overrides fields (`Config { k: .., ..Config::default() }`);
+    /// derived fields (`max_num_batched_tokens`, `num_gpu_blocks`, capture sizes) are *not*
+    /// recomputed when another field is overridden.
+    fn default() -> Self {
+        input::ConfigInput { max_model_len: Some(input::QWEN3_MAX_MODEL_LEN), ..Default::default() }
+            .resolve(None)
+            .expect("the vLLM default config resolves")
+    }
+}
+
 impl Config {
     /// Number of speculative tokens actually proposed (0 when speculation is off).
     pub fn k(&self) -> u32 {
@@ -132,7 +149,18 @@ impl Config {
         }
     }
 
-    /// Checks every rule a vLLM 0.12.0 engine would enforce at start-up.
+    /// Checks every rule a vLLM 0.12.0 engine would enforce at start-up, plus the
+    /// simulator's memory limits ([`MAX_TABLE_ENTRIES`], [`MAX_BATCH_TOKENS`],
+    /// [`MAX_BLOCKS`]), which vLLM has only implicitly (GPU memory).
+    ///
+    /// Overflow: every sum or product here is taken in `u64`. Downstream, sizes derived
+    /// from a validated config stay far below `u64::MAX`: buffers are bounded by the
+    /// limits above; `num_speculative_tokens` and `prompt_lookup_max` need no limit (vLLM
+    /// has none) because drafts are cut to `max_model_len - n` and n-grams to the context
+    /// (`proposer.rs`), and the drafter gate and FULL-key bound add/multiply them
+    /// saturating; head counts and `num_sms` need none because the cascade cost model's
+    /// largest product (requests × KV heads × prefix tiles) is below 2^60 under
+    /// `MAX_TABLE_ENTRIES` (`tests/config_defaults.rs` feeds u32::MAX to each).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.block_size == 0 {
@@ -227,8 +255,12 @@ impl Config {
                 ));
             }
         }
-        let q = 1 + self.k();
-        if self.cudagraph_mode == CudagraphModeConfig::FullAndPiecewise && q > 1 && sizes.iter().any(|s| s % q != 0) {
+        // u64: `1 + k` must not wrap for k = u32::MAX.
+        let q = 1 + u64::from(self.k());
+        if self.cudagraph_mode == CudagraphModeConfig::FullAndPiecewise
+            && q > 1
+            && sizes.iter().any(|&s| u64::from(s) % q != 0)
+        {
             // vllm/config/compilation.py adjust_cudagraph_sizes_for_spec_decode rounds
             // every size to a multiple of 1 + k, so no effective list holds another.
             return bad(format!(
@@ -270,12 +302,77 @@ fn one() -> u64 {
     1
 }
 
+/// Which target-model oracle a scenario uses (`crate::oracle`).
+///
+/// Written as the strings `"continuation"` / `"synthetic"` in JSON *and* in bincode (a
+/// length-prefixed string, as when this field was a `String`), so the bytes of recorded
+/// traces do not depend on this being an enum. Any other string is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OracleKind {
+    /// A recorded greedy continuation per request (`OracleSpec.tokens`).
+    Continuation,
+    /// A seeded pseudo-LM (`OracleSpec.seed`, `vocab_size`, `order`).
+    Synthetic,
+}
+
+impl OracleKind {
+    /// Every kind, in its JSON spelling.
+    pub const NAMES: [&'static str; 2] = ["continuation", "synthetic"];
+
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OracleKind::Continuation => "continuation",
+            OracleKind::Synthetic => "synthetic",
+        }
+    }
+
+    /// Parses the JSON spelling.
+    pub fn parse(s: &str) -> Option<OracleKind> {
+        match s {
+            "continuation" => Some(OracleKind::Continuation),
+            "synthetic" => Some(OracleKind::Synthetic),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for OracleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for OracleKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for OracleKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+        impl serde::de::Visitor<'_> for KindVisitor {
+            type Value = OracleKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an oracle kind (\"continuation\" or \"synthetic\")")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OracleKind, E> {
+                OracleKind::parse(v).ok_or_else(|| {
+                    E::custom(format!("unknown oracle kind {v:?} (expected \"continuation\" or \"synthetic\")"))
+                })
+            }
+        }
+        d.deserialize_str(KindVisitor)
+    }
+}
+
 /// The target model, as an oracle (`crate::oracle`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OracleSpec {
     /// `"continuation"` or `"synthetic"`.
-    pub kind: String,
+    pub kind: OracleKind,
     /// continuation: the target's greedy output sequence per request.
     #[serde(default)]
     pub tokens: BTreeMap<String, Vec<u32>>,
@@ -291,7 +388,9 @@ pub struct OracleSpec {
     pub order: u32,
 }
 
-/// A scenario file: what `specreplay sim` runs.
+/// A resolved scenario: what `specreplay sim` runs, with every config field concrete.
+/// Its own serde form is the strict one (every required field present, as in a trace);
+/// scenario *files* are read with [`Scenario::from_json`], which fills in vLLM's defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -301,6 +400,15 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Parses a scenario file, resolves the fields it leaves out to vLLM 0.12.0's defaults
+    /// (see [`input`]) and validates the result. Malformed JSON is [`ConfigError::Json`].
+    pub fn from_json(text: &str) -> Result<Scenario, ConfigError> {
+        let raw: input::ScenarioInput = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let sc = raw.resolve()?;
+        sc.validate()?;
+        Ok(sc)
+    }
+
     /// Validates the config, every request, and the oracle against the requests.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.config.validate()?;

@@ -52,7 +52,7 @@ pub fn dispatch(cfg: &Config, num_tokens: usize, num_reqs: usize, max_query_len:
         .expect("num_tokens <= largest capture size");
     let uniform = max_query_len == q && num_tokens == max_query_len * num_reqs;
     if uniform && !cascade && cfg.cudagraph_mode == CudagraphModeConfig::FullAndPiecewise {
-        let full_key = padded >= q && padded <= q * cfg.max_num_seqs as usize;
+        let full_key = padded >= q && padded <= q.saturating_mul(cfg.max_num_seqs as usize);
         if full_key {
             debug_assert_eq!(padded % q, 0, "capture sizes are multiples of 1 + k");
             return Dispatch { mode: GraphMode::Full, num_tokens_padded: padded, num_reqs_padded: padded / q };
@@ -97,12 +97,10 @@ pub fn cascade_prefix_len(cfg: &Config, common_blocks: usize, num_computed: &[us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Profile, SpecMethod};
+    use crate::config::SpecMethod;
 
     fn cfg(hq: u32, hkv: u32) -> Config {
         Config {
-            profile: Profile::VllmV1,
-            block_size: 16,
             num_gpu_blocks: 1000,
             max_num_seqs: 256,
             max_num_batched_tokens: 8192,
@@ -112,13 +110,9 @@ mod tests {
             prompt_lookup_min: 1,
             prompt_lookup_max: 3,
             cudagraph_capture_sizes: vec![3, 6, 24],
-            cudagraph_mode: CudagraphModeConfig::FullAndPiecewise,
-            enable_chunked_prefill: true,
-            enable_prefix_caching: true,
             num_attention_heads: hq,
             num_kv_heads: hkv,
-            num_sms: 132,
-            disable_cascade_attn: false,
+            ..Config::default()
         }
     }
 

@@ -10,6 +10,9 @@ pub enum ConfigError {
     Invalid(String),
     #[error("invalid oracle: {0}")]
     Oracle(String),
+    /// A scenario file that is not well-formed scenario JSON (syntax, unknown field, type).
+    #[error("malformed scenario: {0}")]
+    Json(String),
 }
 
 /// A trace that cannot be read.
@@ -38,6 +41,12 @@ pub enum SimError {
     Stalled { step: u64, reason: String },
     #[error("run exceeded {0} steps")]
     TooManySteps(u64),
+    /// A device returned sampler output that breaks the rejection sampler's contract.
+    #[error("step {step}: device output for request {req_id:?} is invalid at {field}: {message}")]
+    DeviceOutput { step: u64, req_id: String, field: String, message: String },
+    /// The device failed (driver, kernel, memory).
+    #[error("device error: {0}")]
+    Device(String),
     /// A state in which vLLM 0.12.0 itself fails an assertion (the engine would crash).
     #[error("step {step}: vLLM 0.12.0 would fail an assertion here: {message}")]
     VllmAssertion { step: u64, message: String },

@@ -2,7 +2,7 @@
 //! of the committed corpus: arbitrary bytes → trace parser; arbitrary small scenarios →
 //! engine invariants.
 
-use crate::config::{Config, CudagraphModeConfig, OracleSpec, Profile, RequestSpec, Scenario, SpecMethod};
+use crate::config::{Config, CudagraphModeConfig, OracleKind, OracleSpec, Profile, RequestSpec, Scenario, SpecMethod};
 use crate::engine;
 use crate::error::SimError;
 use crate::splitmix::Rng;
@@ -267,7 +267,7 @@ fn build(shape: Shape, kn: &mut Knobs) -> Scenario {
         num_sms: kn.pick(&[132, 132, 16, 4]),
         disable_cascade_attn: kn.chance(5),
     };
-    let oracle = OracleSpec { kind: "synthetic".into(), tokens: Default::default(), seed, vocab_size: vocab, order };
+    let oracle = OracleSpec { kind: OracleKind::Synthetic, tokens: Default::default(), seed, vocab_size: vocab, order };
     Scenario { config, requests, oracle }
 }
 

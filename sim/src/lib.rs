@@ -8,6 +8,7 @@ pub mod batch;
 pub mod builders;
 pub mod config;
 pub mod cudagraph;
+pub mod device;
 pub mod diff;
 pub mod engine;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod scheduler;
 pub mod splitmix;
 pub mod summary;
 pub mod trace;
+pub mod vllm;
 
 pub use config::{Config, Profile, RequestSpec, Scenario};
 pub use error::{ConfigError, SimError, TraceError};

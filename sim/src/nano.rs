@@ -10,11 +10,12 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::Scenario;
-use crate::engine::{RunResult, MAX_STEPS};
+use crate::cudagraph::{Dispatch, GraphMode};
+use crate::device::{self, Device, RowPlan, StepPlan};
+use crate::engine::{Core, RunEnd};
 use crate::error::SimError;
-use crate::oracle;
 use crate::scheduler::SpecStats;
-use crate::trace::{NanoContext, Step, Trace};
+use crate::trace::{AttnMetadata, NanoContext, Step};
 
 struct Seq {
     tokens: Vec<u32>,
@@ -127,45 +128,53 @@ impl BlockManager {
     }
 }
 
-/// Runs a scenario under nano-vllm's engine and records each step's `Context`.
-pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
-    let cfg = &scenario.config;
-    let model = oracle::build(&scenario.oracle);
-    let bs = cfg.block_size as usize;
-    let mut bm = BlockManager::new(cfg.num_gpu_blocks as usize, bs);
-    let names: Vec<String> = scenario.requests.iter().map(|r| r.req_id.clone()).collect();
-    let mut seqs: Vec<Seq> = scenario
-        .requests
-        .iter()
-        .map(|r| Seq {
-            tokens: r.prompt_token_ids.clone(),
-            prompt_len: r.prompt_token_ids.len(),
-            num_cached: 0,
-            block_table: Vec::new(),
-            max_tokens: r.max_tokens as usize,
-            eos: r.eos_token_id,
-            ignore_eos: r.ignore_eos,
-        })
-        .collect();
-    let (mut waiting, mut running) = (VecDeque::new(), VecDeque::new());
-    let mut pending: Vec<usize> = (0..seqs.len()).collect();
-    pending.sort_by_key(|&i| scenario.requests[i].arrival_step);
-    let mut steps = Vec::new();
-    for step in 1..=MAX_STEPS {
-        while let Some(&i) = pending.first().filter(|&&i| scenario.requests[i].arrival_step == step) {
-            waiting.push_back(i);
-            pending.remove(0);
+/// The nano-vllm profile: `Scheduler` + `BlockManager` + the `Context` its model runner
+/// builds; the forward pass and greedy sampling go through the [`Device`] (width 1, no drafts).
+pub struct NanoCore<'a> {
+    scenario: &'a Scenario,
+    bm: BlockManager,
+    seqs: Vec<Seq>,
+    waiting: VecDeque<usize>,
+    running: VecDeque<usize>,
+}
+
+impl<'a> NanoCore<'a> {
+    pub fn new(scenario: &'a Scenario) -> Self {
+        let cfg = &scenario.config;
+        let seqs = scenario
+            .requests
+            .iter()
+            .map(|r| Seq {
+                tokens: r.prompt_token_ids.clone(),
+                prompt_len: r.prompt_token_ids.len(),
+                num_cached: 0,
+                block_table: Vec::new(),
+                max_tokens: r.max_tokens as usize,
+                eos: r.eos_token_id,
+                ignore_eos: r.ignore_eos,
+            })
+            .collect();
+        NanoCore {
+            scenario,
+            bm: BlockManager::new(cfg.num_gpu_blocks as usize, cfg.block_size as usize),
+            seqs,
+            waiting: VecDeque::new(),
+            running: VecDeque::new(),
         }
-        if waiting.is_empty() && running.is_empty() {
-            if pending.is_empty() {
-                let outputs =
-                    seqs.iter().zip(&names).map(|(s, n)| (n.clone(), s.tokens[s.prompt_len..].to_vec())).collect();
-                return Ok(RunResult { trace: Trace::recorded(scenario, steps, outputs), stats: SpecStats::default() });
-            }
-            steps.push(Step { step, idle: true, ..Default::default() });
-            continue;
-        }
-        // Scheduler.schedule: prefill first.
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.scenario.requests[i].req_id
+    }
+
+    /// `Scheduler.schedule`: prefill first, else decode every running sequence
+    /// (preempting from the back when a new block is needed). Returns the scheduled
+    /// sequences and whether this is a prefill step.
+    fn schedule(&mut self) -> (Vec<usize>, bool) {
+        let cfg = &self.scenario.config;
+        let bs = cfg.block_size as usize;
+        let (bm, seqs) = (&mut self.bm, &mut self.seqs);
+        let (waiting, running) = (&mut self.waiting, &mut self.running);
         let mut scheduled = Vec::new();
         let mut batched = 0;
         while let Some(&i) = waiting.front() {
@@ -192,9 +201,11 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
                 let mut preempted_self = false;
                 while bm.free.len() < usize::from(seqs[i].tokens.len() % bs == 1) {
                     if let Some(v) = running.pop_back() {
+                        tracing::debug!(req = %self.scenario.requests[v].req_id, "preempted");
                         bm.deallocate(&mut seqs[v]);
                         waiting.push_front(v);
                     } else {
+                        tracing::debug!(req = %self.scenario.requests[i].req_id, "preempted");
                         bm.deallocate(&mut seqs[i]);
                         waiting.push_front(i);
                         preempted_self = true;
@@ -210,57 +221,143 @@ pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
                 running.push_front(i);
             }
         }
+        (scheduled, is_prefill)
+    }
+}
+
+impl Core for NanoCore<'_> {
+    fn add_request(&mut self, i: usize) {
+        self.waiting.push_back(i);
+    }
+
+    fn has_unfinished(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    fn step(&mut self, step: u64, device: &mut dyn Device) -> Result<Step, SimError> {
+        let bs = self.scenario.config.block_size as usize;
+        let (scheduled, is_prefill) = self.schedule();
         if scheduled.is_empty() {
             return Err(SimError::Stalled { step, reason: "nano-vllm scheduled nothing".into() });
         }
+        tracing::debug!(seqs = scheduled.len(), is_prefill, "scheduled");
         let mut rec = Step { step, cudagraph_mode: "NONE".into(), ..Default::default() };
         let ctx = if is_prefill {
-            prefill_context(&seqs, &scheduled, bs, &mut rec)
+            prefill_context(&self.seqs, &scheduled, bs)
         } else {
-            decode_context(&seqs, &scheduled, bs, &mut rec)
+            decode_context(&self.seqs, &scheduled, bs)
         };
+        let rows: Vec<RowPlan> = scheduled
+            .iter()
+            .map(|&i| {
+                let s = &self.seqs[i];
+                let computed = if is_prefill { s.num_cached } else { s.tokens.len() - 1 };
+                RowPlan {
+                    req: i,
+                    req_id: self.name(i).to_string(),
+                    prompt_len: s.prompt_len,
+                    num_computed: computed,
+                    num_scheduled: s.tokens.len() - computed,
+                    num_draft: 0,
+                    num_sampled: 1,
+                    discard: false,
+                }
+            })
+            .collect();
+        let plan = step_plan(step, rows, &ctx, bs);
+        let contexts: Vec<&[u32]> = scheduled.iter().map(|&i| self.seqs[i].tokens.as_slice()).collect();
+        device.stage(&plan, &contexts)?;
+        let out_rows = device.forward_sample(&plan, &contexts)?;
+        let view = device.read_back(&plan)?;
+        let sampled = device::check_rows(&plan, &contexts, &out_rows)?;
+        rec.input_ids = view.input_ids;
+        rec.positions = view.positions;
         rec.context = Some(ctx);
-        for &i in &scheduled {
-            let s = &seqs[i];
-            let n = if is_prefill { s.tokens.len() - s.num_cached } else { 1 };
-            rec.num_scheduled_tokens.insert(names[i].clone(), n as u32);
+        for r in &plan.rows {
+            rec.num_scheduled_tokens.insert(r.req_id.clone(), r.num_scheduled as u32);
         }
-        rec.total_num_scheduled_tokens = rec.num_scheduled_tokens.values().sum();
+        rec.total_num_scheduled_tokens = plan.num_tokens() as u32;
         rec.num_padded_tokens = rec.total_num_scheduled_tokens;
         rec.num_reqs_padded = scheduled.len() as u32;
-        rec.batch_req_ids = scheduled.iter().map(|&i| names[i].clone()).collect();
-        // Forward + greedy sample: one token per sequence.
+        rec.batch_req_ids = plan.rows.iter().map(|r| r.req_id.clone()).collect();
+        rec.output_token_ids = out_rows;
+        // Scheduler.postprocess: append the token, finish on EOS or max_tokens.
         for &i in &scheduled {
-            let s = &seqs[i];
-            let t = model.next_token(&names[i], s.prompt_len, &s.tokens)?;
-            rec.output_token_ids.push(vec![i64::from(t)]);
-            let s = &mut seqs[i];
+            let t = sampled[&i][0];
+            let s = &mut self.seqs[i];
             s.tokens.push(t);
             let done = (!s.ignore_eos && Some(t) == s.eos) || s.tokens.len() - s.prompt_len == s.max_tokens;
-            rec.block_ids.insert(names[i].clone(), s.block_table.clone());
+            let name = self.scenario.requests[i].req_id.clone();
+            rec.block_ids.insert(name.clone(), s.block_table.clone());
             if done {
-                bm.deallocate(s);
-                running.retain(|&r| r != i);
-                rec.finished_req_ids.push(names[i].clone());
+                self.bm.deallocate(s);
+                self.running.retain(|&r| r != i);
+                rec.finished_req_ids.push(name);
             }
         }
-        rec.num_free_blocks = bm.free.len() as u32;
-        steps.push(rec);
+        rec.num_free_blocks = self.bm.free.len() as u32;
+        Ok(rec)
     }
-    Err(SimError::TooManySteps(MAX_STEPS))
+
+    fn num_output_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.tokens.len() - s.prompt_len).sum()
+    }
+
+    fn stall_reason(&self) -> String {
+        "nano-vllm scheduled nothing".into()
+    }
+
+    fn livelock_reason(&self) -> String {
+        "tokens are scheduled but no sequence produced a token for too long".into()
+    }
+
+    fn finish(self) -> RunEnd {
+        let outputs = self
+            .seqs
+            .iter()
+            .zip(&self.scenario.requests)
+            .map(|(s, r)| (r.req_id.clone(), s.tokens[s.prompt_len..].to_vec()))
+            .collect();
+        RunEnd { outputs, stats: SpecStats::default() }
+    }
 }
 
-fn prefill_context(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> NanoContext {
+/// The device's view of a nano step: exact sizes (no graph padding is recorded), the
+/// `Context`'s slot mapping, lengths and block tables as attention metadata.
+fn step_plan(step: u64, rows: Vec<RowPlan>, ctx: &NanoContext, bs: usize) -> StepPlan {
+    let mut cu = vec![0];
+    for r in &rows {
+        cu.push(cu.last().copied().unwrap_or(0) + r.num_scheduled);
+    }
+    let n = *cu.last().unwrap_or(&0);
+    let attn = AttnMetadata {
+        cu_seqlens_q: cu.iter().map(|&x| x as i64).collect(),
+        max_seqlen_q: rows.iter().map(|r| r.num_scheduled).max().unwrap_or(0) as u32,
+        seqused_k: rows.iter().map(|r| r.seq_len() as i64).collect(),
+        max_seqlen_k: rows.iter().map(RowPlan::seq_len).max().unwrap_or(0) as u32,
+        block_table: ctx.block_tables.clone().unwrap_or_default(),
+        slot_mapping: ctx.slot_mapping.clone(),
+    };
+    let num_reqs = rows.len();
+    StepPlan {
+        step,
+        rows,
+        cu_seqlens: cu,
+        dispatch: Dispatch { mode: GraphMode::None, num_tokens_padded: n, num_reqs_padded: num_reqs },
+        width: 1,
+        block_size: bs,
+        attn,
+        logits_indices: Vec::new(),
+    }
+}
+
+fn prefill_context(seqs: &[Seq], sched: &[usize], bs: usize) -> NanoContext {
     let (mut cu_q, mut cu_k) = (vec![0i64], vec![0i64]);
     let (mut max_q, mut max_k) = (0, 0);
     let mut slots = Vec::new();
     for &i in sched {
         let s = &seqs[i];
         let len = s.tokens.len();
-        for p in s.num_cached..len {
-            rec.input_ids.push(i64::from(s.tokens[p]));
-            rec.positions.push(p as i64);
-        }
         let (q, k) = (len - s.num_cached, len);
         cu_q.push(cu_q.last().unwrap() + q as i64);
         cu_k.push(cu_k.last().unwrap() + k as i64);
@@ -286,14 +383,12 @@ fn prefill_context(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> 
     }
 }
 
-fn decode_context(seqs: &[Seq], sched: &[usize], bs: usize, rec: &mut Step) -> NanoContext {
+fn decode_context(seqs: &[Seq], sched: &[usize], bs: usize) -> NanoContext {
     let mut slots = Vec::new();
     let mut lens = Vec::new();
     for &i in sched {
         let s = &seqs[i];
         let len = s.tokens.len();
-        rec.input_ids.push(i64::from(*s.tokens.last().expect("non-empty")));
-        rec.positions.push(len as i64 - 1);
         lens.push(len as i64);
         let last_block_tokens = len - (s.block_table.len() - 1) * bs;
         slots.push(i64::from(*s.block_table.last().expect("allocated")) * bs as i64 + last_block_tokens as i64 - 1);

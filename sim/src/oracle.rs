@@ -2,7 +2,7 @@
 //! context. Stands in for the forward pass + argmax of a real model, so no GPU is
 //! needed; the CUDA executor replaces it with a real transformer.
 
-use crate::config::{OracleSpec, RequestSpec};
+use crate::config::{OracleKind, OracleSpec, RequestSpec};
 use crate::error::{ConfigError, SimError};
 use crate::splitmix::splitmix;
 use std::collections::BTreeMap;
@@ -17,16 +17,18 @@ pub trait TargetModel {
 
 /// Builds the oracle a scenario names.
 pub fn build(spec: &OracleSpec) -> Box<dyn TargetModel + Send + Sync> {
-    match spec.kind.as_str() {
-        "continuation" => Box::new(Continuation { tokens: spec.tokens.clone() }),
-        _ => Box::new(Synthetic { seed: spec.seed, vocab_size: spec.vocab_size, order: spec.order }),
+    match spec.kind {
+        OracleKind::Continuation => Box::new(Continuation { tokens: spec.tokens.clone() }),
+        OracleKind::Synthetic => {
+            Box::new(Synthetic { seed: spec.seed, vocab_size: spec.vocab_size, order: spec.order })
+        }
     }
 }
 
 /// Checks an oracle spec against the scenario's requests.
 pub fn validate(spec: &OracleSpec, requests: &[RequestSpec]) -> Result<(), ConfigError> {
-    match spec.kind.as_str() {
-        "continuation" => {
+    match spec.kind {
+        OracleKind::Continuation => {
             for r in requests {
                 if !spec.tokens.contains_key(&r.req_id) {
                     return Err(ConfigError::Oracle(format!("continuation has no tokens for request {:?}", r.req_id)));
@@ -34,7 +36,7 @@ pub fn validate(spec: &OracleSpec, requests: &[RequestSpec]) -> Result<(), Confi
             }
             Ok(())
         }
-        "synthetic" => {
+        OracleKind::Synthetic => {
             if spec.vocab_size == 0 {
                 return Err(ConfigError::Oracle("synthetic oracle needs vocab_size >= 1".into()));
             }
@@ -43,9 +45,6 @@ pub fn validate(spec: &OracleSpec, requests: &[RequestSpec]) -> Result<(), Confi
             }
             Ok(())
         }
-        other => Err(ConfigError::Oracle(format!(
-            "unknown oracle kind {other:?} (expected \"continuation\" or \"synthetic\")"
-        ))),
     }
 }
 
@@ -93,8 +92,98 @@ impl Synthetic {
     }
 }
 
+/// The synthetic oracle as a whole logits row, for executors that compute logits and
+/// take their argmax (the CUDA executor's paged toy model, `executor/kernels/toy_model.cu`).
+///
+/// Definition (integer operations only, so a GPU computes the same bits):
+/// * `h = context_hash(context)`: `h = splitmix(seed ^ 0x5eed5eed5eed5eed)`, then
+///   `h = splitmix(h ^ t)` for each of the last `min(order, len)` tokens `t`, in order —
+///   exactly the hash [`Synthetic::token_after`] reduces modulo `vocab_size`;
+/// * `score(h, v) = 2^23` for `v == h % vocab_size`, else the top 23 bits of
+///   `splitmix(h + v * 0xd1b5_4a32_d192_ed03)` (so `< 2^23`).
+///
+/// Every score is an integer below 2^24, exact in f32, and the maximum is unique at
+/// `token_after(context)`: the row's argmax (lowest index on ties) is the oracle's token.
+impl Synthetic {
+    /// The mixed hash of the last `order` tokens of `context`.
+    pub fn context_hash(&self, context: &[u32]) -> u64 {
+        let n = context.len().min(self.order as usize);
+        let mut h = splitmix(self.seed ^ 0x5eed_5eed_5eed_5eed);
+        for &t in &context[context.len() - n..] {
+            h = splitmix(h ^ u64::from(t));
+        }
+        h
+    }
+
+    /// The score of token `v` after a context whose [`Synthetic::context_hash`] is `h`.
+    pub fn score(&self, h: u64, v: u32) -> u32 {
+        if u64::from(v) == h % u64::from(self.vocab_size.max(1)) {
+            1 << 23
+        } else {
+            (splitmix(h.wrapping_add(u64::from(v).wrapping_mul(0xd1b5_4a32_d192_ed03))) >> 41) as u32
+        }
+    }
+
+    /// The whole logits row (`vocab_size` entries) after `context`.
+    pub fn row(&self, context: &[u32]) -> Vec<f32> {
+        let h = self.context_hash(context);
+        (0..self.vocab_size).map(|v| self.score(h, v) as f32).collect()
+    }
+}
+
 impl TargetModel for Synthetic {
     fn next_token(&self, _req_id: &str, _prompt_len: usize, context: &[u32]) -> Result<u32, SimError> {
         Ok(self.token_after(context))
+    }
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::*;
+
+    /// Argmax with the lowest index winning ties.
+    fn argmax(row: &[f32]) -> u32 {
+        let mut best = 0;
+        for (v, &x) in row.iter().enumerate() {
+            if x > row[best] {
+                best = v;
+            }
+        }
+        best as u32
+    }
+
+    #[test]
+    fn the_rows_argmax_is_token_after_on_many_random_contexts() {
+        let mut x = 12345u64;
+        let mut next = || {
+            x = splitmix(x);
+            x
+        };
+        for case in 0..3000 {
+            let vocab = match case % 4 {
+                0 => 1 + (next() % 4) as u32,
+                1 => 1 + (next() % 64) as u32,
+                2 => 1 + (next() % 5000) as u32,
+                _ => 151_936,
+            };
+            if vocab == 151_936 && case % 40 != 3 {
+                continue; // a few real-vocabulary rows keep the test fast
+            }
+            let s = Synthetic { seed: next(), vocab_size: vocab, order: 1 + (next() % 6) as u32 };
+            let len = (next() % 12) as usize;
+            let ctx: Vec<u32> = (0..len).map(|_| (next() % u64::from(vocab)) as u32).collect();
+            let row = s.row(&ctx);
+            assert_eq!(row.len(), vocab as usize);
+            assert_eq!(argmax(&row), s.token_after(&ctx), "{s:?} {ctx:?}");
+            assert!(row.iter().all(|&f| f >= 0.0 && f <= (1u32 << 23) as f32 && f.fract() == 0.0));
+            assert_eq!(row.iter().filter(|&&f| f == (1u32 << 23) as f32).count(), 1, "unique maximum");
+        }
+    }
+
+    #[test]
+    fn scores_depend_on_the_context_hash() {
+        let s = Synthetic { seed: 1, vocab_size: 1000, order: 2 };
+        assert_ne!(s.row(&[1, 2]), s.row(&[2, 1]));
+        assert_eq!(s.row(&[9, 1, 2]), s.row(&[1, 2]), "only the last `order` tokens count");
     }
 }

@@ -3,18 +3,18 @@
 //! dispatch, FlashAttention metadata, sampling through the oracle, `_bookkeeping_sync`
 //! and the n-gram drafter with its batch-wide gate.
 //!
-//! The persistent `input_ids`/`positions` buffers are written only for scheduled tokens,
-//! so a padded forward pass reads stale tails (zeros until first written).
+//! Everything here is CPU bookkeeping shared by every backend; the device work of a step
+//! (persistent `input_ids`/`positions` buffers, forward pass, sampling) goes through
+//! [`crate::device::Device`].
 
 use std::collections::BTreeMap;
 
 use crate::batch::{InputBatch, ReqState};
 use crate::config::{Config, SpecMethod};
 use crate::cudagraph::{self, GraphMode};
+use crate::device::{self, Device, RowPlan, Sampled, StepPlan};
 use crate::error::SimError;
-use crate::oracle::TargetModel;
 use crate::proposer::Ngram;
-use crate::rejection::{self, RowInput};
 use crate::scheduler::SchedulerOutput;
 use crate::trace::AttnMetadata;
 
@@ -45,14 +45,13 @@ pub struct Runner {
     cfg: Config,
     pub batch: InputBatch,
     states: BTreeMap<usize, ReqState>,
-    input_ids_gpu: Vec<i64>,
-    positions_gpu: Vec<i64>,
     ngram: Option<Ngram>,
+    /// Cascade prefix length of the step being executed.
+    cascade: usize,
 }
 
 impl Runner {
     pub fn new(cfg: &Config) -> Self {
-        let buf = cfg.max_num_batched_tokens.max(cfg.max_capture_size()) as usize;
         let ngram = (cfg.method == SpecMethod::Ngram).then_some(Ngram {
             min_n: cfg.prompt_lookup_min as usize,
             max_n: cfg.prompt_lookup_max as usize,
@@ -63,9 +62,8 @@ impl Runner {
             batch: InputBatch::new(cfg.max_num_seqs as usize, cfg.max_model_len as usize, cfg.blocks_per_row()),
             cfg: cfg.clone(),
             states: BTreeMap::new(),
-            input_ids_gpu: vec![0; buf],
-            positions_gpu: vec![0; buf],
             ngram,
+            cascade: 0,
         }
     }
 
@@ -123,25 +121,28 @@ impl Runner {
         self.batch.condense();
     }
 
-    /// Runs the forward pass (oracle), sampling, bookkeeping and drafting for a step
-    /// with at least one scheduled token.
+    /// Plans the step (input preparation arithmetic, graph dispatch, attention metadata),
+    /// hands it to the device (stage, forward + sampling, read back), checks the rows, then
+    /// runs bookkeeping and the drafter. For a step with at least one scheduled token.
     pub fn execute(
         &mut self,
+        step: u64,
         out: &SchedulerOutput,
-        model: &dyn TargetModel,
+        device: &mut dyn Device,
         names: &[String],
     ) -> Result<RunnerStep, SimError> {
         let reqs = self.batch.req_ids();
         debug_assert!(!reqs.is_empty() && out.total() > 0);
-        let inputs = self.prepare_inputs(out, &reqs);
-        let computed: Vec<usize> = (0..reqs.len()).map(|row| self.batch.num_computed[row]).collect();
-        let cascade = cudagraph::cascade_prefix_len(&self.cfg, out.num_common_prefix_blocks, &computed, &inputs.sched);
-        let max_query_len = *inputs.sched.iter().max().expect("non-empty batch");
-        let d = cudagraph::dispatch(&self.cfg, inputs.total(), reqs.len(), max_query_len, cascade > 0);
-        let attn = self.attn_metadata(&inputs, d, max_query_len);
-        let (output_rows, sampled) = self.sample(&reqs, &inputs, model, names)?;
+        let plan = self.plan(step, out, &reqs, names);
+        let contexts: Vec<&[u32]> =
+            plan.rows.iter().enumerate().map(|(row, r)| &self.batch.token_ids[row][..r.seq_len()]).collect();
+        device.stage(&plan, &contexts)?;
+        let rows = device.forward_sample(&plan, &contexts)?;
+        let view = device.read_back(&plan)?;
+        let sampled = device::check_rows(&plan, &contexts, &rows)?;
+        let max_seq_len = plan.attn.max_seqlen_k as usize;
         self.bookkeeping(&reqs, &sampled, names)?;
-        let drafts = self.propose(&reqs, &sampled, attn.max_seqlen_k as usize);
+        let drafts = self.propose(&reqs, &sampled, max_seq_len);
         let token_rows = reqs
             .iter()
             .enumerate()
@@ -151,67 +152,100 @@ impl Runner {
             .collect();
         Ok(RunnerStep {
             batch: reqs,
-            mode: Some(d.mode),
-            num_tokens_padded: d.num_tokens_padded,
-            num_reqs_padded: attn.seqused_k.len(),
-            cascade_prefix_len: cascade,
-            input_ids: self.input_ids_gpu[..d.num_tokens_padded].to_vec(),
-            positions: self.positions_gpu[..d.num_tokens_padded].to_vec(),
-            logits_indices: inputs.logits_indices,
-            num_sampled_tokens: inputs.num_sampled.iter().map(|&n| n as u32).collect(),
-            attn,
-            output_rows,
+            mode: Some(plan.dispatch.mode),
+            num_tokens_padded: plan.dispatch.num_tokens_padded,
+            num_reqs_padded: view.attn.seqused_k.len(),
+            cascade_prefix_len: self.cascade,
+            num_sampled_tokens: plan.rows.iter().map(|r| r.num_sampled as u32).collect(),
+            input_ids: view.input_ids,
+            positions: view.positions,
+            logits_indices: view.logits_indices,
+            attn: view.attn,
+            output_rows: rows,
             sampled,
             drafts,
             token_rows,
         })
     }
 
-    /// `_prepare_inputs`: positions and input ids into the persistent buffers (only the
-    /// scheduled slots), slot mapping, sequence lengths, partial-prefill discards, and the
-    /// spec-decode logits layout.
-    fn prepare_inputs(&mut self, out: &SchedulerOutput, reqs: &[usize]) -> Inputs {
-        let bs = self.cfg.block_size as usize;
+    /// `_prepare_inputs` arithmetic (query start locations, sequence lengths, partial-prefill
+    /// discards, the spec-decode logits layout), cascade attention, graph dispatch and the
+    /// attention metadata: the [`StepPlan`] every device executes.
+    fn plan(&mut self, step: u64, out: &SchedulerOutput, reqs: &[usize], names: &[String]) -> StepPlan {
         let sched: Vec<usize> = reqs.iter().map(|&r| out.scheduled(r).expect("batch rows are scheduled")).collect();
-        let mut inp = Inputs { cu: vec![0; reqs.len() + 1], ..Default::default() };
-        let mut i = 0;
-        for (row, &n) in sched.iter().enumerate() {
-            inp.cu[row + 1] = inp.cu[row] + n;
-            let computed = self.batch.num_computed[row];
-            for pos in computed..computed + n {
-                self.positions_gpu[i] = pos as i64;
-                self.input_ids_gpu[i] = i64::from(self.batch.token_ids[row][pos]);
-                let block = self.batch.block_table[row][pos / bs];
-                inp.slot_mapping.push(block * bs as i64 + (pos % bs) as i64);
-                i += 1;
-            }
-            inp.seq_lens.push(computed + n);
-            inp.discard.push(computed + n < self.states[&reqs[row]].num_tokens());
+        let use_spec = !out.spec_tokens.is_empty();
+        let rows: Vec<RowPlan> = reqs
+            .iter()
+            .enumerate()
+            .map(|(row, &r)| {
+                let computed = self.batch.num_computed[row];
+                let num_draft = out.spec_tokens.get(&r).map_or(0, Vec::len);
+                RowPlan {
+                    req: r,
+                    req_id: names[r].clone(),
+                    prompt_len: self.batch.num_prompt_tokens[row],
+                    num_computed: computed,
+                    num_scheduled: sched[row],
+                    num_draft,
+                    num_sampled: if use_spec { num_draft + 1 } else { 1 },
+                    discard: computed + sched[row] < self.states[&r].num_tokens(),
+                }
+            })
+            .collect();
+        let mut cu = vec![0; rows.len() + 1];
+        for (row, r) in rows.iter().enumerate() {
+            cu[row + 1] = cu[row] + r.num_scheduled;
         }
-        inp.num_draft = reqs.iter().map(|r| out.spec_tokens.get(r).map_or(0, Vec::len)).collect();
-        inp.use_spec = !out.spec_tokens.is_empty();
-        inp.num_sampled = inp.num_draft.iter().map(|&d| if inp.use_spec { d + 1 } else { 1 }).collect();
-        for row in 0..reqs.len() {
-            let first = inp.cu[row + 1] - inp.num_sampled[row];
-            inp.logits_indices.extend((first..inp.cu[row + 1]).map(|x| x as i64));
+        let logits_indices = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(row, r)| (cu[row + 1] - r.num_sampled..cu[row + 1]).map(|x| x as i64))
+            .collect();
+        let computed: Vec<usize> = rows.iter().map(|r| r.num_computed).collect();
+        self.cascade = cudagraph::cascade_prefix_len(&self.cfg, out.num_common_prefix_blocks, &computed, &sched);
+        let max_query_len = *sched.iter().max().expect("non-empty batch");
+        let d = cudagraph::dispatch(&self.cfg, cu[rows.len()], rows.len(), max_query_len, self.cascade > 0);
+        let attn = self.attn_metadata(&rows, &cu, d, max_query_len);
+        let width = if use_spec { rows.iter().map(|r| r.num_draft).max().unwrap_or(0) + 1 } else { 1 };
+        StepPlan {
+            step,
+            rows,
+            cu_seqlens: cu,
+            dispatch: d,
+            width,
+            block_size: self.cfg.block_size as usize,
+            attn,
+            logits_indices,
         }
-        inp.sched = sched;
-        inp
     }
 
     /// FlashAttention metadata; FULL graphs pad the request dimension (`cu_seqlens_q`
     /// repeats the total, `seqused_k` 0, block-table rows -1) and the slot mapping (-1).
-    fn attn_metadata(&self, inp: &Inputs, d: cudagraph::Dispatch, max_query_len: usize) -> AttnMetadata {
-        let num_reqs = inp.sched.len();
+    fn attn_metadata(
+        &self,
+        rows: &[RowPlan],
+        cu: &[usize],
+        d: cudagraph::Dispatch,
+        max_query_len: usize,
+    ) -> AttnMetadata {
+        let bs = self.cfg.block_size as usize;
+        let num_reqs = rows.len();
         let full = d.mode == GraphMode::Full;
-        let (n_tok, n_req) = if full { (d.num_tokens_padded, d.num_reqs_padded) } else { (inp.total(), num_reqs) };
-        let mut slot_mapping = inp.slot_mapping.clone();
+        let (n_tok, n_req) = if full { (d.num_tokens_padded, d.num_reqs_padded) } else { (cu[num_reqs], num_reqs) };
+        let mut slot_mapping: Vec<i64> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(row, r)| {
+                let table = &self.batch.block_table[row];
+                (r.num_computed..r.seq_len()).map(move |pos| table[pos / bs] * bs as i64 + (pos % bs) as i64)
+            })
+            .collect();
         slot_mapping.resize(n_tok, -1);
         AttnMetadata {
-            cu_seqlens_q: (0..=n_req).map(|r| inp.cu[r.min(num_reqs)] as i64).collect(),
+            cu_seqlens_q: (0..=n_req).map(|r| cu[r.min(num_reqs)] as i64).collect(),
             max_seqlen_q: max_query_len as u32,
-            seqused_k: (0..n_req).map(|r| inp.seq_lens.get(r).map_or(0, |&s| s as i64)).collect(),
-            max_seqlen_k: *inp.seq_lens.iter().max().expect("non-empty") as u32,
+            seqused_k: (0..n_req).map(|r| rows.get(r).map_or(0, |x| x.seq_len() as i64)).collect(),
+            max_seqlen_k: rows.iter().map(RowPlan::seq_len).max().expect("non-empty") as u32,
             block_table: (0..n_req)
                 .map(|r| match self.batch.block_table.get(r).filter(|_| r < num_reqs) {
                     Some(row) => row.clone(),
@@ -220,41 +254,6 @@ impl Runner {
                 .collect(),
             slot_mapping,
         }
-    }
-
-    /// Forward pass + sampling: the rejection sampler's rows (greedy, through the oracle)
-    /// and the valid sampled tokens per request. Drafts are read back from the input
-    /// buffer, as `_calc_spec_decode_metadata` does.
-    fn sample(
-        &self,
-        reqs: &[usize],
-        inp: &Inputs,
-        model: &dyn TargetModel,
-        names: &[String],
-    ) -> Result<(Vec<Vec<i64>>, Sampled), SimError> {
-        let width = if inp.use_spec { inp.num_draft.iter().copied().max().unwrap_or(0) + 1 } else { 1 };
-        let mut rows = Vec::with_capacity(reqs.len());
-        let mut sampled = BTreeMap::new();
-        for (row, &r) in reqs.iter().enumerate() {
-            if inp.discard[row] {
-                rows.push(vec![-1; width]);
-                sampled.insert(r, Vec::new());
-                continue;
-            }
-            let (end, nd) = (inp.cu[row + 1], inp.num_draft[row]);
-            let drafts: Vec<u32> = self.input_ids_gpu[end - nd..end].iter().map(|&t| t as u32).collect();
-            let input = RowInput {
-                req_id: &names[r],
-                prompt_len: self.batch.num_prompt_tokens[row],
-                context: &self.batch.token_ids[row][..inp.seq_lens[row]],
-                verify_from: inp.seq_lens[row] - nd,
-                drafts: &drafts,
-            };
-            let o = rejection::greedy_row(model, &input, width)?;
-            sampled.insert(r, o.iter().filter(|&&t| t >= 0).map(|&t| t as u32).collect());
-            rows.push(o);
-        }
-        Ok((rows, sampled))
     }
 
     /// `_bookkeeping_sync`: the whole sampled list reaches the token row (before the
@@ -291,7 +290,7 @@ impl Runner {
     /// proposal per row (empty for rows that sampled nothing or are full).
     fn propose(&self, reqs: &[usize], sampled: &Sampled, max_seq_len: usize) -> Option<Vec<(usize, Vec<u32>)>> {
         let mml = self.cfg.max_model_len as usize;
-        let ng = self.ngram.filter(|_| max_seq_len + self.cfg.num_speculative_tokens as usize <= mml)?;
+        let ng = self.ngram.filter(|_| max_seq_len.saturating_add(self.cfg.num_speculative_tokens as usize) <= mml)?;
         let proposals = reqs
             .iter()
             .enumerate()
@@ -302,28 +301,5 @@ impl Runner {
             })
             .collect();
         Some(proposals)
-    }
-}
-
-/// Valid sampled tokens per request (placeholders and discarded samples removed).
-type Sampled = BTreeMap<usize, Vec<u32>>;
-
-/// One step's prepared inputs, per batch row.
-#[derive(Debug, Default)]
-struct Inputs {
-    sched: Vec<usize>,
-    cu: Vec<usize>,
-    slot_mapping: Vec<i64>,
-    seq_lens: Vec<usize>,
-    discard: Vec<bool>,
-    num_draft: Vec<usize>,
-    num_sampled: Vec<usize>,
-    use_spec: bool,
-    logits_indices: Vec<i64>,
-}
-
-impl Inputs {
-    fn total(&self) -> usize {
-        self.cu.last().copied().unwrap_or(0)
     }
 }

@@ -1,0 +1,260 @@
+//! The kernel modules (CUDA C in `executor/kernels/*.cu`, embedded at build time) and
+//! their run-time compilation by NVRTC to sm_90 CUBIN, with an on-disk cache.
+//!
+//! The sources are header-free, so NVRTC needs no CUDA include directory (CI has none).
+//! Options: `--fmad=false --ftz=false --prec-div=true --prec-sqrt=true`, never fast math,
+//! so any float arithmetic is IEEE-exact and the CPU references can match bit for bit.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{ExecError, Result};
+
+/// One kernel module: a `.cu` source and the `extern "C"` entry points it must define.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelModule {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub entries: &'static [&'static str],
+}
+
+/// Every module the executor launches.
+pub const MODULES: &[KernelModule] = &[
+    KernelModule {
+        name: "prepare",
+        source: include_str!("../kernels/prepare.cu"),
+        entries: &["prepare_inputs", "prepare_rows", "build_metadata"],
+    },
+    KernelModule {
+        name: "toy_model",
+        source: include_str!("../kernels/toy_model.cu"),
+        entries: &["cache_write", "synthetic_logits", "continuation_logits", "context_check"],
+    },
+    KernelModule {
+        name: "sample",
+        source: include_str!("../kernels/sample.cu"),
+        entries: &["argmax_rows", "rejection_greedy"],
+    },
+];
+
+/// The GPU architecture every module is built for (H100 / H200).
+pub const ARCH: &str = "sm_90";
+
+/// NVRTC options besides the architecture: no contraction, no flush-to-zero, IEEE
+/// division and square root (no `--use_fast_math`).
+pub const OPTIONS: &[&str] = &["--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true", "--std=c++17"];
+
+/// Looks a module up by name.
+pub fn module(name: &str) -> Result<&'static KernelModule> {
+    MODULES.iter().find(|m| m.name == name).ok_or_else(|| ExecError::UnknownKernel(name.to_string()))
+}
+
+/// Whether an NVRTC library can be loaded (never panics).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the candidate library names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+fn require_nvrtc() -> Result<()> {
+    if nvrtc_present() {
+        Ok(())
+    } else {
+        Err(ExecError::NoNvrtc(
+            "libnvrtc.so.13 is not on the library path (CI installs pip's nvidia-cuda-nvrtc==13.0.88 into .cache/nvrtc; \
+             set LD_LIBRARY_PATH to its nvidia/cu13/lib)"
+                .into(),
+        ))
+    }
+}
+
+/// NVRTC's version `(major, minor)`.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    require_nvrtc()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the library is present; both pointers are valid for writes.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| ExecError::Nvrtc(format!("nvrtcVersion: {e}")))?;
+    Ok((major, minor))
+}
+
+/// What NVRTC produces for a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// PTX text for a virtual architecture (`compute_90`).
+    Ptx,
+    /// A CUBIN for a real architecture (`sm_90`).
+    Cubin,
+}
+
+/// The full option list for `arch` (e.g. `sm_90` or `compute_90`).
+pub fn options_for(arch: &str) -> Vec<String> {
+    let mut o = vec![format!("--gpu-architecture={arch}")];
+    o.extend(OPTIONS.iter().map(|s| s.to_string()));
+    o
+}
+
+/// Compiles `m` with NVRTC to PTX or CUBIN for `arch`. A compile failure is
+/// [`ExecError::Compile`] with NVRTC's log.
+pub fn compile(m: &KernelModule, arch: &str, out: Output) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result, sys};
+    require_nvrtc()?;
+    let opts = options_for(arch);
+    let src = std::ffi::CString::new(m.source).map_err(|e| ExecError::Nvrtc(format!("{}: {e}", m.name)))?;
+    let name = std::ffi::CString::new(format!("{}.cu", m.name)).expect("module names have no NUL");
+    let prog =
+        result::create_program(&src, Some(&name)).map_err(|e| ExecError::Nvrtc(format!("nvrtcCreateProgram: {e}")))?;
+    // SAFETY: `prog` was created above and is destroyed exactly once below.
+    let res = unsafe { result::compile_program(prog, &opts) };
+    let outcome = match res {
+        Err(_) => {
+            // SAFETY: `prog` is live.
+            let log = unsafe { result::get_program_log(prog) }.map(|l| c_chars_to_string(&l)).unwrap_or_default();
+            Err(ExecError::Compile { module: m.name.to_string(), options: opts.join(" "), log })
+        }
+        Ok(()) => match out {
+            // SAFETY: `prog` compiled successfully.
+            Output::Ptx => unsafe { result::get_ptx(prog) }
+                .map(|p| c_chars_to_string(&p).into_bytes())
+                .map_err(|e| ExecError::Nvrtc(format!("nvrtcGetPTX: {e}"))),
+            Output::Cubin => {
+                let mut size = 0usize;
+                // SAFETY: `prog` compiled for a real architecture; the buffer has `size` bytes.
+                unsafe { sys::nvrtcGetCUBINSize(prog, &mut size) }
+                    .result()
+                    .map_err(|e| ExecError::Nvrtc(format!("nvrtcGetCUBINSize: {e}")))
+                    .and_then(|()| {
+                        let mut buf = vec![0u8; size];
+                        unsafe { sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast()) }
+                            .result()
+                            .map_err(|e| ExecError::Nvrtc(format!("nvrtcGetCUBIN: {e}")))?;
+                        Ok(buf)
+                    })
+            }
+        },
+    };
+    // SAFETY: destroyed once; nothing refers to it afterwards.
+    let _ = unsafe { result::destroy_program(prog) };
+    outcome
+}
+
+fn c_chars_to_string(v: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = v.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of `data`, lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// The cache key of a module: sha256 over the source, the options, the NVRTC version and
+/// the architecture (NUL-separated).
+pub fn cache_key(m: &KernelModule, arch: &str, nvrtc: (i32, i32)) -> String {
+    let mut h = Sha256::new();
+    h.update(m.source.as_bytes());
+    h.update([0]);
+    h.update(options_for(arch).join(" ").as_bytes());
+    h.update([0]);
+    h.update(format!("nvrtc {}.{}", nvrtc.0, nvrtc.1).as_bytes());
+    h.update([0]);
+    h.update(arch.as_bytes());
+    hex(&h.finalize())
+}
+
+/// The kernel cache folder: `$SPECREPLAY_KERNEL_CACHE`, else
+/// `$XDG_CACHE_HOME/specreplay/kernels`, else `$HOME/.cache/specreplay/kernels`; `None`
+/// when none of these is set (then nothing is cached).
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("SPECREPLAY_KERNEL_CACHE")
+        .or_else(|| var("XDG_CACHE_HOME").map(|p| p.join("specreplay/kernels")))
+        .or_else(|| var("HOME").map(|p| p.join(".cache/specreplay/kernels")))
+}
+
+/// A module compiled to CUBIN, with the sha256 of the CUBIN for the trace header.
+#[derive(Debug, Clone)]
+pub struct CompiledModule {
+    pub name: &'static str,
+    pub cubin: Vec<u8>,
+    /// sha256 of `cubin` (lowercase hex).
+    pub sha256: String,
+    /// Whether it came from the disk cache.
+    pub cached: bool,
+}
+
+/// The CUBIN of `m` for [`ARCH`], from the cache at `dir` when present, else compiled and
+/// stored there atomically (temporary file + rename). Cache I/O failures only disable
+/// caching; compile failures are errors.
+pub fn cubin_cached(m: &KernelModule, dir: Option<&Path>) -> Result<CompiledModule> {
+    let key = cache_key(m, ARCH, nvrtc_version()?);
+    let path = dir.map(|d| d.join(format!("{}-{ARCH}-{key}.cubin", m.name)));
+    if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()).filter(|b| !b.is_empty()) {
+        return Ok(CompiledModule { name: m.name, sha256: sha256_hex(&bytes), cubin: bytes, cached: true });
+    }
+    let cubin = compile(m, ARCH, Output::Cubin)?;
+    if let (Some(dir), Some(path)) = (dir, path.as_ref()) {
+        let _ = write_atomic(dir, path, &cubin);
+    }
+    Ok(CompiledModule { name: m.name, sha256: sha256_hex(&cubin), cubin, cached: false })
+}
+
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("cubin"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_changes_with_every_input() {
+        let m = MODULES[0];
+        let base = cache_key(&m, "sm_90", (13, 0));
+        assert_eq!(base.len(), 64);
+        assert_ne!(base, cache_key(&m, "sm_89", (13, 0)));
+        assert_ne!(base, cache_key(&m, "sm_90", (13, 1)));
+        let edited = KernelModule { source: "// edited\n", ..m };
+        assert_ne!(base, cache_key(&edited, "sm_90", (13, 0)));
+    }
+
+    #[test]
+    fn module_entries_are_defined_extern_c_in_their_sources() {
+        for m in MODULES {
+            for e in m.entries {
+                assert!(
+                    m.source.contains(&format!("__global__ void {e}(")) || m.source.contains(&format!(") {e}(")),
+                    "{}: no entry {e}",
+                    m.name
+                );
+            }
+            assert!(!m.source.contains("#include"), "{} must be header-free", m.name);
+        }
+        assert!(module("nope").is_err());
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("specreplay-kcache-{}", std::process::id()));
+        let path = dir.join("x.cubin");
+        write_atomic(&dir, &path, b"abc").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,80 @@
+//! Every kernel module compiles with NVRTC to PTX (`compute_90`) and to sm_90 CUBIN, and
+//! defines each of its entry points. Needs only NVRTC, not a GPU: CI installs pip's
+//! `nvidia-cuda-nvrtc==13.0.88` (the GPU host's build) into `.cache/nvrtc` (`.ci/run`).
+//! Without NVRTC this test FAILS: a kernel that does not compile must turn CI red, and a
+//! CI machine without NVRTC must not pass silently.
+
+use specreplay_executor::kernels::{self, Output, MODULES};
+
+/// Makes `.cache/nvrtc`'s NVRTC loadable when it is not on the library path: loading it
+/// by absolute path lets later `dlopen("libnvrtc.so.13")` calls find it by its soname.
+fn nvrtc_or_fail() {
+    if kernels::nvrtc_present() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/nvrtc/nvidia/cu13/lib");
+    // The builtins library first: NVRTC dlopens it by soname at compile time.
+    for name in ["libnvrtc-builtins.so.13.0", "libnvrtc.so.13"] {
+        let lib = dir.join(name);
+        if lib.exists() {
+            // SAFETY: loading NVRTC runs no initialisers with preconditions; kept loaded
+            // for the life of the process.
+            if let Ok(l) = unsafe { libloading::Library::new(&lib) } {
+                std::mem::forget(l);
+            }
+        }
+    }
+    assert!(
+        kernels::nvrtc_present(),
+        "NVRTC not found: run `.ci/run` once (it installs nvidia-cuda-nvrtc==13.0.88 into .cache/nvrtc) \
+         or put a libnvrtc.so.13 on LD_LIBRARY_PATH (CI={})",
+        std::env::var("CI").unwrap_or_default()
+    );
+}
+
+#[test]
+fn every_module_compiles_to_ptx_and_sm90_cubin_with_its_entry_points() {
+    nvrtc_or_fail();
+    let (major, minor) = kernels::nvrtc_version().expect("nvrtcVersion");
+    assert!(major >= 12, "NVRTC {major}.{minor} too old for sm_90 CUBIN");
+    for m in MODULES {
+        let ptx = String::from_utf8(kernels::compile(m, "compute_90", Output::Ptx).unwrap()).unwrap();
+        let cubin = kernels::compile(m, kernels::ARCH, Output::Cubin).unwrap();
+        assert!(cubin.starts_with(b"\x7fELF"), "{}: CUBIN is not an ELF image", m.name);
+        for e in m.entries {
+            assert!(ptx.contains(&format!(".entry {e}(")), "{}: PTX lacks entry {e}", m.name);
+            let needle = e.as_bytes();
+            assert!(cubin.windows(needle.len()).any(|w| w == needle), "{}: CUBIN lacks symbol {e}", m.name);
+        }
+        assert!(!ptx.contains("fma.rn.f32"), "{}: --fmad=false must leave no contracted f32 FMA", m.name);
+    }
+}
+
+#[test]
+fn a_kernel_that_does_not_compile_is_a_typed_error_with_the_nvrtc_log() {
+    nvrtc_or_fail();
+    let bad = kernels::KernelModule {
+        name: "broken",
+        source: "extern \"C\" __global__ void k(int* p) { p[0] = undefined_name; }\n",
+        entries: &["k"],
+    };
+    let err = kernels::compile(&bad, kernels::ARCH, Output::Cubin).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, specreplay_executor::ExecError::Compile { .. }), "{msg}");
+    assert!(msg.contains("undefined_name"), "log missing: {msg}");
+    assert!(msg.contains("--fmad=false"), "options missing: {msg}");
+}
+
+#[test]
+fn the_disk_cache_returns_the_compiled_cubin_and_its_hash() {
+    nvrtc_or_fail();
+    let dir = std::env::temp_dir().join(format!("specreplay-nvrtc-cache-{}", std::process::id()));
+    let m = &MODULES[2];
+    let first = kernels::cubin_cached(m, Some(&dir)).unwrap();
+    assert!(!first.cached);
+    let second = kernels::cubin_cached(m, Some(&dir)).unwrap();
+    assert!(second.cached);
+    assert_eq!(first.cubin, second.cubin);
+    assert_eq!(first.sha256, kernels::sha256_hex(&second.cubin));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

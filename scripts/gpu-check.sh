@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The GPU check, in two halves.
+#
+#   bash scripts/gpu-check.sh build    # here (no GPU needed): release build + test binaries into .gpu/
+#   bash scripts/gpu-check.sh device   # on the GPU host, repo root, $OUT set: runs everything,
+#                                      # writes logs/JSON into $OUT, prints a summary
+#
+# The device half never stops at a failed stage: each stage's exit code is recorded and
+# the next stage runs. Stages: env (NVRTC/cuBLAS lookup), gpu info, gpu selftest, the
+# ignored GPU tests (SPECREPLAY_REQUIRE_GPU=1), the kernel compile test with the host's
+# NVRTC. Files in $OUT (flat, 7): env.txt info.txt selftest.log selftest.json tests.log
+# summary.txt summary.json. Time limits keep the whole run under 9 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+build() {
+    set -e
+    cargo build --release --bin specreplay
+    rm -rf .gpu && mkdir -p .gpu
+    cp target/release/specreplay .gpu/specreplay
+    # The executor's test binaries (unit tests, GPU tests, NVRTC compile test).
+    cargo test --release -p specreplay-executor --no-run --message-format=json 2>/dev/null |
+        python3 -c '
+import json, shutil, sys
+names = {("lib", "specreplay_executor"): "executor-unit", ("test", "gpu"): "executor-gpu",
+         ("test", "nvrtc_compile"): "executor-nvrtc"}
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    key = (m["target"]["kind"][0], m["target"]["name"])
+    if key in names:
+        shutil.copy(m["executable"], ".gpu/" + names[key])
+        print("copied", key[1], "->", ".gpu/" + names[key])
+'
+    for f in specreplay executor-unit executor-gpu executor-nvrtc; do
+        [ -x ".gpu/$f" ] || { echo "gpu-check build: .gpu/$f missing" >&2; exit 1; }
+    done
+    strip .gpu/* 2>/dev/null || true
+    local size
+    size=$(du -sm .gpu | cut -f1)
+    ls -l .gpu
+    echo "gpu-check build: .gpu is ${size} MB"
+    if [ "$size" -ge 60 ]; then
+        echo "gpu-check build: .gpu must stay under 60 MB" >&2
+        exit 1
+    fi
+}
+
+# Adds the folder of the first library named $1 found in the usual places to
+# LD_LIBRARY_PATH, unless the dynamic loader already finds it.
+add_lib() {
+    local name=$1 dir path=${LD_LIBRARY_PATH:-}
+    if ldconfig -p 2>/dev/null | grep -q "$name"; then
+        echo "$name: in the ldconfig cache"
+        return
+    fi
+    for dir in ${path//:/ } /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+        /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu; do
+        if [ -e "$dir/$name" ]; then
+            echo "$name: $dir"
+            export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            return
+        fi
+    done
+    local found
+    found=$(timeout 20 find /usr /opt -name "$name" 2>/dev/null | head -n 1)
+    if [ -n "$found" ]; then
+        echo "$name: $(dirname "$found") (found by search)"
+        export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    else
+        echo "$name: NOT FOUND"
+    fi
+}
+
+STAGES=()
+# stage NAME LIMIT_S LOG COMMAND...: runs with a time limit, appends to LOG, records the result.
+stage() {
+    local name=$1 limit=$2 log=$3
+    shift 3
+    local t0 t1 rc
+    t0=$(date +%s)
+    echo "== $name: $*" >>"$log"
+    timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+    rc=$?
+    t1=$(date +%s)
+    STAGES+=("$name $rc $((t1 - t0))")
+    echo "stage $name: exit $rc in $((t1 - t0)) s"
+}
+
+device() {
+    : "${OUT:?set OUT to the results folder}"
+    mkdir -p "$OUT"
+    [ -x .gpu/specreplay ] || { echo "no .gpu/ binaries: run 'scripts/gpu-check.sh build' first and carry .gpu" >&2; exit 2; }
+    export SPECREPLAY_KERNEL_CACHE="${TMPDIR:-/tmp}/specreplay-kernels"
+    {
+        date -u +"%Y-%m-%dT%H:%M:%SZ"
+        uname -a
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || echo "nvidia-smi failed"
+        add_lib libcuda.so.1
+        add_lib libnvrtc.so.13
+        add_lib libnvrtc-builtins.so.13.0
+        add_lib libcublas.so.13
+        echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+        echo "SPECREPLAY_KERNEL_CACHE=$SPECREPLAY_KERNEL_CACHE"
+    } >"$OUT/env.txt" 2>&1
+    # (The brace group above runs in this shell: add_lib's exports apply below.)
+    export SPECREPLAY_REQUIRE_GPU=1
+
+    stage info 60 "$OUT/info.txt" .gpu/specreplay gpu info
+    stage selftest 330 "$OUT/selftest.log" .gpu/specreplay gpu selftest --json "$OUT/selftest.json"
+    stage gpu-tests 120 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
+    stage unit-tests 30 "$OUT/tests.log" .gpu/executor-unit --test-threads=1
+    stage nvrtc-compile 30 "$OUT/tests.log" .gpu/executor-nvrtc --test-threads=1
+
+    local failed=0 s name rc secs json="" sep=""
+    {
+        echo "gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        head -n 1 "$OUT/info.txt" 2>/dev/null
+        for s in "${STAGES[@]}"; do
+            read -r name rc secs <<<"$s"
+            printf '%-14s %s (%s s)\n' "$name" "$([ "$rc" = 0 ] && echo ok || echo "FAILED exit $rc")" "$secs"
+            [ "$rc" = 0 ] || failed=$((failed + 1))
+        done
+        grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
+        grep -E '^test result:' "$OUT/tests.log" 2>/dev/null
+    } >"$OUT/summary.txt"
+    for s in "${STAGES[@]}"; do
+        read -r name rc secs <<<"$s"
+        json+="$sep{\"stage\":\"$name\",\"exit\":$rc,\"seconds\":$secs}"
+        sep=","
+    done
+    echo "{\"failed_stages\":$failed,\"stages\":[$json]}" >"$OUT/summary.json"
+    cat "$OUT/summary.txt"
+    [ "$failed" = 0 ]
+}
+
+case "${1:-}" in
+    build) build ;;
+    device) device ;;
+    *)
+        echo "usage: scripts/gpu-check.sh build|device" >&2
+        exit 2
+        ;;
+esac
