@@ -118,10 +118,10 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(out, "\nsummary:");
     let _ = writeln!(out, "  total steps: {}", s.steps);
     let _ = writeln!(out, "  steps with draft tokens: {}", s.steps_with_drafts);
-    let _ = writeln!(out, "  number of draft tokens: {}", s.drafted);
-    let _ = writeln!(out, "  number of accepted tokens: {}", s.accepted);
-    let _ = writeln!(out, "  mean acceptance length: {:.2}", s.mean_acceptance_length());
-    for (i, a) in s.acceptance_per_pos().iter().enumerate() {
+    let _ = writeln!(out, "  number of draft tokens: {}", s.spec.num_draft_tokens);
+    let _ = writeln!(out, "  number of accepted tokens: {}", s.spec.num_accepted_tokens);
+    let _ = writeln!(out, "  mean acceptance length: {:.2}", s.spec.mean_acceptance_length());
+    for (i, a) in s.spec.acceptance_per_pos().iter().enumerate() {
         let _ = writeln!(out, "  acceptance at token {i}: {a:.2}");
     }
     out

@@ -22,6 +22,7 @@ pub mod rejection;
 pub mod request;
 pub mod runner;
 pub mod scheduler;
+pub mod splitmix;
 pub mod summary;
 pub mod trace;
 pub mod vllm;
