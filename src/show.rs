@@ -164,10 +164,10 @@ pub fn render<R: std::io::Read>(mut reader: TraceReader<R>, out: &mut dyn std::i
     let _ = writeln!(text, "\nsummary:");
     let _ = writeln!(text, "  total steps: {}", s.steps);
     let _ = writeln!(text, "  steps with draft tokens: {}", s.steps_with_drafts);
-    let _ = writeln!(text, "  number of draft tokens: {}", s.drafted);
-    let _ = writeln!(text, "  number of accepted tokens: {}", s.accepted);
-    let _ = writeln!(text, "  mean acceptance length: {:.2}", s.mean_acceptance_length());
-    for (i, a) in s.acceptance_per_pos().iter().enumerate() {
+    let _ = writeln!(text, "  number of draft tokens: {}", s.spec.num_draft_tokens);
+    let _ = writeln!(text, "  number of accepted tokens: {}", s.spec.num_accepted_tokens);
+    let _ = writeln!(text, "  mean acceptance length: {:.2}", s.spec.mean_acceptance_length());
+    for (i, a) in s.spec.acceptance_per_pos().iter().enumerate() {
         let _ = writeln!(text, "  acceptance at token {i}: {a:.2}");
     }
     emit(out, &mut text)

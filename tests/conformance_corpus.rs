@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use specreplay_sim::fuzzing::{behaviours, BEHAVIOURS};
 use specreplay_sim::{diff, engine, trace, Trace};
 
 fn corpus() -> Vec<(PathBuf, Trace)> {
@@ -50,25 +51,17 @@ fn vllm_recording_of_the_golden_run_matches_the_committed_golden() {
     assert!(rep.identical(), "{:?}", rep.first);
 }
 
-/// Counts of each behaviour the corpus exercises.
+/// Counts of each behaviour the corpus exercises: the fuzz domain's marks
+/// (`fuzzing::BEHAVIOURS`, traces reaching each) and the corpus's own (steps or traces).
 fn coverage(traces: &[(PathBuf, Trace)]) -> BTreeMap<&'static str, usize> {
-    let mut c: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut c: BTreeMap<&'static str, usize> = BEHAVIOURS.iter().map(|&b| (b, 0)).collect();
+    for (_, t) in traces {
+        for b in behaviours(t) {
+            *c.get_mut(b).unwrap() += 1;
+        }
+    }
     let mut mark = |k: &'static str, hit: bool| *c.entry(k).or_default() += usize::from(hit);
     for (_, t) in traces {
-        mark("multi_request_8plus", t.requests.len() >= 8);
-        mark(
-            "finished_at_max_model_len",
-            t.requests
-                .iter()
-                .any(|r| r.prompt_token_ids.len() + t.outputs[&r.req_id].len() == t.config.max_model_len as usize),
-        );
-        mark(
-            "finished_by_stop_token",
-            t.requests.iter().any(|r| {
-                let last = t.outputs[&r.req_id].last();
-                last.is_some_and(|x| r.stop_token_ids.contains(x) || Some(*x) == r.eos_token_id)
-            }),
-        );
         mark("prefix_caching_off", !t.config.enable_prefix_caching);
         mark(
             "mode_piecewise_config",
@@ -76,33 +69,13 @@ fn coverage(traces: &[(PathBuf, Trace)]) -> BTreeMap<&'static str, usize> {
         );
         mark("mode_none_config", t.config.cudagraph_mode == specreplay_sim::config::CudagraphModeConfig::None);
         mark("method_none", t.config.method == specreplay_sim::config::SpecMethod::None);
-        let mut seen: BTreeSet<String> = BTreeSet::new();
         let mut prev_rows: BTreeMap<String, usize> = BTreeMap::new();
         let mut prev_batch: BTreeSet<String> = BTreeSet::new();
-        for s in &t.steps {
-            mark("idle_step", s.idle);
-            if s.idle {
-                continue;
-            }
-            mark("preemption", !s.preempted_req_ids.is_empty());
-            mark("cascade_attention", s.cascade_prefix_len > 0);
+        for s in t.steps.iter().filter(|s| !s.idle) {
             mark("cascade_without_full_graph", s.cascade_prefix_len > 0 && s.cudagraph_mode == "PIECEWISE");
-            mark("full_graph", s.cudagraph_mode == "FULL");
-            mark(
-                "full_graph_padded_requests",
-                s.cudagraph_mode == "FULL" && s.num_reqs_padded as usize > s.batch_req_ids.len(),
-            );
-            mark("piecewise_graph", s.cudagraph_mode == "PIECEWISE");
-            mark("no_graph", s.cudagraph_mode == "NONE" && s.total_num_scheduled_tokens > 0);
-            mark("partial_prefill_discarded", s.output_token_ids.iter().any(|r| r.iter().all(|&x| x == -1)));
-            let has_spec = t.config.method == specreplay_sim::config::SpecMethod::Ngram;
-            mark("drafter_gate_closed", has_spec && s.total_num_scheduled_tokens > 0 && s.draft_token_ids.is_empty());
             mark("finished", !s.finished_req_ids.is_empty());
             mark("several_finish_in_one_step", s.finished_req_ids.len() >= 2);
             for (r, &n) in &s.num_computed_tokens {
-                if seen.insert(r.clone()) && n > 0 {
-                    mark("prefix_cache_hit_on_admission", true);
-                }
                 if !prev_batch.contains(r) && n > 0 && s.scheduled_spec_decode_tokens.contains_key(r) {
                     mark("reentering_request_with_drafts", true);
                 }
@@ -118,9 +91,6 @@ fn coverage(traces: &[(PathBuf, Trace)]) -> BTreeMap<&'static str, usize> {
                 let fed: Vec<i64> = s.input_ids[end - d.len()..end].to_vec();
                 let sched: Vec<i64> = d.iter().map(|&x| i64::from(x)).collect();
                 mark("verified_drafts_differ_from_scheduled", fed != sched);
-                let out = &s.output_token_ids[row];
-                mark("all_drafts_accepted", out.iter().all(|&x| x >= 0));
-                mark("draft_rejected", out.iter().any(|&x| x < 0));
             }
             for (r, row) in &s.token_ids_cpu {
                 mark(

@@ -8,7 +8,8 @@
 //! (151,936 wide) in every 20th group of cases. Every buffer starts with random contents, so a write
 //! outside a kernel's range is a mismatch. [`random_case`] needs no GPU and is tested on CPU.
 
-use specreplay_sim::oracle::{splitmix, Synthetic};
+use specreplay_sim::oracle::Synthetic;
+use specreplay_sim::splitmix::splitmix;
 
 use crate::device::Device;
 use crate::error::Result;
@@ -19,17 +20,17 @@ use crate::step::{self, Kernel};
 /// Vocabulary of the real-vocabulary cases (Qwen3's).
 pub const WIDE_VOCAB: usize = 151_936;
 
-/// A small counter-based RNG (SplitMix64).
+/// The project's SplitMix64 (`specreplay_sim::splitmix::Rng`) with the draws the random
+/// cases use.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(specreplay_sim::splitmix::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(specreplay_sim::splitmix::Rng::new(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(1);
-        splitmix(self.0 ^ 0xa076_1d64_78bd_642f)
+        self.0.next_u64()
     }
     /// Uniform in `0..n` (`n >= 1`).
     pub fn below(&mut self, n: usize) -> usize {

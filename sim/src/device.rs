@@ -116,6 +116,22 @@ impl CpuDevice {
     }
 }
 
+impl CpuDevice {
+    /// The greedy token of the hidden row `plan.logits_indices[k]`: the input at that flat
+    /// index belongs to some batch row; its context is that row's tokens up to and including
+    /// that input.
+    fn sample_hidden_row(&self, plan: &StepPlan, contexts: &[&[u32]], k: usize) -> Result<u32, SimError> {
+        let bad = |m: String| SimError::Device(format!("step {}: {m}", plan.step));
+        let li = *plan.logits_indices.get(k).ok_or_else(|| bad(format!("no logits index {k}")))?;
+        let li = usize::try_from(li).map_err(|_| bad(format!("negative logits index {li}")))?;
+        let owner = plan.cu_seqlens.windows(2).position(|w| (w[0]..w[1]).contains(&li));
+        let owner = owner.ok_or_else(|| bad(format!("logits index {li} outside the {} inputs", plan.num_tokens())))?;
+        let r = &plan.rows[owner];
+        let pos = r.num_computed + li - plan.cu_seqlens[owner];
+        self.model.next_token(&r.req_id, r.prompt_len, &contexts[owner][..=pos])
+    }
+}
+
 impl Device for CpuDevice {
     fn stage(&mut self, plan: &StepPlan, contexts: &[&[u32]]) -> Result<(), SimError> {
         for (row, r) in plan.rows.iter().enumerate() {
@@ -130,9 +146,21 @@ impl Device for CpuDevice {
 
     fn forward_sample(&mut self, plan: &StepPlan, contexts: &[&[u32]]) -> Result<Vec<Vec<i64>>, SimError> {
         let mut rows = Vec::with_capacity(plan.rows.len());
+        let mut first_logit = 0;
         for (row, r) in plan.rows.iter().enumerate() {
+            let logits = first_logit;
+            first_logit += r.num_sampled;
             if r.discard {
                 rows.push(vec![-1; plan.width]);
+                continue;
+            }
+            if r.num_draft == 0 {
+                // One sampled row: the hidden row `logits_indices` names (nano-vllm's LM head
+                // may read another sequence's row; vLLM's is always the row's last token).
+                let t = self.sample_hidden_row(plan, contexts, logits)?;
+                let mut out = vec![-1; plan.width];
+                out[0] = i64::from(t);
+                rows.push(out);
                 continue;
             }
             // Drafts are read back from the input buffer, as `_calc_spec_decode_metadata` does.

@@ -49,8 +49,8 @@ pub trait Core {
     fn stall_reason(&self) -> String;
     /// Why tokens keep being scheduled but none is produced.
     fn livelock_reason(&self) -> String;
-    /// Final outputs and counters.
-    fn finish(self) -> RunEnd;
+    /// Final outputs and counters (called once, when every request has finished).
+    fn finish(&mut self) -> RunEnd;
 }
 
 /// Validates and runs a scenario on the CPU device, collecting the trace in memory.
@@ -88,14 +88,14 @@ pub fn run_with(
         }
     };
     match scenario.config.profile {
-        Profile::VllmV1 => drive(crate::vllm::VllmCore::new(scenario), scenario, device, sink),
-        Profile::NanoVllm => drive(crate::nano::NanoCore::new(scenario), scenario, device, sink),
+        Profile::VllmV1 => drive(&mut crate::vllm::VllmCore::new(scenario), scenario, device, sink),
+        Profile::NanoVllm => drive(&mut crate::nano::NanoCore::new(scenario)?, scenario, device, sink),
     }
 }
 
-/// The loop every profile runs.
-fn drive<C: Core>(
-    mut core: C,
+/// The loop every profile runs (the caller keeps `core` to read profile counters after).
+pub(crate) fn drive<C: Core>(
+    core: &mut C,
     scenario: &Scenario,
     device: &mut dyn Device,
     sink: &mut dyn FnMut(Step) -> Result<(), SimError>,

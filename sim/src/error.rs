@@ -62,6 +62,10 @@ pub enum SimError {
     /// first divergence (the sink keeps the details).
     #[error("{0}")]
     Sink(String),
+    /// A state in which nano-vllm (at the modelled commit) fails one of its own
+    /// assertions or raises (the engine would crash); `message` names the upstream line.
+    #[error("step {step}: nano-vllm @2f21442 would fail here: {message}")]
+    NanoAssertion { step: u64, message: String },
 }
 
 impl SimError {
@@ -69,6 +73,7 @@ impl SimError {
     pub fn at_step(self, at: u64) -> SimError {
         match self {
             SimError::VllmAssertion { message, .. } => SimError::VllmAssertion { step: at, message },
+            SimError::NanoAssertion { message, .. } => SimError::NanoAssertion { step: at, message },
             other => other,
         }
     }

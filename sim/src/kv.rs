@@ -9,37 +9,13 @@
 //! as free; a block is in the free queue iff its ref count is 0; a cached block hash
 //! maps to blocks whose `hash` field is that hash.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Block id as vLLM numbers them (`0..num_gpu_blocks`, 0 = null block).
 pub type BlockId = u32;
 
-/// Identity of a full block's token prefix (prefix-caching hash). Ids are handed out in
-/// first-seen order by [`BlockHasher`], so equal prefixes get equal ids on every run.
-pub type BlockHash = u64;
-
-/// Chained block hashing over full blocks (`kv_cache_utils.py hash_block_tokens`): the
-/// hash of block i is determined by the hash of block i-1 and the block's tokens. Exact
-/// (an interner), so it never collides.
-#[derive(Debug, Default)]
-pub struct BlockHasher {
-    ids: HashMap<(BlockHash, Vec<u32>), BlockHash>,
-}
-
-impl BlockHasher {
-    /// Extends `hashes` to cover every full block of `tokens`.
-    pub fn update(&mut self, hashes: &mut Vec<BlockHash>, tokens: &[u32], block_size: usize) {
-        let full = tokens.len() / block_size;
-        while hashes.len() < full {
-            let i = hashes.len();
-            let parent = if i == 0 { 0 } else { hashes[i - 1] };
-            let key = (parent, tokens[i * block_size..(i + 1) * block_size].to_vec());
-            let next = self.ids.len() as BlockHash + 1;
-            let id = *self.ids.entry(key).or_insert(next);
-            hashes.push(id);
-        }
-    }
-}
+/// Prefix-cache block hashes come from the simulator's one interner ([`crate::block_hash`]).
+pub use crate::block_hash::{BlockHash, BlockHasher};
 
 #[derive(Debug, Clone, Default)]
 struct Block {

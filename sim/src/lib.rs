@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod block_hash;
 pub mod builders;
 pub mod config;
 pub mod cudagraph;
@@ -21,6 +22,7 @@ pub mod rejection;
 pub mod request;
 pub mod runner;
 pub mod scheduler;
+pub mod splitmix;
 pub mod summary;
 pub mod trace;
 pub mod vllm;

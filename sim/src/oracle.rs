@@ -4,6 +4,7 @@
 
 use crate::config::{OracleKind, OracleSpec, RequestSpec};
 use crate::error::{ConfigError, SimError};
+use crate::splitmix::splitmix;
 use std::collections::BTreeMap;
 
 /// A greedy target model: `next_token(req, context)` is the argmax token after
@@ -134,14 +135,6 @@ impl TargetModel for Synthetic {
     fn next_token(&self, _req_id: &str, _prompt_len: usize, context: &[u32]) -> Result<u32, SimError> {
         Ok(self.token_after(context))
     }
-}
-
-/// SplitMix64 finalizer: the counter-based mixing used for every derived value.
-pub fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]

@@ -43,14 +43,9 @@ impl SchedulerOutput {
     }
 }
 
-/// Per-step speculative-decoding counts (`SpecDecodingStats.observe_draft`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SpecStats {
-    pub num_drafts: u64,
-    pub num_draft_tokens: u64,
-    pub num_accepted_tokens: u64,
-    pub accepted_per_pos: Vec<u64>,
-}
+/// The scheduler's draft/acceptance counters (`SpecDecodingStats`), defined with the
+/// trace recount in `crate::summary` so acceptance is computed in one place.
+pub use crate::summary::SpecStats;
 
 /// The scheduler with its queues and the KV cache manager it owns.
 #[derive(Debug)]
@@ -246,15 +241,7 @@ impl Scheduler {
                 if req.num_computed_tokens > 0 {
                     req.num_computed_tokens -= num_rejected;
                 }
-                self.stats.num_drafts += 1;
-                self.stats.num_draft_tokens += drafts.len() as u64;
-                self.stats.num_accepted_tokens += num_accepted as u64;
-                if self.stats.accepted_per_pos.len() < drafts.len() {
-                    self.stats.accepted_per_pos.resize(drafts.len(), 0);
-                }
-                for p in 0..num_accepted.min(drafts.len()) {
-                    self.stats.accepted_per_pos[p] += 1;
-                }
+                self.stats.observe_draft(drafts.len(), num_accepted);
             }
             let mut stopped = None;
             for &t in &generated {

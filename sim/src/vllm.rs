@@ -149,8 +149,8 @@ impl Core for VllmCore<'_> {
         }
     }
 
-    fn finish(self) -> RunEnd {
+    fn finish(&mut self) -> RunEnd {
         let outputs = self.sched.reqs.iter().map(|r| (r.spec.req_id.clone(), r.output().to_vec())).collect();
-        RunEnd { outputs, stats: self.sched.stats }
+        RunEnd { outputs, stats: self.sched.stats.clone() }
     }
 }

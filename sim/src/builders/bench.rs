@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::draft_select::{self, DraftVariant};
 use super::nsa::{self, NsaBatch, NsaMode, NsaParams, NsaVariant};
-use super::rng::Rng;
+use crate::splitmix::Rng;
 
 /// Median nanoseconds per call of `f` (5 samples of ≥ `min_time / 5` each).
 pub fn time_ns(min_time: Duration, mut f: impl FnMut()) -> f64 {

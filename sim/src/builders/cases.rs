@@ -13,9 +13,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use super::cuda_graph::{self, GraphBuffers};
 use super::draft_select::{self, DraftVariant};
 use super::nsa::{self, NsaBatch, NsaMetadata, NsaMode, NsaParams, NsaVariant, ReqToToken};
-use super::rng::Rng;
 use super::sparse::{self, SparseInput, SparseVariant};
 use super::{Ctx, Mismatch, Outcome};
+use crate::splitmix::Rng;
 
 /// Width of `req_to_token` / the page-table buffer in generated NSA cases.
 pub const MAX_CONTEXT_LEN: usize = 72;

@@ -22,7 +22,6 @@ pub mod cases;
 pub mod cuda_graph;
 pub mod draft_select;
 pub mod nsa;
-pub mod rng;
 pub mod search;
 pub mod sparse;
 pub mod torch;

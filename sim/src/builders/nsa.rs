@@ -70,14 +70,6 @@ impl NsaVariant {
     pub fn from_name(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.name() == s)
     }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            NsaVariant::Reference => "upstream list comprehension: cat([arange(kv-qo+1, kv+1) for each request])",
-            NsaVariant::UniformQo => "seed 001 quick win / seed 002 reverted: repeat_interleave(kv-D+1, D) + arange(D).repeat(bs) (assumes qo = D)",
-            NsaVariant::General => "per-request qo: repeat_interleave(kv-qo+1, qo) + arange(Σqo) - repeat_interleave(cu_qo[:-1], qo)",
-        }
-    }
 }
 
 /// The batch as the backend sees it (live requests, or live + padded rows on replay).

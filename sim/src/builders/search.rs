@@ -16,9 +16,9 @@ use super::cases::{self, DraftCase, NsaCase, POOL_SIZE};
 use super::cuda_graph::{capture_bucket, DEFAULT_CAPTURE_SIZES};
 use super::draft_select::DraftVariant;
 use super::nsa::{NsaBatch, NsaMode, NsaParams, NsaVariant};
-use super::rng::Rng;
 use super::sparse::{SparseInput, SparseVariant};
 use super::{builder_info, Mismatch, BUILDERS};
+use crate::splitmix::Rng;
 
 /// A builder + variant under test.
 pub trait Subject {
@@ -39,7 +39,6 @@ pub trait Subject {
 #[derive(Debug, Clone)]
 pub struct Found<C> {
     pub case_index: u64,
-    pub original: C,
     pub minimized: C,
     pub shrink_steps: u32,
     pub mismatch: Mismatch,
@@ -76,10 +75,10 @@ pub fn search<S: Subject>(s: &S, budget: u64, seed: u64) -> SearchResult<S::Case
     for i in 0..budget {
         let case = s.generate(&mut rng);
         if let Err(m) = s.check(&case) {
-            let (minimized, mismatch, shrink_steps) = minimize(s, case.clone(), m);
+            let (minimized, mismatch, shrink_steps) = minimize(s, case, m);
             return SearchResult {
                 cases_run: i + 1,
-                found: Some(Found { case_index: i, original: case, minimized, shrink_steps, mismatch }),
+                found: Some(Found { case_index: i, minimized, shrink_steps, mismatch }),
                 seconds: t.elapsed().as_secs_f64(),
             };
         }
