@@ -286,3 +286,31 @@ proptest::proptest! {
         proptest::prop_assert_eq!(json.matches("\"through\"").count() > 0, runs > 0);
     }
 }
+
+/// Request ids with quotes, backslashes and closing brackets survive the scanner (it
+/// tracks strings and escapes, not just brackets).
+#[test]
+fn odd_characters_in_ids_round_trip() {
+    let t = engine::run(&late_scenario(2, "we\"ird]}\\[id,")).unwrap().trace;
+    for enc in [Encoding::Json, Encoding::Bincode] {
+        let bytes = trace::write_to(Vec::new(), enc, &t).unwrap();
+        assert_eq!(trace::from_bytes(&bytes).unwrap(), t, "{enc:?}");
+    }
+}
+
+/// `sim` given a trace (JSON or framed bincode) re-runs the trace's scenario.
+#[test]
+fn sim_reruns_the_scenario_of_a_trace() {
+    let d = dir("rerun");
+    let golden = root().join("traces/vllm_ngram_13step.json");
+    let bin = d.join("g.bin");
+    let (code, _, err) = cli(&["convert", s(&golden), s(&bin)]);
+    assert_eq!(code, 0, "{err}");
+    for input in [golden.clone(), bin] {
+        let out = d.join("rerun.json");
+        let (code, _, err) = cli(&["sim", s(&input), "-o", s(&out)]);
+        assert_eq!(code, 0, "{err}");
+        let (code, stdout, _) = cli(&["diff", s(&golden), s(&out)]);
+        assert_eq!(code, 0, "{stdout}");
+    }
+}
