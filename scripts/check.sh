@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets --workspace -- -D warnings
-CI=true cargo test --workspace
+CI=true bash scripts/test.sh
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
