@@ -83,12 +83,7 @@ pub struct Synthetic {
 impl Synthetic {
     /// The greedy token after `context`.
     pub fn token_after(&self, context: &[u32]) -> u32 {
-        let n = context.len().min(self.order as usize);
-        let mut h = splitmix(self.seed ^ 0x5eed_5eed_5eed_5eed);
-        for &t in &context[context.len() - n..] {
-            h = splitmix(h ^ u64::from(t));
-        }
-        (h % u64::from(self.vocab_size.max(1))) as u32
+        (self.context_hash(context) % u64::from(self.vocab_size.max(1))) as u32
     }
 }
 
