@@ -7,38 +7,19 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use specreplay_sim::{diff, engine, nano, trace, Trace};
+use specreplay_sim::{nano, Trace};
+
+mod common;
 
 fn corpus() -> Vec<(PathBuf, Trace)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces/conformance/nano-vllm-2f21442");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    paths.sort();
-    paths.into_iter().map(|p| (p.clone(), trace::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))).collect()
+    common::corpus("traces/conformance/nano-vllm-2f21442")
 }
 
 #[test]
 fn every_nano_vllm_recording_replays_identically() {
     let traces = corpus();
     assert!(traces.len() >= 100, "corpus has {} traces", traces.len());
-    let mut failures = Vec::new();
-    for (path, t) in &traces {
-        assert_eq!(t.recorded_by, "nano-vllm 2f21442", "{}", path.display());
-        let sim = engine::run(&t.scenario()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let rep = diff::compare(t, &sim.trace);
-        if let Some(d) = rep.first {
-            failures.push(format!(
-                "{}: step {:?} / request {:?} / {}: nano-vllm {} vs sim {}\n  reproduce: specreplay replay {}",
-                path.display(),
-                d.step,
-                d.request,
-                d.field,
-                d.expected,
-                d.actual,
-                path.display()
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), traces.len(), failures.join("\n"));
+    common::assert_corpus_replays(&traces, "nano-vllm 2f21442");
 }
 
 /// Every behaviour the nano-vllm model has must stay exercised by the recordings.
