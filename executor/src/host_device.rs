@@ -1,0 +1,175 @@
+//! [`HostDevice`]: the [`CudaDevice`](crate::cuda_device::CudaDevice)'s exact staging and
+//! read-back logic over the host mirror, with every kernel replaced by its CPU reference
+//! ([`crate::reference`]). It needs no GPU, so CI runs whole traces through the same
+//! step inputs, block-table rows, recorded rows and views the GPU gets, and checks them
+//! against the simulator's own device: a staging or metadata mistake fails on CPU before
+//! it reaches the GPU. (Graph modes change which launches sit in a graph, not what they
+//! compute, so all modes run the reference pipeline in order.)
+
+use specreplay_sim::config::{OracleKind, Profile, Scenario};
+use specreplay_sim::device::{Device as SimDevice, DeviceView, StepPlan};
+use specreplay_sim::oracle::Synthetic;
+use specreplay_sim::SimError;
+
+use crate::cuda_device::{assemble_view, block_rows, capacity, step_input, write_scheduled, Recorded};
+use crate::error::{ExecError, Result};
+use crate::graphs;
+use crate::layout::*;
+
+/// The reference device of one run.
+pub struct HostDevice {
+    b: HostBuffers,
+    oracle: Synthetic,
+    synthetic: bool,
+    recorded: Recorded,
+    expected_of: Vec<Option<usize>>,
+    input: StepInput,
+}
+
+fn err(e: impl std::fmt::Display) -> SimError {
+    SimError::Device(e.to_string())
+}
+
+impl HostDevice {
+    pub fn new(scenario: &Scenario) -> Result<HostDevice> {
+        if scenario.config.profile != Profile::VllmV1 {
+            return Err(ExecError::InvalidInput("the reference device runs the vllm-v1 profile only".into()));
+        }
+        let cap = capacity(scenario);
+        let synthetic = scenario.oracle.kind == OracleKind::Synthetic;
+        let o = &scenario.oracle;
+        let oracle = if synthetic {
+            Synthetic { seed: o.seed, vocab_size: o.vocab_size, order: o.order }
+        } else {
+            Synthetic { seed: 0, vocab_size: cap.vocab as u32, order: 1 }
+        };
+        Ok(HostDevice {
+            b: HostBuffers::zeroed(cap)?,
+            oracle,
+            synthetic,
+            recorded: Recorded::new(scenario, cap.expected_stride()),
+            expected_of: vec![None; cap.max_num_seqs],
+            input: StepInput::default(),
+        })
+    }
+}
+
+impl SimDevice for HostDevice {
+    fn stage(&mut self, plan: &StepPlan, contexts: &[&[u32]]) -> std::result::Result<(), SimError> {
+        let cap = self.b.cap;
+        let input = step_input(plan, false);
+        input.stage(&mut self.b).map_err(err)?;
+        write_scheduled(&mut self.b.token_table, cap.max_model_len, plan, contexts);
+        let bt = block_rows(plan, cap.blocks_per_row).map_err(err)?;
+        self.b.block_table[..bt.len()].copy_from_slice(&bt);
+        self.b.counters.fill(0);
+        if !self.synthetic {
+            let stride = cap.expected_stride();
+            for (row, r) in plan.rows.iter().enumerate() {
+                if self.expected_of[row] != Some(r.req) {
+                    let rec = &self.recorded.rows[r.req];
+                    self.b.expected[row * stride..row * stride + rec.len()].copy_from_slice(rec);
+                    self.b.expected_len[row] = rec.len() as i32;
+                    self.expected_of[row] = Some(r.req);
+                }
+            }
+        }
+        self.input = input;
+        Ok(())
+    }
+
+    fn forward_sample(&mut self, plan: &StepPlan, _: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
+        for k in graphs::full_plan(self.synthetic) {
+            k.reference(&mut self.b, &self.oracle);
+        }
+        let c = &self.b.counters;
+        if c[CTR_MISMATCH] > 0 || c[CTR_OUT_OF_RANGE] > 0 {
+            return Err(SimError::Device(format!("step {}: device counters {c:?}", plan.step)));
+        }
+        let w = plan.width;
+        let rows: Vec<Vec<i64>> = (0..plan.rows.len())
+            .map(|r| self.b.sampled[r * w..(r + 1) * w].iter().map(|&t| i64::from(t)).collect())
+            .collect();
+        if !self.synthetic {
+            self.recorded.check_exhausted(plan, &rows)?;
+        }
+        Ok(rows)
+    }
+
+    fn read_back(&mut self, _plan: &StepPlan) -> std::result::Result<DeviceView, SimError> {
+        let (b, s) = (&self.b, &self.input);
+        let bpr = b.cap.blocks_per_row;
+        Ok(assemble_view(
+            &b.consumed_ids[..s.padded_tokens],
+            &b.consumed_pos[..s.padded_tokens],
+            &b.cu_seqlens_q[..=s.meta_reqs],
+            &b.seqused_k[..s.meta_reqs],
+            &b.meta_block_table[..s.meta_reqs * bpr],
+            &b.slot_mapping[..s.meta_tokens],
+            &b.logits_indices[..s.num_logits()],
+            bpr,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use specreplay_sim::{diff, engine, trace, Trace};
+
+    fn run(sc: &Scenario) -> std::result::Result<Trace, SimError> {
+        let mut dev = HostDevice::new(sc).unwrap();
+        let mut steps = Vec::new();
+        let end = engine::run_with(sc, Some(&mut dev), &mut |s| {
+            steps.push(s);
+            Ok(())
+        })?;
+        Ok(Trace::recorded(sc, steps, end.outputs))
+    }
+
+    fn root() -> std::path::PathBuf {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    }
+
+    #[test]
+    fn the_golden_trace_replays_identical_through_the_kernel_references() {
+        let rec = trace::read(&root().join("traces/vllm_ngram_13step.json")).unwrap();
+        let got = run(&rec.scenario()).unwrap();
+        let rep = diff::compare(&rec, &got);
+        assert!(rep.identical(), "{:?}", rep.first);
+    }
+
+    #[test]
+    fn conformance_traces_replay_identical_through_the_kernel_references() {
+        let dir = root().join("traces/conformance/vllm-0.12.0");
+        let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        paths.sort();
+        assert!(paths.len() > 100);
+        for p in paths.iter().step_by(7) {
+            let rec = trace::read(p).unwrap();
+            let got = run(&rec.scenario()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let rep = diff::compare(&rec, &got);
+            assert!(rep.identical(), "{}: {:?}", p.display(), rep.first);
+        }
+    }
+
+    #[test]
+    fn fuzz_scenarios_match_the_cpu_device_through_the_kernel_references() {
+        use specreplay_sim::fuzzing::FuzzScenario;
+        let mut rng = crate::selftest::Rng::new(11);
+        for i in 0..150 {
+            let bytes: Vec<u8> = (0..512).map(|_| rng.next_u64() as u8).collect();
+            let sc = FuzzScenario::scenario_from_bytes(&bytes).unwrap();
+            let cpu = engine::run(&sc).map(|r| r.trace);
+            let host = run(&sc);
+            match (cpu, host) {
+                (Ok(c), Ok(h)) => {
+                    let rep = diff::compare(&c, &h);
+                    assert!(rep.identical(), "scenario {i}: {:?}", rep.first);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "scenario {i}"),
+                (a, b) => panic!("scenario {i}: CPU {:?} vs reference {:?}", a.err(), b.err()),
+            }
+        }
+    }
+}
