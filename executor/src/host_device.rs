@@ -14,7 +14,9 @@ use specreplay_sim::SimError;
 use crate::cuda_device::{assemble_view, block_rows, capacity, step_input, write_scheduled, Recorded};
 use crate::error::{ExecError, Result};
 use crate::graphs;
+use crate::kernels::Variant;
 use crate::layout::*;
+use crate::step::Kernel;
 
 /// The reference device of one run.
 pub struct HostDevice {
@@ -24,6 +26,7 @@ pub struct HostDevice {
     recorded: Recorded,
     expected_of: Vec<Option<usize>>,
     input: StepInput,
+    variant: Variant,
 }
 
 fn err(e: impl std::fmt::Display) -> SimError {
@@ -32,6 +35,12 @@ fn err(e: impl std::fmt::Display) -> SimError {
 
 impl HostDevice {
     pub fn new(scenario: &Scenario) -> Result<HostDevice> {
+        Self::with_variant(scenario, Variant::Correct)
+    }
+
+    /// The reference device running the references of a kernel `variant` (the known-bad
+    /// `padded-slot-writes` keeps FULL-padded tokens' stale slots, as its CUDA build does).
+    pub fn with_variant(scenario: &Scenario, variant: Variant) -> Result<HostDevice> {
         if scenario.config.profile != Profile::VllmV1 {
             return Err(ExecError::InvalidInput("the reference device runs the vllm-v1 profile only".into()));
         }
@@ -50,6 +59,7 @@ impl HostDevice {
             recorded: Recorded::new(scenario, cap.expected_stride()),
             expected_of: vec![None; cap.max_num_seqs],
             input: StepInput::default(),
+            variant,
         })
     }
 }
@@ -79,8 +89,13 @@ impl SimDevice for HostDevice {
     }
 
     fn forward_sample(&mut self, plan: &StepPlan, _: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
+        let (total, meta_tokens) = (self.input.num_tokens(), self.input.meta_tokens);
+        let stale: Vec<i64> = self.b.slot_mapping[total..meta_tokens].to_vec();
         for k in graphs::full_plan(self.synthetic) {
             k.reference(&mut self.b, &self.oracle);
+            if k == Kernel::BuildMetadata && self.variant == Variant::PaddedSlotWrites {
+                self.b.slot_mapping[total..meta_tokens].copy_from_slice(&stale);
+            }
         }
         let c = &self.b.counters;
         if c[CTR_MISMATCH] > 0 || c[CTR_OUT_OF_RANGE] > 0 {
@@ -112,13 +127,21 @@ impl SimDevice for HostDevice {
     }
 }
 
+/// A committed scenario with FULL-padded decode steps (continuation oracle): the one the
+/// known-bad-variant tests run (`executor/tests/gpu.rs`).
+pub const VARIANT_SCENARIO: &str = "scenarios/cascade_ghost_entry.json";
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use specreplay_sim::{diff, engine, trace, Trace};
 
     fn run(sc: &Scenario) -> std::result::Result<Trace, SimError> {
-        let mut dev = HostDevice::new(sc).unwrap();
+        run_variant(sc, Variant::Correct)
+    }
+
+    fn run_variant(sc: &Scenario, v: Variant) -> std::result::Result<Trace, SimError> {
+        let mut dev = HostDevice::with_variant(sc, v).unwrap();
         let mut steps = Vec::new();
         let end = engine::run_with(sc, Some(&mut dev), &mut |s| {
             steps.push(s);
@@ -137,6 +160,31 @@ mod tests {
         let got = run(&rec.scenario()).unwrap();
         let rep = diff::compare(&rec, &got);
         assert!(rep.identical(), "{:?}", rep.first);
+    }
+
+    /// The scenario the GPU test of the known-bad variant uses has FULL steps with padded
+    /// tokens, and the variant's reference is caught there: the first divergence is a
+    /// padded token's slot (stale instead of -1).
+    #[test]
+    fn the_padded_slot_writes_variant_is_caught_by_replay() {
+        let rec = trace::read(&root().join("traces/vllm_ngram_13step.json")).unwrap();
+        let ok = run_variant(&rec.scenario(), Variant::PaddedSlotWrites).unwrap();
+        assert!(diff::compare(&rec, &ok).identical(), "no padded FULL step in the golden trace: nothing to catch");
+        let text = std::fs::read_to_string(root().join(VARIANT_SCENARIO)).unwrap();
+        let sc = Scenario::from_json(&text).unwrap();
+        let cpu = engine::run(&sc).unwrap().trace;
+        let padded: Vec<u64> = cpu
+            .steps
+            .iter()
+            .filter(|s| s.cudagraph_mode == "FULL" && s.num_padded_tokens > s.total_num_scheduled_tokens)
+            .map(|s| s.step)
+            .collect();
+        assert!(!padded.is_empty(), "{VARIANT_SCENARIO} has no FULL step with padding");
+        assert!(diff::compare(&cpu, &run(&sc).unwrap()).identical());
+        let bad = run_variant(&sc, Variant::PaddedSlotWrites).unwrap();
+        let d = diff::compare(&cpu, &bad).first.expect("the variant must diverge");
+        assert!(d.field.starts_with("attn.slot_mapping["), "{d:?}");
+        assert_eq!(d.step, Some(padded[0]), "{d:?}");
     }
 
     #[test]
