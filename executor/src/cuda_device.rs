@@ -693,8 +693,8 @@ mod tests {
 
     #[test]
     fn capacity_follows_vllm_sizing_and_the_vocabulary() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../traces/vllm_ngram_13step.json");
-        let sc = specreplay_sim::trace::read(std::path::Path::new(path)).unwrap().scenario();
+        let path = crate::repo_root().join("traces/vllm_ngram_13step.json");
+        let sc = specreplay_sim::trace::read(&path).unwrap().scenario();
         let c = capacity(&sc);
         assert_eq!(c.max_tokens, 8192, "max(max_num_batched_tokens, largest capture size)");
         assert_eq!((c.max_num_seqs, c.max_model_len, c.block_size), (4, 32, 16));

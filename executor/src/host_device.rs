@@ -151,7 +151,7 @@ mod tests {
     }
 
     fn root() -> std::path::PathBuf {
-        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        crate::repo_root()
     }
 
     #[test]

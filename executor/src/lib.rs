@@ -34,5 +34,17 @@ pub mod step;
 
 pub use error::{ExecError, Result};
 
+/// The repository root for tests that read committed traces: the build-time workspace
+/// when it still holds `traces/`, else the current directory (the GPU host runs test
+/// binaries built on another machine, from the repository root).
+pub fn repo_root() -> std::path::PathBuf {
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built.join("traces").is_dir() {
+        built
+    } else {
+        std::env::current_dir().unwrap_or_default()
+    }
+}
+
 /// Re-export of the simulator the executor builds on.
 pub use specreplay_sim as sim;

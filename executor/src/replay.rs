@@ -118,8 +118,7 @@ mod tests {
     use specreplay_sim::diff;
 
     fn golden() -> Trace {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../traces/vllm_ngram_13step.json");
-        specreplay_sim::trace::read(std::path::Path::new(path)).unwrap()
+        specreplay_sim::trace::read(&crate::repo_root().join("traces/vllm_ngram_13step.json")).unwrap()
     }
 
     #[test]

@@ -92,7 +92,7 @@ mod engine_on_gpu {
     use specreplay_sim::{diff, engine, fuzzing::FuzzScenario, trace, Scenario};
 
     fn root() -> PathBuf {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        specreplay_executor::repo_root()
     }
 
     fn golden() -> specreplay_sim::Trace {
