@@ -14,7 +14,7 @@ use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::replay::{self, Coverage, RunError};
 use specreplay_executor::{bench, selftest, ExecError};
-use specreplay_sim::{diff, engine, fuzzing, trace, Trace};
+use specreplay_sim::{diff, engine, trace, Trace};
 
 /// Exit code of every `gpu` command on a machine without a usable CUDA driver.
 pub const EXIT_NO_DRIVER: u8 = 3;
@@ -100,14 +100,6 @@ pub fn run(cmd: GpuCmd) -> Result<ExitCode, String> {
         }
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// The fuzz scenario `i` of `seed`: the engine fuzz generator
-/// (`specreplay_sim::fuzzing::FuzzScenario`) over 512 pseudo-random bytes.
-pub fn fuzz_scenario(seed: u64, i: u64) -> Option<specreplay_sim::Scenario> {
-    let mut rng = selftest::Rng::new(specreplay_sim::oracle::splitmix(seed ^ i.wrapping_mul(0x9e37_79b9)));
-    let bytes: Vec<u8> = (0..512).map(|_| rng.next_u64() as u8).collect();
-    fuzzing::FuzzScenario::scenario_from_bytes(&bytes)
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ExecError {
@@ -233,7 +225,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             let dev = Device::open_variant(0, variant)?;
             let (mut same, mut cov, mut shown) = (0u64, Coverage::default(), 0);
             for i in first..first + n {
-                let Some(sc) = fuzz_scenario(seed, i) else {
+                let Some(sc) = replay::fuzz_scenario(seed, i) else {
                     return Err(ExecError::Input(format!("fuzz scenario {i}: generator ran out of bytes")));
                 };
                 let cpu = engine::run(&sc);
@@ -270,6 +262,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         println!("reproduce: specreplay gpu fuzz --seed {seed} --first {i} --n 1");
                     }
                     Err(_) => {}
+                }
+                if (i + 1 - first) % 100 == 0 {
+                    eprintln!("gpu fuzz: {}/{n} run, {same} identical so far", i + 1 - first);
                 }
             }
             println!("identical: {same}/{n}");

@@ -332,7 +332,7 @@ impl<'d> CudaDevice<'d> {
     /// and warms every kernel up. The nano-vllm profile is not supported yet.
     pub fn new(dev: &'d Device, scenario: &Scenario, probe: Probe) -> Result<CudaDevice<'d>> {
         if scenario.config.profile != Profile::VllmV1 {
-            return Err(ExecError::InvalidInput(format!(
+            return Err(ExecError::Input(format!(
                 "the CUDA device runs the vllm-v1 profile only (this scenario is {:?})",
                 scenario.config.profile
             )));

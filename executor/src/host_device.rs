@@ -42,7 +42,7 @@ impl HostDevice {
     /// `padded-slot-writes` keeps FULL-padded tokens' stale slots, as its CUDA build does).
     pub fn with_variant(scenario: &Scenario, variant: Variant) -> Result<HostDevice> {
         if scenario.config.profile != Profile::VllmV1 {
-            return Err(ExecError::InvalidInput("the reference device runs the vllm-v1 profile only".into()));
+            return Err(ExecError::Input("the reference device runs the vllm-v1 profile only".into()));
         }
         let cap = capacity(scenario);
         let synthetic = scenario.oracle.kind == OracleKind::Synthetic;
