@@ -132,7 +132,7 @@ device() {
     stage replay-poison 50 "$OUT/replay.log" .gpu/specreplay gpu replay --poison "${traces[@]}"
     stage replay-shadow 60 "$OUT/replay.log" .gpu/specreplay gpu replay --shadow-eager "${traces[@]}"
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
-    stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --json "$OUT/bench.json" "${traces[@]}"
+    stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
 
     local failed=0 s name rc secs json="" sep=""
     {
