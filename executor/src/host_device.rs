@@ -11,7 +11,9 @@ use specreplay_sim::device::{Device as SimDevice, DeviceView, StepPlan};
 use specreplay_sim::oracle::Synthetic;
 use specreplay_sim::SimError;
 
-use crate::cuda_device::{assemble_view, block_rows, capacity, step_input, write_scheduled, Recorded};
+use crate::cuda_device::{
+    assemble_view, block_rows, capacity, step_input, write_scheduled, Recorded, Written, POISON_I32, POISON_I64,
+};
 use crate::error::{ExecError, Result};
 use crate::graphs;
 use crate::kernels::Variant;
@@ -27,6 +29,9 @@ pub struct HostDevice {
     expected_of: Vec<Option<usize>>,
     input: StepInput,
     variant: Variant,
+    /// `--poison`: never-written slots hold poison before every step.
+    poison: bool,
+    written: Written,
 }
 
 fn err(e: impl std::fmt::Display) -> SimError {
@@ -36,6 +41,27 @@ fn err(e: impl std::fmt::Display) -> SimError {
 impl HostDevice {
     pub fn new(scenario: &Scenario) -> Result<HostDevice> {
         Self::with_variant(scenario, Variant::Correct)
+    }
+
+    /// The reference device with `--poison`'s tail filling (the same marks as the GPU's).
+    pub fn poisoned(scenario: &Scenario) -> Result<HostDevice> {
+        let mut d = Self::new(scenario)?;
+        d.poison = true;
+        d.b.token_table.fill(POISON_I32);
+        d.b.block_table.fill(POISON_I32);
+        Ok(d)
+    }
+
+    fn fill_tails(&mut self) {
+        let (w, b) = (self.written, &mut self.b);
+        b.input_ids[w.input_ids..].fill(POISON_I32);
+        b.positions[w.positions..].fill(POISON_I64);
+        b.slot_mapping[w.slot_mapping..].fill(POISON_I64);
+        b.cu_seqlens_q[w.cu_seqlens_q..].fill(POISON_I32);
+        b.seqused_k[w.seqused_k..].fill(POISON_I32);
+        b.meta_block_table[w.meta_block_table..].fill(POISON_I32);
+        b.logits_indices[w.logits_indices..].fill(POISON_I32);
+        b.cu_sampled[w.cu_sampled..].fill(POISON_I32);
     }
 
     /// The reference device running the references of a kernel `variant` (the known-bad
@@ -60,6 +86,8 @@ impl HostDevice {
             expected_of: vec![None; cap.max_num_seqs],
             input: StepInput::default(),
             variant,
+            poison: false,
+            written: Written::default(),
         })
     }
 }
@@ -89,6 +117,9 @@ impl SimDevice for HostDevice {
     }
 
     fn forward_sample(&mut self, plan: &StepPlan, _: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
+        if self.poison {
+            self.fill_tails();
+        }
         let (total, meta_tokens) = (self.input.num_tokens(), self.input.meta_tokens);
         let stale: Vec<i64> = self.b.slot_mapping[total..meta_tokens].to_vec();
         for k in graphs::full_plan(self.synthetic) {
@@ -97,6 +128,7 @@ impl SimDevice for HostDevice {
                 self.b.slot_mapping[total..meta_tokens].copy_from_slice(&stale);
             }
         }
+        self.written.add(&self.input, self.b.cap.blocks_per_row);
         let c = &self.b.counters;
         if c[CTR_MISMATCH] > 0 || c[CTR_OUT_OF_RANGE] > 0 {
             return Err(SimError::Device(format!("step {}: device counters {c:?}", plan.step)));
@@ -138,6 +170,39 @@ mod tests {
 
     fn run(sc: &Scenario) -> std::result::Result<Trace, SimError> {
         run_variant(sc, Variant::Correct)
+    }
+
+    fn run_poisoned(sc: &Scenario) -> std::result::Result<Trace, SimError> {
+        let mut dev = HostDevice::poisoned(sc).unwrap();
+        let mut steps = Vec::new();
+        let end = engine::run_with(sc, Some(&mut dev), &mut |s| {
+            steps.push(s);
+            Ok(())
+        })?;
+        Ok(Trace::recorded(sc, steps, end.outputs))
+    }
+
+    /// `--poison`'s marks are right: poisoning every slot no step has written changes no
+    /// real row on any committed trace (a kernel reading a never-written slot, or a mark
+    /// claiming too little, would), while the stale tails do change where they were never
+    /// written.
+    #[test]
+    fn poisoning_never_written_slots_changes_no_real_row() {
+        use crate::replay::real_rows_only;
+        let mut paths = vec![root().join("traces/vllm_ngram_13step.json")];
+        let dir = root().join("traces/conformance/vllm-0.12.0");
+        let mut conf: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        conf.sort();
+        paths.extend(conf);
+        let mut tails_changed = 0;
+        for p in &paths {
+            let rec = trace::read(p).unwrap();
+            let got = run_poisoned(&rec.scenario()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let rep = diff::compare(&real_rows_only(&rec), &real_rows_only(&got));
+            assert!(rep.identical(), "{}: {:?}", p.display(), rep.first);
+            tails_changed += usize::from(!diff::compare(&rec, &got).identical());
+        }
+        assert!(tails_changed > 0, "poison never reached a recorded tail: the probe would test nothing");
     }
 
     fn run_variant(sc: &Scenario, v: Variant) -> std::result::Result<Trace, SimError> {
@@ -193,7 +258,7 @@ mod tests {
         let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         paths.sort();
         assert!(paths.len() > 100);
-        for p in paths.iter().step_by(7) {
+        for p in &paths {
             let rec = trace::read(p).unwrap();
             let got = run(&rec.scenario()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             let rep = diff::compare(&rec, &got);
@@ -201,13 +266,13 @@ mod tests {
         }
     }
 
+    const FUZZ_CASES: u64 = 1000;
+
     #[test]
     fn fuzz_scenarios_match_the_cpu_device_through_the_kernel_references() {
-        use specreplay_sim::fuzzing::FuzzScenario;
-        let mut rng = crate::selftest::Rng::new(11);
-        for i in 0..150 {
-            let bytes: Vec<u8> = (0..512).map(|_| rng.next_u64() as u8).collect();
-            let sc = FuzzScenario::scenario_from_bytes(&bytes).unwrap();
+        // The scenarios of `gpu fuzz --n 1000 --seed 1`.
+        for i in 0..FUZZ_CASES {
+            let sc = crate::replay::fuzz_scenario(1, i).unwrap();
             let cpu = engine::run(&sc).map(|r| r.trace);
             let host = run(&sc);
             match (cpu, host) {
