@@ -9,7 +9,8 @@
 # recorded and the next stage runs. Stages: env (NVRTC/cuBLAS lookup) + gpu info, gpu
 # selftest, the ignored GPU tests (SPECREPLAY_REQUIRE_GPU=1), the unit and kernel compile
 # tests, gpu replay of the golden and conformance traces (plain, --poison,
-# --shadow-eager), gpu fuzz --n 1000, gpu bench. Files in $OUT (flat, 8): info.txt
+# --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
+# --n 1000, gpu bench. Files in $OUT (flat, 8): info.txt
 # selftest.log selftest.json tests.log replay.log bench.json summary.txt summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
@@ -131,6 +132,12 @@ device() {
     stage replay 50 "$OUT/replay.log" .gpu/specreplay gpu replay "${traces[@]}"
     stage replay-poison 50 "$OUT/replay.log" .gpu/specreplay gpu replay --poison "${traces[@]}"
     stage replay-shadow 60 "$OUT/replay.log" .gpu/specreplay gpu replay --shadow-eager "${traces[@]}"
+    # gpu sim, then the trace replayed on the CPU; the known-bad kernel variant must be
+    # caught by gpu replay (exit 1) on a trace with FULL-padded steps.
+    local tmp="${TMPDIR:-/tmp}/specreplay-gpu-check"
+    mkdir -p "$tmp"
+    stage sim-cpu-replay 30 "$OUT/replay.log" bash -c ".gpu/specreplay gpu sim scenarios/cascade_ghost_entry.json -o $tmp/gpu.json && .gpu/specreplay replay $tmp/gpu.json"
+    stage known-bad 30 "$OUT/replay.log" bash -c ".gpu/specreplay sim scenarios/cascade_ghost_entry.json -o $tmp/cpu.json && .gpu/specreplay gpu replay --variant padded-slot-writes $tmp/cpu.json; rc=\$?; echo \"known-bad variant: gpu replay exit \$rc (1 expected)\"; test \$rc = 1"
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
 
@@ -145,7 +152,7 @@ device() {
         done
         grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
         grep -E '^test result:' "$OUT/tests.log" 2>/dev/null
-        grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
+        grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"
