@@ -5,11 +5,14 @@
 #   bash scripts/gpu-check.sh device   # on the GPU host, repo root, $OUT set: runs everything,
 #                                      # writes logs/JSON into $OUT, prints a summary
 #
-# The device half never stops at a failed stage: each stage's exit code is recorded and
-# the next stage runs. Stages: env (NVRTC/cuBLAS lookup), gpu info, gpu selftest, the
-# ignored GPU tests (SPECREPLAY_REQUIRE_GPU=1), the kernel compile test with the host's
-# NVRTC. Files in $OUT (flat, 7): env.txt info.txt selftest.log selftest.json tests.log
-# summary.txt summary.json. Time limits keep the whole run under 9 minutes.
+# The device half never stops at a failed stage: each stage's exit code and time are
+# recorded and the next stage runs. Stages: env (NVRTC/cuBLAS lookup) + gpu info, gpu
+# selftest, the ignored GPU tests (SPECREPLAY_REQUIRE_GPU=1), the unit and kernel compile
+# tests, gpu replay of the golden and conformance traces (plain, --poison,
+# --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
+# --n 1000, gpu bench. Files in $OUT (flat, 8): info.txt
+# selftest.log selftest.json tests.log replay.log bench.json summary.txt summary.json.
+# Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,14 +80,23 @@ add_lib() {
 }
 
 STAGES=()
-# stage NAME LIMIT_S LOG COMMAND...: runs with a time limit, appends to LOG, records the result.
+DEADLINE=0
+# stage NAME LIMIT_S LOG COMMAND...: runs with a time limit (never past DEADLINE), appends
+# to LOG, records the result (exit 124/137: timed out; "skipped": no time left).
 stage() {
     local name=$1 limit=$2 log=$3
     shift 3
-    local t0 t1 rc
+    local t0 t1 rc left
     t0=$(date +%s)
-    echo "== $name: $*" >>"$log"
-    timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+    left=$((DEADLINE - t0))
+    if [ "$left" -lt 5 ]; then
+        STAGES+=("$name skipped 0")
+        echo "stage $name: skipped (no time left)"
+        return
+    fi
+    [ "$limit" -le "$left" ] || limit=$left
+    echo "== $name: $(echo "$*" | cut -c1-160)" >>"$log"
+    timeout --kill-after=5 "$limit" "$@" >>"$log" 2>&1
     rc=$?
     t1=$(date +%s)
     STAGES+=("$name $rc $((t1 - t0))")
@@ -95,6 +107,7 @@ device() {
     : "${OUT:?set OUT to the results folder}"
     mkdir -p "$OUT"
     [ -x .gpu/specreplay ] || { echo "no .gpu/ binaries: run 'scripts/gpu-check.sh build' first and carry .gpu" >&2; exit 2; }
+    DEADLINE=$(($(date +%s) + 510))
     export SPECREPLAY_KERNEL_CACHE="${TMPDIR:-/tmp}/specreplay-kernels"
     {
         date -u +"%Y-%m-%dT%H:%M:%SZ"
@@ -106,20 +119,32 @@ device() {
         add_lib libcublas.so.13
         echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
         echo "SPECREPLAY_KERNEL_CACHE=$SPECREPLAY_KERNEL_CACHE"
-    } >"$OUT/env.txt" 2>&1
+    } >"$OUT/info.txt" 2>&1
     # (The brace group above runs in this shell: add_lib's exports apply below.)
     export SPECREPLAY_REQUIRE_GPU=1
+    local traces=(traces/vllm_ngram_13step.json traces/conformance/vllm-0.12.0/*.bin)
 
-    stage info 60 "$OUT/info.txt" .gpu/specreplay gpu info
-    stage selftest 330 "$OUT/selftest.log" .gpu/specreplay gpu selftest --json "$OUT/selftest.json"
-    stage gpu-tests 120 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
+    stage info 30 "$OUT/info.txt" .gpu/specreplay gpu info
+    stage selftest 100 "$OUT/selftest.log" .gpu/specreplay gpu selftest --json "$OUT/selftest.json"
+    stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
     stage unit-tests 30 "$OUT/tests.log" .gpu/executor-unit --test-threads=1
-    stage nvrtc-compile 30 "$OUT/tests.log" .gpu/executor-nvrtc --test-threads=1
+    stage nvrtc-compile 20 "$OUT/tests.log" .gpu/executor-nvrtc --test-threads=1
+    stage replay 50 "$OUT/replay.log" .gpu/specreplay gpu replay "${traces[@]}"
+    stage replay-poison 50 "$OUT/replay.log" .gpu/specreplay gpu replay --poison "${traces[@]}"
+    stage replay-shadow 60 "$OUT/replay.log" .gpu/specreplay gpu replay --shadow-eager "${traces[@]}"
+    # gpu sim, then the trace replayed on the CPU; the known-bad kernel variant must be
+    # caught by gpu replay (exit 1) on a trace with FULL-padded steps.
+    local tmp="${TMPDIR:-/tmp}/specreplay-gpu-check"
+    mkdir -p "$tmp"
+    stage sim-cpu-replay 30 "$OUT/replay.log" bash -c ".gpu/specreplay gpu sim scenarios/cascade_ghost_entry.json -o $tmp/gpu.json && .gpu/specreplay replay $tmp/gpu.json"
+    stage known-bad 30 "$OUT/replay.log" bash -c ".gpu/specreplay sim scenarios/cascade_ghost_entry.json -o $tmp/cpu.json && .gpu/specreplay gpu replay --variant padded-slot-writes $tmp/cpu.json; rc=\$?; echo \"known-bad variant: gpu replay exit \$rc (1 expected)\"; test \$rc = 1"
+    stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
+    stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
 
     local failed=0 s name rc secs json="" sep=""
     {
         echo "gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-        head -n 1 "$OUT/info.txt" 2>/dev/null
+        grep -m 1 '^device ' "$OUT/info.txt" 2>/dev/null
         for s in "${STAGES[@]}"; do
             read -r name rc secs <<<"$s"
             printf '%-14s %s (%s s)\n' "$name" "$([ "$rc" = 0 ] && echo ok || echo "FAILED exit $rc")" "$secs"
@@ -127,9 +152,11 @@ device() {
         done
         grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
         grep -E '^test result:' "$OUT/tests.log" 2>/dev/null
+        grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"
+        [ "$rc" = skipped ] && rc='"skipped"'
         json+="$sep{\"stage\":\"$name\",\"exit\":$rc,\"seconds\":$secs}"
         sep=","
     done

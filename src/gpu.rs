@@ -1,15 +1,20 @@
 //! `specreplay gpu ...`: the CUDA executor's commands.
 //!
-//! Exit codes: 0 success (selftest: 0 mismatches), 1 selftest mismatches, 2 any other
-//! failure, 3 no CUDA driver (or no device) on this machine: one line
-//! `specreplay: error: no CUDA driver found: ...`.
+//! Exit codes: 0 success (selftest: 0 mismatches; replay / fuzz: all identical), 1
+//! mismatches or divergences, 2 any other failure (one line), 3 no CUDA driver (or no
+//! device) on this machine: one line `specreplay: error: no CUDA driver found: ...`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Subcommand;
+use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
-use specreplay_executor::{selftest, ExecError};
+use specreplay_executor::kernels::Variant;
+use specreplay_executor::replay::{self, Coverage, RunError};
+use specreplay_executor::{bench, selftest, ExecError};
+use specreplay_sim::{diff, engine, trace, Trace};
 
 /// Exit code of every `gpu` command on a machine without a usable CUDA driver.
 pub const EXIT_NO_DRIVER: u8 = 3;
@@ -30,6 +35,59 @@ pub enum GpuCmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Run a scenario on the GPU (engine loop on the CPU, device work in CUDA graphs) and
+    /// record its trace; the notes say `backend: cuda`, the device and the module hashes.
+    Sim {
+        scenario: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Kernel variant (testing: a known-bad variant the check must catch).
+        #[arg(long, hide = true, default_value = "correct")]
+        variant: String,
+    },
+    /// Re-run each trace's scenario on the GPU and compare every field, stale tails
+    /// included (exit 1 if any diverges).
+    Replay {
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+        /// Fill never-written slots of the input and metadata buffers with poison before
+        /// each launch; compare real rows only (tails then differ on purpose).
+        #[arg(long, conflicts_with = "shadow_eager")]
+        poison: bool,
+        /// Also run each step eagerly at exact size on a second buffer set and compare
+        /// real rows with the graph replay.
+        #[arg(long)]
+        shadow_eager: bool,
+        #[arg(long, hide = true, default_value = "correct")]
+        variant: String,
+    },
+    /// Random scenarios from the engine fuzz generator (synthetic oracle), each run on
+    /// the GPU and re-simulated on the CPU: prints `identical: X/N` and coverage counts.
+    Fuzz {
+        #[arg(long, default_value_t = 1000)]
+        n: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Index of the first scenario (to reproduce one: `--first I --n 1`).
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Also write the counts as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, hide = true, default_value = "correct")]
+        variant: String,
+    },
+    /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
+    /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
+    Bench {
+        traces: Vec<PathBuf>,
+        /// Replays per measured graph.
+        #[arg(long, default_value_t = 2000)]
+        replays: usize,
+        /// Write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Runs a `gpu` command; `Err` is the one-line message of an exit-2 failure.
@@ -42,6 +100,16 @@ pub fn run(cmd: GpuCmd) -> Result<ExitCode, String> {
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> ExecError {
+    ExecError::Input(format!("{}: {e}", path.display()))
+}
+
+fn fail_line(what: &str, e: &RunError, repro: &str) {
+    println!("FAIL {what}");
+    println!("  {e}");
+    println!("reproduce: {repro}");
 }
 
 fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
@@ -73,9 +141,204 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             print!("{}", rep.table());
             if let Some(path) = json {
                 std::fs::write(&path, rep.json() + "\n")
-                    .map_err(|e| ExecError::InvalidInput(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| ExecError::Input(format!("{}: {e}", path.display())))?;
             }
             Ok(if rep.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        GpuCmd::Sim { scenario, output, variant } => {
+            let variant = Variant::parse(&variant)?;
+            let sc = crate::read_scenario(&scenario).map_err(|f| ExecError::Input(f.0))?;
+            let dev = Device::open_variant(0, variant)?;
+            let (t, stats) = match replay::run_on_gpu(&dev, &sc, Probe::None) {
+                Ok(r) => r,
+                Err(RunError::Exec(e)) => return Err(e),
+                Err(e) => return Err(ExecError::Input(format!("{}: {e}", scenario.display()))),
+            };
+            trace::write(&output, &t).map_err(|e| io_err(&output, e))?;
+            eprintln!(
+                "wrote {} ({} steps; {} graphs captured, {} graph replays, {} eager steps)",
+                output.display(),
+                t.steps.len(),
+                stats.captures,
+                stats.replays.values().sum::<u64>(),
+                stats.eager
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        GpuCmd::Replay { traces, poison, shadow_eager, variant } => {
+            let variant = Variant::parse(&variant)?;
+            let recorded: Vec<Trace> = traces
+                .iter()
+                .map(|p| crate::read_trace(p).map_err(|f| ExecError::Input(f.0)))
+                .collect::<Result<_, _>>()?;
+            let dev = Device::open_variant(0, variant)?;
+            let probe = if poison {
+                Probe::Poison
+            } else if shadow_eager {
+                Probe::ShadowEager
+            } else {
+                Probe::None
+            };
+            let flag = match probe {
+                Probe::Poison => " --poison",
+                Probe::ShadowEager => " --shadow-eager",
+                Probe::None => "",
+            };
+            let (mut failed, mut steps) = (0, 0usize);
+            let t0 = Instant::now();
+            for (path, rec) in traces.iter().zip(&recorded) {
+                let repro = format!("specreplay gpu replay{flag} {}", path.display());
+                let what = format!("{} (recorded by {}) vs GPU{flag}", path.display(), rec.recorded_by);
+                let got = match replay::run_on_gpu(&dev, &rec.scenario(), probe) {
+                    Ok((t, _)) => t,
+                    Err(RunError::Exec(e)) => return Err(e),
+                    Err(e) if e.is_divergence() => {
+                        failed += 1;
+                        fail_line(&what, &e, &repro);
+                        continue;
+                    }
+                    Err(e) => return Err(ExecError::Input(format!("{}: {e}", path.display()))),
+                };
+                steps += got.steps.len();
+                let rep = if poison {
+                    diff::compare(&replay::real_rows_only(rec), &replay::real_rows_only(&got))
+                } else {
+                    diff::compare(rec, &got)
+                };
+                if rep.identical() {
+                    let how = if poison { "real rows identical under poison" } else { "identical" };
+                    println!("OK {}: {} steps {how}", path.display(), rec.steps.len());
+                } else {
+                    failed += 1;
+                    crate::print_divergence(&rep, rec, &what, &repro);
+                }
+            }
+            if traces.len() > 1 {
+                println!("identical: {}/{}", traces.len() - failed, traces.len());
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            eprintln!("gpu replay: {steps} steps in {secs:.3} s ({:.0} steps/s)", steps as f64 / secs.max(1e-9));
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        GpuCmd::Fuzz { n, seed, first, json, variant } => {
+            let variant = Variant::parse(&variant)?;
+            let dev = Device::open_variant(0, variant)?;
+            let (mut same, mut cov, mut shown) = (0u64, Coverage::default(), 0);
+            for i in first..first + n {
+                let Some(sc) = replay::fuzz_scenario(seed, i) else {
+                    return Err(ExecError::Input(format!("fuzz scenario {i}: generator ran out of bytes")));
+                };
+                let cpu = engine::run(&sc);
+                let gpu = replay::run_on_gpu(&dev, &sc, Probe::None);
+                let verdict: Result<(), String> = match (&cpu, &gpu) {
+                    (_, Err(RunError::Exec(e))) => return Err(ExecError::Input(format!("fuzz scenario {i}: {e}"))),
+                    (Ok(c), Ok((g, _))) => {
+                        cov.add(&c.trace);
+                        let rep = diff::compare(&c.trace, g);
+                        match rep.first {
+                            None => Ok(()),
+                            Some(d) => Err(format!(
+                                "{} / {} / {}: CPU {} vs GPU {}",
+                                d.step.map_or("header/outputs".into(), |s| format!("step {s}")),
+                                d.request.unwrap_or_default(),
+                                d.field,
+                                d.expected,
+                                d.actual
+                            )),
+                        }
+                    }
+                    (Err(c), Err(RunError::Sim(g))) if c == g => Ok(()),
+                    (c, g) => Err(format!(
+                        "CPU {} vs GPU {}",
+                        c.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()),
+                        g.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into())
+                    )),
+                };
+                match verdict {
+                    Ok(()) => same += 1,
+                    Err(msg) if shown < 5 => {
+                        shown += 1;
+                        println!("FAIL fuzz scenario {i}: {msg}");
+                        println!("reproduce: specreplay gpu fuzz --seed {seed} --first {i} --n 1");
+                    }
+                    Err(_) => {}
+                }
+                if (i + 1 - first) % 100 == 0 {
+                    eprintln!("gpu fuzz: {}/{n} run, {same} identical so far", i + 1 - first);
+                }
+            }
+            println!("identical: {same}/{n}");
+            println!(
+                "scenarios with FULL steps: {}, PIECEWISE steps: {}, NONE steps: {}, preemption: {}, prefix-cache hits: {}",
+                cov.full, cov.piecewise, cov.none, cov.preemption, cov.prefix_hits
+            );
+            if let Some(path) = json {
+                let j = serde_json::json!({
+                    "n": n, "seed": seed, "identical": same,
+                    "full": cov.full, "piecewise": cov.piecewise, "none": cov.none,
+                    "preemption": cov.preemption, "prefix_hits": cov.prefix_hits,
+                });
+                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+            }
+            Ok(if same == n { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        GpuCmd::Bench { traces, replays, json } => {
+            let recorded: Vec<Trace> = traces
+                .iter()
+                .map(|p| crate::read_trace(p).map_err(|f| ExecError::Input(f.0)))
+                .collect::<Result<_, _>>()?;
+            let dev = Device::open(0)?;
+            println!("{}", dev.info.name);
+            let timings = bench::graph_timings(&dev, &[1, 32, 256], 3, replays)?;
+            println!("{:>6} {:>3} {:>16} {:>12} {:>12}", "batch", "k", "bookkeeping_us", "step_us", "floor_us");
+            for t in &timings {
+                println!(
+                    "{:>6} {:>3} {:>16.2} {:>12.2} {:>12.2}",
+                    t.batch, t.k, t.bookkeeping_us, t.step_us, t.floor_us
+                );
+            }
+            // Replay throughput: the same scenarios on the CPU device and on the GPU.
+            let (mut cpu_steps, mut gpu_steps) = (0usize, 0usize);
+            let t0 = Instant::now();
+            for (p, rec) in traces.iter().zip(&recorded) {
+                let r = engine::run(&rec.scenario()).map_err(|e| io_err(p, e))?;
+                cpu_steps += r.trace.steps.len();
+            }
+            let cpu_s = t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            for (p, rec) in traces.iter().zip(&recorded) {
+                let (t, _) = replay::run_on_gpu(&dev, &rec.scenario(), Probe::None).map_err(|e| io_err(p, e))?;
+                gpu_steps += t.steps.len();
+            }
+            let gpu_s = t0.elapsed().as_secs_f64();
+            let rate = |steps: usize, s: f64| steps as f64 / s.max(1e-9);
+            if !traces.is_empty() {
+                println!(
+                    "replay of {} traces: CPU {cpu_steps} steps in {cpu_s:.3} s ({:.0} steps/s), GPU {gpu_steps} steps in {gpu_s:.3} s ({:.0} steps/s)",
+                    traces.len(),
+                    rate(cpu_steps, cpu_s),
+                    rate(gpu_steps, gpu_s)
+                );
+            }
+            if let Some(path) = json {
+                let rows: Vec<_> = timings
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({"batch": t.batch, "k": t.k, "replays": t.replays,
+                            "bookkeeping_us_median": t.bookkeeping_us, "step_us_median": t.step_us,
+                            "one_kernel_floor_us_median": t.floor_us})
+                    })
+                    .collect();
+                let j = serde_json::json!({
+                    "device": dev.info.name,
+                    "graph_replay": rows,
+                    "replay": {"traces": traces.len(), "cpu_steps": cpu_steps, "cpu_seconds": cpu_s,
+                        "cpu_steps_per_s": rate(cpu_steps, cpu_s), "gpu_steps": gpu_steps, "gpu_seconds": gpu_s,
+                        "gpu_steps_per_s": rate(gpu_steps, gpu_s)},
+                });
+                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -112,5 +112,10 @@ extern "C" __global__ void build_metadata(
         const long long r = e / blocks_per_row;
         meta_block_table[e] = r < num_reqs ? block_table[e] : -1;
     }
+    // Known-bad variant (executor/src/kernels.rs `Variant::PaddedSlotWrites`, compiled only
+    // with this macro defined): padded tokens keep their stale slots, so the cache write
+    // lets them write through into real requests' blocks.
+#ifndef SPECREPLAY_VARIANT_PADDED_SLOT_WRITES
     for (int i = total + tid; i < meta_tokens; i += stride) slot_mapping[i] = -1;
+#endif
 }

@@ -14,6 +14,7 @@
 #define C_NUM_REQS 0
 #define C_META_TOKENS 2
 #define C_NUM_LOGITS 3
+#define C_PADDED_TOKENS 5
 
 #define CTR_MISMATCH 0
 #define CTR_EXHAUSTED 1
@@ -65,6 +66,23 @@ extern "C" __global__ void cache_write(
         if (s < 0) continue;
         if (s >= cache_slots) { atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u); continue; }
         token_cache[s] = input_ids[i];
+    }
+}
+
+// The forward pass's input read: copies input_ids / positions [0, padded_tokens) as the
+// graph consumes them (stale tails included) into the `consumed_*` buffers, so the trace
+// records what the replayed graph read, not what the persistent buffer holds afterwards.
+extern "C" __global__ void consume_inputs(
+    const int* __restrict__ counts,
+    const int* __restrict__ input_ids,
+    const long long* __restrict__ positions,
+    int* __restrict__ consumed_ids,
+    long long* __restrict__ consumed_pos)
+{
+    const int n = counts[C_PADDED_TOKENS];
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        consumed_ids[i] = input_ids[i];
+        consumed_pos[i] = positions[i];
     }
 }
 

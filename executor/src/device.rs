@@ -13,7 +13,7 @@ use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::Ptx;
 
 use crate::error::{ExecError, Result};
-use crate::kernels::{self, CompiledModule, MODULES};
+use crate::kernels::{self, CompiledModule, KernelModule, Variant, MODULES};
 
 /// Environment variable that turns a missing driver into a test failure (GPU host runs).
 pub const REQUIRE_GPU_ENV: &str = "SPECREPLAY_REQUIRE_GPU";
@@ -85,6 +85,8 @@ pub struct Device {
     functions: BTreeMap<&'static str, CudaFunction>,
     /// The loaded modules (name, CUBIN sha256), in [`MODULES`] order, for trace headers.
     pub modules: Vec<CompiledModule>,
+    /// The kernel build loaded ([`Variant::Correct`] except in known-bad-variant tests).
+    pub variant: Variant,
 }
 
 impl Device {
@@ -93,11 +95,24 @@ impl Device {
     /// creates one non-default stream, compiles (or loads from the cache) and loads every
     /// kernel module.
     pub fn open(ordinal: usize) -> Result<Device> {
+        Self::open_variant(ordinal, Variant::Correct)
+    }
+
+    /// [`Device::open`] with the kernels of `variant` (a known-bad variant for the tests
+    /// that prove the GPU check catches it).
+    pub fn open_variant(ordinal: usize, variant: Variant) -> Result<Device> {
         let (ctx, stream, info) = Self::open_context(ordinal)?;
         let dir = kernels::cache_dir();
         let mut functions = BTreeMap::new();
         let mut modules = Vec::new();
-        for m in MODULES {
+        for base in MODULES {
+            let source = variant.source(base);
+            // A variant's source lives as long as the process (one per open, test-only).
+            let m = &if source == base.source {
+                *base
+            } else {
+                KernelModule { source: Box::leak(source.into_boxed_str()), ..*base }
+            };
             let compiled = kernels::cubin_cached(m, dir.as_deref())?;
             let module = ctx.load_module(Ptx::from_binary(compiled.cubin.clone()))?;
             for &e in m.entries {
@@ -105,7 +120,7 @@ impl Device {
             }
             modules.push(compiled);
         }
-        Ok(Device { ctx, stream, info, functions, modules })
+        Ok(Device { ctx, stream, info, functions, modules, variant })
     }
 
     /// The context, stream and device facts, without loading kernels (`gpu info`).

@@ -25,6 +25,9 @@ pub enum ExecError {
     /// A kernel module or entry point is unknown.
     #[error("unknown kernel {0:?}")]
     UnknownKernel(String),
+    /// Bad user input to a command (a file that cannot be read, an unknown option value).
+    #[error("{0}")]
+    Input(String),
     /// A CUDA graph could not be captured.
     #[error("CUDA graph capture: {0}")]
     Capture(String),

@@ -95,6 +95,21 @@ impl StepGraphs {
         self.bufs.download(&dev.stream)
     }
 
+    /// Whether a graph is captured under `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.graphs.contains_key(key)
+    }
+
+    /// The persistent buffers (for partial uploads and read-backs; never reallocate them).
+    pub fn bufs(&self) -> &DeviceBuffers {
+        &self.bufs
+    }
+
+    /// The persistent buffers, mutable (contents only: the graphs hold their addresses).
+    pub fn bufs_mut(&mut self) -> &mut DeviceBuffers {
+        &mut self.bufs
+    }
+
     /// Keys of the captured graphs, sorted.
     pub fn keys(&self) -> Vec<&str> {
         self.graphs.keys().map(String::as_str).collect()
@@ -103,7 +118,13 @@ impl StepGraphs {
 
 /// The FULL plan: metadata build and context reads inside one graph.
 pub fn full_plan(synthetic: bool) -> Plan {
-    let mut p = vec![Kernel::PrepareInputs, Kernel::PrepareRows, Kernel::BuildMetadata, Kernel::CacheWrite];
+    let mut p = vec![
+        Kernel::PrepareInputs,
+        Kernel::PrepareRows,
+        Kernel::BuildMetadata,
+        Kernel::CacheWrite,
+        Kernel::ConsumeInputs,
+    ];
     p.extend(model_kernels(synthetic));
     p.extend([Kernel::ArgmaxRows, Kernel::RejectionGreedy]);
     p

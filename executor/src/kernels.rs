@@ -29,7 +29,7 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "toy_model",
         source: include_str!("../kernels/toy_model.cu"),
-        entries: &["cache_write", "synthetic_logits", "continuation_logits", "context_check"],
+        entries: &["cache_write", "consume_inputs", "synthetic_logits", "continuation_logits", "context_check"],
     },
     KernelModule {
         name: "sample",
@@ -44,6 +44,54 @@ pub const ARCH: &str = "sm_90";
 /// NVRTC options besides the architecture: no contraction, no flush-to-zero, IEEE
 /// division and square root (no `--use_fast_math`).
 pub const OPTIONS: &[&str] = &["--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true", "--std=c++17"];
+
+/// A kernel build: the correct kernels, or a deliberately wrong variant that the GPU
+/// check must catch (selected by the hidden `--variant` flag of the `gpu` commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    #[default]
+    Correct,
+    /// `build_metadata` leaves FULL-padded tokens' slots stale instead of -1, so the
+    /// cache write lets padded tokens write through into real blocks (the class of bug of
+    /// SGLang PR #10892 / vLLM PR #43682).
+    PaddedSlotWrites,
+}
+
+impl Variant {
+    /// Every variant's CLI spelling.
+    pub const NAMES: [&'static str; 2] = ["correct", "padded-slot-writes"];
+
+    /// Parses a CLI spelling.
+    pub fn parse(s: &str) -> Result<Variant> {
+        match s {
+            "correct" => Ok(Variant::Correct),
+            "padded-slot-writes" => Ok(Variant::PaddedSlotWrites),
+            _ => Err(ExecError::Input(format!(
+                "unknown kernel variant {s:?} (expected one of: {})",
+                Variant::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// The CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Correct => "correct",
+            Variant::PaddedSlotWrites => "padded-slot-writes",
+        }
+    }
+
+    /// The source of `m` in this variant: the correct source, or the macro that selects
+    /// the wrong code path prepended (so the cache key and CUBIN hash differ too).
+    pub fn source(self, m: &KernelModule) -> String {
+        match self {
+            Variant::PaddedSlotWrites if m.name == "prepare" => {
+                format!("#define SPECREPLAY_VARIANT_PADDED_SLOT_WRITES 1\n{}", m.source)
+            }
+            _ => m.source.to_string(),
+        }
+    }
+}
 
 /// Looks a module up by name.
 pub fn module(name: &str) -> Result<&'static KernelModule> {
@@ -198,6 +246,7 @@ pub fn cubin_cached(m: &KernelModule, dir: Option<&Path>) -> Result<CompiledModu
         return Ok(CompiledModule { name: m.name, sha256: sha256_hex(&bytes), cubin: bytes, cached: true });
     }
     let cubin = compile(m, ARCH, Output::Cubin)?;
+    tracing::info!(module = m.name, arch = ARCH, bytes = cubin.len(), "NVRTC compiled kernel module");
     if let (Some(dir), Some(path)) = (dir, path.as_ref()) {
         let _ = write_atomic(dir, path, &cubin);
     }

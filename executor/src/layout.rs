@@ -199,6 +199,10 @@ host_buffers! {
     cu_seqlens_q: i32 = |c| c.max_tokens + 1,
     /// Attention metadata block table: `[max_tokens x blocks_per_row]`, padded rows -1.
     meta_block_table: i32 = |c| c.max_tokens * c.blocks_per_row,
+    /// `input_ids[:padded_tokens]` as the forward pass consumed them (written inside the graph).
+    consumed_ids: i32 = |c| c.max_tokens,
+    /// `positions[:padded_tokens]` as the forward pass consumed them.
+    consumed_pos: i64 = |c| c.max_tokens,
     /// Paged token cache: `[num_blocks x block_size]`.
     token_cache: i32 = |c| c.num_blocks * c.block_size,
     /// Recorded continuation per row (prompt + outputs): `[max_num_seqs x (max_model_len + 1)]`.

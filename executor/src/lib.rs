@@ -12,19 +12,39 @@
 //! * [`layout`]: buffer capacities, the `counts` layout, host mirrors of every buffer.
 //! * [`mod@reference`]: the CPU reference of every kernel (same inputs, same outputs).
 //! * [`step`]: persistent device buffers and kernel launches.
+//! * [`mod@replay`]: GPU runs, trace notes, the `--poison` real-rows view, fuzz coverage.
+//! * [`host_device`]: the CUDA device's staging over the kernel references (CPU check).
+//! * [`bench`]: graph replay timings with CUDA events.
+//! * [`cuda_device`]: the simulator's device boundary on the GPU (`gpu sim` / `gpu replay`).
 //! * [`graphs`]: capture and replay of a fixed launch list.
 //! * [`selftest`]: every kernel against its reference on random inputs.
 
+pub mod bench;
+pub mod cuda_device;
 pub mod device;
 pub mod error;
 pub mod graphs;
+pub mod host_device;
 pub mod kernels;
 pub mod layout;
 pub mod reference;
+pub mod replay;
 pub mod selftest;
 pub mod step;
 
 pub use error::{ExecError, Result};
+
+/// The repository root for tests that read committed traces: the build-time workspace
+/// when it still holds `traces/`, else the current directory (the GPU host runs test
+/// binaries built on another machine, from the repository root).
+pub fn repo_root() -> std::path::PathBuf {
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built.join("traces").is_dir() {
+        built
+    } else {
+        std::env::current_dir().unwrap_or_default()
+    }
+}
 
 /// Re-export of the simulator the executor builds on.
 pub use specreplay_sim as sim;

@@ -88,6 +88,13 @@ pub fn cache_write(b: &mut HostBuffers) {
     }
 }
 
+/// `toy_model.cu::consume_inputs`: `input_ids`/`positions[:padded_tokens]` as consumed.
+pub fn consume_inputs(b: &mut HostBuffers) {
+    let n = b.counts[C_PADDED_TOKENS].max(0) as usize;
+    b.consumed_ids[..n].copy_from_slice(&b.input_ids[..n]);
+    b.consumed_pos[..n].copy_from_slice(&b.positions[..n]);
+}
+
 /// The token at `pos` of request row `r`, through the metadata block table (-1 and an
 /// out-of-range count when outside the cache).
 fn read_cached(b: &mut HostBuffers, r: usize, pos: usize) -> i32 {

@@ -77,6 +77,7 @@ pub fn random_buffers(rng: &mut Rng, cap: Capacity) -> Result<HostBuffers> {
     for buf in [
         &mut b.token_table,
         &mut b.input_ids,
+        &mut b.consumed_ids,
         &mut b.token_cache,
         &mut b.expected,
         &mut b.argmax,
@@ -95,7 +96,7 @@ pub fn random_buffers(rng: &mut Rng, cap: Capacity) -> Result<HostBuffers> {
     fill_i32(rng, &mut b.meta_block_table, -1, cap.num_blocks as i64 + 2);
     fill_i32(rng, &mut b.discard, 0, 2);
     fill_i32(rng, &mut b.expected_len, 0, cap.expected_stride() as i64 + 1);
-    for x in b.positions.iter_mut().chain(b.slot_mapping.iter_mut()) {
+    for x in b.positions.iter_mut().chain(b.slot_mapping.iter_mut()).chain(b.consumed_pos.iter_mut()) {
         *x = rng.below(1000) as i64 - 3;
     }
     for x in &mut b.logits {

@@ -16,6 +16,7 @@ pub enum Kernel {
     PrepareRows,
     BuildMetadata,
     CacheWrite,
+    ConsumeInputs,
     SyntheticLogits,
     ContinuationLogits,
     ContextCheck,
@@ -24,11 +25,12 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::PrepareInputs,
         Kernel::PrepareRows,
         Kernel::BuildMetadata,
         Kernel::CacheWrite,
+        Kernel::ConsumeInputs,
         Kernel::SyntheticLogits,
         Kernel::ContinuationLogits,
         Kernel::ContextCheck,
@@ -43,6 +45,7 @@ impl Kernel {
             Kernel::PrepareRows => "prepare_rows",
             Kernel::BuildMetadata => "build_metadata",
             Kernel::CacheWrite => "cache_write",
+            Kernel::ConsumeInputs => "consume_inputs",
             Kernel::SyntheticLogits => "synthetic_logits",
             Kernel::ContinuationLogits => "continuation_logits",
             Kernel::ContextCheck => "context_check",
@@ -59,6 +62,7 @@ impl Kernel {
             Kernel::PrepareRows => r::prepare_rows(b),
             Kernel::BuildMetadata => r::build_metadata(b),
             Kernel::CacheWrite => r::cache_write(b),
+            Kernel::ConsumeInputs => r::consume_inputs(b),
             Kernel::SyntheticLogits => r::synthetic_logits(b, oracle),
             Kernel::ContinuationLogits => r::continuation_logits(b),
             Kernel::ContextCheck => r::context_check(b),
@@ -109,6 +113,10 @@ pub fn launch(dev: &Device, k: Kernel, b: &mut DeviceBuffers, oracle: &Synthetic
         Kernel::CacheWrite => {
             l.arg(&b.counts).arg(&b.input_ids).arg(&b.slot_mapping).arg(&mut b.token_cache).arg(&slots);
             l.arg(&mut b.counters);
+            grid(c.max_tokens, 256)
+        }
+        Kernel::ConsumeInputs => {
+            l.arg(&b.counts).arg(&b.input_ids).arg(&b.positions).arg(&mut b.consumed_ids).arg(&mut b.consumed_pos);
             grid(c.max_tokens, 256)
         }
         Kernel::SyntheticLogits => {

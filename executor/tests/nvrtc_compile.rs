@@ -78,3 +78,22 @@ fn the_disk_cache_returns_the_compiled_cubin_and_its_hash() {
     assert_eq!(first.sha256, kernels::sha256_hex(&second.cubin));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The known-bad kernel variant compiles too, to a different CUBIN (its trace notes and
+/// module hash then tell it apart), and only the `prepare` module changes.
+#[test]
+fn the_known_bad_variant_compiles_to_a_different_cubin() {
+    use specreplay_executor::kernels::{KernelModule, Variant};
+    nvrtc_or_fail();
+    for m in MODULES {
+        let src = Variant::PaddedSlotWrites.source(m);
+        assert_eq!(src == m.source, m.name != "prepare", "{}", m.name);
+        if m.name == "prepare" {
+            let leaked: &'static str = Box::leak(src.into_boxed_str());
+            let bad = KernelModule { source: leaked, ..*m };
+            let a = kernels::compile(m, kernels::ARCH, Output::Cubin).unwrap();
+            let b = kernels::compile(&bad, kernels::ARCH, Output::Cubin).unwrap();
+            assert_ne!(a, b, "the macro must change the code");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Runs on the GPU and what `gpu sim` / `gpu replay` / `gpu fuzz` compare: a scenario
+//! through the simulator's engine loop with a [`CudaDevice`], the trace header notes of a
+//! GPU run, the real-rows view `--poison` compares, and the coverage counts of a fuzz run.
+
+use specreplay_sim::engine;
+use specreplay_sim::trace::Trace;
+use specreplay_sim::{Scenario, SimError};
+
+use crate::cuda_device::{CudaDevice, Probe, RunStats};
+use crate::device::Device;
+use crate::error::ExecError;
+use crate::kernels::Variant;
+
+/// `recorded_by` of a trace recorded on the GPU.
+pub fn recorded_by() -> String {
+    format!("specreplay-executor {} (cuda)", env!("CARGO_PKG_VERSION"))
+}
+
+/// The trace notes saying a run came from the GPU: backend, device name, kernel variant
+/// (when not the correct one) and each module's CUBIN hash. (Kept as notes until the
+/// trace format has header fields for them.)
+pub fn backend_notes(device_name: &str, modules: &[(String, String)], variant: Variant) -> Vec<String> {
+    let mut notes = vec!["backend: cuda".to_string(), format!("device: {device_name}")];
+    if variant != Variant::Correct {
+        notes.push(format!("kernel variant: {}", variant.as_str()));
+    }
+    notes.extend(modules.iter().map(|(name, sha)| format!("module {name} sha256 {sha}")));
+    notes
+}
+
+/// Why a GPU run did not produce a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The executor could not set the device up (driver, NVRTC, allocation, profile).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The engine stopped: the scenario's own error, or a device check that failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+impl RunError {
+    /// Whether the GPU disagreed with what the engine expects (a divergence to report as
+    /// FAIL), as opposed to a setup failure or an error the scenario itself raises.
+    pub fn is_divergence(&self) -> bool {
+        matches!(
+            self,
+            RunError::Sim(SimError::Device(_) | SimError::DeviceOutput { .. } | SimError::OracleExhausted { .. })
+        )
+    }
+}
+
+/// Runs `scenario` through the engine loop on the GPU and records its trace.
+pub fn run_on_gpu(dev: &Device, scenario: &Scenario, probe: Probe) -> Result<(Trace, RunStats), RunError> {
+    let mut cuda = CudaDevice::new(dev, scenario, probe)?;
+    let mut steps = Vec::new();
+    let end = engine::run_with(scenario, Some(&mut cuda), &mut |s| {
+        steps.push(s);
+        Ok(())
+    })?;
+    let mut trace = Trace::recorded(scenario, steps, end.outputs);
+    trace.recorded_by = recorded_by();
+    trace.notes = backend_notes(&dev.info.name, &dev.module_hashes(), dev.variant);
+    Ok((trace, cuda.stats))
+}
+
+/// The trace restricted to what real rows produce: `input_ids`, `positions` and
+/// `slot_mapping` cut to the step's scheduled tokens (their padded tails are stale or
+/// poisoned slots, which `--poison` changes on purpose); everything else (scheduler
+/// fields, sampler rows, drafts, token rows, padded metadata the kernels compute,
+/// outputs) is kept and compared.
+pub fn real_rows_only(t: &Trace) -> Trace {
+    let mut t = t.clone();
+    for s in &mut t.steps {
+        let n = s.total_num_scheduled_tokens as usize;
+        s.input_ids.truncate(n);
+        s.positions.truncate(n);
+        s.attn.slot_mapping.truncate(n);
+    }
+    t
+}
+
+/// The fuzz scenario `i` of `seed` (`gpu fuzz`): the engine fuzz generator
+/// (`specreplay_sim::fuzzing::FuzzScenario`, synthetic oracle) over 512 pseudo-random bytes.
+pub fn fuzz_scenario(seed: u64, i: u64) -> Option<Scenario> {
+    let mut rng = crate::selftest::Rng::new(specreplay_sim::oracle::splitmix(seed ^ i.wrapping_mul(0x9e37_79b9)));
+    let bytes: Vec<u8> = (0..512).map(|_| rng.next_u64() as u8).collect();
+    specreplay_sim::fuzzing::FuzzScenario::scenario_from_bytes(&bytes)
+}
+
+/// What a set of scenarios exercised (from their CPU traces).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub full: u64,
+    pub piecewise: u64,
+    pub none: u64,
+    pub preemption: u64,
+    pub prefix_hits: u64,
+}
+
+impl Coverage {
+    /// Adds one scenario's trace: counts it once per feature it exercises. A prefix-cache
+    /// hit is a request whose first scheduled step starts with computed tokens.
+    pub fn add(&mut self, t: &Trace) {
+        let mode = |m: &str| t.steps.iter().any(|s| s.cudagraph_mode == m);
+        self.full += u64::from(mode("FULL"));
+        self.piecewise += u64::from(mode("PIECEWISE"));
+        self.none += u64::from(mode("NONE"));
+        self.preemption += u64::from(t.steps.iter().any(|s| !s.preempted_req_ids.is_empty()));
+        let mut seen = std::collections::BTreeSet::new();
+        let mut hit = false;
+        for s in &t.steps {
+            for r in s.num_scheduled_tokens.keys() {
+                if seen.insert(r.clone()) && s.num_computed_tokens.get(r).copied().unwrap_or(0) > 0 {
+                    hit = true;
+                }
+            }
+        }
+        self.prefix_hits += u64::from(hit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use specreplay_sim::diff;
+
+    fn golden() -> Trace {
+        specreplay_sim::trace::read(&crate::repo_root().join("traces/vllm_ngram_13step.json")).unwrap()
+    }
+
+    #[test]
+    fn notes_name_the_backend_device_variant_and_modules() {
+        let m = vec![("prepare".to_string(), "ab".repeat(32))];
+        let n = backend_notes("NVIDIA H200", &m, Variant::Correct);
+        assert_eq!(
+            n,
+            vec![
+                "backend: cuda".to_string(),
+                "device: NVIDIA H200".into(),
+                format!("module prepare sha256 {}", "ab".repeat(32))
+            ]
+        );
+        let n = backend_notes("X", &m, Variant::PaddedSlotWrites);
+        assert!(n.contains(&"kernel variant: padded-slot-writes".to_string()), "{n:?}");
+        assert!(recorded_by().starts_with("specreplay-executor ") && recorded_by().ends_with(" (cuda)"));
+    }
+
+    #[test]
+    fn poisoned_tails_are_ignored_but_real_slots_are_not() {
+        let t = golden();
+        let step = t.steps.iter().position(|s| s.input_ids.len() > s.total_num_scheduled_tokens as usize);
+        let mut changed = t.clone();
+        let (i, n) = match step {
+            Some(i) => (i, t.steps[i].total_num_scheduled_tokens as usize),
+            None => {
+                // No padded step in the golden trace: pad one by hand.
+                let i = t.steps.iter().position(|s| !s.idle).unwrap();
+                let n = t.steps[i].total_num_scheduled_tokens as usize;
+                changed.steps[i].input_ids.push(0);
+                (i, n)
+            }
+        };
+        // A poisoned tail: different in full, identical on real rows.
+        let mut poisoned = changed.clone();
+        *poisoned.steps[i].input_ids.last_mut().unwrap() = crate::cuda_device::POISON_I32 as i64;
+        assert!(!diff::compare(&changed, &poisoned).identical());
+        assert!(diff::compare(&real_rows_only(&changed), &real_rows_only(&poisoned)).identical());
+        // A changed real slot is still reported.
+        let mut bad = poisoned.clone();
+        bad.steps[i].positions[n - 1] += 1;
+        let rep = diff::compare(&real_rows_only(&changed), &real_rows_only(&bad));
+        assert_eq!(rep.first.unwrap().field, format!("positions[{}]", n - 1));
+        let mut bad = poisoned;
+        bad.steps[i].output_token_ids[0][0] ^= 1;
+        assert!(!diff::compare(&real_rows_only(&changed), &real_rows_only(&bad)).identical());
+    }
+
+    /// `gpu fuzz --n 1000 --seed 1` exercises every graph mode, preemption and prefix-cache
+    /// hits (measured here on the CPU on its first 300 scenarios).
+    #[test]
+    fn the_fuzz_scenarios_cover_every_mode_preemption_and_prefix_hits() {
+        let mut c = Coverage::default();
+        for i in 0..300 {
+            let sc = fuzz_scenario(1, i).expect("512 bytes are enough");
+            if let Ok(r) = engine::run(&sc) {
+                c.add(&r.trace);
+            }
+        }
+        assert!(c.full >= 10 && c.piecewise >= 10 && c.none >= 10, "{c:?}");
+        assert!(c.preemption >= 5 && c.prefix_hits >= 3, "{c:?}");
+    }
+
+    #[test]
+    fn coverage_counts_modes_preemption_and_prefix_hits() {
+        let t = golden();
+        let mut c = Coverage::default();
+        c.add(&t);
+        let has = |m: &str| u64::from(t.steps.iter().any(|s| s.cudagraph_mode == m));
+        assert_eq!((c.full, c.piecewise, c.none), (has("FULL"), has("PIECEWISE"), has("NONE")));
+        assert!(c.full + c.piecewise + c.none >= 1);
+        let mut t2 = t.clone();
+        let s = t2.steps.iter_mut().find(|s| !s.idle).unwrap();
+        s.preempted_req_ids.push("x".into());
+        let r = s.num_scheduled_tokens.keys().next().unwrap().clone();
+        s.num_computed_tokens.insert(r, 16);
+        let mut c2 = Coverage::default();
+        c2.add(&t2);
+        assert_eq!((c2.preemption, c2.prefix_hits), (1, 1));
+    }
+}
