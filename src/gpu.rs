@@ -14,7 +14,7 @@ use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::replay::{self, Coverage, RunError};
 use specreplay_executor::{bench, selftest, ExecError};
-use specreplay_sim::{diff, engine, trace, Trace};
+use specreplay_sim::{diff, engine, Trace};
 
 /// Exit code of every `gpu` command on a machine without a usable CUDA driver.
 pub const EXIT_NO_DRIVER: u8 = 3;
@@ -147,14 +147,14 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
         }
         GpuCmd::Sim { scenario, output, variant } => {
             let variant = Variant::parse(&variant)?;
-            let sc = crate::read_scenario(&scenario).map_err(|f| ExecError::Input(f.0))?;
+            let (sc, id) = crate::read_scenario(&scenario).map_err(|f| ExecError::Input(f.0))?;
             let dev = Device::open_variant(0, variant)?;
             let (t, stats) = match replay::run_on_gpu(&dev, &sc, Probe::None) {
                 Ok(r) => r,
                 Err(RunError::Exec(e)) => return Err(e),
                 Err(e) => return Err(ExecError::Input(format!("{}: {e}", scenario.display()))),
             };
-            trace::write(&output, &t).map_err(|e| io_err(&output, e))?;
+            crate::write_trace(&output, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
             eprintln!(
                 "wrote {} ({} steps; {} graphs captured, {} graph replays, {} eager steps)",
                 output.display(),
@@ -169,7 +169,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             let variant = Variant::parse(&variant)?;
             let recorded: Vec<Trace> = traces
                 .iter()
-                .map(|p| crate::read_trace(p).map_err(|f| ExecError::Input(f.0)))
+                .map(|p| crate::read_trace(p).map(|(t, _)| t).map_err(|f| ExecError::Input(f.0)))
                 .collect::<Result<_, _>>()?;
             let dev = Device::open_variant(0, variant)?;
             let probe = if poison {
@@ -210,7 +210,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     println!("OK {}: {} steps {how}", path.display(), rec.steps.len());
                 } else {
                     failed += 1;
-                    crate::print_divergence(&rep, rec, &what, &repro);
+                    crate::print_divergence(&rep, &what, &repro);
                 }
             }
             if traces.len() > 1 {
@@ -285,7 +285,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
         GpuCmd::Bench { traces, replays, json } => {
             let recorded: Vec<Trace> = traces
                 .iter()
-                .map(|p| crate::read_trace(p).map_err(|f| ExecError::Input(f.0)))
+                .map(|p| crate::read_trace(p).map(|(t, _)| t).map_err(|f| ExecError::Input(f.0)))
                 .collect::<Result<_, _>>()?;
             let dev = Device::open(0)?;
             println!("{}", dev.info.name);

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use specreplay_sim::diff::{self, Comparison};
 use specreplay_sim::engine;
 use specreplay_sim::trace::{self, Encoding, Header, Step, TraceReader, TraceWriter};
-use specreplay_sim::{Scenario, SimError, TraceError};
+use specreplay_sim::{Scenario, SimError, Trace, TraceError};
 
 mod explain;
 mod gpu;
@@ -174,6 +174,31 @@ fn read_scenario(path: &Path) -> Result<(Scenario, Option<io::Identity>), Fail> 
         Scenario::from_json(text).map_err(|e| at(path, e))?
     };
     Ok((sc, id))
+}
+
+/// A whole trace in memory (the GPU commands, which re-run it as a unit).
+fn read_trace(path: &Path) -> Result<(Trace, Option<io::Identity>), Fail> {
+    let (mut reader, id) = open_trace(path)?;
+    let header = reader.header().clone();
+    let mut steps = Vec::new();
+    while let Some(s) = reader.next_step().map_err(|e| at(path, e))? {
+        steps.push(s);
+    }
+    let outputs = reader.finish().map_err(|e| at(path, e))?;
+    Ok((Trace::from_parts(header, steps, outputs), id))
+}
+
+/// Writes a whole trace through the guarded output path (never over an input, a link or
+/// a special file; temp file + rename).
+fn write_trace(output: &Path, inputs: &[Option<io::Identity>], t: &Trace) -> Result<(), Fail> {
+    let out = io::create_output(output, inputs).map_err(Fail)?;
+    let write_err = |e: std::io::Error| at(output, format!("cannot write: {}", io::io_reason(&e)));
+    let mut w = TraceWriter::new(out, encoding_for(output), &t.header()).map_err(write_err)?;
+    for s in &t.steps {
+        w.push(s).map_err(write_err)?;
+    }
+    w.finish(&t.outputs).map_err(write_err)?.commit().map_err(Fail)?;
+    Ok(())
 }
 
 fn encoding_for(path: &Path) -> Encoding {

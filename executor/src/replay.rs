@@ -81,11 +81,11 @@ pub fn real_rows_only(t: &Trace) -> Trace {
 }
 
 /// The fuzz scenario `i` of `seed` (`gpu fuzz`): the engine fuzz generator
-/// (`specreplay_sim::fuzzing::FuzzScenario`, synthetic oracle) over 512 pseudo-random bytes.
+/// (`specreplay_sim::fuzzing::scenario_from_bytes`, synthetic oracle) over 512 pseudo-random bytes.
 pub fn fuzz_scenario(seed: u64, i: u64) -> Option<Scenario> {
-    let mut rng = crate::selftest::Rng::new(specreplay_sim::oracle::splitmix(seed ^ i.wrapping_mul(0x9e37_79b9)));
+    let mut rng = crate::selftest::Rng::new(specreplay_sim::splitmix::splitmix(seed ^ i.wrapping_mul(0x9e37_79b9)));
     let bytes: Vec<u8> = (0..512).map(|_| rng.next_u64() as u8).collect();
-    specreplay_sim::fuzzing::FuzzScenario::scenario_from_bytes(&bytes)
+    specreplay_sim::fuzzing::scenario_from_bytes(&bytes)
 }
 
 /// What a set of scenarios exercised (from their CPU traces).

@@ -89,7 +89,7 @@ mod engine_on_gpu {
     use specreplay_executor::kernels::Variant;
     use specreplay_executor::replay::{real_rows_only, run_on_gpu};
     use specreplay_executor::selftest::Rng;
-    use specreplay_sim::{diff, engine, fuzzing::FuzzScenario, trace, Scenario};
+    use specreplay_sim::{diff, engine, fuzzing, trace, Scenario};
 
     fn root() -> PathBuf {
         specreplay_executor::repo_root()
@@ -127,7 +127,7 @@ mod engine_on_gpu {
         let mut rng = Rng::new(0x5eed);
         for i in 0..60 {
             let bytes: Vec<u8> = (0..512).map(|_| rng.next_u64() as u8).collect();
-            let sc = FuzzScenario::scenario_from_bytes(&bytes).unwrap();
+            let sc = fuzzing::scenario_from_bytes(&bytes).unwrap();
             let cpu = engine::run(&sc);
             match (cpu, run_on_gpu(&dev, &sc, Probe::None)) {
                 (Ok(c), Ok((g, _))) => {
