@@ -14,7 +14,7 @@
 //! * [`step`]: persistent device buffers and kernel launches.
 //! * [`mod@replay`]: GPU runs, trace notes, the `--poison` real-rows view, fuzz coverage.
 //! * [`host_device`]: the CUDA device's staging over the kernel references (CPU check).
-//! * [`bench`]: graph replay timings with CUDA events.
+//! * [`mod@bench`]: graph replay timings with CUDA events.
 //! * [`cuda_device`]: the simulator's device boundary on the GPU (`gpu sim` / `gpu replay`).
 //! * [`graphs`]: capture and replay of a fixed launch list.
 //! * [`selftest`]: every kernel against its reference on random inputs.
