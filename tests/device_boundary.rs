@@ -48,12 +48,7 @@ impl Device for Tamper {
 }
 
 fn run_on(sc: &Scenario, dev: &mut Tamper) -> Result<specreplay_sim::Trace, SimError> {
-    let mut steps = Vec::new();
-    let end = engine::run_with(sc, Some(dev), &mut |s| {
-        steps.push(s);
-        Ok(())
-    })?;
-    Ok(specreplay_sim::Trace::recorded(sc, steps, end.outputs))
+    engine::run_on(sc, dev).map(|r| r.trace)
 }
 
 #[test]

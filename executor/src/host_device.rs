@@ -174,12 +174,7 @@ mod tests {
 
     fn run_poisoned(sc: &Scenario) -> std::result::Result<Trace, SimError> {
         let mut dev = HostDevice::poisoned(sc).unwrap();
-        let mut steps = Vec::new();
-        let end = engine::run_with(sc, Some(&mut dev), &mut |s| {
-            steps.push(s);
-            Ok(())
-        })?;
-        Ok(Trace::recorded(sc, steps, end.outputs))
+        Ok(engine::run_on(sc, &mut dev)?.trace)
     }
 
     /// `--poison`'s marks are right: poisoning every slot no step has written changes no
@@ -207,12 +202,7 @@ mod tests {
 
     fn run_variant(sc: &Scenario, v: Variant) -> std::result::Result<Trace, SimError> {
         let mut dev = HostDevice::with_variant(sc, v).unwrap();
-        let mut steps = Vec::new();
-        let end = engine::run_with(sc, Some(&mut dev), &mut |s| {
-            steps.push(s);
-            Ok(())
-        })?;
-        Ok(Trace::recorded(sc, steps, end.outputs))
+        Ok(engine::run_on(sc, &mut dev)?.trace)
     }
 
     fn root() -> std::path::PathBuf {

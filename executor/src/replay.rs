@@ -53,12 +53,7 @@ impl RunError {
 /// Runs `scenario` through the engine loop on the GPU and records its trace.
 pub fn run_on_gpu(dev: &Device, scenario: &Scenario, probe: Probe) -> Result<(Trace, RunStats), RunError> {
     let mut cuda = CudaDevice::new(dev, scenario, probe)?;
-    let mut steps = Vec::new();
-    let end = engine::run_with(scenario, Some(&mut cuda), &mut |s| {
-        steps.push(s);
-        Ok(())
-    })?;
-    let mut trace = Trace::recorded(scenario, steps, end.outputs);
+    let mut trace = engine::run_on(scenario, &mut cuda)?.trace;
     trace.recorded_by = recorded_by();
     trace.notes = backend_notes(&dev.info.name, &dev.module_hashes(), dev.variant);
     Ok((trace, cuda.stats))

@@ -55,8 +55,18 @@ pub trait Core {
 
 /// Validates and runs a scenario on the CPU device, collecting the trace in memory.
 pub fn run(scenario: &Scenario) -> Result<RunResult, SimError> {
+    collect(scenario, None)
+}
+
+/// Validates and runs a scenario on `device`, collecting the trace in memory (tests and
+/// the GPU commands; the CLI's `sim` streams through [`run_with`] instead).
+pub fn run_on(scenario: &Scenario, device: &mut dyn Device) -> Result<RunResult, SimError> {
+    collect(scenario, Some(device))
+}
+
+fn collect(scenario: &Scenario, device: Option<&mut dyn Device>) -> Result<RunResult, SimError> {
     let mut steps = Vec::new();
-    let end = run_with(scenario, None, &mut |s| {
+    let end = run_with(scenario, device, &mut |s| {
         steps.push(s);
         Ok(())
     })?;
