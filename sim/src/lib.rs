@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod kv;
 pub mod nano;
 pub mod oracle;
+pub mod philox;
 pub mod proposer;
 pub mod rejection;
 pub mod request;
