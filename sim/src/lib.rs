@@ -22,6 +22,7 @@ pub mod proposer;
 pub mod rejection;
 pub mod request;
 pub mod runner;
+pub mod sampling;
 pub mod scheduler;
 pub mod splitmix;
 pub mod summary;
