@@ -139,3 +139,102 @@ mod tests {
         assert_eq!(derive_seed(7, 3), derive_seed(7, 3));
     }
 }
+
+/// The target distribution of one position, as vLLM's `compute_probs`
+/// (`vllm/v1/sample/rejection_sampler.py`) and `apply_top_k_top_p`
+/// (`vllm/v1/sample/ops/topk_topp_sampler.py`) derive it from logits: divide by the
+/// temperature; top-k keeps every logit ≥ the k-th largest (ties at the threshold kept);
+/// top-p sorts ascending (here by (logit, index), a fixed order for ties), takes the
+/// softmax of the sorted row, and masks every token whose cumulative probability (in that
+/// ascending order) is ≤ 1 − top_p, always keeping the largest; then the softmax.
+///
+/// Arithmetic: binary64, basic operations and [`crate::philox::exp`] only, sums in index
+/// (or sorted) order, so a GPU twin can compute the same bits. `logits` with −∞ entries are
+/// masked tokens (probability 0).
+pub fn target_probs(logits: &[f64], params: &SamplingParams) -> Vec<f64> {
+    debug_assert!(!params.is_greedy());
+    let t = f64::from(params.temperature);
+    let mut l: Vec<f64> = logits.iter().map(|&x| x / t).collect();
+    let n = l.len();
+    if params.top_k > 0 && (params.top_k as usize) < n {
+        let mut sorted = l.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let threshold = sorted[params.top_k as usize - 1];
+        for x in l.iter_mut() {
+            if *x < threshold {
+                *x = f64::NEG_INFINITY;
+            }
+        }
+    }
+    if params.top_p < 1.0 {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| l[a].total_cmp(&l[b]).then(a.cmp(&b)));
+        let sorted: Vec<f64> = order.iter().map(|&i| l[i]).collect();
+        let probs = softmax(&sorted);
+        let limit = 1.0 - f64::from(params.top_p);
+        let mut cum = 0.0;
+        for (r, &i) in order.iter().enumerate() {
+            cum += probs[r];
+            if cum <= limit && r + 1 < n {
+                l[i] = f64::NEG_INFINITY;
+            }
+        }
+    }
+    softmax(&l)
+}
+
+/// `exp(x_v − max) / Σ exp(x_u − max)`, the sum in index order; −∞ entries give 0.
+pub fn softmax(x: &[f64]) -> Vec<f64> {
+    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = x.iter().map(|&v| if v == f64::NEG_INFINITY { 0.0 } else { crate::philox::exp(v - m) }).collect();
+    let mut sum = 0.0;
+    for &v in &e {
+        sum += v;
+    }
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+#[cfg(test)]
+mod prob_tests {
+    use super::*;
+
+    fn params(t: f32, k: u32, p: f32) -> SamplingParams {
+        SamplingParams { temperature: t, top_k: k, top_p: p, seed: Some(1) }
+    }
+
+    #[test]
+    fn temperature_one_reproduces_the_distribution_and_two_flattens_it() {
+        let p = [0.5f64, 0.25, 0.125, 0.125];
+        let l: Vec<f64> = p.iter().map(|&x| crate::philox::ln(x)).collect();
+        let q = target_probs(&l, &params(1.0, 0, 1.0));
+        for (a, b) in q.iter().zip(p) {
+            assert!((a - b).abs() < 1e-15, "{q:?}");
+        }
+        // T = 2: p^(1/2) normalised.
+        let q = target_probs(&l, &params(2.0, 0, 1.0));
+        let r: Vec<f64> = p.iter().map(|x| x.sqrt()).collect();
+        let s: f64 = r.iter().sum();
+        for (a, b) in q.iter().zip(&r) {
+            assert!((a - b / s).abs() < 1e-12, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn top_k_and_top_p_mask_as_vllm() {
+        let p = [0.1f64, 0.4, 0.2, 0.3];
+        let l: Vec<f64> = p.iter().map(|&x| crate::philox::ln(x)).collect();
+        let q = target_probs(&l, &params(1.0, 2, 1.0));
+        assert_eq!(q[0], 0.0);
+        assert_eq!(q[2], 0.0);
+        assert!((q[1] - 4.0 / 7.0).abs() < 1e-12 && (q[3] - 3.0 / 7.0).abs() < 1e-12, "{q:?}");
+        // top_p 0.7: ascending 0.1, 0.2, 0.3, 0.4; cumulative 0.1, 0.3 ≤ 0.3 masked, 0.6 kept.
+        let q = target_probs(&l, &params(1.0, 0, 0.7));
+        assert_eq!((q[0], q[2]), (0.0, 0.0), "{q:?}");
+        // top_p tiny keeps only the largest.
+        let q = target_probs(&l, &params(1.0, 0, 0.01));
+        assert_eq!(q, vec![0.0, 1.0, 0.0, 0.0]);
+        // top_k 3 then top_p 0.5 over what is left (0.4, 0.2, 0.3)/0.9.
+        let q = target_probs(&l, &params(1.0, 3, 0.5));
+        assert_eq!((q[0], q[2]), (0.0, 0.0), "{q:?}");
+    }
+}
