@@ -32,6 +32,7 @@ fn scenario(num_requests: usize, spec: bool) -> Scenario {
             stop_token_ids: Vec::new(),
             min_tokens: 0,
             ignore_eos: false,
+            sampling: Default::default(),
         })
         .collect();
     let oracle =

@@ -7,7 +7,8 @@
 #
 # The device half never stops at a failed stage: each stage's exit code and time are
 # recorded and the next stage runs. Stages: env (NVRTC/cuBLAS lookup) + gpu info, gpu
-# selftest, the ignored GPU tests (SPECREPLAY_REQUIRE_GPU=1), the unit and kernel compile
+# selftest, the ignored GPU tests (SPECREPLAY_REQUIRE_GPU=1), the random generator's
+# twins (Philox, ln, exp on >= 10^8 inputs), the unit and kernel compile
 # tests, gpu replay of the golden and conformance traces (plain, --poison,
 # --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
 # --n 1000, gpu bench. Files in $OUT (flat, 8): info.txt
@@ -26,7 +27,7 @@ build() {
         python3 -c '
 import json, shutil, sys
 names = {("lib", "specreplay_executor"): "executor-unit", ("test", "gpu"): "executor-gpu",
-         ("test", "nvrtc_compile"): "executor-nvrtc"}
+         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random"}
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -39,7 +40,7 @@ for line in sys.stdin:
         shutil.copy(m["executable"], ".gpu/" + names[key])
         print("copied", key[1], "->", ".gpu/" + names[key])
 '
-    for f in specreplay executor-unit executor-gpu executor-nvrtc; do
+    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random; do
         [ -x ".gpu/$f" ] || { echo "gpu-check build: .gpu/$f missing" >&2; exit 1; }
     done
     strip .gpu/* 2>/dev/null || true
@@ -127,6 +128,8 @@ device() {
     stage info 30 "$OUT/info.txt" .gpu/specreplay gpu info
     stage selftest 100 "$OUT/selftest.log" .gpu/specreplay gpu selftest --json "$OUT/selftest.json"
     stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
+    # Philox4x32-10, ln and exp: CUDA twins bit-equal to the CPU on >= 10^8 inputs each.
+    stage random-twins 60 "$OUT/tests.log" .gpu/executor-gpu-random --ignored --test-threads=1 --nocapture
     stage unit-tests 30 "$OUT/tests.log" .gpu/executor-unit --test-threads=1
     stage nvrtc-compile 20 "$OUT/tests.log" .gpu/executor-nvrtc --test-threads=1
     stage replay 50 "$OUT/replay.log" .gpu/specreplay gpu replay "${traces[@]}"
@@ -151,7 +154,7 @@ device() {
             [ "$rc" = 0 ] || failed=$((failed + 1))
         done
         grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
-        grep -E '^test result:' "$OUT/tests.log" 2>/dev/null
+        grep -E '^test result:|twins: |exponential variate: ' "$OUT/tests.log" 2>/dev/null
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do

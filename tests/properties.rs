@@ -133,6 +133,7 @@ fn nano_sized_scenario() -> impl Strategy<Value = (Scenario, Scenario)> {
                         stop_token_ids: Vec::new(),
                         min_tokens: 0,
                         ignore_eos: false,
+                        sampling: Default::default(),
                     }
                 })
                 .collect();

@@ -36,6 +36,11 @@ pub const MODULES: &[KernelModule] = &[
         source: include_str!("../kernels/sample.cu"),
         entries: &["argmax_rows", "rejection_greedy"],
     },
+    KernelModule {
+        name: "random",
+        source: include_str!("../kernels/random.cu"),
+        entries: &["philox_blocks", "ln_exp_inputs", "exponential_all"],
+    },
 ];
 
 /// The GPU architecture every module is built for (H100 / H200).

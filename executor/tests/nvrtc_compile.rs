@@ -47,6 +47,7 @@ fn every_module_compiles_to_ptx_and_sm90_cubin_with_its_entry_points() {
             assert!(cubin.windows(needle.len()).any(|w| w == needle), "{}: CUBIN lacks symbol {e}", m.name);
         }
         assert!(!ptx.contains("fma.rn.f32"), "{}: --fmad=false must leave no contracted f32 FMA", m.name);
+        assert!(!ptx.contains("fma.rn.f64"), "{}: --fmad=false must leave no contracted f64 FMA", m.name);
     }
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ConfigError;
+use crate::sampling::SamplingParams;
 
 pub mod input;
 
@@ -278,24 +279,128 @@ impl Config {
     }
 }
 
-/// One request of a scenario (vLLM's `EngineCoreRequest`, greedy sampling).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One request of a scenario (vLLM's `EngineCoreRequest`).
+///
+/// Serde: the JSON form omits `sampling` when it is the greedy default (so greedy traces
+/// keep their bytes) and reads it when present; the bincode form is the eight fields
+/// without `sampling` (the layout of every committed `.bin` trace), and writing a request
+/// with non-greedy sampling to bincode is an error (random-mode traces are JSON for now).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestSpec {
     pub req_id: String,
     pub prompt_token_ids: Vec<u32>,
     pub max_tokens: u32,
     /// Engine step (1-based) before whose scheduling the request is added.
-    #[serde(default = "one")]
     pub arrival_step: u64,
-    #[serde(default)]
     pub eos_token_id: Option<u32>,
-    #[serde(default)]
     pub stop_token_ids: Vec<u32>,
-    #[serde(default)]
     pub min_tokens: u32,
-    #[serde(default)]
     pub ignore_eos: bool,
+    /// Effective sampling parameters (`crate::sampling`); greedy by default.
+    pub sampling: SamplingParams,
+}
+
+/// The JSON form of [`RequestSpec`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestSpecJson {
+    req_id: String,
+    prompt_token_ids: Vec<u32>,
+    max_tokens: u32,
+    #[serde(default = "one")]
+    arrival_step: u64,
+    #[serde(default)]
+    eos_token_id: Option<u32>,
+    #[serde(default)]
+    stop_token_ids: Vec<u32>,
+    #[serde(default)]
+    min_tokens: u32,
+    #[serde(default)]
+    ignore_eos: bool,
+    #[serde(default, skip_serializing_if = "SamplingParams::is_default")]
+    sampling: SamplingParams,
+}
+
+/// The bincode form of [`RequestSpec`]: the layout before sampling parameters existed.
+#[derive(Serialize, Deserialize)]
+struct RequestSpecBin {
+    req_id: String,
+    prompt_token_ids: Vec<u32>,
+    max_tokens: u32,
+    arrival_step: u64,
+    eos_token_id: Option<u32>,
+    stop_token_ids: Vec<u32>,
+    min_tokens: u32,
+    ignore_eos: bool,
+}
+
+impl Serialize for RequestSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.clone();
+        if s.is_human_readable() {
+            RequestSpecJson {
+                req_id: r.req_id,
+                prompt_token_ids: r.prompt_token_ids,
+                max_tokens: r.max_tokens,
+                arrival_step: r.arrival_step,
+                eos_token_id: r.eos_token_id,
+                stop_token_ids: r.stop_token_ids,
+                min_tokens: r.min_tokens,
+                ignore_eos: r.ignore_eos,
+                sampling: r.sampling,
+            }
+            .serialize(s)
+        } else if !r.sampling.is_default() {
+            Err(serde::ser::Error::custom(format!(
+                "request {:?} samples at temperature {}: random-mode traces can only be written as JSON",
+                r.req_id, r.sampling.temperature
+            )))
+        } else {
+            RequestSpecBin {
+                req_id: r.req_id,
+                prompt_token_ids: r.prompt_token_ids,
+                max_tokens: r.max_tokens,
+                arrival_step: r.arrival_step,
+                eos_token_id: r.eos_token_id,
+                stop_token_ids: r.stop_token_ids,
+                min_tokens: r.min_tokens,
+                ignore_eos: r.ignore_eos,
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let r = RequestSpecJson::deserialize(d)?;
+            Ok(RequestSpec {
+                req_id: r.req_id,
+                prompt_token_ids: r.prompt_token_ids,
+                max_tokens: r.max_tokens,
+                arrival_step: r.arrival_step,
+                eos_token_id: r.eos_token_id,
+                stop_token_ids: r.stop_token_ids,
+                min_tokens: r.min_tokens,
+                ignore_eos: r.ignore_eos,
+                sampling: r.sampling,
+            })
+        } else {
+            let r = RequestSpecBin::deserialize(d)?;
+            Ok(RequestSpec {
+                req_id: r.req_id,
+                prompt_token_ids: r.prompt_token_ids,
+                max_tokens: r.max_tokens,
+                arrival_step: r.arrival_step,
+                eos_token_id: r.eos_token_id,
+                stop_token_ids: r.stop_token_ids,
+                min_tokens: r.min_tokens,
+                ignore_eos: r.ignore_eos,
+                sampling: SamplingParams::default(),
+            })
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -445,6 +550,19 @@ impl Scenario {
             }
             if r.arrival_step == 0 {
                 return bad("arrival_step is 1-based".into());
+            }
+            if !r.sampling.is_greedy() {
+                if self.oracle.kind == OracleKind::Continuation {
+                    // A recorded greedy continuation has no probability rows.
+                    return bad(format!(
+                        "temperature {} needs a synthetic oracle: a continuation oracle is greedy-only",
+                        r.sampling.temperature
+                    ));
+                }
+                return bad(format!(
+                    "temperature {}: random-mode sampling is not implemented in this build yet (issue 15); use temperature 0",
+                    r.sampling.temperature
+                ));
             }
         }
         crate::oracle::validate(&self.oracle, &self.requests)

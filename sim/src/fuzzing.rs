@@ -209,6 +209,7 @@ fn build(shape: Shape, kn: &mut Knobs) -> Scenario {
             stop_token_ids,
             min_tokens,
             ignore_eos,
+            sampling: Default::default(),
         });
     }
     let max_num_seqs = match shape {

@@ -126,6 +126,39 @@ impl Synthetic {
     }
 }
 
+/// The synthetic oracle as a probability row, for random-mode sampling (issue 15).
+///
+/// Definition (integers, then one exact scaling, so CPU and GPU agree to the bit):
+/// `r_v = 1 + (score(h, v) >> 19)` (in 1..=16 for non-argmax tokens), `R = Σ r_v`,
+/// `S = ⌈log2 R⌉`; the argmax token `a = token_after(context)` gets `w_a = r_a + 2^S − R`,
+/// every other token `w_v = r_v`, so `Σ w_v = 2^S` exactly and `p_v = w_v × 2^−S` is an
+/// exact dyadic binary32 (every `w_v < 2^24` for vocabularies up to 2^20). The argmax of the
+/// row is `token_after(context)`, unique, so greedy decoding is unchanged.
+impl Synthetic {
+    /// The integer weights and the shift `S` of the row after `context`.
+    pub fn weights(&self, context: &[u32]) -> (Vec<u32>, u32) {
+        let h = self.context_hash(context);
+        let mut w: Vec<u32> = (0..self.vocab_size).map(|v| 1 + (self.score(h, v) >> 19)).collect();
+        let total: u64 = w.iter().map(|&x| u64::from(x)).sum();
+        let shift = 64 - (total - 1).leading_zeros();
+        let a = self.token_after(context) as usize;
+        w[a] += ((1u64 << shift) - total) as u32;
+        (w, shift)
+    }
+
+    /// The probability row after `context`: `w_v × 2^−S`, exact.
+    pub fn probs(&self, context: &[u32]) -> Vec<f32> {
+        let (w, shift) = self.weights(context);
+        let scale = f32::powi(2.0, -(shift as i32));
+        w.into_iter().map(|x| x as f32 * scale).collect()
+    }
+
+    /// The row as logits for random-mode sampling: `ln p_v` with [`crate::philox::ln`].
+    pub fn log_probs(&self, context: &[u32]) -> Vec<f64> {
+        self.probs(context).into_iter().map(|p| crate::philox::ln(f64::from(p))).collect()
+    }
+}
+
 impl TargetModel for Synthetic {
     fn next_token(&self, _req_id: &str, _prompt_len: usize, context: &[u32]) -> Result<u32, SimError> {
         Ok(self.token_after(context))
@@ -172,6 +205,27 @@ mod row_tests {
             assert_eq!(argmax(&row), s.token_after(&ctx), "{s:?} {ctx:?}");
             assert!(row.iter().all(|&f| f >= 0.0 && f <= (1u32 << 23) as f32 && f.fract() == 0.0));
             assert_eq!(row.iter().filter(|&&f| f == (1u32 << 23) as f32).count(), 1, "unique maximum");
+        }
+    }
+
+    #[test]
+    fn probability_rows_are_exact_dyadic_and_sum_to_one() {
+        let mut x = 99u64;
+        for case in 0..400 {
+            x = splitmix(x);
+            let vocab = if case % 50 == 0 { 151_936 } else { 1 + (x % 3000) as u32 };
+            let s = Synthetic { seed: x, vocab_size: vocab, order: 2 };
+            let ctx = [(x >> 7) as u32 % vocab, (x >> 17) as u32 % vocab];
+            let (w, shift) = s.weights(&ctx);
+            assert_eq!(w.iter().map(|&v| u64::from(v)).sum::<u64>(), 1u64 << shift);
+            let p = s.probs(&ctx);
+            let sum: f64 = p.iter().map(|&v| f64::from(v)).sum();
+            assert_eq!(sum, 1.0, "exact");
+            for (&pv, &wv) in p.iter().zip(&w) {
+                assert_eq!(f64::from(pv) * f64::from(2u32).powi(shift as i32), f64::from(wv), "exact in f32");
+            }
+            assert_eq!(argmax(&p), s.token_after(&ctx));
+            assert_eq!(p.iter().filter(|&&v| v == p[s.token_after(&ctx) as usize]).count(), 1, "unique maximum");
         }
     }
 

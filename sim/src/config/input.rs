@@ -14,6 +14,8 @@
 
 use serde::Deserialize;
 
+use crate::sampling::SamplingParams;
+
 use super::{Config, CudagraphModeConfig, OracleSpec, Profile, RequestSpec, Scenario, SpecMethod, MAX_BLOCKS};
 use crate::error::ConfigError;
 
@@ -122,6 +124,19 @@ pub struct RequestInput {
     pub min_tokens: u32,
     #[serde(default)]
     pub ignore_eos: bool,
+    /// `SamplingParams.temperature`: 0 (the default) is greedy (`crate::sampling`).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// `SamplingParams.top_k`: -1 or 0 (the default) disables it.
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    /// `SamplingParams.top_p`: in (0, 1], default 1.
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// `SamplingParams.seed`; a random request without one derives it from the oracle's
+    /// seed and its index (`sampling::derive_seed`).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 fn one() -> u64 {
@@ -141,20 +156,28 @@ impl ScenarioInput {
             Profile::VllmV1 => VLLM_DEFAULT_MAX_TOKENS,
             Profile::NanoVllm => NANO_DEFAULT_MAX_TOKENS,
         };
+        let scenario_seed = self.oracle.seed;
         let requests = self
             .requests
             .into_iter()
-            .map(|r| RequestSpec {
-                req_id: r.req_id,
-                prompt_token_ids: r.prompt_token_ids,
-                max_tokens: r.max_tokens.unwrap_or(max_tokens),
-                arrival_step: r.arrival_step,
-                eos_token_id: r.eos_token_id,
-                stop_token_ids: r.stop_token_ids,
-                min_tokens: r.min_tokens,
-                ignore_eos: r.ignore_eos,
+            .enumerate()
+            .map(|(i, r)| {
+                let derived = crate::sampling::derive_seed(scenario_seed, i);
+                let sampling = SamplingParams::resolve(r.temperature, r.top_k, r.top_p, r.seed, derived)
+                    .map_err(|message| ConfigError::Request { req_id: r.req_id.clone(), message })?;
+                Ok(RequestSpec {
+                    req_id: r.req_id,
+                    prompt_token_ids: r.prompt_token_ids,
+                    max_tokens: r.max_tokens.unwrap_or(max_tokens),
+                    arrival_step: r.arrival_step,
+                    eos_token_id: r.eos_token_id,
+                    stop_token_ids: r.stop_token_ids,
+                    min_tokens: r.min_tokens,
+                    ignore_eos: r.ignore_eos,
+                    sampling,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(Scenario { config, requests, oracle: self.oracle })
     }
 }
