@@ -2,8 +2,10 @@
 # The GPU check, in two halves.
 #
 #   bash scripts/gpu-check.sh build    # here (no GPU needed): release build + test binaries into .gpu/
-#   bash scripts/gpu-check.sh device   # on the GPU host, repo root, $OUT set: runs everything,
-#                                      # writes logs/JSON into $OUT, prints a summary
+#   bash scripts/gpu-check.sh device [STAGE...]
+#                                      # on the GPU host, repo root, $OUT set: runs every stage
+#                                      # (or only the named ones; `info` always runs), writes
+#                                      # logs/JSON into $OUT, prints a summary
 #
 # The device half never stops at a failed stage: each stage's exit code and time are
 # recorded and the next stage runs. Stages: env (NVRTC/cuBLAS lookup) + gpu info, gpu
@@ -82,12 +84,22 @@ add_lib() {
 
 STAGES=()
 DEADLINE=0
+ONLY=()
+# selected NAME: true when no stage list was given or NAME is in it.
+selected() {
+    local n
+    [ "${#ONLY[@]}" = 0 ] && return 0
+    [ "$1" = info ] && return 0
+    for n in "${ONLY[@]}"; do [ "$n" = "$1" ] && return 0; done
+    return 1
+}
 # stage NAME LIMIT_S LOG COMMAND...: runs with a time limit (never past DEADLINE), appends
 # to LOG, records the result (exit 124/137: timed out; "skipped": no time left).
 stage() {
     local name=$1 limit=$2 log=$3
     shift 3
     local t0 t1 rc left
+    selected "$name" || return 0
     t0=$(date +%s)
     left=$((DEADLINE - t0))
     if [ "$left" -lt 5 ]; then
@@ -108,7 +120,7 @@ device() {
     : "${OUT:?set OUT to the results folder}"
     mkdir -p "$OUT"
     [ -x .gpu/specreplay ] || { echo "no .gpu/ binaries: run 'scripts/gpu-check.sh build' first and carry .gpu" >&2; exit 2; }
-    DEADLINE=$(($(date +%s) + 510))
+    DEADLINE=$(($(date +%s) + ${GPU_CHECK_BUDGET_S:-510}))
     export SPECREPLAY_KERNEL_CACHE="${TMPDIR:-/tmp}/specreplay-kernels"
     {
         date -u +"%Y-%m-%dT%H:%M:%SZ"
@@ -170,9 +182,13 @@ device() {
 
 case "${1:-}" in
     build) build ;;
-    device) device ;;
+    device)
+        shift
+        ONLY=("$@")
+        device
+        ;;
     *)
-        echo "usage: scripts/gpu-check.sh build|device" >&2
+        echo "usage: scripts/gpu-check.sh build | device [STAGE...]" >&2
         exit 2
         ;;
 esac
