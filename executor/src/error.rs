@@ -28,6 +28,10 @@ pub enum ExecError {
     /// Bad user input to a command (a file that cannot be read, an unknown option value).
     #[error("{0}")]
     Input(String),
+    /// A checkpoint is unusable: a missing tensor, a wrong shape or dtype, an unknown
+    /// architecture, an unreadable `config.json`.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A CUDA graph could not be captured.
     #[error("CUDA graph capture: {0}")]
     Capture(String),

@@ -17,6 +17,7 @@
 //! * [`mod@bench`]: graph replay timings with CUDA events.
 //! * [`cuda_device`]: the simulator's device boundary on the GPU (`gpu sim` / `gpu replay`).
 //! * [`graphs`]: capture and replay of a fixed launch list.
+//! * [`model`]: Hugging Face checkpoints (Qwen3) and the weight interface of the forward pass.
 //! * [`selftest`]: every kernel against its reference on random inputs.
 
 pub mod bench;
@@ -27,6 +28,7 @@ pub mod graphs;
 pub mod host_device;
 pub mod kernels;
 pub mod layout;
+pub mod model;
 pub mod reference;
 pub mod replay;
 pub mod selftest;
