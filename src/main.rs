@@ -32,6 +32,8 @@ macro_rules! out {
     }};
 }
 
+mod check;
+
 #[derive(Parser)]
 #[command(
     name = "specreplay",
@@ -123,6 +125,26 @@ temporary file renamed into place when complete; it may not be the input itself.
         input: PathBuf,
         /// Trace to write: `.bin` = framed bincode, anything else canonical JSON; `-` writes JSON to standard output.
         output: PathBuf,
+    },
+    /// Report hazards in traces: stale drafts verified, padded KV writes, freed or shared blocks, ...
+    #[command(
+        after_help = "One line per finding (trace: step N: SEVERITY KIND: request \"ID\" FIELD: message), then \
+a count per kind. Kinds (severity): stale-drafts-verified (warn), padded-slot-write, full-padded-row-live, \
+position-over-max-model-len, acceptance-over-drafts, blocks-freed-while-running, block-shared-without-prefix-hit \
+(error: states vLLM 0.12.0 never reaches), drafts-for-finished-request, drafter-gate-suppressed, stale-tail-read \
+(info). Exit codes: 0 no denied kind found, 1 a kind given to --deny was found, 2 a trace that cannot be read \
+(the other traces are still checked) or an unknown kind. README \"Hazard checks\"."
+    )]
+    Check {
+        /// Traces (JSON or .bin, detected by content); `-` reads one from standard input.
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+        /// Kinds that make the exit status 1 when found (comma-separated, repeatable; `all` = every kind).
+        #[arg(long, value_name = "KIND,...")]
+        deny: Vec<String>,
+        /// Print one JSON document (traces, findings, per-kind summary, denied kinds) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// CUDA executor commands (exit 3 when this machine has no CUDA driver).
     Gpu {
@@ -404,6 +426,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
         }
         Cmd::Convert { input, output } => convert(&input, &output),
         Cmd::Gpu { cmd } => gpu::run(cmd).map_err(Fail),
+        Cmd::Check { traces, deny, json } => check::run(&traces, &deny, json),
         Cmd::Show { trace: path } => {
             let (reader, _) = open_trace(&path)?;
             let stdout = std::io::stdout();

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod block_hash;
 pub mod builders;
+pub mod check;
 pub mod config;
 pub mod cudagraph;
 pub mod device;
