@@ -297,3 +297,22 @@ fn cli_lines_summary_deny_and_json() {
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.json") && out.contains("summary: 2 trace(s), 6 finding(s)"), "{err}{out}");
 }
+
+#[test]
+fn malformed_steps_do_not_panic() {
+    let mut g = golden();
+    let s = step_mut(&mut g, 3);
+    s.attn.cu_seqlens_q = vec![0, i64::MAX];
+    s.num_padded_tokens = u32::MAX;
+    s.num_reqs_padded = u32::MAX;
+    s.total_num_scheduled_tokens = u32::MAX;
+    s.positions.clear();
+    s.attn.seqused_k = vec![-5];
+    s.batch_req_ids.push("ghost".into());
+    let s = step_mut(&mut g, 4);
+    s.input_ids.clear();
+    s.attn.cu_seqlens_q.clear();
+    s.block_ids.insert("x".into(), vec![0, 0, 1]);
+    g.config.block_size = 0;
+    let _ = check_trace(&g);
+}

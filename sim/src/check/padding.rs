@@ -66,7 +66,9 @@ fn full_padded_row_live(s: &Step, out: &mut Vec<Finding>) {
         return;
     }
     let a = &s.attn;
-    for row in s.batch_req_ids.len()..(s.num_reqs_padded as usize) {
+    // Rows past what the metadata holds cannot be live (and a hostile count is no loop).
+    let padded = (s.num_reqs_padded as usize).min(a.block_table.len().max(a.seqused_k.len()));
+    for row in s.batch_req_ids.len()..padded {
         let table = a.block_table.get(row).filter(|t| t.iter().any(|&b| b != -1));
         let used = a.seqused_k.get(row).copied().filter(|&u| u != 0);
         if table.is_none() && used.is_none() {
