@@ -88,11 +88,24 @@ Trace format: README \"Trace format\".")]
         actual: PathBuf,
     },
     /// Print a trace step by step, with the run summary.
-    #[command(after_help = "A run of idle steps is printed as one line. Exit codes: 0 printed, 2 a trace that \
-cannot be read. Trace format: README \"Trace format\".")]
+    #[command(
+        after_help = "A run of idle steps is printed as one line. --step, --request and --hide-idle narrow the \
+log; the summary (steps, idle steps, preemptions, KV utilisation, acceptance) always covers the whole trace. \
+Exit codes: 0 printed, 2 a trace that cannot be read, a bad --step range or an unknown --request. Trace format: \
+README \"Trace format\"."
+    )]
     Show {
         /// Trace (JSON or .bin); `-` reads standard input.
         trace: PathBuf,
+        /// Only steps in this inclusive range: `A..B`, `A..`, `..B` or `N` (1-based).
+        #[arg(long = "step", value_name = "A..B")]
+        step: Option<String>,
+        /// Only steps request ID takes part in (scheduled, in the batch, preempted or finished), its fields only.
+        #[arg(long, value_name = "ID")]
+        request: Option<String>,
+        /// Leave idle steps out.
+        #[arg(long)]
+        hide_idle: bool,
     },
     /// Search a metadata builder variant for a minimized counterexample against its
     /// reference (exit 0 when one is found, 1 when none is).
@@ -427,8 +440,15 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Convert { input, output } => convert(&input, &output),
         Cmd::Gpu { cmd } => gpu::run(cmd).map_err(Fail),
         Cmd::Check { traces, deny, json } => check::run(&traces, &deny, json),
-        Cmd::Show { trace: path } => {
+        Cmd::Show { trace: path, step, request, hide_idle } => {
+            let steps = step.as_deref().map(show::Filter::parse_steps).transpose().map_err(Fail)?;
             let (reader, _) = open_trace(&path)?;
+            if let Some(r) = &request {
+                if !reader.header().requests.iter().any(|x| &x.req_id == r) {
+                    return Err(at(&path, format!("--request: no request {r:?} in this trace")));
+                }
+            }
+            let filter = show::Filter { steps, request, hide_idle };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             // A reader that stops early (`| head`) ends the listing quietly.
@@ -436,7 +456,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
                 std::io::ErrorKind::BrokenPipe => Ok(()),
                 _ => Err(Fail(format!("standard output: {}", io::io_reason(&e)))),
             };
-            match show::render(reader, &mut out) {
+            match show::render(reader, &mut out, &filter) {
                 Ok(()) => std::io::Write::flush(&mut out).or_else(stdout_err)?,
                 Err(show::ShowError::Trace(e)) => return Err(at(&path, e)),
                 Err(show::ShowError::Write(e)) => stdout_err(e)?,

@@ -1,5 +1,7 @@
 //! `specreplay show`: a step-by-step log in the style of seed 004, then the summary.
-//! Streams: one step in memory at a time; a run of idle steps is one line.
+//! Streams: one step in memory at a time; a run of idle steps is one line. [`Filter`]
+//! narrows the log (a step range, one request, idle steps hidden); the summary always
+//! covers the whole trace.
 
 use std::fmt::Write;
 
@@ -101,6 +103,88 @@ fn step_log(s: &Step, out: &mut String) {
     let _ = writeln!(out, "free blocks: {}\n", s.num_free_blocks);
 }
 
+/// Which steps `show` prints.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Inclusive step range.
+    pub steps: Option<(u64, u64)>,
+    /// Only steps this request takes part in (scheduled, in the batch, preempted or
+    /// finished), its per-request fields only.
+    pub request: Option<String>,
+    /// Leave idle steps out.
+    pub hide_idle: bool,
+}
+
+impl Filter {
+    /// Parses `--step`: `A..B` (inclusive), `A..`, `..B` or `N`.
+    pub fn parse_steps(text: &str) -> Result<(u64, u64), String> {
+        let num = |t: &str, default: u64| -> Result<u64, String> {
+            if t.is_empty() {
+                return Ok(default);
+            }
+            t.parse::<u64>().map_err(|_| format!("--step: expected A..B, A.., ..B or N (1-based steps), got {text:?}"))
+        };
+        let (a, b) = match text.split_once("..") {
+            Some((a, b)) => (num(a, 1)?, num(b, u64::MAX)?),
+            None if !text.is_empty() => {
+                let n = num(text, 0)?;
+                (n, n)
+            }
+            None => return Err("--step: empty range".into()),
+        };
+        if a > b {
+            return Err(format!("--step: empty range {text:?} (first step after last)"));
+        }
+        Ok((a, b))
+    }
+
+    fn is_active(&self) -> bool {
+        self.steps.is_some() || self.request.is_some() || self.hide_idle
+    }
+
+    fn in_range(&self, step: u64) -> bool {
+        self.steps.is_none_or(|(a, b)| (a..=b).contains(&step))
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some((a, b)) = self.steps {
+            parts.push(if b == u64::MAX { format!("steps {a}..") } else { format!("steps {a}..{b}") });
+        }
+        if let Some(r) = &self.request {
+            parts.push(format!("request {r:?}"));
+        }
+        if self.hide_idle {
+            parts.push("idle hidden".into());
+        }
+        parts.join(", ")
+    }
+}
+
+/// Whether request `r` takes part in step `s`.
+fn involves(s: &Step, r: &str) -> bool {
+    s.batch_req_ids.iter().any(|x| x == r)
+        || s.num_scheduled_tokens.contains_key(r)
+        || s.preempted_req_ids.iter().any(|x| x == r)
+        || s.finished_req_ids.iter().any(|x| x == r)
+}
+
+/// The step with its per-request maps narrowed to `r` (batch-wide arrays kept).
+fn restrict(s: &Step, r: &str) -> Step {
+    fn keep<V: Clone>(m: &std::collections::BTreeMap<String, V>, r: &str) -> std::collections::BTreeMap<String, V> {
+        m.iter().filter(|(k, _)| k.as_str() == r).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+    Step {
+        num_scheduled_tokens: keep(&s.num_scheduled_tokens, r),
+        scheduled_spec_decode_tokens: keep(&s.scheduled_spec_decode_tokens, r),
+        num_computed_tokens: keep(&s.num_computed_tokens, r),
+        block_ids: keep(&s.block_ids, r),
+        draft_token_ids: keep(&s.draft_token_ids, r),
+        token_ids_cpu: keep(&s.token_ids_cpu, r),
+        ..s.clone()
+    }
+}
+
 /// Why `show` stopped.
 pub enum ShowError {
     Trace(TraceError),
@@ -122,8 +206,12 @@ fn idle_run(first: u64, last: u64, out: &mut String) {
     }
 }
 
-/// Renders the whole log plus the summary, step by step, to `out`.
-pub fn render<R: std::io::Read>(mut reader: TraceReader<R>, out: &mut dyn std::io::Write) -> Result<(), ShowError> {
+/// Renders the log (narrowed by `filter`) plus the whole trace's summary, step by step, to `out`.
+pub fn render<R: std::io::Read>(
+    mut reader: TraceReader<R>,
+    out: &mut dyn std::io::Write,
+    filter: &Filter,
+) -> Result<(), ShowError> {
     let mut text = String::new();
     let h = reader.header().clone();
     let c = &h.config;
@@ -134,8 +222,19 @@ pub fn render<R: std::io::Read>(mut reader: TraceReader<R>, out: &mut dyn std::i
     }
     let mut summary = Summary::new();
     let mut idle: Option<(u64, u64)> = None;
+    let mut shown = 0u64;
     while let Some(s) = reader.next_step().map_err(ShowError::Trace)? {
         summary.add(&s);
+        let visible = filter.in_range(s.step)
+            && filter.request.as_deref().is_none_or(|r| involves(&s, r))
+            && !(filter.hide_idle && s.idle);
+        if !visible {
+            if let Some((first, last)) = idle.take() {
+                idle_run(first, last, &mut text);
+            }
+            continue;
+        }
+        shown += 1;
         if s.is_pure_idle() {
             match idle {
                 Some((first, last)) if last.checked_add(1) == Some(s.step) => idle = Some((first, s.step)),
@@ -150,19 +249,46 @@ pub fn render<R: std::io::Read>(mut reader: TraceReader<R>, out: &mut dyn std::i
         if let Some((first, last)) = idle.take() {
             idle_run(first, last, &mut text);
         }
-        step_log(&s, &mut text);
+        match &filter.request {
+            Some(r) => step_log(&restrict(&s, r), &mut text),
+            None => step_log(&s, &mut text),
+        }
         emit(out, &mut text)?;
     }
     if let Some((first, last)) = idle.take() {
         idle_run(first, last, &mut text);
     }
     let outputs = reader.finish().map_err(ShowError::Trace)?;
-    for (r, toks) in &outputs {
+    for (r, toks) in outputs.iter().filter(|(r, _)| filter.request.as_ref().is_none_or(|x| x == *r)) {
         let _ = writeln!(text, "output['{r}'] ({} tokens): {}", toks.len(), list(toks));
     }
     let s = summary;
     let _ = writeln!(text, "\nsummary:");
+    if filter.is_active() {
+        let _ = writeln!(
+            text,
+            "  shown: {shown} of {} steps ({}); the summary covers the whole trace",
+            s.steps as u64 + s.idle_steps,
+            filter.describe()
+        );
+    }
     let _ = writeln!(text, "  total steps: {}", s.steps);
+    let _ = writeln!(text, "  idle steps: {}", s.idle_steps);
+    let _ = writeln!(text, "  preemptions: {}", s.preemptions);
+    // vLLM never allocates the null block 0; nano-vllm's pool starts at block 0.
+    let usable = match c.profile {
+        specreplay_sim::Profile::VllmV1 => c.num_gpu_blocks.saturating_sub(1),
+        specreplay_sim::Profile::NanoVllm => c.num_gpu_blocks,
+    };
+    if let Some((peak, mean)) = s.kv_used(usable) {
+        let pct = |x: f64| if usable == 0 { 0.0 } else { 100.0 * x / f64::from(usable) };
+        let _ = writeln!(
+            text,
+            "  KV blocks in use: peak {peak} of {usable} ({:.1}%), mean {mean:.1} ({:.1}%)",
+            pct(f64::from(peak)),
+            pct(mean)
+        );
+    }
     let _ = writeln!(text, "  steps with draft tokens: {}", s.steps_with_drafts);
     let _ = writeln!(text, "  number of draft tokens: {}", s.spec.num_draft_tokens);
     let _ = writeln!(text, "  number of accepted tokens: {}", s.spec.num_accepted_tokens);

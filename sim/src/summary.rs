@@ -62,6 +62,14 @@ pub struct Summary {
     pub steps_with_drafts: usize,
     /// The run's draft/acceptance counters, recounted from the recorded rows.
     pub spec: SpecStats,
+    /// Idle engine steps (nothing waiting or running).
+    pub idle_steps: u64,
+    /// Preemption events (a request preempted twice counts twice).
+    pub preemptions: u64,
+    /// Fewest free KV blocks at the end of a busy step (`None` before one).
+    pub min_free_blocks: Option<u32>,
+    /// Sum over busy steps of the free blocks at their end (mean = sum / steps).
+    pub free_blocks_sum: u64,
 }
 
 impl Summary {
@@ -77,15 +85,27 @@ impl Summary {
 
     /// An empty summary, fed step by step with [`Summary::add`] (streaming readers).
     pub fn new() -> Summary {
-        Summary { steps: 0, steps_with_drafts: 0, spec: SpecStats::default() }
+        Summary {
+            steps: 0,
+            steps_with_drafts: 0,
+            spec: SpecStats::default(),
+            idle_steps: 0,
+            preemptions: 0,
+            min_free_blocks: None,
+            free_blocks_sum: 0,
+        }
     }
 
-    /// Accounts one step (idle steps are skipped).
+    /// Accounts one step (idle steps are only counted).
     pub fn add(&mut self, step: &Step) {
         if step.idle {
+            self.idle_steps += 1;
             return;
         }
         self.steps += 1;
+        self.preemptions += step.preempted_req_ids.len() as u64;
+        self.min_free_blocks = Some(self.min_free_blocks.map_or(step.num_free_blocks, |m| m.min(step.num_free_blocks)));
+        self.free_blocks_sum += u64::from(step.num_free_blocks);
         if !step.scheduled_spec_decode_tokens.is_empty() {
             self.steps_with_drafts += 1;
         }
@@ -95,6 +115,16 @@ impl Summary {
             // An arbitrary trace may hold more valid tokens than drafts + 1: clamp.
             self.spec.observe_draft(drafts.len(), valid.saturating_sub(1).min(drafts.len()));
         }
+    }
+}
+
+impl Summary {
+    /// KV-cache utilisation over busy steps given the allocatable blocks (vLLM: the pool
+    /// minus the null block 0; nano-vllm: the whole pool): (peak used, mean used).
+    pub fn kv_used(&self, usable_blocks: u32) -> Option<(u32, f64)> {
+        let min_free = self.min_free_blocks?;
+        let mean_free = self.free_blocks_sum as f64 / self.steps.max(1) as f64;
+        Some((usable_blocks.saturating_sub(min_free), (f64::from(usable_blocks) - mean_free).max(0.0)))
     }
 }
 
