@@ -33,6 +33,7 @@ macro_rules! out {
 }
 
 mod check;
+mod export;
 
 #[derive(Parser)]
 #[command(
@@ -158,6 +159,21 @@ position-over-max-model-len, acceptance-over-drafts, blocks-freed-while-running,
         /// Print one JSON document (traces, findings, per-kind summary, denied kinds) instead of lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Export a trace for a timeline viewer (Chrome trace-event JSON for ui.perfetto.dev / chrome://tracing).
+    #[command(after_help = "Tracks: engine steps (one slice per step, its fields as args; KV and token counters; \
+hazards from `check` as instants), one track per persistent-batch row and one per request. Time is synthetic: step \
+N starts at (N-1) x 1000 us. The output is written to a temporary file renamed into place when complete. Exit \
+codes: 0 written, 2 a trace that cannot be read or an output that cannot be written. README \"Timeline export\".")]
+    Export {
+        /// Output format (only `perfetto`: Chrome trace-event JSON).
+        #[arg(long, value_parser = ["perfetto"])]
+        format: String,
+        /// Trace (JSON or .bin); `-` reads standard input.
+        trace: PathBuf,
+        /// File to write (JSON); `-` writes to standard output.
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// CUDA executor commands (exit 3 when this machine has no CUDA driver).
     Gpu {
@@ -440,6 +456,11 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Convert { input, output } => convert(&input, &output),
         Cmd::Gpu { cmd } => gpu::run(cmd).map_err(Fail),
         Cmd::Check { traces, deny, json } => check::run(&traces, &deny, json),
+        Cmd::Export { format: _, trace, output } => {
+            let steps = export::perfetto(&trace, &output)?;
+            tracing::info!(steps, "exported {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Show { trace: path, step, request, hide_idle } => {
             let steps = step.as_deref().map(show::Filter::parse_steps).transpose().map_err(Fail)?;
             let (reader, _) = open_trace(&path)?;
