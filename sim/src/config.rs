@@ -5,6 +5,7 @@
 //! effective* config; a scenario file may leave out what vLLM 0.12.0 defaults, and
 //! [`Scenario::from_json`] (see [`input`]) resolves those defaults as vLLM does.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +15,7 @@ use crate::sampling::SamplingParams;
 pub mod input;
 
 /// Which engine's bookkeeping is modelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Profile {
     /// vLLM 0.12.0's v1 engine (scheduler, GPU model runner, n-gram proposer).
     #[serde(rename = "vllm-v1")]
@@ -25,7 +26,7 @@ pub enum Profile {
 }
 
 /// Speculative-decoding method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SpecMethod {
     /// vLLM's `NgramProposer` (`vllm/v1/spec_decode/ngram_proposer.py`).
     #[serde(rename = "ngram")]
@@ -36,7 +37,7 @@ pub enum SpecMethod {
 }
 
 /// `CompilationConfig.cudagraph_mode` (`vllm/config/compilation.py`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum CudagraphModeConfig {
     /// vLLM 0.12.0 default: FULL graphs for uniform decode, PIECEWISE for the rest.
     #[serde(rename = "FULL_AND_PIECEWISE")]
@@ -67,7 +68,7 @@ pub const MAX_BATCH_TOKENS: u32 = 1 << 24;
 pub const MAX_BLOCKS: u32 = 1 << 22;
 
 /// Engine configuration (the scenario's `config`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub profile: Profile,
@@ -300,8 +301,9 @@ pub struct RequestSpec {
     pub sampling: SamplingParams,
 }
 
-/// The JSON form of [`RequestSpec`].
-#[derive(Serialize, Deserialize)]
+/// One request (vLLM's `EngineCoreRequest`) in JSON: `sampling` is omitted when greedy.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "RequestSpec")]
 #[serde(deny_unknown_fields)]
 struct RequestSpecJson {
     req_id: String,
@@ -332,6 +334,17 @@ struct RequestSpecBin {
     stop_token_ids: Vec<u32>,
     min_tokens: u32,
     ignore_eos: bool,
+}
+
+/// The schema of the JSON form (what serde reads and writes in JSON; the bincode form
+/// has no schema).
+impl JsonSchema for RequestSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RequestSpec".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RequestSpecJson::json_schema(g)
+    }
 }
 
 impl Serialize for RequestSpec {
@@ -448,6 +461,15 @@ impl std::fmt::Display for OracleKind {
     }
 }
 
+impl JsonSchema for OracleKind {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OracleKind".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "enum": OracleKind::NAMES})
+    }
+}
+
 impl Serialize for OracleKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -473,7 +495,7 @@ impl<'de> Deserialize<'de> for OracleKind {
 }
 
 /// The target model, as an oracle (`crate::oracle`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OracleSpec {
     /// `"continuation"` or `"synthetic"`.
@@ -496,7 +518,7 @@ pub struct OracleSpec {
 /// A resolved scenario: what `specreplay sim` runs, with every config field concrete.
 /// Its own serde form is the strict one (every required field present, as in a trace);
 /// scenario *files* are read with [`Scenario::from_json`], which fills in vLLM's defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub config: Config,

@@ -6,6 +6,7 @@
 //! resolved [`SamplingParams`] is what the trace header records. Greedy requests record
 //! nothing new (the field is omitted), so greedy traces keep their bytes.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// vLLM `_SAMPLING_EPS`: a temperature below it is greedy.
@@ -17,7 +18,7 @@ pub const MIN_RANDOM_TEMPERATURE: f32 = 1e-2;
 ///
 /// Greedy (`temperature == 0`, the default) has `top_k == 0`, `top_p == 1` and no seed,
 /// as vLLM resets them for greedy requests (`SamplingParams.__post_init__`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingParams {
     /// 0 for greedy, else in `[0.01, ∞)`.

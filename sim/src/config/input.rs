@@ -12,6 +12,7 @@
 //! Arithmetic on user values is done in `u64` or checked: no input makes this module
 //! panic or wrap (`tests/config_defaults.rs` feeds the extreme values of every field).
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::sampling::SamplingParams;
@@ -54,8 +55,9 @@ pub const NANO_DEFAULT_MAX_NUM_BATCHED_TOKENS: u32 = 16384;
 pub const NANO_DEFAULT_MAX_TOKENS: u32 = 64;
 
 /// A scenario file (`config`, `requests`, `oracle`) before defaults are resolved.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Scenario")]
 pub struct ScenarioInput {
     pub config: ConfigInput,
     pub requests: Vec<RequestInput>,
@@ -64,8 +66,9 @@ pub struct ScenarioInput {
 
 /// The scenario's `config` with every defaulted field optional. Field meanings are those
 /// of [`Config`]; `speculative_config` is vLLM's spelling of the four speculative fields.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ScenarioConfig")]
 pub struct ConfigInput {
     pub profile: Option<Profile>,
     pub block_size: Option<u32>,
@@ -93,8 +96,9 @@ pub struct ConfigInput {
 }
 
 /// vLLM's `SpeculativeConfig` fields the simulator models (`vllm/config/speculative.py`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SpeculativeConfig")]
 pub struct SpeculativeConfigInput {
     /// Must be `"ngram"` (the only proposer modelled).
     pub method: Option<String>,
@@ -105,8 +109,9 @@ pub struct SpeculativeConfigInput {
 
 /// One request with `max_tokens` optional (the other optional fields default as in
 /// [`RequestSpec`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ScenarioRequest")]
 pub struct RequestInput {
     pub req_id: String,
     pub prompt_token_ids: Vec<u32>,

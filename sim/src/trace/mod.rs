@@ -26,6 +26,7 @@
 //! [`Trace`] as one bincode value. Reading a version-1 file gives the in-memory
 //! version-2 form ([`VERSION`]); `specreplay convert` re-encodes it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +37,7 @@ use crate::error::TraceError;
 
 pub mod bin;
 pub mod json;
+pub mod schema;
 mod stream;
 
 pub use stream::{TraceReader, TraceWriter};
@@ -58,7 +60,7 @@ pub const JSON_VALUE_LIMIT: usize = 1 << 30;
 pub const MAX_TRACE_STEPS: u64 = crate::engine::MAX_STEPS;
 
 /// A recorded run, held in memory (tests and small tools; the CLI streams instead).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trace {
     pub format: String,
@@ -189,6 +191,17 @@ impl<'de> Deserialize<'de> for CudagraphMode {
     }
 }
 
+/// The JSON spelling only (the empty string is a bincode-only legacy value).
+impl JsonSchema for CudagraphMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CudagraphMode".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "enum": ["NONE", "PIECEWISE", "FULL"],
+            "description": "CUDAGraphMode of the forward pass as the runner dispatched it"})
+    }
+}
+
 impl CudagraphMode {
     /// The spelling in traces and in vLLM's logs.
     pub fn as_str(self) -> &'static str {
@@ -225,7 +238,7 @@ impl PartialEq<&str> for CudagraphMode {
 
 /// One engine step. In an idle step (no request waiting or running) only `step` and
 /// `idle` are written; every other field holds its empty value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Step {
     /// 1-based engine step.
@@ -288,7 +301,7 @@ impl Step {
 }
 
 /// FlashAttention metadata (`vllm/v1/attention/backends/flash_attn.py`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttnMetadata {
     pub cu_seqlens_q: Vec<i64>,
@@ -300,7 +313,7 @@ pub struct AttnMetadata {
 }
 
 /// nano-vllm's `Context` (`nanovllm/utils/context.py`, built in `engine/model_runner.py`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NanoContext {
     pub is_prefill: bool,
