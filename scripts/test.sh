@@ -13,4 +13,10 @@ fi
 nvrtc_lib=$(dirname "$(find "$nvrtc_dir" -name libnvrtc.so.13 | head -n 1)")
 export LD_LIBRARY_PATH="$PWD/$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "NVRTC: $nvrtc_lib"
+# Debian's Chromium for the report browser test (tests/report_browser.rs), which fails
+# rather than skips without it. Skipped when present; SPECREPLAY_CHROMIUM names another.
+if [ -z "${SPECREPLAY_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
 cargo test --workspace "$@"

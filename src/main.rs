@@ -34,6 +34,7 @@ macro_rules! out {
 
 mod check;
 mod export;
+mod report;
 
 #[derive(Parser)]
 #[command(
@@ -172,6 +173,21 @@ codes: 0 written, 2 a trace that cannot be read or an output that cannot be writ
         /// Trace (JSON or .bin); `-` reads standard input.
         trace: PathBuf,
         /// File to write (JSON); `-` writes to standard output.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Write one self-contained HTML page showing a run (or two, with their first divergence).
+    #[command(after_help = "The page has no script and loads nothing (inline CSS and SVG; a Content-Security-Policy \
+forbids any fetch): a timeline of steps x persistent-batch rows (scheduled tokens, drafts accepted/rejected, graph \
+mode and padding, arrivals, preemptions, finishes, hazards from `check`), per-position acceptance, the acceptance \
+length histogram and KV blocks over steps. Long runs (over 400 steps or 48 rows) are bucketed. With two traces both \
+are shown and the first divergence is highlighted. Exit codes: 0 written, 2 a trace that cannot be read or an \
+output that cannot be written. README \"Run report\".")]
+    Report {
+        /// One trace, or two to compare (JSON or .bin); `-` reads one from standard input.
+        #[arg(required = true, num_args = 1..=2)]
+        traces: Vec<PathBuf>,
+        /// HTML file to write; `-` writes to standard output.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -456,6 +472,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Convert { input, output } => convert(&input, &output),
         Cmd::Gpu { cmd } => gpu::run(cmd).map_err(Fail),
         Cmd::Check { traces, deny, json } => check::run(&traces, &deny, json),
+        Cmd::Report { traces, output } => report::run(&traces, &output).map(|()| ExitCode::SUCCESS),
         Cmd::Export { format: _, trace, output } => {
             let steps = export::perfetto(&trace, &output)?;
             tracing::info!(steps, "exported {}", output.display());

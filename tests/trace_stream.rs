@@ -247,7 +247,7 @@ fn diff_names_requests_with_dots_and_brackets() {
 #[test]
 fn help_describes_arguments_exit_codes_and_formats() {
     let mut all = String::new();
-    for cmd in ["sim", "replay", "diff", "show", "convert", "explain", "check", "export"] {
+    for cmd in ["sim", "replay", "diff", "show", "convert", "explain", "check", "export", "report"] {
         let (code, out, _) = cli(&[cmd, "--help"]);
         assert_eq!(code, 0);
         assert!(out.contains("Exit codes"), "{cmd}: {out}");
