@@ -551,6 +551,7 @@ impl SimDevice for CudaDevice<'_> {
         plan: &StepPlan,
         _contexts: &[&[u32]],
     ) -> std::result::Result<Vec<Vec<i64>>, SimError> {
+        crate::host_device::refuse_random_rows(plan)?;
         if self.probe == Probe::Poison {
             self.poison().map_err(drv)?;
         }
@@ -620,6 +621,7 @@ mod tests {
                 num_draft: 2,
                 num_sampled: 3,
                 discard: false,
+                sampling: Default::default(),
             },
             RowPlan {
                 req: 1,
@@ -630,6 +632,7 @@ mod tests {
                 num_draft: 2,
                 num_sampled: 3,
                 discard: false,
+                sampling: Default::default(),
             },
         ];
         StepPlan {

@@ -117,6 +117,7 @@ impl SimDevice for HostDevice {
     }
 
     fn forward_sample(&mut self, plan: &StepPlan, _: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
+        refuse_random_rows(plan)?;
         if self.poison {
             self.fill_tails();
         }
@@ -163,6 +164,20 @@ impl SimDevice for HostDevice {
 /// known-bad-variant tests run (`executor/tests/gpu.rs`).
 pub const VARIANT_SCENARIO: &str = "scenarios/cascade_ghost_entry.json";
 
+/// The executor's kernels verify greedily only (`rejection_greedy`); a random-mode row
+/// (temperature > 0, issue 15) is refused with one clear error instead of being verified
+/// greedily. The CPU device (`specreplay_sim::device::CpuDevice`) samples such rows.
+pub(crate) fn refuse_random_rows(plan: &StepPlan) -> std::result::Result<(), SimError> {
+    match plan.rows.iter().find(|r| r.is_random()) {
+        Some(r) => Err(SimError::Device(format!(
+            "step {}: request {:?} samples at temperature {}: the CUDA executor verifies greedy requests only \
+             (random-mode kernels are not implemented yet); run it on the CPU with `specreplay sim`",
+            plan.step, r.req_id, r.sampling.temperature
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +222,19 @@ mod tests {
 
     fn root() -> std::path::PathBuf {
         crate::repo_root()
+    }
+
+    /// A random-mode request is refused with one clear error (never verified greedily);
+    /// the same scenario with every request greedy runs.
+    #[test]
+    fn random_mode_rows_are_refused_not_verified_greedily() {
+        let mut sc = trace::read(&root().join("traces/random_ngram_mixed.json")).unwrap().scenario();
+        let e = run(&sc).unwrap_err().to_string();
+        assert!(e.contains("verifies greedy requests only") && !e.contains('\n'), "{e}");
+        for r in &mut sc.requests {
+            r.sampling = Default::default();
+        }
+        assert!(run(&sc).is_ok());
     }
 
     #[test]

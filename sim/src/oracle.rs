@@ -13,6 +13,13 @@ pub trait TargetModel {
     /// The target's greedy token after `context` for request `req_id` whose prompt has
     /// `prompt_len` tokens.
     fn next_token(&self, req_id: &str, prompt_len: usize, context: &[u32]) -> Result<u32, SimError>;
+
+    /// The target's log-probability row after `context` (the logits random-mode sampling
+    /// starts from, `vllm/v1/sample/rejection_sampler.py` `compute_probs`); `None` for a
+    /// greedy-only model (a recorded continuation has no probability rows).
+    fn log_probs(&self, _context: &[u32]) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// Builds the oracle a scenario names.
@@ -162,6 +169,10 @@ impl Synthetic {
 impl TargetModel for Synthetic {
     fn next_token(&self, _req_id: &str, _prompt_len: usize, context: &[u32]) -> Result<u32, SimError> {
         Ok(self.token_after(context))
+    }
+
+    fn log_probs(&self, context: &[u32]) -> Option<Vec<f64>> {
+        Some(Synthetic::log_probs(self, context))
     }
 }
 

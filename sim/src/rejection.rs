@@ -1,8 +1,10 @@
 //! Greedy rejection sampling (`vllm/v1/sample/rejection_sampler.py`,
 //! `rejection_greedy_sample_kernel`), with the target model as an oracle.
 
+use crate::device::RowPlan;
 use crate::error::SimError;
 use crate::oracle::TargetModel;
+use crate::trace::RandomDraws;
 
 /// One batch row's verification input.
 pub struct RowInput<'a> {
@@ -88,6 +90,18 @@ pub fn random_row_variant(
     }
     out.push(bonus);
     out
+}
+
+/// The generator keys and uniforms of a random-mode row ([`RandomDraws`]): what the trace
+/// records so a reader can re-derive the row's decisions without the generator's state.
+pub fn draws(r: &RowPlan) -> RandomDraws {
+    use crate::philox::{Purpose, Stream};
+    let seed = r.sampling.seed.unwrap_or_default();
+    let (request, position) = (r.req as u32, r.first_sample_position() as u32);
+    let uniforms = (0..r.num_draft as u32)
+        .map(|j| Stream { seed, request, position: position + j, purpose: Purpose::Accept }.word(0) >> 8)
+        .collect();
+    RandomDraws { seed, request, position, uniforms }
 }
 
 /// `argmax_v p[v] / E_v` over `v ≠ excluded`, lowest index on ties (vLLM's exponential
