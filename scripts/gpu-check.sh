@@ -29,7 +29,8 @@ build() {
         python3 -c '
 import json, shutil, sys
 names = {("lib", "specreplay_executor"): "executor-unit", ("test", "gpu"): "executor-gpu",
-         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random"}
+         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random",
+         ("test", "gpu_random_rows"): "executor-gpu-random-rows"}
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -42,7 +43,7 @@ for line in sys.stdin:
         shutil.copy(m["executable"], ".gpu/" + names[key])
         print("copied", key[1], "->", ".gpu/" + names[key])
 '
-    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random; do
+    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random executor-gpu-random-rows; do
         [ -x ".gpu/$f" ] || { echo "gpu-check build: .gpu/$f missing" >&2; exit 1; }
     done
     strip .gpu/* 2>/dev/null || true
@@ -142,6 +143,10 @@ device() {
     stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
     # Philox4x32-10, ln and exp: CUDA twins bit-equal to the CPU on >= 10^8 inputs each.
     stage random-twins 60 "$OUT/tests.log" .gpu/executor-gpu-random --ignored --test-threads=1 --nocapture
+    # Random-mode rows (target distributions + vLLM's random rejection rule): GPU kernels
+    # bit-equal to the CPU on >= 10^6 rows, then the device's rows/s at vocabulary 151,936.
+    stage random-rows 120 "$OUT/tests.log" .gpu/executor-gpu-random-rows --ignored --test-threads=1 --nocapture random_rows_are_bit_equal
+    stage random-bench 60 "$OUT/tests.log" .gpu/executor-gpu-random-rows --ignored --test-threads=1 --nocapture random_rows_bench
     stage unit-tests 30 "$OUT/tests.log" .gpu/executor-unit --test-threads=1
     stage nvrtc-compile 20 "$OUT/tests.log" .gpu/executor-nvrtc --test-threads=1
     stage replay 50 "$OUT/replay.log" .gpu/specreplay gpu replay "${traces[@]}"
@@ -166,7 +171,7 @@ device() {
             [ "$rc" = 0 ] || failed=$((failed + 1))
         done
         grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
-        grep -E '^test result:|twins: |exponential variate: ' "$OUT/tests.log" 2>/dev/null
+        grep -E '^test result:|twins: |exponential variate: |^random rows|^vocab .*batch seed|panicked' "$OUT/tests.log" 2>/dev/null
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do

@@ -1,0 +1,237 @@
+//! Random-mode verification rows on the device (`executor/kernels/random_rows.cu`) and
+//! their CPU twin: the synthetic oracle's target distributions with temperature / top-k /
+//! top-p (`specreplay_sim::sampling::target_probs` of `Synthetic::log_probs`) and vLLM
+//! 0.12.0's random rejection rule for n-gram drafts (`vllm/v1/sample/rejection_sampler.py`;
+//! `specreplay_sim::rejection::random_row`), keyed by `(seed, request, position, purpose)`.
+//!
+//! A batch is a list of [`RandomRow`]s over one vocabulary: each row names the context
+//! hashes of its `num_draft + 1` target positions (after the context up to each draft, then
+//! the whole context). The device computes every target row (`synthetic_target_probs`) and
+//! then every output row (`rejection_random`); [`cpu_rows`] computes the same with the
+//! simulator's functions, and the GPU test / `gpu selftest` compare them bit for bit.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use crate::device::Device;
+use crate::error::{ExecError, Result};
+use specreplay_sim::oracle::Synthetic;
+use specreplay_sim::rejection;
+use specreplay_sim::sampling::{target_probs, SamplingParams};
+
+/// One batch row of random-mode verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomRow {
+    /// Partial prefill: the row is all -1 and draws nothing.
+    pub discard: bool,
+    /// Context hashes (`Synthetic::context_hash`) of the target positions: after the
+    /// context up to draft `j` for `j < drafts.len()`, then after the whole context.
+    pub hashes: Vec<u64>,
+    pub drafts: Vec<u32>,
+    pub params: SamplingParams,
+    /// The request's arrival index (first Philox counter word).
+    pub request: u32,
+    /// Sequence position of the first sampled token.
+    pub first_pos: u32,
+}
+
+/// What a batch produced: the target rows (row-major, `vocab` wide, in row order then
+/// position order) and the sampler rows (`width` wide, -1 padded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomOutput {
+    pub probs: Vec<f64>,
+    pub rows: Vec<i64>,
+}
+
+/// The CPU twin: the simulator's own functions, row by row.
+pub fn cpu_rows(oracle: &Synthetic, rows: &[RandomRow], width: usize) -> RandomOutput {
+    let mut probs = Vec::new();
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for r in rows {
+        let targets: Vec<Vec<f64>> =
+            r.hashes.iter().map(|&h| target_probs(&oracle.log_probs_of_hash(h), &r.params)).collect();
+        for t in &targets {
+            probs.extend_from_slice(t);
+        }
+        let mut row = vec![-1i64; width];
+        if !r.discard {
+            let seed = r.params.seed.unwrap_or_default();
+            for (j, t) in
+                rejection::random_row(&targets, &r.drafts, seed, r.request, r.first_pos).into_iter().enumerate()
+            {
+                row[j] = i64::from(t);
+            }
+        }
+        out.extend_from_slice(&row);
+    }
+    RandomOutput { probs, rows: out }
+}
+
+/// Checks a batch before it reaches the device (sizes the kernels index with).
+fn validate(oracle: &Synthetic, rows: &[RandomRow], width: usize) -> Result<()> {
+    let bad = |m: String| Err(ExecError::InvalidInput(m));
+    if oracle.vocab_size == 0 || oracle.vocab_size >= 1 << 20 {
+        return bad(format!("vocabulary {} outside 1..2^20", oracle.vocab_size));
+    }
+    for (i, r) in rows.iter().enumerate() {
+        if r.hashes.len() != r.drafts.len() + 1 || r.drafts.len() >= width {
+            return bad(format!("row {i}: {} targets for {} drafts (width {width})", r.hashes.len(), r.drafts.len()));
+        }
+        if r.params.is_greedy() || r.params.seed.is_none() {
+            return bad(format!("row {i} is not a seeded random-mode row"));
+        }
+        if let Some(d) = r.drafts.iter().find(|&&d| d >= oracle.vocab_size) {
+            return bad(format!("row {i}: draft {d} outside the vocabulary"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a batch on the device: `synthetic_target_probs` over every target row, then
+/// `rejection_random` over every row. Returns both, downloaded.
+pub fn device_rows(dev: &Device, oracle: &Synthetic, rows: &[RandomRow], width: usize) -> Result<RandomOutput> {
+    validate(oracle, rows, width)?;
+    let vocab = oracle.vocab_size;
+    let v = vocab as usize;
+    let (mut hashes, mut param_of, mut temp, mut top_k, mut top_p) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut discard, mut first_target, mut num_draft, mut draft_offset, mut drafts) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut seeds, mut request, mut first_pos) = (vec![], vec![], vec![]);
+    for (i, r) in rows.iter().enumerate() {
+        temp.push(r.params.temperature);
+        top_k.push(r.params.top_k);
+        top_p.push(r.params.top_p);
+        first_target.push(hashes.len() as i32);
+        for &h in &r.hashes {
+            hashes.push(h);
+            param_of.push(i as i32);
+        }
+        discard.push(i32::from(r.discard));
+        num_draft.push(r.drafts.len() as i32);
+        draft_offset.push(drafts.len() as i32);
+        drafts.extend(r.drafts.iter().map(|&d| d as i32));
+        seeds.push(r.params.seed.unwrap_or_default());
+        request.push(r.request);
+        first_pos.push(r.first_pos);
+    }
+    if drafts.is_empty() {
+        drafts.push(0); // no zero-length device buffers
+    }
+    let n_targets = hashes.len();
+    let s = &dev.stream;
+    let d_hashes = s.clone_htod(&hashes)?;
+    let d_param_of = s.clone_htod(&param_of)?;
+    let d_temp = s.clone_htod(&temp)?;
+    let d_top_k = s.clone_htod(&top_k)?;
+    let d_top_p = s.clone_htod(&top_p)?;
+    let mut scratch = s.alloc_zeros::<f64>(n_targets * v)?;
+    let mut probs = s.alloc_zeros::<f64>(n_targets * v)?;
+    let cfg = |n: usize| LaunchConfig {
+        grid_dim: (n.clamp(1, 65_535) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let n_t = n_targets as i32;
+    let mut l = s.launch_builder(dev.function("synthetic_target_probs")?);
+    l.arg(&n_t).arg(&vocab).arg(&d_hashes).arg(&d_param_of).arg(&d_temp).arg(&d_top_k).arg(&d_top_p);
+    l.arg(&mut scratch).arg(&mut probs);
+    // SAFETY: arguments match `synthetic_target_probs`; every buffer holds n_targets rows
+    // of `vocab` doubles or one entry per target row / request.
+    unsafe { l.launch(cfg(n_targets)) }?;
+    let d_discard = s.clone_htod(&discard)?;
+    let d_first_target = s.clone_htod(&first_target)?;
+    let d_num_draft = s.clone_htod(&num_draft)?;
+    let d_draft_offset = s.clone_htod(&draft_offset)?;
+    let d_drafts = s.clone_htod(&drafts)?;
+    let d_seeds = s.clone_htod(&seeds)?;
+    let d_request = s.clone_htod(&request)?;
+    let d_first_pos = s.clone_htod(&first_pos)?;
+    let mut out = s.alloc_zeros::<i64>((rows.len() * width).max(1))?;
+    let (n_r, w) = (rows.len() as i32, width as i32);
+    let mut l = s.launch_builder(dev.function("rejection_random")?);
+    l.arg(&n_r).arg(&vocab).arg(&w).arg(&d_discard).arg(&d_first_target).arg(&d_num_draft).arg(&d_draft_offset);
+    l.arg(&d_drafts).arg(&d_seeds).arg(&d_request).arg(&d_first_pos).arg(&probs).arg(&mut out);
+    // SAFETY: arguments match `rejection_random`; per-row arrays hold one entry per row,
+    // drafts and target rows are indexed through the offsets built above.
+    unsafe { l.launch(cfg(rows.len())) }?;
+    let probs = s.clone_dtoh(&probs)?;
+    let mut rows_out = s.clone_dtoh(&out)?;
+    rows_out.truncate(rows.len() * width);
+    s.synchronize()?;
+    Ok(RandomOutput { probs, rows: rows_out })
+}
+
+/// A seeded random batch for the self-test, GPU test and benchmark: `n` rows over the
+/// oracle's vocabulary, `0..=max_k` drafts (often the target's likely tokens, sometimes
+/// arbitrary), temperatures 0.5 / 1 / 2 / other, top-k and top-p on and off, about 5 %
+/// discarded rows.
+pub fn random_batch(oracle: &Synthetic, n: usize, max_k: usize, seed: u64) -> Vec<RandomRow> {
+    use specreplay_sim::splitmix::splitmix;
+    let mut x = seed;
+    let mut next = move || {
+        x = splitmix(x);
+        x
+    };
+    let vocab = u64::from(oracle.vocab_size);
+    (0..n)
+        .map(|i| {
+            let k = (next() % (max_k as u64 + 1)) as usize;
+            let temperature = match next() % 4 {
+                0 => 0.5,
+                1 => 1.0,
+                2 => 2.0,
+                _ => 0.01 + (next() % 400) as f32 / 100.0,
+            };
+            let top_k = if next() % 2 == 0 { 0 } else { 1 + (next() % vocab.min(64)) as u32 };
+            let top_p = if next() % 2 == 0 { 1.0 } else { 0.05 + (next() % 95) as f32 / 100.0 };
+            let params = SamplingParams { temperature, top_k, top_p, seed: Some(next()) };
+            let mut ctx: Vec<u32> = (0..2 + next() % 6).map(|_| (next() % vocab) as u32).collect();
+            let (mut hashes, mut drafts) = (Vec::new(), Vec::new());
+            for _ in 0..k {
+                hashes.push(oracle.context_hash(&ctx));
+                let d = if next() % 3 == 0 { (next() % vocab) as u32 } else { oracle.token_after(&ctx) };
+                drafts.push(d);
+                ctx.push(d);
+            }
+            hashes.push(oracle.context_hash(&ctx));
+            RandomRow {
+                discard: next() % 20 == 0,
+                hashes,
+                drafts,
+                params,
+                request: (i % 1000) as u32,
+                first_pos: (ctx.len() - k) as u32 + (next() % 4000) as u32,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU twin is the simulator's CPU device: a row built from a real context gives
+    /// the tokens `rejection::random_row` gives, and discarded rows are all -1.
+    #[test]
+    fn the_cpu_twin_is_the_simulators_rule_and_batches_validate() {
+        let oracle = Synthetic { seed: 5, vocab_size: 50, order: 2 };
+        let rows = random_batch(&oracle, 300, 8, 1);
+        assert!(rows.iter().any(|r| r.discard) && rows.iter().any(|r| r.drafts.len() == 8));
+        assert!(rows.iter().any(|r| r.drafts.is_empty()));
+        let out = cpu_rows(&oracle, &rows, 9);
+        assert_eq!(out.rows.len(), 300 * 9);
+        for (r, row) in rows.iter().zip(out.rows.chunks(9)) {
+            let valid = row.iter().take_while(|&&t| t >= 0).count();
+            if r.discard {
+                assert_eq!(valid, 0);
+            } else {
+                assert!((1..=r.drafts.len() + 1).contains(&valid));
+                assert!(row[..valid - 1].iter().zip(&r.drafts).all(|(&a, &d)| a == i64::from(d)));
+            }
+        }
+        assert!(validate(&oracle, &rows, 9).is_ok());
+        assert!(validate(&oracle, &rows, 8).is_err(), "8 drafts need width 9");
+        let mut greedy = rows.clone();
+        greedy[0].params = SamplingParams::default();
+        assert!(validate(&oracle, &greedy, 9).is_err());
+    }
+}
