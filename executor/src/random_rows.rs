@@ -160,6 +160,96 @@ pub fn device_rows(dev: &Device, oracle: &Synthetic, rows: &[RandomRow], width: 
     Ok(RandomOutput { probs, rows: rows_out })
 }
 
+/// The algorithm of `synthetic_target_probs`, step for step on the CPU (block reductions
+/// become plain loops): the weights, the top-k threshold by a bitwise search over total-order
+/// keys, top-p by the level search, the softmaxes in `lane_sum` order. It shares no code
+/// path with `target_probs` beyond `ln`/`exp`/`softmax`, so equality of the two checks the
+/// kernel's searches on every CI run.
+pub fn kernel_algorithm_probs(oracle: &Synthetic, h: u64, params: &SamplingParams) -> Vec<f64> {
+    use specreplay_sim::sampling::{fixed62, softmax, top_p_limit};
+    let key = |x: f64| {
+        let b = x.to_bits();
+        if b >> 63 == 1 {
+            !b
+        } else {
+            b | (1 << 63)
+        }
+    };
+    let t = f64::from(params.temperature);
+    let mut x: Vec<f64> = oracle.log_probs_of_hash(h).into_iter().map(|l| l / t).collect();
+    let vocab = x.len();
+    let k = params.top_k as usize;
+    if k > 0 && k < vocab {
+        let mut th = 0u64;
+        for bit in (0..64).rev() {
+            let cand = th | (1 << bit);
+            if x.iter().filter(|&&v| key(v) >= cand).count() >= k {
+                th = cand;
+            }
+        }
+        for v in x.iter_mut() {
+            if key(*v) < th {
+                *v = f64::NEG_INFINITY;
+            }
+        }
+    }
+    if params.top_p < 1.0 {
+        let q = softmax(&x);
+        let limit = top_p_limit(params.top_p);
+        let f = |t: u64| -> u64 { (0..vocab).filter(|&v| key(x[v]) <= t).map(|v| fixed62(q[v])).sum() };
+        let (mut t0, mut any) = (0u64, false);
+        for bit in (0..64).rev() {
+            let cand = t0 | (1 << bit);
+            if f(cand) <= limit {
+                t0 = cand;
+                any = true;
+            }
+        }
+        if !any {
+            any = f(0) <= limit;
+        }
+        let kmax = x.iter().map(|&v| key(v)).max().unwrap_or(0);
+        let none = any && t0 >= kmax;
+        let level = if !any {
+            0
+        } else if none {
+            kmax
+        } else {
+            t0 + 1
+        };
+        let below: u64 = (0..vocab).filter(|&v| key(x[v]) < level).map(|v| fixed62(q[v])).sum();
+        let n_level = (0..vocab).filter(|&v| key(x[v]) == level).count() as u64;
+        let qlev = (0..vocab).filter(|&v| key(x[v]) == level).map(|v| fixed62(q[v])).max().unwrap_or(0);
+        let mut m = if none {
+            n_level - 1
+        } else if qlev == 0 {
+            n_level
+        } else {
+            (limit - below) / qlev
+        };
+        m = m.min(n_level);
+        let mut cut = 0usize;
+        if m > 0 {
+            let mut best = 0usize;
+            for bit in (0..=20).rev() {
+                let cand = best | (1 << bit);
+                let c = (0..vocab.min(cand)).filter(|&u| key(x[u]) == level).count() as u64;
+                if c < m {
+                    best = cand;
+                }
+            }
+            cut = best + 1;
+        }
+        for v in 0..vocab {
+            let kv = key(x[v]);
+            if kv < level || (kv == level && v < cut) {
+                x[v] = f64::NEG_INFINITY;
+            }
+        }
+    }
+    softmax(&x)
+}
+
 /// A seeded random batch for the self-test, GPU test and benchmark: `n` rows over the
 /// oracle's vocabulary, `0..=max_k` drafts (often the target's likely tokens, sometimes
 /// arbitrary), temperatures 0.5 / 1 / 2 / other, top-k and top-p on and off, about 5 %
@@ -211,6 +301,26 @@ mod tests {
 
     /// The CPU twin is the simulator's CPU device: a row built from a real context gives
     /// the tokens `rejection::random_row` gives, and discarded rows are all -1.
+    /// The kernel's search-based algorithm gives the bits of `target_probs` on rows full of
+    /// ties (synthetic weights take ~17 values), every temperature / top-k / top-p mix.
+    #[test]
+    fn the_kernels_search_algorithm_equals_target_probs_bit_for_bit() {
+        let mut checked = 0;
+        for (vocab, n) in [(1u32, 20usize), (2, 200), (5, 400), (17, 400), (64, 400), (700, 60), (151_936, 2)] {
+            let oracle = Synthetic { seed: u64::from(vocab) * 31, vocab_size: vocab, order: 2 };
+            for r in random_batch(&oracle, n, 2, u64::from(vocab)) {
+                for &h in &r.hashes {
+                    let want = target_probs(&oracle.log_probs_of_hash(h), &r.params);
+                    let got = kernel_algorithm_probs(&oracle, h, &r.params);
+                    let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "vocab {vocab} {:?}: {want:?} vs {got:?}", r.params);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 2000, "{checked}");
+    }
+
     #[test]
     fn the_cpu_twin_is_the_simulators_rule_and_batches_validate() {
         let oracle = Synthetic { seed: 5, vocab_size: 50, order: 2 };
