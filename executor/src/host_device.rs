@@ -116,8 +116,7 @@ impl SimDevice for HostDevice {
         Ok(())
     }
 
-    fn forward_sample(&mut self, plan: &StepPlan, _: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
-        refuse_random_rows(plan)?;
+    fn forward_sample(&mut self, plan: &StepPlan, contexts: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
         if self.poison {
             self.fill_tails();
         }
@@ -135,12 +134,17 @@ impl SimDevice for HostDevice {
             return Err(SimError::Device(format!("step {}: device counters {c:?}", plan.step)));
         }
         let w = plan.width;
-        let rows: Vec<Vec<i64>> = (0..plan.rows.len())
+        let mut rows: Vec<Vec<i64>> = (0..plan.rows.len())
             .map(|r| self.b.sampled[r * w..(r + 1) * w].iter().map(|&t| i64::from(t)).collect())
             .collect();
         if !self.synthetic {
             self.recorded.check_exhausted(plan, &rows)?;
         }
+        // Random-mode rows: the CPU twin of `random_rows.cu` (`random_rows::cpu_rows`).
+        let oracle = self.oracle;
+        crate::random_rows::replace_random_rows(plan, contexts, &oracle, &mut rows, |b| {
+            Ok(crate::random_rows::cpu_rows(&oracle, b, plan.width))
+        })?;
         Ok(rows)
     }
 
@@ -163,20 +167,6 @@ impl SimDevice for HostDevice {
 /// A committed scenario with FULL-padded decode steps (continuation oracle): the one the
 /// known-bad-variant tests run (`executor/tests/gpu.rs`).
 pub const VARIANT_SCENARIO: &str = "scenarios/cascade_ghost_entry.json";
-
-/// The executor's kernels verify greedily only (`rejection_greedy`); a random-mode row
-/// (temperature > 0, issue 15) is refused with one clear error instead of being verified
-/// greedily. The CPU device (`specreplay_sim::device::CpuDevice`) samples such rows.
-pub(crate) fn refuse_random_rows(plan: &StepPlan) -> std::result::Result<(), SimError> {
-    match plan.rows.iter().find(|r| r.is_random()) {
-        Some(r) => Err(SimError::Device(format!(
-            "step {}: request {:?} samples at temperature {}: the CUDA executor verifies greedy requests only \
-             (random-mode kernels are not implemented yet); run it on the CPU with `specreplay sim`",
-            plan.step, r.req_id, r.sampling.temperature
-        ))),
-        None => Ok(()),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -224,17 +214,39 @@ mod tests {
         crate::repo_root()
     }
 
-    /// A random-mode request is refused with one clear error (never verified greedily);
-    /// the same scenario with every request greedy runs.
+    /// The committed random-mode trace replays identical through the kernel references
+    /// (random rows by the CPU twin of `random_rows.cu`), and a wrong seed is caught.
     #[test]
-    fn random_mode_rows_are_refused_not_verified_greedily() {
-        let mut sc = trace::read(&root().join("traces/random_ngram_mixed.json")).unwrap().scenario();
-        let e = run(&sc).unwrap_err().to_string();
-        assert!(e.contains("verifies greedy requests only") && !e.contains('\n'), "{e}");
-        for r in &mut sc.requests {
-            r.sampling = Default::default();
+    fn the_random_trace_replays_identical_through_the_kernel_references() {
+        let rec = trace::read(&root().join("traces/random_ngram_mixed.json")).unwrap();
+        let got = run(&rec.scenario()).unwrap();
+        let rep = diff::compare(&rec, &got);
+        assert!(rep.identical(), "{:?}", rep.first);
+        let mut sc = rec.scenario();
+        sc.requests[1].sampling.seed = sc.requests[1].sampling.seed.map(|s| s ^ 1);
+        assert!(!diff::compare(&rec, &run(&sc).unwrap()).identical());
+    }
+
+    /// The scenarios of `gpu fuzz --random --n 500 --seed 1` (random-mode rows verified by
+    /// the CPU twin of the device kernels) give the CPU device's traces.
+    #[test]
+    fn random_fuzz_scenarios_match_the_cpu_device_through_the_kernel_references() {
+        let mut random_rows = 0;
+        for i in 0..500 {
+            let sc = crate::replay::random_fuzz_scenario(1, i).unwrap();
+            let cpu = engine::run(&sc).map(|r| r.trace);
+            let host = run(&sc);
+            match (cpu, host) {
+                (Ok(c), Ok(h)) => {
+                    random_rows += c.steps.iter().map(|s| s.random_draws.0.len()).sum::<usize>();
+                    let rep = diff::compare(&c, &h);
+                    assert!(rep.identical(), "random scenario {i}: {:?}", rep.first);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "random scenario {i}"),
+                (a, b) => panic!("random scenario {i}: CPU {:?} vs reference {:?}", a.err(), b.err()),
+            }
         }
-        assert!(run(&sc).is_ok());
+        assert!(random_rows > 1000, "{random_rows} random rows: the scenarios test little");
     }
 
     #[test]

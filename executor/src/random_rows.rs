@@ -14,9 +14,11 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::device::Device;
 use crate::error::{ExecError, Result};
+use specreplay_sim::device::StepPlan;
 use specreplay_sim::oracle::Synthetic;
 use specreplay_sim::rejection;
 use specreplay_sim::sampling::{target_probs, SamplingParams};
+use specreplay_sim::SimError;
 
 /// One batch row of random-mode verification.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +66,54 @@ pub fn cpu_rows(oracle: &Synthetic, rows: &[RandomRow], width: usize) -> RandomO
         out.extend_from_slice(&row);
     }
     RandomOutput { probs, rows: out }
+}
+
+/// The random-mode rows of a step as a batch: `(batch row, RandomRow)` for every row of a
+/// request sampled at temperature > 0 (discarded rows included: they come back all -1).
+/// The drafts are the context slots the CPU device reads back from `input_ids`, the target
+/// positions those of [`specreplay_sim::device::RowPlan::first_sample_position`].
+pub fn plan_rows(plan: &StepPlan, contexts: &[&[u32]], oracle: &Synthetic) -> Vec<(usize, RandomRow)> {
+    let mut out = Vec::new();
+    for (i, r) in plan.rows.iter().enumerate() {
+        if r.sampling.is_greedy() {
+            continue;
+        }
+        let first = r.first_sample_position();
+        let ctx = contexts[i];
+        out.push((
+            i,
+            RandomRow {
+                discard: r.discard,
+                hashes: (0..=r.num_draft).map(|j| oracle.context_hash(&ctx[..first + j])).collect(),
+                drafts: ctx[first..r.seq_len()].to_vec(),
+                params: r.sampling,
+                request: r.req as u32,
+                first_pos: first as u32,
+            },
+        ));
+    }
+    out
+}
+
+/// Overwrites the random-mode rows of a step's sampler output with `verify(batch)`'s rows
+/// (`plan.width` wide each); greedy rows stay as the greedy kernels wrote them.
+pub fn replace_random_rows(
+    plan: &StepPlan,
+    contexts: &[&[u32]],
+    oracle: &Synthetic,
+    rows: &mut [Vec<i64>],
+    verify: impl FnOnce(&[RandomRow]) -> Result<RandomOutput>,
+) -> std::result::Result<(), SimError> {
+    let batch = plan_rows(plan, contexts, oracle);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let (idx, batch): (Vec<usize>, Vec<RandomRow>) = batch.into_iter().unzip();
+    let out = verify(&batch).map_err(|e| SimError::Device(format!("step {}: random-mode rows: {e}", plan.step)))?;
+    for (k, &i) in idx.iter().enumerate() {
+        rows[i] = out.rows[k * plan.width..(k + 1) * plan.width].to_vec();
+    }
+    Ok(())
 }
 
 /// Checks a batch before it reaches the device (sizes the kernels index with).
@@ -220,13 +270,7 @@ pub fn kernel_algorithm_probs(oracle: &Synthetic, h: u64, params: &SamplingParam
         let below: u64 = (0..vocab).filter(|&v| key(x[v]) < level).map(|v| fixed62(q[v])).sum();
         let n_level = (0..vocab).filter(|&v| key(x[v]) == level).count() as u64;
         let qlev = (0..vocab).filter(|&v| key(x[v]) == level).map(|v| fixed62(q[v])).max().unwrap_or(0);
-        let mut m = if none {
-            n_level - 1
-        } else if qlev == 0 {
-            n_level
-        } else {
-            (limit - below) / qlev
-        };
+        let mut m = if none { n_level - 1 } else { (limit - below).checked_div(qlev).unwrap_or(n_level) };
         m = m.min(n_level);
         let mut cut = 0usize;
         if m > 0 {
@@ -240,10 +284,10 @@ pub fn kernel_algorithm_probs(oracle: &Synthetic, h: u64, params: &SamplingParam
             }
             cut = best + 1;
         }
-        for v in 0..vocab {
-            let kv = key(x[v]);
+        for (v, xv) in x.iter_mut().enumerate() {
+            let kv = key(*xv);
             if kv < level || (kv == level && v < cut) {
-                x[v] = f64::NEG_INFINITY;
+                *xv = f64::NEG_INFINITY;
             }
         }
     }
@@ -293,6 +337,78 @@ pub fn random_batch(oracle: &Synthetic, n: usize, max_k: usize, seed: u64) -> Ve
             }
         })
         .collect()
+}
+
+/// The CPU twin over all cores (rows are independent).
+pub fn cpu_rows_parallel(oracle: &Synthetic, rows: &[RandomRow], width: usize) -> RandomOutput {
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let parts: Vec<RandomOutput> = std::thread::scope(|s| {
+        let hs: Vec<_> = rows.chunks(chunk).map(|c| s.spawn(move || cpu_rows(oracle, c, width))).collect();
+        hs.into_iter().map(|h| h.join().expect("CPU twin thread")).collect()
+    });
+    let mut out = RandomOutput { probs: Vec::new(), rows: Vec::new() };
+    for p in parts {
+        out.probs.extend(p.probs);
+        out.rows.extend(p.rows);
+    }
+    out
+}
+
+/// Rows of the self-test batches: `(vocabulary, rows per batch, share of the total)`; the
+/// 151,936-vocabulary batches always run (3 of 64 rows).
+const SELFTEST_PLAN: [(u32, usize, f64); 6] =
+    [(2, 8192, 0.04), (7, 8192, 0.16), (32, 8192, 0.45), (64, 8192, 0.33), (1000, 1024, 0.015), (5000, 256, 0.005)];
+
+/// `gpu selftest`'s random-mode rows: about `total` rows in seeded batches (zero drafts,
+/// discarded rows, k up to 8, vocabularies 2 to 151,936), device against CPU twin, target
+/// probability rows compared bit for bit and sampler rows exactly. A row counts as one
+/// mismatch if any of its target rows or its output differs; `first` names it.
+pub fn self_test(dev: &Device, total: u64, seed: u64) -> Result<crate::selftest::Row> {
+    const WIDTH: usize = 9;
+    let mut row = crate::selftest::Row { kernel: "random_rows".into(), cases: 0, mismatches: 0, first: None };
+    let mut plan: Vec<(u32, usize, u64)> =
+        SELFTEST_PLAN.iter().map(|&(v, n, share)| (v, n, ((total as f64 * share) / n as f64).ceil() as u64)).collect();
+    plan.push((151_936, 64, 3));
+    let mut bseed = specreplay_sim::splitmix::splitmix(seed ^ 0x15_0015);
+    for (vocab, n, batches) in plan {
+        for b in 0..batches {
+            bseed = specreplay_sim::splitmix::splitmix(bseed ^ b);
+            let oracle = Synthetic { seed: bseed, vocab_size: vocab, order: 2 };
+            let batch = random_batch(&oracle, n, 8, bseed);
+            let got = device_rows(dev, &oracle, &batch, WIDTH)?;
+            let want = cpu_rows_parallel(&oracle, &batch, WIDTH);
+            let v = vocab as usize;
+            let mut t = 0;
+            for (i, r) in batch.iter().enumerate() {
+                let mut bad = None;
+                for _ in &r.hashes {
+                    let (g, w) = (&got.probs[t * v..(t + 1) * v], &want.probs[t * v..(t + 1) * v]);
+                    if let Some(x) = (0..v).find(|&x| g[x].to_bits() != w[x].to_bits()) {
+                        bad.get_or_insert(format!("target row {t} token {x}: GPU {:e} vs CPU {:e}", g[x], w[x]));
+                    }
+                    t += 1;
+                }
+                let (g, w) = (&got.rows[i * WIDTH..(i + 1) * WIDTH], &want.rows[i * WIDTH..(i + 1) * WIDTH]);
+                if g != w {
+                    bad.get_or_insert(format!("sampler row GPU {g:?} vs CPU {w:?}"));
+                }
+                row.cases += 1;
+                if let Some(what) = bad {
+                    row.mismatches += 1;
+                    row.first.get_or_insert_with(|| {
+                        format!(
+                            "vocab {vocab}, batch seed {bseed:#x}, row {i} ({} drafts, discard {}, {:?}): {what}",
+                            r.drafts.len(),
+                            r.discard,
+                            r.params
+                        )
+                    });
+                }
+            }
+        }
+    }
+    Ok(row)
 }
 
 #[cfg(test)]
