@@ -138,10 +138,14 @@ device() {
     local traces=(traces/vllm_ngram_13step.json traces/conformance/vllm-0.12.0/*.bin)
 
     stage info 30 "$OUT/info.txt" .gpu/specreplay gpu info
-    stage selftest 100 "$OUT/selftest.log" .gpu/specreplay gpu selftest --json "$OUT/selftest.json"
+    stage selftest 100 "$OUT/selftest.log" .gpu/specreplay gpu selftest --random-rows 0 --json "$OUT/selftest.json"
     stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
     # Philox4x32-10, ln and exp: CUDA twins bit-equal to the CPU on >= 10^8 inputs each.
-    stage random-twins 60 "$OUT/tests.log" .gpu/executor-gpu-random --ignored --test-threads=1 --nocapture
+    stage random-twins 60 "$OUT/tests.log" .gpu/executor-gpu-random --ignored --test-threads=1 --nocapture --skip random_rows
+    # Random-mode rows (target distributions + vLLM's random rejection rule): GPU kernels
+    # bit-equal to the CPU on >= 10^6 rows, then the device's rows/s at vocabulary 151,936.
+    stage random-rows 120 "$OUT/selftest.log" .gpu/specreplay gpu selftest --cases 0 --random-rows 1000000 --json "$OUT/random-rows.json"
+    stage random-bench 60 "$OUT/tests.log" .gpu/executor-gpu-random --ignored --test-threads=1 --nocapture random_rows_bench
     stage unit-tests 30 "$OUT/tests.log" .gpu/executor-unit --test-threads=1
     stage nvrtc-compile 20 "$OUT/tests.log" .gpu/executor-nvrtc --test-threads=1
     stage replay 50 "$OUT/replay.log" .gpu/specreplay gpu replay "${traces[@]}"
@@ -153,6 +157,9 @@ device() {
     mkdir -p "$tmp"
     stage sim-cpu-replay 30 "$OUT/replay.log" bash -c ".gpu/specreplay gpu sim scenarios/cascade_ghost_entry.json -o $tmp/gpu.json && .gpu/specreplay replay $tmp/gpu.json"
     stage known-bad 30 "$OUT/replay.log" bash -c ".gpu/specreplay sim scenarios/cascade_ghost_entry.json -o $tmp/cpu.json && .gpu/specreplay gpu replay --variant padded-slot-writes $tmp/cpu.json; rc=\$?; echo \"known-bad variant: gpu replay exit \$rc (1 expected)\"; test \$rc = 1"
+    # Random mode end to end: gpu sim of the committed random scenario then CPU replay, and
+    # 500 random-mode fuzz scenarios gpu-sim vs CPU.
+    stage random-sim 120 "$OUT/replay.log" bash -c ".gpu/specreplay gpu sim scenarios/random/ngram_mixed.json -o $tmp/gpu-random.json && .gpu/specreplay replay $tmp/gpu-random.json && .gpu/specreplay diff traces/random_ngram_mixed.json $tmp/gpu-random.json && echo 'random gpu sim: identical to traces/random_ngram_mixed.json' && .gpu/specreplay gpu fuzz --random --n 500 --seed 1"
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
 
@@ -165,9 +172,9 @@ device() {
             printf '%-14s %s (%s s)\n' "$name" "$([ "$rc" = 0 ] && echo ok || echo "FAILED exit $rc")" "$secs"
             [ "$rc" = 0 ] || failed=$((failed + 1))
         done
-        grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
-        grep -E '^test result:|twins: |exponential variate: ' "$OUT/tests.log" 2>/dev/null
-        grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
+        grep -E '^(kernel|first mismatch|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
+        grep -E '^test result:|twins: |exponential variate: |^random rows|^vocab .*batch seed|panicked' "$OUT/tests.log" 2>/dev/null
+        grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch|random| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"

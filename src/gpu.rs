@@ -29,6 +29,10 @@ pub enum GpuCmd {
         /// Random cases per kernel.
         #[arg(long, default_value_t = 10_000)]
         cases: u64,
+        /// Random-mode rows (target distributions + vLLM's random rejection rule) compared
+        /// with the CPU twin, bit for bit; 0 skips them.
+        #[arg(long, default_value_t = 1_000_000)]
+        random_rows: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Also write the table as JSON to this file.
@@ -74,6 +78,10 @@ pub enum GpuCmd {
         /// Also write the counts as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Random-mode scenarios: seeded temperature / top-k / top-p on most requests
+        /// (`replay::random_fuzz_scenario`), verified on the device by the random-mode kernels.
+        #[arg(long)]
+        random: bool,
         #[arg(long, hide = true, default_value = "correct")]
         variant: String,
     },
@@ -122,13 +130,13 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        GpuCmd::Selftest { cases, seed, json } => {
+        GpuCmd::Selftest { cases, random_rows, seed, json } => {
             let dev = Device::open(0)?;
             println!("{} (sm {}.{})", dev.info.name, dev.info.compute_capability.0, dev.info.compute_capability.1);
             // Progress on stderr with the wall time of each kernel's cases (the table on
             // stdout stays deterministic).
             let mut t = std::time::Instant::now();
-            let rep = selftest::run(&dev, cases, seed, &mut |row| {
+            let rep = selftest::run_with_random(&dev, cases, random_rows, seed, &mut |row| {
                 eprintln!(
                     "  {:<22} {:>8} cases {:>8} mismatches {:>8.2} s",
                     row.kernel,
@@ -220,12 +228,14 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             eprintln!("gpu replay: {steps} steps in {secs:.3} s ({:.0} steps/s)", steps as f64 / secs.max(1e-9));
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        GpuCmd::Fuzz { n, seed, first, json, variant } => {
+        GpuCmd::Fuzz { n, seed, first, json, random, variant } => {
             let variant = Variant::parse(&variant)?;
             let dev = Device::open_variant(0, variant)?;
-            let (mut same, mut cov, mut shown) = (0u64, Coverage::default(), 0);
+            let (mut same, mut cov, mut shown, mut random_rows) = (0u64, Coverage::default(), 0, 0usize);
+            let flag = if random { " --random" } else { "" };
             for i in first..first + n {
-                let Some(sc) = replay::fuzz_scenario(seed, i) else {
+                let sc = if random { replay::random_fuzz_scenario(seed, i) } else { replay::fuzz_scenario(seed, i) };
+                let Some(sc) = sc else {
                     return Err(ExecError::Input(format!("fuzz scenario {i}: generator ran out of bytes")));
                 };
                 let cpu = engine::run(&sc);
@@ -234,6 +244,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     (_, Err(RunError::Exec(e))) => return Err(ExecError::Input(format!("fuzz scenario {i}: {e}"))),
                     (Ok(c), Ok((g, _))) => {
                         cov.add(&c.trace);
+                        random_rows += c.trace.steps.iter().map(|s| s.random_draws.0.len()).sum::<usize>();
                         let rep = diff::compare(&c.trace, g);
                         match rep.first {
                             None => Ok(()),
@@ -259,7 +270,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     Err(msg) if shown < 5 => {
                         shown += 1;
                         println!("FAIL fuzz scenario {i}: {msg}");
-                        println!("reproduce: specreplay gpu fuzz --seed {seed} --first {i} --n 1");
+                        println!("reproduce: specreplay gpu fuzz{flag} --seed {seed} --first {i} --n 1");
                     }
                     Err(_) => {}
                 }
@@ -268,13 +279,16 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 }
             }
             println!("identical: {same}/{n}");
+            if random {
+                println!("random-mode rows verified on the device: {random_rows}");
+            }
             println!(
                 "scenarios with FULL steps: {}, PIECEWISE steps: {}, NONE steps: {}, preemption: {}, prefix-cache hits: {}",
                 cov.full, cov.piecewise, cov.none, cov.preemption, cov.prefix_hits
             );
             if let Some(path) = json {
                 let j = serde_json::json!({
-                    "n": n, "seed": seed, "identical": same,
+                    "n": n, "seed": seed, "identical": same, "random": random, "random_rows": random_rows,
                     "full": cov.full, "piecewise": cov.piecewise, "none": cov.none,
                     "preemption": cov.preemption, "prefix_hits": cov.prefix_hits,
                 });

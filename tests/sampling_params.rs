@@ -133,11 +133,9 @@ fn invalid_sampling_values_are_one_error_line_and_exit_2() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A random request resolves (seed derived from the oracle seed unless given); until the
-/// random rejection sampler runs, the engine refuses it with one clear line rather than
-/// running it greedily.
+/// A random request resolves (seed derived from the oracle seed unless given) and runs.
 #[test]
-fn random_requests_resolve_and_are_refused_until_random_mode_exists() {
+fn random_requests_resolve_and_run() {
     use specreplay_sim::config::input::ScenarioInput;
     let raw: ScenarioInput =
         serde_json::from_str(&synthetic_scenario_with(serde_json::json!({"temperature": 0.5, "top_k": 3}))).unwrap();
@@ -148,8 +146,10 @@ fn random_requests_resolve_and_are_refused_until_random_mode_exists() {
     let raw: ScenarioInput =
         serde_json::from_str(&synthetic_scenario_with(serde_json::json!({"temperature": 2, "seed": 11}))).unwrap();
     assert_eq!(raw.resolve().unwrap().requests[0].sampling.seed, Some(11));
-    let err = Scenario::from_json(&synthetic_scenario_with(serde_json::json!({"temperature": 0.5}))).unwrap_err();
-    assert!(err.to_string().contains("random-mode sampling is not implemented in this build yet"), "{err}");
+    let sc = Scenario::from_json(&synthetic_scenario_with(serde_json::json!({"temperature": 0.5}))).unwrap();
+    let t = engine::run(&sc).unwrap().trace;
+    assert_eq!(t.outputs["a"].len(), 20);
+    assert!(t.steps.iter().any(|s| !s.random_draws.is_empty()));
 }
 
 /// A header with a random request: JSON carries `sampling` and reads it back; bincode

@@ -322,6 +322,8 @@ pub struct CudaDevice<'d> {
     shadow: Option<Lane>,
     probe: Probe,
     synthetic: bool,
+    /// The synthetic oracle (random-mode rows); a placeholder for continuation oracles.
+    oracle: Synthetic,
     /// Recorded rows (continuation oracle).
     recorded: Recorded,
     pub stats: RunStats,
@@ -371,7 +373,7 @@ impl<'d> CudaDevice<'d> {
         };
         let main = lane(false)?;
         let shadow = if probe == Probe::ShadowEager { Some(lane(true)?) } else { None };
-        Ok(CudaDevice { dev, main, shadow, probe, synthetic, recorded, stats: RunStats::default() })
+        Ok(CudaDevice { dev, main, shadow, probe, synthetic, oracle, recorded, stats: RunStats::default() })
     }
 
     fn stage_lane(&mut self, shadow: bool, plan: &StepPlan, contexts: &[&[u32]]) -> Result<()> {
@@ -546,15 +548,11 @@ impl SimDevice for CudaDevice<'_> {
         Ok(())
     }
 
-    fn forward_sample(
-        &mut self,
-        plan: &StepPlan,
-        _contexts: &[&[u32]],
-    ) -> std::result::Result<Vec<Vec<i64>>, SimError> {
+    fn forward_sample(&mut self, plan: &StepPlan, contexts: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
         if self.probe == Probe::Poison {
             self.poison().map_err(drv)?;
         }
-        let rows = self.launch_lane(false, plan).map_err(drv)?;
+        let mut rows = self.launch_lane(false, plan).map_err(drv)?;
         let ctr = self.counters(&self.main).map_err(drv)?;
         if ctr[CTR_MISMATCH] > 0 {
             return Err(SimError::Device(format!(
@@ -571,6 +569,14 @@ impl SimDevice for CudaDevice<'_> {
         if !self.synthetic {
             self.recorded.check_exhausted(plan, &rows)?;
         }
+        // Random-mode rows (temperature > 0, synthetic oracle): the target distributions
+        // and vLLM's random rejection rule on the device (`random_rows.cu`), replacing the
+        // greedy rows the graph wrote for them. Context hashes come from the host's token
+        // rows (the same tokens the graph read through the paged cache).
+        let (dev, oracle) = (self.dev, self.oracle);
+        crate::random_rows::replace_random_rows(plan, contexts, &oracle, &mut rows, |b| {
+            crate::random_rows::device_rows(dev, &oracle, b, plan.width)
+        })?;
         if self.shadow.is_some() {
             self.launch_lane(true, plan).map_err(drv)?;
             if let Some(msg) = self.shadow_check(plan).map_err(drv)? {
@@ -620,6 +626,7 @@ mod tests {
                 num_draft: 2,
                 num_sampled: 3,
                 discard: false,
+                sampling: Default::default(),
             },
             RowPlan {
                 req: 1,
@@ -630,6 +637,7 @@ mod tests {
                 num_draft: 2,
                 num_sampled: 3,
                 discard: false,
+                sampling: Default::default(),
             },
         ];
         StepPlan {

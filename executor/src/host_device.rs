@@ -116,7 +116,7 @@ impl SimDevice for HostDevice {
         Ok(())
     }
 
-    fn forward_sample(&mut self, plan: &StepPlan, _: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
+    fn forward_sample(&mut self, plan: &StepPlan, contexts: &[&[u32]]) -> std::result::Result<Vec<Vec<i64>>, SimError> {
         if self.poison {
             self.fill_tails();
         }
@@ -134,12 +134,17 @@ impl SimDevice for HostDevice {
             return Err(SimError::Device(format!("step {}: device counters {c:?}", plan.step)));
         }
         let w = plan.width;
-        let rows: Vec<Vec<i64>> = (0..plan.rows.len())
+        let mut rows: Vec<Vec<i64>> = (0..plan.rows.len())
             .map(|r| self.b.sampled[r * w..(r + 1) * w].iter().map(|&t| i64::from(t)).collect())
             .collect();
         if !self.synthetic {
             self.recorded.check_exhausted(plan, &rows)?;
         }
+        // Random-mode rows: the CPU twin of `random_rows.cu` (`random_rows::cpu_rows`).
+        let oracle = self.oracle;
+        crate::random_rows::replace_random_rows(plan, contexts, &oracle, &mut rows, |b| {
+            Ok(crate::random_rows::cpu_rows(&oracle, b, plan.width))
+        })?;
         Ok(rows)
     }
 
@@ -207,6 +212,41 @@ mod tests {
 
     fn root() -> std::path::PathBuf {
         crate::repo_root()
+    }
+
+    /// The committed random-mode trace replays identical through the kernel references
+    /// (random rows by the CPU twin of `random_rows.cu`), and a wrong seed is caught.
+    #[test]
+    fn the_random_trace_replays_identical_through_the_kernel_references() {
+        let rec = trace::read(&root().join("traces/random_ngram_mixed.json")).unwrap();
+        let got = run(&rec.scenario()).unwrap();
+        let rep = diff::compare(&rec, &got);
+        assert!(rep.identical(), "{:?}", rep.first);
+        let mut sc = rec.scenario();
+        sc.requests[1].sampling.seed = sc.requests[1].sampling.seed.map(|s| s ^ 1);
+        assert!(!diff::compare(&rec, &run(&sc).unwrap()).identical());
+    }
+
+    /// The scenarios of `gpu fuzz --random --n 500 --seed 1` (random-mode rows verified by
+    /// the CPU twin of the device kernels) give the CPU device's traces.
+    #[test]
+    fn random_fuzz_scenarios_match_the_cpu_device_through_the_kernel_references() {
+        let mut random_rows = 0;
+        for i in 0..500 {
+            let sc = crate::replay::random_fuzz_scenario(1, i).unwrap();
+            let cpu = engine::run(&sc).map(|r| r.trace);
+            let host = run(&sc);
+            match (cpu, host) {
+                (Ok(c), Ok(h)) => {
+                    random_rows += c.steps.iter().map(|s| s.random_draws.0.len()).sum::<usize>();
+                    let rep = diff::compare(&c, &h);
+                    assert!(rep.identical(), "random scenario {i}: {:?}", rep.first);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "random scenario {i}"),
+                (a, b) => panic!("random scenario {i}: CPU {:?} vs reference {:?}", a.err(), b.err()),
+            }
+        }
+        assert!(random_rows > 1000, "{random_rows} random rows: the scenarios test little");
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub const MODULES: &[KernelModule] = &[
         source: include_str!("../kernels/random.cu"),
         entries: &["philox_blocks", "ln_exp_inputs", "exponential_all"],
     },
+    KernelModule {
+        name: "random_rows",
+        source: concat!(include_str!("../kernels/random.cu"), include_str!("../kernels/random_rows.cu")),
+        entries: &["synthetic_target_probs", "rejection_random"],
+    },
 ];
 
 /// The GPU architecture every module is built for (H100 / H200).

@@ -29,6 +29,7 @@ pub mod host_device;
 pub mod kernels;
 pub mod layout;
 pub mod model;
+pub mod random_rows;
 pub mod reference;
 pub mod replay;
 pub mod selftest;

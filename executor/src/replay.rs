@@ -83,6 +83,38 @@ pub fn fuzz_scenario(seed: u64, i: u64) -> Option<Scenario> {
     specreplay_sim::fuzzing::scenario_from_bytes(&bytes)
 }
 
+/// The random-mode fuzz scenario `i` of `seed` (`gpu fuzz --random`): [`fuzz_scenario`]
+/// with seeded sampling parameters on about three requests in four (temperature 0.5, 1, 2
+/// or another in [0.05, 3), top-k and top-p on or off, seeds given or derived); nano-vllm
+/// scenarios stay greedy (that profile is modelled greedy-only).
+pub fn random_fuzz_scenario(seed: u64, i: u64) -> Option<Scenario> {
+    use specreplay_sim::config::Profile;
+    use specreplay_sim::sampling::{derive_seed, SamplingParams};
+    let mut sc = fuzz_scenario(seed, i)?;
+    if sc.config.profile != Profile::VllmV1 {
+        return Some(sc);
+    }
+    let mut rng = crate::selftest::Rng::new(specreplay_sim::splitmix::splitmix(!seed ^ i.wrapping_mul(0x15)));
+    let vocab = u64::from(sc.oracle.vocab_size.max(1));
+    let oracle_seed = sc.oracle.seed;
+    for (k, r) in sc.requests.iter_mut().enumerate() {
+        if rng.next_u64().is_multiple_of(4) {
+            continue;
+        }
+        let temperature = match rng.next_u64() % 4 {
+            0 => 0.5,
+            1 => 1.0,
+            2 => 2.0,
+            _ => 0.05 + (rng.next_u64() % 295) as f32 / 100.0,
+        };
+        let top_k = if rng.next_u64().is_multiple_of(2) { 0 } else { 1 + (rng.next_u64() % vocab) as u32 };
+        let top_p = if rng.next_u64().is_multiple_of(2) { 1.0 } else { 0.1 + (rng.next_u64() % 90) as f32 / 100.0 };
+        let seed = if rng.next_u64().is_multiple_of(2) { rng.next_u64() } else { derive_seed(oracle_seed, k) };
+        r.sampling = SamplingParams { temperature, top_k, top_p, seed: Some(seed) };
+    }
+    Some(sc)
+}
+
 /// What a set of scenarios exercised (from their CPU traces).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Coverage {

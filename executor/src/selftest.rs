@@ -297,6 +297,28 @@ pub const GROUP: u64 = 25;
 /// capacity; every 20th group uses the real vocabulary) and the pipeline in graphs on
 /// `cases` steps; `progress` is called after each kernel.
 pub fn run(dev: &Device, cases: u64, seed: u64, progress: &mut dyn FnMut(&Row)) -> Result<Report> {
+    run_with_random(dev, cases, 0, seed, progress)
+}
+
+/// [`run`], then `random_rows` random-mode rows (`crate::random_rows::self_test`: target
+/// distributions and vLLM's random rejection rule, device against CPU twin) when non-zero.
+pub fn run_with_random(
+    dev: &Device,
+    cases: u64,
+    random_rows: u64,
+    seed: u64,
+    progress: &mut dyn FnMut(&Row),
+) -> Result<Report> {
+    let mut rep = run_kernels(dev, cases, seed, progress)?;
+    if random_rows > 0 {
+        let row = crate::random_rows::self_test(dev, random_rows, seed)?;
+        progress(&row);
+        rep.rows.push(row);
+    }
+    Ok(rep)
+}
+
+fn run_kernels(dev: &Device, cases: u64, seed: u64, progress: &mut dyn FnMut(&Row)) -> Result<Report> {
     let mut rep = Report::default();
     for k in Kernel::ALL {
         let mut row = Row { kernel: k.entry().to_string(), cases: 0, mismatches: 0, first: None };

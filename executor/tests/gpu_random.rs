@@ -6,8 +6,11 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use specreplay_executor::device::test_device;
+use specreplay_executor::random_rows::{self, cpu_rows, device_rows, random_batch};
+use specreplay_sim::oracle::Synthetic;
 use specreplay_sim::philox::{self, philox4x32_10};
 use specreplay_sim::splitmix::splitmix;
+use std::time::Instant;
 
 /// Items per launch (2^22).
 const CHUNK: usize = 1 << 22;
@@ -101,4 +104,60 @@ fn every_exponential_variate_is_bit_equal() {
         assert_eq!(g.to_bits(), want.to_bits(), "word {k} << 8");
     }
     println!("exponential variate: all {} values bit-equal", got.len());
+}
+
+// ---- Random-mode rows (`executor/kernels/random_rows.cu`): the target distributions
+// (temperature, top-k, top-p on the synthetic oracle) and vLLM's random rejection rule,
+// device against the CPU twin, bit for bit, on >= 10^6 rows; rows/s at vocabulary
+// 151,936. Stages `random-rows` (through `gpu selftest --random-rows`) and `random-bench`;
+// `random-twins` skips these.
+
+const WIDTH: usize = 9;
+
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn random_rows_are_bit_equal_to_the_cpu_on_1m_rows() {
+    let dev = test_device();
+    let start = Instant::now();
+    let row = random_rows::self_test(&dev, 1_000_000, 1).unwrap();
+    println!(
+        "random rows twins: {} rows, {} mismatching, in {:.1} s (first: {})",
+        row.cases,
+        row.mismatches,
+        start.elapsed().as_secs_f64(),
+        row.first.as_deref().unwrap_or("none")
+    );
+    assert_eq!(row.mismatches, 0, "reproduce: specreplay gpu selftest --cases 1 --random-rows 1000000");
+    assert!(row.cases >= 1_000_000);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn random_rows_bench_at_vocab_151936() {
+    let dev = test_device();
+    let oracle = Synthetic { seed: 0x15, vocab_size: 151_936, order: 2 };
+    for n in [64usize, 512] {
+        let mut batch = random_batch(&oracle, n, 3, 9);
+        for r in &mut batch {
+            r.discard = false;
+        }
+        device_rows(&dev, &oracle, &batch, WIDTH).unwrap(); // warm-up (module load, caches)
+        let reps = 5;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            device_rows(&dev, &oracle, &batch, WIDTH).unwrap();
+        }
+        let secs = t0.elapsed().as_secs_f64() / reps as f64;
+        let targets: usize = batch.iter().map(|r| r.hashes.len()).sum();
+        println!(
+            "random rows bench: vocab 151936, {n} rows ({targets} target rows, 0-3 drafts): {:.1} rows/s on the GPU \
+             ({:.2} ms per batch, upload + both kernels + download of the probability rows)",
+            n as f64 / secs,
+            secs * 1e3
+        );
+    }
+    let batch = random_batch(&oracle, 16, 3, 9);
+    let t0 = Instant::now();
+    cpu_rows(&oracle, &batch, WIDTH);
+    println!("random rows bench: same rows on one CPU core: {:.1} rows/s", 16.0 / t0.elapsed().as_secs_f64());
 }

@@ -581,10 +581,14 @@ impl Scenario {
                         r.sampling.temperature
                     ));
                 }
-                return bad(format!(
-                    "temperature {}: random-mode sampling is not implemented in this build yet (issue 15); use temperature 0",
-                    r.sampling.temperature
-                ));
+                if self.config.profile == Profile::NanoVllm {
+                    // nano-vllm samples with temperature only and the simulator models its
+                    // greedy path (the oracle's argmax) alone.
+                    return bad(format!(
+                        "temperature {}: profile \"nano-vllm\" is modelled greedy-only; use temperature 0",
+                        r.sampling.temperature
+                    ));
+                }
             }
         }
         crate::oracle::validate(&self.oracle, &self.requests)

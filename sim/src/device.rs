@@ -25,6 +25,7 @@ use crate::cudagraph::Dispatch;
 use crate::error::SimError;
 use crate::oracle::TargetModel;
 use crate::rejection::{self, RowInput};
+use crate::sampling::{self, SamplingParams};
 use crate::trace::AttnMetadata;
 
 /// One batch row of a step, in persistent-batch row order.
@@ -44,12 +45,28 @@ pub struct RowPlan {
     pub num_sampled: usize,
     /// Partial prefill: the sample of this row is discarded (row all -1).
     pub discard: bool,
+    /// The request's sampling parameters (`crate::sampling`): greedy rows are verified by
+    /// argmax, random-mode rows by [`rejection::random_row`] keyed by `req` and positions.
+    pub sampling: SamplingParams,
 }
 
 impl RowPlan {
     /// `num_computed + num_scheduled`: the row's context length this step.
     pub fn seq_len(&self) -> usize {
         self.num_computed + self.num_scheduled
+    }
+
+    /// Sequence position of the row's first sampled token: its first draft's, or (no
+    /// drafts) the position of the token sampled after the context. The random-mode
+    /// generator keys every draw of the row by this absolute position (plus the draft
+    /// index), so draws never depend on batching, chunking or discarded samples.
+    pub fn first_sample_position(&self) -> usize {
+        self.seq_len() - self.num_draft
+    }
+
+    /// Whether this row is verified in random mode (sampled at temperature > 0).
+    pub fn is_random(&self) -> bool {
+        !self.discard && !self.sampling.is_greedy()
     }
 }
 
@@ -130,6 +147,32 @@ impl CpuDevice {
         let pos = r.num_computed + li - plan.cu_seqlens[owner];
         self.model.next_token(&r.req_id, r.prompt_len, &contexts[owner][..=pos])
     }
+
+    /// A random-mode row: the target distribution after the context up to each draft and
+    /// after the whole context (`sampling::target_probs` on the oracle's log-probability
+    /// row), then vLLM's random rejection rule ([`rejection::random_row`]) on the draws of
+    /// `(seed, request, position, purpose)`, the first position being
+    /// [`RowPlan::first_sample_position`].
+    fn random_row(&self, plan: &StepPlan, context: &[u32], r: &RowPlan, drafts: &[u32]) -> Result<Vec<i64>, SimError> {
+        let seed = r.sampling.seed.ok_or_else(|| {
+            SimError::Device(format!("step {}: random-mode request {:?} has no seed", plan.step, r.req_id))
+        })?;
+        let first = r.first_sample_position();
+        let mut targets = Vec::with_capacity(drafts.len() + 1);
+        for j in 0..=drafts.len() {
+            let logits = self.model.log_probs(&context[..first + j]).ok_or_else(|| {
+                SimError::Device(format!(
+                    "step {}: request {:?} samples at temperature {} but the oracle is greedy-only",
+                    plan.step, r.req_id, r.sampling.temperature
+                ))
+            })?;
+            targets.push(sampling::target_probs(&logits, &r.sampling));
+        }
+        let toks = rejection::random_row(&targets, drafts, seed, r.req as u32, first as u32);
+        let mut out: Vec<i64> = toks.into_iter().map(i64::from).collect();
+        out.resize(plan.width, -1);
+        Ok(out)
+    }
 }
 
 impl Device for CpuDevice {
@@ -152,6 +195,12 @@ impl Device for CpuDevice {
             first_logit += r.num_sampled;
             if r.discard {
                 rows.push(vec![-1; plan.width]);
+                continue;
+            }
+            if r.is_random() {
+                let end = plan.cu_seqlens[row + 1];
+                let drafts: Vec<u32> = self.input_ids[end - r.num_draft..end].iter().map(|&t| t as u32).collect();
+                rows.push(self.random_row(plan, contexts[row], r, &drafts)?);
                 continue;
             }
             if r.num_draft == 0 {
@@ -291,6 +340,7 @@ mod tests {
             num_draft: drafts,
             num_sampled: drafts + 1,
             discard,
+            sampling: SamplingParams::default(),
         }
     }
 

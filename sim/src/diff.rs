@@ -139,7 +139,8 @@ fn attribute(step: &Step, path: &[Seg]) -> Option<String> {
         | "num_computed_tokens"
         | "block_ids"
         | "draft_token_ids"
-        | "token_ids_cpu" => key(1).map(str::to_string),
+        | "token_ids_cpu"
+        | "random_draws" => key(1).map(str::to_string),
         "output_token_ids" | "num_sampled_tokens" => index(1).and_then(row_req),
         "input_ids" | "positions" | "logits_indices" => index(1).and_then(token_req),
         "attn" => match key(1)? {

@@ -395,6 +395,7 @@ fn step_plan(
                 num_draft: 0,
                 num_sampled: 1,
                 discard: false,
+                sampling: Default::default(),
             }
         })
         .collect();

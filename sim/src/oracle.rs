@@ -13,6 +13,13 @@ pub trait TargetModel {
     /// The target's greedy token after `context` for request `req_id` whose prompt has
     /// `prompt_len` tokens.
     fn next_token(&self, req_id: &str, prompt_len: usize, context: &[u32]) -> Result<u32, SimError>;
+
+    /// The target's log-probability row after `context` (the logits random-mode sampling
+    /// starts from, `vllm/v1/sample/rejection_sampler.py` `compute_probs`); `None` for a
+    /// greedy-only model (a recorded continuation has no probability rows).
+    fn log_probs(&self, _context: &[u32]) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// Builds the oracle a scenario names.
@@ -137,31 +144,50 @@ impl Synthetic {
 impl Synthetic {
     /// The integer weights and the shift `S` of the row after `context`.
     pub fn weights(&self, context: &[u32]) -> (Vec<u32>, u32) {
-        let h = self.context_hash(context);
+        self.weights_of_hash(self.context_hash(context))
+    }
+
+    /// [`Synthetic::weights`] of the context whose [`Synthetic::context_hash`] is `h` (the
+    /// argmax token is `h % vocab_size`).
+    pub fn weights_of_hash(&self, h: u64) -> (Vec<u32>, u32) {
         let mut w: Vec<u32> = (0..self.vocab_size).map(|v| 1 + (self.score(h, v) >> 19)).collect();
         let total: u64 = w.iter().map(|&x| u64::from(x)).sum();
         let shift = 64 - (total - 1).leading_zeros();
-        let a = self.token_after(context) as usize;
+        let a = (h % u64::from(self.vocab_size.max(1))) as usize;
         w[a] += ((1u64 << shift) - total) as u32;
         (w, shift)
     }
 
     /// The probability row after `context`: `w_v × 2^−S`, exact.
     pub fn probs(&self, context: &[u32]) -> Vec<f32> {
-        let (w, shift) = self.weights(context);
+        self.probs_of_hash(self.context_hash(context))
+    }
+
+    /// [`Synthetic::probs`] of the context whose hash is `h`.
+    pub fn probs_of_hash(&self, h: u64) -> Vec<f32> {
+        let (w, shift) = self.weights_of_hash(h);
         let scale = f32::powi(2.0, -(shift as i32));
         w.into_iter().map(|x| x as f32 * scale).collect()
     }
 
     /// The row as logits for random-mode sampling: `ln p_v` with [`crate::philox::ln`].
     pub fn log_probs(&self, context: &[u32]) -> Vec<f64> {
-        self.probs(context).into_iter().map(|p| crate::philox::ln(f64::from(p))).collect()
+        self.log_probs_of_hash(self.context_hash(context))
+    }
+
+    /// [`Synthetic::log_probs`] of the context whose hash is `h`.
+    pub fn log_probs_of_hash(&self, h: u64) -> Vec<f64> {
+        self.probs_of_hash(h).into_iter().map(|p| crate::philox::ln(f64::from(p))).collect()
     }
 }
 
 impl TargetModel for Synthetic {
     fn next_token(&self, _req_id: &str, _prompt_len: usize, context: &[u32]) -> Result<u32, SimError> {
         Ok(self.token_after(context))
+    }
+
+    fn log_probs(&self, context: &[u32]) -> Option<Vec<f64>> {
+        Some(Synthetic::log_probs(self, context))
     }
 }
 

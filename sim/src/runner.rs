@@ -15,8 +15,10 @@ use crate::cudagraph::{self, GraphMode};
 use crate::device::{self, Device, RowPlan, Sampled, StepPlan};
 use crate::error::SimError;
 use crate::proposer::Ngram;
+use crate::rejection;
+use crate::sampling::SamplingParams;
 use crate::scheduler::SchedulerOutput;
-use crate::trace::AttnMetadata;
+use crate::trace::{AttnMetadata, RandomDraws};
 
 /// What one `execute_model` + `sample_tokens` produced.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +40,8 @@ pub struct RunnerStep {
     pub drafts: Option<Vec<(usize, Vec<u32>)>>,
     /// `token_ids_cpu` rows after bookkeeping, up to each row's high-water mark.
     pub token_rows: Vec<(usize, Vec<i64>)>,
+    /// The generator keys and uniforms of every random-mode row (not discarded).
+    pub random_draws: Vec<(usize, RandomDraws)>,
 }
 
 /// The runner's state across steps.
@@ -130,16 +134,18 @@ impl Runner {
         out: &SchedulerOutput,
         device: &mut dyn Device,
         names: &[String],
+        sampling: &[SamplingParams],
     ) -> Result<RunnerStep, SimError> {
         let reqs = self.batch.req_ids();
         debug_assert!(!reqs.is_empty() && out.total() > 0);
-        let plan = self.plan(step, out, &reqs, names);
+        let plan = self.plan(step, out, &reqs, names, sampling);
         let contexts: Vec<&[u32]> =
             plan.rows.iter().enumerate().map(|(row, r)| &self.batch.token_ids[row][..r.seq_len()]).collect();
         device.stage(&plan, &contexts)?;
         let rows = device.forward_sample(&plan, &contexts)?;
         let view = device.read_back(&plan)?;
         let sampled = device::check_rows(&plan, &contexts, &rows)?;
+        let random_draws = plan.rows.iter().filter(|r| r.is_random()).map(|r| (r.req, rejection::draws(r))).collect();
         let max_seq_len = plan.attn.max_seqlen_k as usize;
         self.bookkeeping(&reqs, &sampled, names)?;
         let drafts = self.propose(&reqs, &sampled, max_seq_len);
@@ -165,13 +171,21 @@ impl Runner {
             sampled,
             drafts,
             token_rows,
+            random_draws,
         })
     }
 
     /// `_prepare_inputs` arithmetic (query start locations, sequence lengths, partial-prefill
     /// discards, the spec-decode logits layout), cascade attention, graph dispatch and the
     /// attention metadata: the [`StepPlan`] every device executes.
-    fn plan(&mut self, step: u64, out: &SchedulerOutput, reqs: &[usize], names: &[String]) -> StepPlan {
+    fn plan(
+        &mut self,
+        step: u64,
+        out: &SchedulerOutput,
+        reqs: &[usize],
+        names: &[String],
+        sampling: &[SamplingParams],
+    ) -> StepPlan {
         let sched: Vec<usize> = reqs.iter().map(|&r| out.scheduled(r).expect("batch rows are scheduled")).collect();
         let use_spec = !out.spec_tokens.is_empty();
         let rows: Vec<RowPlan> = reqs
@@ -189,6 +203,7 @@ impl Runner {
                     num_draft,
                     num_sampled: if use_spec { num_draft + 1 } else { 1 },
                     discard: computed + sched[row] < self.states[&r].num_tokens(),
+                    sampling: sampling[r],
                 }
             })
             .collect();

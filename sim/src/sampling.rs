@@ -145,22 +145,23 @@ mod tests {
 /// (`vllm/v1/sample/rejection_sampler.py`) and `apply_top_k_top_p`
 /// (`vllm/v1/sample/ops/topk_topp_sampler.py`) derive it from logits: divide by the
 /// temperature; top-k keeps every logit ≥ the k-th largest (ties at the threshold kept);
-/// top-p sorts ascending (here by (logit, index), a fixed order for ties), takes the
-/// softmax of the sorted row, and masks every token whose cumulative probability (in that
-/// ascending order) is ≤ 1 − top_p, always keeping the largest; then the softmax.
+/// top-p orders tokens ascending by (logit, index), and masks every token whose cumulative
+/// probability in that order is ≤ 1 − top_p, always keeping the largest; then the softmax.
 ///
-/// Arithmetic: binary64, basic operations and [`crate::philox::exp`] only, sums in index
-/// (or sorted) order, so a GPU twin can compute the same bits. `logits` with −∞ entries are
-/// masked tokens (probability 0).
+/// Arithmetic is defined so that a GPU computes the same bits with a different algorithm
+/// (`executor/kernels/random_rows.cu`): binary64 basic operations and
+/// [`crate::philox::exp`] only; sums in the fixed [`lane_sum`] order; the top-k threshold is
+/// a value (the k-th largest in total order), and top-p's cumulative sums are exact
+/// integers: each probability `q` of the row after top-k counts as `⌊q·2^62⌋` and the
+/// limit is `⌊(1 − top_p)·2^62⌋` (integer sums do not depend on the order they are taken
+/// in). `logits` with −∞ entries are masked tokens (probability 0).
 pub fn target_probs(logits: &[f64], params: &SamplingParams) -> Vec<f64> {
     debug_assert!(!params.is_greedy());
     let t = f64::from(params.temperature);
     let mut l: Vec<f64> = logits.iter().map(|&x| x / t).collect();
     let n = l.len();
     if params.top_k > 0 && (params.top_k as usize) < n {
-        let mut sorted = l.clone();
-        sorted.sort_by(|a, b| b.total_cmp(a));
-        let threshold = sorted[params.top_k as usize - 1];
+        let threshold = kth_largest(&l, params.top_k as usize);
         for x in l.iter_mut() {
             if *x < threshold {
                 *x = f64::NEG_INFINITY;
@@ -168,30 +169,67 @@ pub fn target_probs(logits: &[f64], params: &SamplingParams) -> Vec<f64> {
         }
     }
     if params.top_p < 1.0 {
+        let q = softmax(&l);
+        let limit = top_p_limit(params.top_p);
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| l[a].total_cmp(&l[b]).then(a.cmp(&b)));
-        let sorted: Vec<f64> = order.iter().map(|&i| l[i]).collect();
-        let probs = softmax(&sorted);
-        let limit = 1.0 - f64::from(params.top_p);
-        let mut cum = 0.0;
+        let mut cum = 0u64;
         for (r, &i) in order.iter().enumerate() {
-            cum += probs[r];
+            cum += fixed62(q[i]);
             if cum <= limit && r + 1 < n {
                 l[i] = f64::NEG_INFINITY;
+            } else {
+                break; // cumulative sums only grow
             }
         }
     }
     softmax(&l)
 }
 
-/// `exp(x_v − max) / Σ exp(x_u − max)`, the sum in index order; −∞ entries give 0.
+/// The k-th largest value of `x` in IEEE total order (`1 ≤ k ≤ x.len()`).
+pub fn kth_largest(x: &[f64], k: usize) -> f64 {
+    let mut sorted = x.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted[k - 1]
+}
+
+/// `⌊q · 2^62⌋` for a probability `q` in `[0, 1]` (exact: scaling by a power of two, then
+/// truncation).
+pub fn fixed62(q: f64) -> u64 {
+    (q * 4_611_686_018_427_387_904.0) as u64
+}
+
+/// The top-p mask limit `⌊(1 − top_p) · 2^62⌋`, `top_p` widened to binary64.
+pub fn top_p_limit(top_p: f32) -> u64 {
+    fixed62(1.0 - f64::from(top_p))
+}
+
+/// Lanes of [`lane_sum`] (a CUDA block of this many threads computes it directly).
+pub const SUM_LANES: usize = 256;
+
+/// `Σ x` in the order both twins use: lane `t` (`0..256`) adds `x[t], x[t + 256], …` left
+/// to right starting from 0; then for `s = 128, 64, …, 1`, lane `i < s` becomes
+/// `lane[i] + lane[i + s]`; the sum is lane 0.
+pub fn lane_sum(x: &[f64]) -> f64 {
+    let mut lanes = [0.0f64; SUM_LANES];
+    for (i, &v) in x.iter().enumerate() {
+        lanes[i % SUM_LANES] += v;
+    }
+    let mut s = SUM_LANES / 2;
+    while s > 0 {
+        for i in 0..s {
+            lanes[i] += lanes[i + s];
+        }
+        s /= 2;
+    }
+    lanes[0]
+}
+
+/// `exp(x_v − max) / Σ exp(x_u − max)`, the sum in [`lane_sum`] order; −∞ entries give 0.
 pub fn softmax(x: &[f64]) -> Vec<f64> {
     let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = x.iter().map(|&v| if v == f64::NEG_INFINITY { 0.0 } else { crate::philox::exp(v - m) }).collect();
-    let mut sum = 0.0;
-    for &v in &e {
-        sum += v;
-    }
+    let sum = lane_sum(&e);
     e.into_iter().map(|v| v / sum).collect()
 }
 

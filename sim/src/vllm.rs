@@ -8,8 +8,9 @@ use crate::engine::{Core, RunEnd};
 use crate::error::SimError;
 use crate::request::Request;
 use crate::runner::Runner;
+use crate::sampling::SamplingParams;
 use crate::scheduler::Scheduler;
-use crate::trace::{CudagraphMode, Step};
+use crate::trace::{CudagraphMode, RandomRows, Step};
 
 /// The vLLM profile: scheduler + GPU model runner bookkeeping.
 pub struct VllmCore<'a> {
@@ -18,6 +19,8 @@ pub struct VllmCore<'a> {
     runner: Runner,
     /// Scheduler index → request id (requests are indexed in arrival order).
     names: Vec<String>,
+    /// Scheduler index → the request's sampling parameters.
+    sampling: Vec<SamplingParams>,
 }
 
 impl<'a> VllmCore<'a> {
@@ -27,6 +30,7 @@ impl<'a> VllmCore<'a> {
             sched: Scheduler::new(&scenario.config),
             runner: Runner::new(&scenario.config),
             names: Vec::new(),
+            sampling: Vec::new(),
         }
     }
 
@@ -41,6 +45,7 @@ impl Core for VllmCore<'_> {
         let idx = self.sched.add_request(Request::new(spec.clone()));
         debug_assert_eq!(idx, self.names.len(), "scheduler indices follow arrival order");
         self.names.push(spec.req_id.clone());
+        self.sampling.push(spec.sampling);
     }
 
     fn has_unfinished(&self) -> bool {
@@ -79,7 +84,7 @@ impl Core for VllmCore<'_> {
             rec.num_free_blocks = sched.kv.pool.num_free() as u32;
             return Ok(rec);
         }
-        let rs = runner.execute(step, &out, device, names).map_err(|e| e.at_step(step))?;
+        let rs = runner.execute(step, &out, device, names, &self.sampling).map_err(|e| e.at_step(step))?;
         tracing::debug!(
             mode = rs.mode.map_or("NONE", |m| m.as_str()),
             padded_tokens = rs.num_tokens_padded,
@@ -97,6 +102,7 @@ impl Core for VllmCore<'_> {
         rec.attn = rs.attn;
         rec.output_token_ids = rs.output_rows;
         rec.token_ids_cpu = rs.token_rows.into_iter().map(|(r, row)| (name(r), row)).collect();
+        rec.random_draws = RandomRows(rs.random_draws.into_iter().map(|(r, d)| (name(r), d)).collect());
         let finished = sched.update_from_output(&out, &rs.sampled);
         rec.finished_req_ids = finished.iter().map(|&r| name(r)).collect();
         if let Some(drafts) = rs.drafts {

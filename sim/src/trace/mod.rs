@@ -4,7 +4,9 @@
 //! the canonical, reviewable form; bincode (`.bin`) is a derived form for big traces,
 //! behind a magic + version header. Maps keyed by request id are `BTreeMap`s so the
 //! bytes never depend on hash order; no `skip`/`flatten`/`tag`/`untagged` attributes
-//! are used on the serialized types, since bincode would silently lose data with them.
+//! are used on the serialized types, since bincode would silently lose data with them —
+//! with one exception, [`Step::random_draws`], whose type writes nothing to bincode when
+//! empty and refuses to be written there otherwise ([`RandomRows`]).
 //!
 //! Traces are written and read *streaming* ([`TraceWriter`], [`TraceReader`]): one step
 //! at a time, so memory is bounded by one step, not by the run.
@@ -284,6 +286,72 @@ pub struct Step {
     pub token_ids_cpu: BTreeMap<String, Vec<i64>>,
     /// nano-vllm profile only: the `Context` of this step's forward pass.
     pub context: Option<NanoContext>,
+    /// Random-mode rows only (issue 15): per request sampled at temperature > 0 this step,
+    /// the generator keys and uniforms its verification used ([`RandomDraws`]). Omitted
+    /// when empty, so greedy traces keep their bytes in JSON and bincode alike.
+    #[serde(skip_serializing_if = "RandomRows::is_empty")]
+    pub random_draws: RandomRows,
+}
+
+/// What a reader needs to re-derive one random-mode row's decisions (vLLM 0.12.0
+/// `vllm/v1/sample/rejection_sampler.py` `rejection_random_sample_kernel` for n-gram drafts;
+/// the variates come from `crate::philox`, ARCHITECTURE.md "Random-mode sampling").
+///
+/// With `n` drafts: draft `j` is accepted iff `p_j(d_j) ≥ uniforms[j] × 2^-24`; the
+/// recovered token at the first rejection races the exponential vector of stream
+/// `(seed, request, position, Recover)`; the bonus (or, without drafts, the only) token
+/// races `(seed, request, position + n, Sample)`. `p_j` is the target distribution after
+/// the row's context up to draft `j` (`crate::sampling::target_probs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomDraws {
+    /// The request's 64-bit generator seed (given or derived, as the header records it).
+    pub seed: u64,
+    /// The request's index in arrival order: the first Philox counter word.
+    pub request: u32,
+    /// Sequence position of the row's first sampled token: its first draft, or the
+    /// sampled token itself when the row has no drafts.
+    pub position: u32,
+    /// `u_j` of every draft as its integer numerator: `u_j = uniforms[j] × 2^-24` exactly
+    /// (word 0 of stream `(seed, request, position + j, Accept)`, top 24 bits).
+    pub uniforms: Vec<u32>,
+}
+
+/// The random-mode rows of one step, by request id.
+///
+/// Serde: JSON writes the map; bincode writes nothing for an empty map (the layout of every
+/// greedy `.bin` trace, which reads back as empty) and refuses a non-empty one, as
+/// bincode traces refuse random-mode requests (`crate::config::RequestSpec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RandomRows(pub BTreeMap<String, RandomDraws>);
+
+impl RandomRows {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for RandomRows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            self.0.serialize(s)
+        } else if self.0.is_empty() {
+            s.serialize_unit()
+        } else {
+            Err(serde::ser::Error::custom("random-mode steps can only be written as JSON"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RandomRows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            Ok(RandomRows(BTreeMap::deserialize(d)?))
+        } else {
+            <()>::deserialize(d)?;
+            Ok(RandomRows::default())
+        }
+    }
 }
 
 impl Step {
