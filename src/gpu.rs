@@ -311,17 +311,15 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 println!("module {:<14} sha256 {}", m.name, m.sha256);
             }
             println!("agreement: {cases} random cases per correct kernel variant (seed {seed}), each replayed in a CUDA graph, whole buffers vs the simulator");
+            print!("{}", agreement::header());
             let rows = agreement::run(agreement::Backend::Device(&dev), cases, seed, &mut |r| {
-                tracing::info!(
-                    kernel = r.kv.builder,
-                    variant = r.kv.variant,
-                    cases = r.cases,
-                    mismatches = r.mismatches,
-                    seconds = r.seconds,
-                    "builder agreement"
-                );
+                // Each row as it completes (a run cut short by a time limit keeps its rows).
+                use std::io::Write as _;
+                print!("{}", agreement::line(r));
+                let _ = std::io::stdout().flush();
+                tracing::info!(kernel = r.kv.builder, variant = r.kv.variant, seconds = r.seconds, "builder agreement");
             })?;
-            print!("{}", agreement::table(&rows));
+            print!("{}", agreement::details(&rows));
             let timings = if bench_replays > 0 { timing::run(&dev, bench_replays)? } else { Vec::new() };
             if !timings.is_empty() {
                 println!("\nper CUDA-graph replay, median of {bench_replays} replays (CUDA events):");

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# explain-cuda stage of scripts/gpu-check.sh: `specreplay explain ... --device cuda` must
+# print the same minimized counterexample as the CPU explain (seed 002: bs 1, D 2,
+# seq_lens [1], accept_length [1], nsa_seqlens_expanded[0] expected 1 actual 0), and find
+# nothing for the general variant. Usage: scripts/explain-cuda-check.sh [SPECREPLAY]
+set -uo pipefail
+bin=${1:-specreplay}
+cpu=$("$bin" explain nsa-draft-extend --variant uniform-qo)
+cpu_rc=$?
+gpu=$("$bin" explain nsa-draft-extend --variant uniform-qo --device cuda)
+gpu_rc=$?
+echo "explain-cuda: CPU exit $cpu_rc, CUDA exit $gpu_rc (0 = counterexample found)"
+echo "--- CUDA report:"
+echo "$gpu"
+echo "--- CPU report:"
+echo "$cpu"
+section() { sed -n '/^minimized input/,/^  variant /p' | grep -v -E '^(  path|first divergence)'; }
+a=$(echo "$cpu" | section | sed 's/(.*path)//')
+b=$(echo "$gpu" | section | sed 's/(.*path)//')
+"$bin" explain nsa-draft-extend --variant general --device cuda --cases 20000 >/dev/null
+general_rc=$?
+echo "explain-cuda: general variant on the device exit $general_rc (1 = none found)"
+ok=0
+[ "$cpu_rc" = 0 ] && [ "$gpu_rc" = 0 ] || ok=1
+[ "$general_rc" = 1 ] || ok=1
+if [ "$(echo "$a" | grep -v '^  where')" = "$(echo "$b" | grep -v '^  where')" ]; then
+    echo "explain-cuda: the device's minimized counterexample equals the CPU's"
+else
+    echo "explain-cuda: DIFFERENT minimized counterexamples"
+    diff <(echo "$a") <(echo "$b")
+    ok=1
+fi
+echo "$gpu" | grep -q 'expected   1' && echo "$gpu" | grep -q 'actual     0' || { echo "explain-cuda: expected 1 / actual 0 missing"; ok=1; }
+exit $ok
