@@ -31,8 +31,7 @@ build() {
         python3 -c '
 import json, shutil, sys
 names = {("lib", "specreplay_executor"): "executor-unit", ("test", "gpu"): "executor-gpu",
-         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random",
-         ("test", "gpu_builders"): "executor-gpu-builders"}
+         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random"}
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -45,7 +44,7 @@ for line in sys.stdin:
         shutil.copy(m["executable"], ".gpu/" + names[key])
         print("copied", key[1], "->", ".gpu/" + names[key])
 '
-    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random executor-gpu-builders; do
+    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random; do
         [ -x ".gpu/$f" ] || { echo "gpu-check build: .gpu/$f missing" >&2; exit 1; }
     done
     strip .gpu/* 2>/dev/null || true
@@ -142,7 +141,7 @@ device() {
 
     stage info 30 "$OUT/info.txt" .gpu/specreplay gpu info
     stage selftest 100 "$OUT/selftest.log" .gpu/specreplay gpu selftest --json "$OUT/selftest.json"
-    stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
+    stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1 --skip builders_
     # Philox4x32-10, ln and exp: CUDA twins bit-equal to the CPU on >= 10^8 inputs each.
     stage random-twins 60 "$OUT/tests.log" .gpu/executor-gpu-random --ignored --test-threads=1 --nocapture
     stage unit-tests 30 "$OUT/tests.log" .gpu/executor-unit --test-threads=1
@@ -164,7 +163,7 @@ device() {
     # printed as they complete), the small-case GPU tests, the seeds' torch forms on the same
     # GPU, and explain --device cuda (must print the CPU's minimized seed-002 counterexample).
     stage builders 240 "$OUT/builders.log" bash -c ".gpu/specreplay gpu builders --cases 0 --bench-replays 2000 --json $OUT/builders-timing.json; t=\$?; .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 --json $OUT/builders.json; a=\$?; echo \"builders: timing exit \$t, agreement exit \$a\"; test \$t = 0 -a \$a = 0"
-    stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu-builders --ignored --test-threads=1 --nocapture
+    stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu --ignored --test-threads=1 --nocapture builders_
     stage torch-builders 120 "$OUT/torch-builders.log" python3 scripts/bench_builders_torch.py --json "$OUT/torch-builders.json"
     stage explain-cuda 30 "$OUT/builders.log" bash scripts/explain-cuda-check.sh .gpu/specreplay
 
