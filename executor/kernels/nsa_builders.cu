@@ -30,7 +30,8 @@
 //
 // Int32 cumulative sums wrap like torch.cumsum(dtype=int32) (unsigned arithmetic).
 //
-// Batched layout: many independent cases per launch (one block per case, grid-stride).
+// Batched layout: many independent cases per launch (one block per case, grid-stride over
+// x; gridDim.y > 1 splits each case's page-table copy over that many blocks).
 // meta[0] = number of cases. hdr[c * NSA_HDR + k]:
 //   0 mode (0 target_verify, 1 draft_extend)   1 D   2 topk   3 bs (the captured size: live
 //   rows followed by padded rows with SGLang's fill values, written by the host)   4 W (page
@@ -47,18 +48,28 @@
 #define NSA_THREADS 512
 #define NSA_MAX_BS 1024
 
-// Inclusive block-wide scan of one value per thread (Hillis-Steele, unsigned = wrapping).
-__device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* s) {
-    const int t = threadIdx.x;
-    s[t] = v;
-    __syncthreads();
-    for (int off = 1; off < NSA_THREADS; off <<= 1) {
-        unsigned add = (t >= off) ? s[t - off] : 0u;
-        __syncthreads();
-        s[t] += add;
-        __syncthreads();
+// Inclusive block-wide scan of one value per thread, unsigned (= wrapping int32): a
+// shuffle scan inside each warp, then one warp scans the warp totals (2 barriers + 1 for
+// the reuse of `s`). `*total` receives the block's sum.
+__device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* s, unsigned* total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int off = 1; off < 32; off <<= 1) {
+        const unsigned n = __shfl_up_sync(0xffffffffu, v, off);
+        if (lane >= off) v += n;
     }
-    unsigned r = s[t];
+    if (lane == 31) s[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        unsigned w = (lane < NSA_THREADS / 32) ? s[lane] : 0u;
+        for (int off = 1; off < 32; off <<= 1) {
+            const unsigned n = __shfl_up_sync(0xffffffffu, w, off);
+            if (lane >= off) w += n;
+        }
+        if (lane < NSA_THREADS / 32) s[lane] = w;
+    }
+    __syncthreads();
+    const unsigned r = v + (warp > 0 ? s[warp - 1] : 0u);
+    *total = s[NSA_THREADS / 32 - 1];
     __syncthreads();
     return r;
 }
@@ -83,6 +94,9 @@ __device__ void nsa_meta_case(
     int* s_cu, unsigned* s_scan, int* s_max)
 {
     const int t = threadIdx.x;
+    // gridDim.y blocks share one case: all compute the prefix sums (cheap, bs <= 1024), the
+    // y = 0 block writes every field but the page table, and all split the page-table rows.
+    const bool lead = blockIdx.y == 0;
     const int mode = h[0], D = h[1], topk = h[2], bs = h[3], W = h[4], write_page = h[5];
     const int req_off = h[6], cu_off = h[7], row_off = h[8], nsa_cu_off = h[9];
     const int draft = (mode == 0) ? D : 0;
@@ -102,17 +116,14 @@ __device__ void nsa_meta_case(
             q = (mode == 0) ? D : accept[req_off + i];
             kv = s + draft;
             local_max = max(local_max, s);
-            cache_seqlens[req_off + i] = kv;
+            if (lead) cache_seqlens[req_off + i] = kv;
         }
-        const unsigned iq = block_inclusive_scan((unsigned)q, s_scan);
-        const unsigned tq = s_scan[NSA_THREADS - 1];
-        __syncthreads();
-        const unsigned ik = block_inclusive_scan((unsigned)kv, s_scan);
-        const unsigned tk = s_scan[NSA_THREADS - 1];
-        __syncthreads();
+        unsigned tq, tk;
+        const unsigned iq = block_inclusive_scan((unsigned)q, s_scan, &tq);
+        const unsigned ik = block_inclusive_scan((unsigned)kv, s_scan, &tk);
         if (i < bs) {
             s_cu[i + 1] = (int)(carry_q + iq);
-            cu_seqlens_k[cu_off + 1 + i] = (int)(carry_k + ik);
+            if (lead) cu_seqlens_k[cu_off + 1 + i] = (int)(carry_k + ik);
         }
         carry_q += tq;
         carry_k += tk;
@@ -123,7 +134,7 @@ __device__ void nsa_meta_case(
     const int n_page = min(s_cu[bs], rows_cap);  // rows the page-table copy writes
 
     // 2. Expanded rows, their clamp and its prefix sum.
-    const int n_exp = UNIFORM ? rows_cap : min(s_cu[bs], rows_cap);
+    const int n_exp = !lead ? 0 : UNIFORM ? rows_cap : min(s_cu[bs], rows_cap);
     unsigned carry = 0;
     for (int base = 0; base < n_exp; base += NSA_THREADS) {
         const int r = base + t;
@@ -142,9 +153,8 @@ __device__ void nsa_meta_case(
             expanded[row_off + r] = v;
             nsa_cache[row_off + r] = c;
         }
-        const unsigned ic = block_inclusive_scan((unsigned)c, s_scan);
-        const unsigned tc = s_scan[NSA_THREADS - 1];
-        __syncthreads();
+        unsigned tc;
+        const unsigned ic = block_inclusive_scan((unsigned)c, s_scan, &tc);
         if (r < n_exp) nsa_cu[nsa_cu_off + 1 + r] = (int)(carry + ic);
         carry += tc;
     }
@@ -153,7 +163,7 @@ __device__ void nsa_meta_case(
     if (write_page && max_k > 0) {
         const int cols = min(max_k, W);
         const long long total = (long long)n_page * cols;
-        for (long long k = t; k < total; k += NSA_THREADS) {
+        for (long long k = (long long)blockIdx.y * NSA_THREADS + t; k < total; k += (long long)gridDim.y * NSA_THREADS) {
             const int r = (int)(k / cols);
             const int col = (int)(k - (long long)r * cols);
             const int i = request_of_row(s_cu, bs, r);

@@ -267,6 +267,8 @@ pub struct NsaDevice {
     // Declared first: dropped before the buffers they point into.
     graphs: Vec<(String, CudaGraph)>,
     pub cap: Capacity,
+    /// Blocks sharing each case's page-table copy (`gridDim.y`; 1 for batched runs).
+    pub page_split: u32,
     meta: DevBuf<i32>,
     hdr: DevBuf<i32>,
     page_off: DevBuf<i64>,
@@ -288,6 +290,7 @@ impl NsaDevice {
         let mut d = NsaDevice {
             graphs: Vec::new(),
             cap,
+            page_split: 1,
             meta: DevBuf::new(dev, "meta", 4)?,
             hdr: DevBuf::new(dev, "hdr", cap.cases * HDR)?,
             page_off: DevBuf::new(dev, "page_off", cap.cases)?,
@@ -314,8 +317,11 @@ impl NsaDevice {
         l.arg(&self.accept.d).arg(&self.rpi.d).arg(&self.r2t.d).arg(&stride);
         l.arg(&mut self.cache_seqlens.d).arg(&mut self.cu_seqlens_k.d).arg(&mut self.page_table.d);
         l.arg(&mut self.expanded.d).arg(&mut self.nsa_cache.d).arg(&mut self.nsa_cu.d);
-        let cfg =
-            cudarc::driver::LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: 0 };
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (grid.max(1), self.page_split.max(1), 1),
+            block_dim: (512, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: the arguments match nsa_meta_*'s parameter list; every header offset was
         // produced by `Packed::push` within the capacities checked by `stage`.
         unsafe { l.launch(cfg) }?;
@@ -325,7 +331,7 @@ impl NsaDevice {
     /// The graph of `entry` with `grid` blocks, captured on first use after an eager
     /// warm-up with no cases (module loading is not capturable).
     pub fn graph(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<usize> {
-        let key = format!("{entry}/{grid}");
+        let key = format!("{entry}/{grid}x{}", self.page_split);
         if let Some(i) = self.graphs.iter().position(|(k, _)| *k == key) {
             return Ok(i);
         }

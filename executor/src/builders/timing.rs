@@ -134,6 +134,8 @@ pub fn run(dev: &Device, replays: usize) -> Result<Vec<Timing>> {
                 let mut p = nsa::Packed::default();
                 p.push(&c, page).map_err(ExecError::InvalidInput)?;
                 let mut nd = nsa::NsaDevice::new(dev, nsa::Capacity::of(&p))?;
+                // The page-table copy (bs*D rows of up to 3100 slots) spread over 64 blocks.
+                nd.page_split = if page { 64 } else { 1 };
                 for v in variants {
                     let g = nd.graph(dev, nsa::entry(v), 1)?;
                     nd.stage(dev, &p)?;
