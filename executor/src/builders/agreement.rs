@@ -636,3 +636,20 @@ mod tests {
         assert!(table(&[r]).contains("<-- FAIL"));
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// CPU cost of the agreement run (twins stand in for the device). Run by hand:
+    /// `cargo test --release -p specreplay-executor --lib builders::agreement::cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn agreement_cpu_cost() {
+        let n: u64 = std::env::var("BUILDERS_COST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        run(Backend::Twin, n, 3, &mut |r| {
+            eprintln!("{} {} {} cases {:.2} s", r.kv.builder, r.kv.variant, r.cases, r.seconds)
+        })
+        .unwrap();
+    }
+}
