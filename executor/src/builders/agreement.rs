@@ -240,6 +240,41 @@ fn nsa_variant(v: &str) -> NsaVariant {
 /// Cases generated per batch before the device runs them.
 const BATCH_CASES: usize = 4096;
 
+/// Case `i`'s own generator seed (cases are independent: generated in parallel, and any one
+/// can be regenerated alone).
+fn case_seed(base: u64, i: u64) -> u64 {
+    specreplay_sim::splitmix::splitmix(base ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// The random cases of one row, generated [`BATCH_CASES`] at a time on every core.
+struct Feed<C> {
+    queue: std::collections::VecDeque<(u64, C)>,
+    next: u64,
+    n: u64,
+}
+
+impl<C: Send> Feed<C> {
+    fn new(n: u64) -> Self {
+        Feed { queue: Default::default(), next: 0, n }
+    }
+    fn done(&self) -> bool {
+        self.queue.is_empty() && self.next >= self.n
+    }
+    fn pop(&mut self, gen: &(dyn Fn(u64) -> C + Sync)) -> Option<(u64, C)> {
+        if self.queue.is_empty() && self.next < self.n {
+            let ids: Vec<u64> = (self.next..(self.next + BATCH_CASES as u64).min(self.n)).collect();
+            self.next += ids.len() as u64;
+            let cases = par_map(&ids, |&i| gen(i));
+            self.queue.extend(ids.into_iter().zip(cases));
+        }
+        self.queue.pop_front()
+    }
+    /// Puts back a case that did not fit the current batch.
+    fn unpop(&mut self, x: (u64, C)) {
+        self.queue.push_front(x);
+    }
+}
+
 fn seed_for(seed: u64, builder: &str) -> u64 {
     builder.bytes().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| h.rotate_left(7) ^ b as u64)
 }
@@ -253,7 +288,7 @@ fn run_nsa(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize)
         Backend::Twin => None,
     };
     let r2t = nsa::req_to_token();
-    let mut rng = Rng::new(seed_for(seed, kv.builder));
+    let base = seed_for(seed, kv.builder);
     let mut row = Row {
         kv,
         cases: 0,
@@ -265,19 +300,16 @@ fn run_nsa(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize)
         seconds: 0.0,
     };
     let t = Instant::now();
-    let mut next = 0u64;
-    let mut pending: Option<(u64, NsaCase)> = None;
-    while next < n || pending.is_some() {
+    let mut feed = Feed::new(n);
+    while !feed.done() {
         let mut p = nsa::Packed::default();
         let mut batch: Vec<(u64, NsaCase, bool)> = Vec::new();
         loop {
-            let (i, c) = match pending.take() {
-                Some(x) => x,
-                None if next < n => {
-                    next += 1;
-                    (next - 1, random_nsa_case(&mut rng, mode, max_bs))
-                }
-                None => break,
+            let Some((i, c)) = feed.pop(&|i| {
+                let mut rng = Rng::new(case_seed(base, i));
+                random_nsa_case(&mut rng, mode, max_bs)
+            }) else {
+                break;
             };
             if nsa::raises(&c).is_some() {
                 batch.push((i, c, false));
@@ -287,7 +319,7 @@ fn run_nsa(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize)
                 if p.cases == 0 {
                     return Err(crate::ExecError::InvalidInput(format!("NSA case {i} does not fit the buffers")));
                 }
-                pending = Some((i, c));
+                feed.unpop((i, c));
                 break;
             }
             p.push(&c, true).map_err(crate::ExecError::InvalidInput)?;
@@ -343,7 +375,7 @@ fn run_draft(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usiz
         Backend::Device(dev) => Some((dev, draft::DraftDevice::new(dev, cap)?)),
         Backend::Twin => None,
     };
-    let mut rng = Rng::new(seed_for(seed, kv.builder));
+    let base = seed_for(seed, kv.builder);
     let mut row = Row {
         kv,
         cases: 0,
@@ -355,18 +387,16 @@ fn run_draft(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usiz
         seconds: 0.0,
     };
     let t = Instant::now();
-    let (mut next, mut pending) = (0u64, None::<(u64, DraftCase)>);
-    while next < n || pending.is_some() {
+    let mut feed = Feed::new(n);
+    while !feed.done() {
         let mut p = draft::Packed::default();
         let mut batch: Vec<(u64, DraftCase, bool)> = Vec::new();
         loop {
-            let (i, c) = match pending.take() {
-                Some(x) => x,
-                None if next < n => {
-                    next += 1;
-                    (next - 1, random_draft_case(&mut rng, max_bs))
-                }
-                None => break,
+            let Some((i, c)) = feed.pop(&|i| {
+                let mut rng = Rng::new(case_seed(base, i));
+                random_draft_case(&mut rng, max_bs)
+            }) else {
+                break;
             };
             if draft::raises(&c).is_some() {
                 batch.push((i, c, false));
@@ -376,7 +406,7 @@ fn run_draft(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usiz
                 if p.cases == 0 {
                     return Err(crate::ExecError::InvalidInput(format!("draft case {i} does not fit the buffers")));
                 }
-                pending = Some((i, c));
+                feed.unpop((i, c));
                 break;
             }
             p.push(&c).map_err(crate::ExecError::InvalidInput)?;
@@ -425,7 +455,7 @@ fn run_sparse(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_sk: usi
         Backend::Device(dev) => Some((dev, dsparse::SparseDevice::new(dev, cap)?)),
         Backend::Twin => None,
     };
-    let mut rng = Rng::new(seed_for(seed, kv.builder));
+    let base = seed_for(seed, kv.builder);
     let mut row = Row {
         kv,
         cases: 0,
@@ -437,18 +467,16 @@ fn run_sparse(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_sk: usi
         seconds: 0.0,
     };
     let t = Instant::now();
-    let (mut next, mut pending) = (0u64, None::<(u64, SparseInput)>);
-    while next < n || pending.is_some() {
+    let mut feed = Feed::new(n);
+    while !feed.done() {
         let mut p = dsparse::Packed::new(unclamped);
         let mut batch: Vec<(u64, SparseInput, bool)> = Vec::new();
         loop {
-            let (i, c) = match pending.take() {
-                Some(x) => x,
-                None if next < n => {
-                    next += 1;
-                    (next - 1, random_sparse_case(&mut rng, max_sk))
-                }
-                None => break,
+            let Some((i, c)) = feed.pop(&|i| {
+                let mut rng = Rng::new(case_seed(base, i));
+                random_sparse_case(&mut rng, max_sk)
+            }) else {
+                break;
             };
             if dsparse::raises(&c).is_some() {
                 batch.push((i, c, false));
@@ -458,7 +486,7 @@ fn run_sparse(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_sk: usi
                 if p.cases == 0 {
                     return Err(crate::ExecError::InvalidInput(format!("sparse case {i} does not fit the buffers")));
                 }
-                pending = Some((i, c));
+                feed.unpop((i, c));
                 break;
             }
             p.push(&c).map_err(crate::ExecError::InvalidInput)?;
