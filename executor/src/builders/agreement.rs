@@ -304,13 +304,10 @@ fn run_nsa(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize)
     while !feed.done() {
         let mut p = nsa::Packed::default();
         let mut batch: Vec<(u64, NsaCase, bool)> = Vec::new();
-        loop {
-            let Some((i, c)) = feed.pop(&|i| {
-                let mut rng = Rng::new(case_seed(base, i));
-                random_nsa_case(&mut rng, mode, max_bs)
-            }) else {
-                break;
-            };
+        while let Some((i, c)) = feed.pop(&|i| {
+            let mut rng = Rng::new(case_seed(base, i));
+            random_nsa_case(&mut rng, mode, max_bs)
+        }) {
             if nsa::raises(&c).is_some() {
                 batch.push((i, c, false));
                 continue;
@@ -391,13 +388,10 @@ fn run_draft(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usiz
     while !feed.done() {
         let mut p = draft::Packed::default();
         let mut batch: Vec<(u64, DraftCase, bool)> = Vec::new();
-        loop {
-            let Some((i, c)) = feed.pop(&|i| {
-                let mut rng = Rng::new(case_seed(base, i));
-                random_draft_case(&mut rng, max_bs)
-            }) else {
-                break;
-            };
+        while let Some((i, c)) = feed.pop(&|i| {
+            let mut rng = Rng::new(case_seed(base, i));
+            random_draft_case(&mut rng, max_bs)
+        }) {
             if draft::raises(&c).is_some() {
                 batch.push((i, c, false));
                 continue;
@@ -471,13 +465,10 @@ fn run_sparse(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_sk: usi
     while !feed.done() {
         let mut p = dsparse::Packed::new(unclamped);
         let mut batch: Vec<(u64, SparseInput, bool)> = Vec::new();
-        loop {
-            let Some((i, c)) = feed.pop(&|i| {
-                let mut rng = Rng::new(case_seed(base, i));
-                random_sparse_case(&mut rng, max_sk)
-            }) else {
-                break;
-            };
+        while let Some((i, c)) = feed.pop(&|i| {
+            let mut rng = Rng::new(case_seed(base, i));
+            random_sparse_case(&mut rng, max_sk)
+        }) {
             if dsparse::raises(&c).is_some() {
                 batch.push((i, c, false));
                 continue;
