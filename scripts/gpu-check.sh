@@ -180,7 +180,7 @@ device() {
         grep -E '^test result:|twins: |exponential variate: ' "$OUT/tests.log" 2>/dev/null
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
         grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
-        grep -E '^(torch|  )' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
+        grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"
