@@ -174,29 +174,46 @@ __device__ void nsa_meta_case(
     __syncthreads();
 }
 
-#define NSA_ENTRY(NAME, UNIFORM)                                                              \
-extern "C" __global__ void __launch_bounds__(NSA_THREADS) NAME(                             \
-    const int* __restrict__ meta, const int* __restrict__ hdr,                               \
-    const long long* __restrict__ page_off,                                                   \
-    const int* __restrict__ seq_lens, const int* __restrict__ accept,                        \
-    const int* __restrict__ rpi, const int* __restrict__ r2t, int r2t_stride,                \
-    int* __restrict__ cache_seqlens, int* __restrict__ cu_seqlens_k,                         \
-    int* __restrict__ page_table, int* __restrict__ expanded,                                \
-    int* __restrict__ nsa_cache, int* __restrict__ nsa_cu)                                   \
-{                                                                                             \
-    __shared__ int s_cu[NSA_MAX_BS + 1];                                                     \
-    __shared__ unsigned s_scan[NSA_THREADS];                                                 \
-    __shared__ int s_max;                                                                    \
-    const int n = meta[0];                                                                   \
-    for (int c = blockIdx.x; c < n; c += gridDim.x) {                                        \
-        nsa_meta_case<UNIFORM>(hdr + (long long)c * NSA_HDR, page_off[c], seq_lens, accept,  \
-            rpi, r2t, r2t_stride, cache_seqlens, cu_seqlens_k, page_table, expanded,          \
-            nsa_cache, nsa_cu, s_cu, s_scan, &s_max);                                        \
-    }                                                                                         \
+template <bool UNIFORM>
+__device__ __forceinline__ void nsa_meta_cases(
+    const int* __restrict__ meta, const int* __restrict__ hdr, const long long* __restrict__ page_off,
+    const int* __restrict__ seq_lens, const int* __restrict__ accept, const int* __restrict__ rpi,
+    const int* __restrict__ r2t, int r2t_stride,
+    int* __restrict__ cache_seqlens, int* __restrict__ cu_seqlens_k, int* __restrict__ page_table,
+    int* __restrict__ expanded, int* __restrict__ nsa_cache, int* __restrict__ nsa_cu)
+{
+    __shared__ int s_cu[NSA_MAX_BS + 1];
+    __shared__ unsigned s_scan[NSA_THREADS];
+    __shared__ int s_max;
+    const int n = meta[0];
+    for (int c = blockIdx.x; c < n; c += gridDim.x) {
+        nsa_meta_case<UNIFORM>(hdr + (long long)c * NSA_HDR, page_off[c], seq_lens, accept, rpi, r2t,
+                               r2t_stride, cache_seqlens, cu_seqlens_k, page_table, expanded, nsa_cache,
+                               nsa_cu, s_cu, s_scan, &s_max);
+    }
 }
 
-NSA_ENTRY(nsa_meta_general, false)
-NSA_ENTRY(nsa_meta_uniform_qo, true)
+extern "C" __global__ void __launch_bounds__(NSA_THREADS) nsa_meta_general(
+    const int* __restrict__ meta, const int* __restrict__ hdr, const long long* __restrict__ page_off,
+    const int* __restrict__ seq_lens, const int* __restrict__ accept, const int* __restrict__ rpi,
+    const int* __restrict__ r2t, int r2t_stride,
+    int* __restrict__ cache_seqlens, int* __restrict__ cu_seqlens_k, int* __restrict__ page_table,
+    int* __restrict__ expanded, int* __restrict__ nsa_cache, int* __restrict__ nsa_cu)
+{
+    nsa_meta_cases<false>(meta, hdr, page_off, seq_lens, accept, rpi, r2t, r2t_stride, cache_seqlens,
+                          cu_seqlens_k, page_table, expanded, nsa_cache, nsa_cu);
+}
+
+extern "C" __global__ void __launch_bounds__(NSA_THREADS) nsa_meta_uniform_qo(
+    const int* __restrict__ meta, const int* __restrict__ hdr, const long long* __restrict__ page_off,
+    const int* __restrict__ seq_lens, const int* __restrict__ accept, const int* __restrict__ rpi,
+    const int* __restrict__ r2t, int r2t_stride,
+    int* __restrict__ cache_seqlens, int* __restrict__ cu_seqlens_k, int* __restrict__ page_table,
+    int* __restrict__ expanded, int* __restrict__ nsa_cache, int* __restrict__ nsa_cu)
+{
+    nsa_meta_cases<true>(meta, hdr, page_off, seq_lens, accept, rpi, r2t, r2t_stride, cache_seqlens,
+                         cu_seqlens_k, page_table, expanded, nsa_cache, nsa_cu);
+}
 
 // The one-kernel graph-replay floor: a kernel that reads one word and returns.
 extern "C" __global__ void builders_empty(const int* __restrict__ meta) {
