@@ -13,8 +13,10 @@
 # twins (Philox, ln, exp on >= 10^8 inputs), the unit and kernel compile
 # tests, gpu replay of the golden and conformance traces (plain, --poison,
 # --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
-# --n 1000, gpu bench. Files in $OUT (flat, 8): info.txt
-# selftest.log selftest.json tests.log replay.log bench.json summary.txt summary.json.
+# --n 1000, gpu bench, the seeds' metadata builders (gpu builders, their GPU tests, the
+# torch forms, explain --device cuda). Files in $OUT (flat): info.txt selftest.log
+# selftest.json tests.log replay.log bench.json builders.log builders.json
+# builders-timing.json torch-builders.log torch-builders.json summary.txt summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -139,7 +141,7 @@ device() {
 
     stage info 30 "$OUT/info.txt" .gpu/specreplay gpu info
     stage selftest 100 "$OUT/selftest.log" .gpu/specreplay gpu selftest --random-rows 0 --json "$OUT/selftest.json"
-    stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1
+    stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1 --skip builders_
     # Philox4x32-10, ln and exp: CUDA twins bit-equal to the CPU on >= 10^8 inputs each.
     stage random-twins 60 "$OUT/tests.log" .gpu/executor-gpu-random --ignored --test-threads=1 --nocapture --skip random_rows
     # Random-mode rows (target distributions + vLLM's random rejection rule): GPU kernels
@@ -163,6 +165,15 @@ device() {
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
 
+    # The seeds' metadata builders (issue 17): kernels under CUDA-graph replay. Timings first
+    # (seconds), then 10^6 random cases per correct kernel variant vs the simulator (rows are
+    # printed as they complete), the small-case GPU tests, the seeds' torch forms on the same
+    # GPU, and explain --device cuda (must print the CPU's minimized seed-002 counterexample).
+    stage builders 240 "$OUT/builders.log" bash -c ".gpu/specreplay gpu builders --cases 0 --bench-replays 2000 --json $OUT/builders-timing.json; t=\$?; .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 --json $OUT/builders.json; a=\$?; echo \"builders: timing exit \$t, agreement exit \$a\"; test \$t = 0 -a \$a = 0"
+    stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu --ignored --test-threads=1 --nocapture builders_
+    stage torch-builders 120 "$OUT/torch-builders.log" python3 scripts/bench_builders_torch.py --json "$OUT/torch-builders.json"
+    stage explain-cuda 30 "$OUT/builders.log" bash scripts/explain-cuda-check.sh .gpu/specreplay
+
     local failed=0 s name rc secs json="" sep=""
     {
         echo "gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -175,6 +186,8 @@ device() {
         grep -E '^(kernel|first mismatch|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
         grep -E '^test result:|twins: |exponential variate: |^random rows|^vocab .*batch seed|panicked' "$OUT/tests.log" 2>/dev/null
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch|random| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
+        grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
+        grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"

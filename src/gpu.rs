@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Subcommand;
+use specreplay_executor::builders::{self, agreement, timing};
 use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
@@ -84,6 +85,26 @@ pub enum GpuCmd {
         random: bool,
         #[arg(long, hide = true, default_value = "correct")]
         variant: String,
+    },
+    /// The seeds' metadata builders (seeds 000-003) as kernels under CUDA-graph replay:
+    /// N random cases per kernel variant against the simulator's reference (prints
+    /// `kernel variant cases mismatches ...`; correct variants must show 0, known-bad ones
+    /// > 0 with the first mismatch), then device time per graph replay (median).
+    #[command(after_help = "Exit codes: 0 every correct variant agrees on every case, every known-bad variant \
+disagrees, and every variant equals the simulator's model of it; 1 otherwise; 2 bad input; 3 no CUDA driver. \
+Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/builders.md.")]
+    Builders {
+        /// Random cases per correct kernel variant.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// CUDA-graph replays per timed graph (0: no timings).
+        #[arg(long, default_value_t = 2000)]
+        bench_replays: usize,
+        /// Also write the tables as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
     /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
@@ -296,6 +317,48 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(if same == n { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        GpuCmd::Builders { cases, seed, bench_replays, json } => {
+            let mut dev = Device::open(0)?;
+            let mods = builders::load(&mut dev)?;
+            println!("{} (sm {}.{})", dev.info.name, dev.info.compute_capability.0, dev.info.compute_capability.1);
+            for m in &mods {
+                println!("module {:<14} sha256 {}", m.name, m.sha256);
+            }
+            println!("agreement: {cases} random cases per correct kernel variant (seed {seed}), each replayed in a CUDA graph, whole buffers vs the simulator");
+            print!("{}", agreement::header());
+            let rows = agreement::run(agreement::Backend::Device(&dev), cases, seed, &mut |r| {
+                // Each row as it completes (a run cut short by a time limit keeps its rows).
+                use std::io::Write as _;
+                print!("{}", agreement::line(r));
+                let _ = std::io::stdout().flush();
+                tracing::info!(kernel = r.kv.builder, variant = r.kv.variant, seconds = r.seconds, "builder agreement");
+            })?;
+            print!("{}", agreement::details(&rows));
+            let timings = if bench_replays > 0 { timing::run(&dev, bench_replays)? } else { Vec::new() };
+            if !timings.is_empty() {
+                println!("\nper CUDA-graph replay, median of {bench_replays} replays (CUDA events):");
+                print!("{}", timing::table(&timings));
+            }
+            if let Some(path) = json {
+                let j = serde_json::json!({
+                    "device": dev.info.name,
+                    "cases": cases,
+                    "seed": seed,
+                    "agreement": rows.iter().map(|r| serde_json::json!({
+                        "kernel": r.kv.builder, "variant": r.kv.variant, "known_bad": r.kv.known_bad,
+                        "cases": r.cases, "mismatches": r.mismatches, "raising": r.raising,
+                        "model_mismatches": r.model_mismatches, "ok": r.ok(), "seconds": r.seconds,
+                        "first_mismatch": r.first,
+                    })).collect::<Vec<_>>(),
+                    "timings": timings.iter().map(|t| serde_json::json!({
+                        "graph": t.what, "variant": t.variant, "size": t.size, "replays": t.replays,
+                        "median_us": t.median_us,
+                    })).collect::<Vec<_>>(),
+                });
+                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+            }
+            Ok(if rows.iter().all(|r| r.ok()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         GpuCmd::Bench { traces, replays, json } => {
             let recorded: Vec<Trace> = traces
                 .iter()
@@ -354,5 +417,28 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `specreplay explain BUILDER --variant V --device cuda`: the CPU explain's search and
+/// minimization with each candidate evaluated on the GPU (exit 0 found, 1 none, 2 bad
+/// input, 3 no CUDA driver).
+pub fn explain_on_device(builder: &str, variant: &str, cases: u64, seed: u64) -> Result<ExitCode, String> {
+    let run = || -> Result<ExitCode, ExecError> {
+        // Unknown names are bad input (exit 2) before any device is needed.
+        specreplay_sim::builders::search::explain(builder, variant, 0, seed).map_err(ExecError::Input)?;
+        let mut dev = Device::open(0)?;
+        builders::load(&mut dev)?;
+        let e = builders::explain::explain(&dev, builder, variant, cases, seed)?;
+        print!("{}", e.report);
+        Ok(if e.found { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    };
+    match run() {
+        Ok(code) => Ok(code),
+        Err(e @ ExecError::NoDriver(_)) => {
+            eprintln!("specreplay: error: {e}");
+            Ok(ExitCode::from(EXIT_NO_DRIVER))
+        }
+        Err(e) => Err(e.to_string()),
     }
 }

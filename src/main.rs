@@ -113,7 +113,8 @@ README \"Trace format\"."
     /// reference (exit 0 when one is found, 1 when none is).
     #[command(after_help = "Exit codes: 0 a counterexample found (printed, minimized), 1 none found in CASES \
 random cases, 2 an unknown builder or variant (one error line). Builders and variants: --list and \
-docs/builders.md; README \"Commands\".")]
+docs/builders.md; README \"Commands\". With --device cuda every candidate runs on the GPU \
+(exit 3 without a CUDA driver).")]
     Explain {
         /// Builder name (see `--list`).
         #[arg(required_unless_present = "list")]
@@ -130,6 +131,10 @@ docs/builders.md; README \"Commands\".")]
         /// List every builder and variant.
         #[arg(long)]
         list: bool,
+        /// Where each candidate runs: `cpu` (the simulator's models) or `cuda` (the
+        /// variant's kernel replayed in a CUDA graph on the GPU; exit 3 without a driver).
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
     },
     /// Re-encode a trace (also upgrades version 1 to version 2).
     #[command(after_help = "Streams the input to the output one step at a time. The output is written to a \
@@ -459,12 +464,15 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             Ok(ExitCode::from(worst))
         }
         Cmd::Diff { expected, actual } => diff_traces(&expected, &actual),
-        Cmd::Explain { builder, variant, cases, seed, list } => {
+        Cmd::Explain { builder, variant, cases, seed, list, device } => {
             if list {
                 print!("{}", explain::list());
                 return Ok(ExitCode::SUCCESS);
             }
             let (b, v) = (builder.unwrap_or_default(), variant.unwrap_or_default());
+            if device == "cuda" {
+                return gpu::explain_on_device(&b, &v, cases, seed).map_err(Fail);
+            }
             let (found, report) = explain::explain(&b, &v, cases, seed).map_err(Fail)?;
             print!("{report}");
             Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(1) })

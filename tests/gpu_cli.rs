@@ -25,6 +25,8 @@ fn gpu_commands_without_a_driver_print_one_line_and_exit_3() {
         &["gpu", "replay", "--shadow-eager", "traces/vllm_ngram_13step.json"][..],
         &["gpu", "fuzz", "--n", "2"][..],
         &["gpu", "bench", "traces/vllm_ngram_13step.json"][..],
+        &["gpu", "builders", "--cases", "3", "--bench-replays", "0"][..],
+        &["explain", "nsa-draft-extend", "--variant", "uniform-qo", "--device", "cuda"][..],
     ] {
         let (code, out, err) = cli_in_root(args);
         assert_eq!(code, 3, "{args:?}: {err}");
@@ -59,7 +61,9 @@ fn cli_in_root(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn bad_input_to_gpu_commands_is_one_line_and_exit_2() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
+        (&["explain", "nope", "--variant", "x", "--device", "cuda"], "unknown builder `nope`"),
+        (&["explain", "nsa-draft-extend", "--variant", "nope", "--device", "cuda"], "unknown variant `nope`"),
         (&["gpu", "replay", "no/such/trace.json"], "no/such/trace.json"),
         (&["gpu", "sim", "no/such/scenario.json", "-o", "/dev/null"], "no/such/scenario.json"),
         (
@@ -84,7 +88,7 @@ fn gpu_replay_help_documents_the_probes() {
     assert!(!out.contains("--variant"), "the variant flag is hidden: {out}");
     let (code, out, _) = cli(&["gpu", "--help"]);
     assert_eq!(code, 0);
-    for c in ["sim", "replay", "fuzz", "bench"] {
+    for c in ["sim", "replay", "fuzz", "bench", "builders"] {
         assert!(out.contains(c), "{c}: {out}");
     }
 }

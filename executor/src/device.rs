@@ -154,6 +154,24 @@ impl Device {
         Ok((ctx, stream, info))
     }
 
+    /// Compiles (or loads from the cache) and loads further modules whose entry points
+    /// become available through [`Device::function`] (the builder kernels,
+    /// [`crate::builders`]); they are not part of [`Device::modules`], so the engine's
+    /// trace notes are unchanged. Returns the modules' CUBIN hashes.
+    pub fn load_extra(&mut self, mods: &[KernelModule]) -> Result<Vec<CompiledModule>> {
+        let dir = kernels::cache_dir();
+        let mut out = Vec::new();
+        for m in mods {
+            let compiled = kernels::cubin_cached(m, dir.as_deref())?;
+            let module = self.ctx.load_module(Ptx::from_binary(compiled.cubin.clone()))?;
+            for &e in m.entries {
+                self.functions.insert(e, module.load_function(e)?);
+            }
+            out.push(compiled);
+        }
+        Ok(out)
+    }
+
     /// A loaded kernel by entry-point name.
     pub fn function(&self, name: &str) -> Result<&CudaFunction> {
         self.functions.get(name).ok_or_else(|| ExecError::UnknownKernel(name.to_string()))

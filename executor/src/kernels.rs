@@ -48,6 +48,26 @@ pub const MODULES: &[KernelModule] = &[
     },
 ];
 
+/// The seeds' metadata builders (seeds 000-003), loaded on demand by
+/// [`crate::builders`] (`specreplay gpu builders`, `explain --device cuda`).
+pub const BUILDER_MODULES: &[KernelModule] = &[
+    KernelModule {
+        name: "nsa_builders",
+        source: include_str!("../kernels/nsa_builders.cu"),
+        entries: &["nsa_meta_general", "nsa_meta_uniform_qo", "builders_empty"],
+    },
+    KernelModule {
+        name: "draft_select",
+        source: include_str!("../kernels/draft_select.cu"),
+        entries: &["draft_select_topk", "draft_select_sorted"],
+    },
+    KernelModule {
+        name: "sparse_indices",
+        source: include_str!("../kernels/sparse_indices.cu"),
+        entries: &["sparse_build", "sparse_build_fused_unclamped"],
+    },
+];
+
 /// The GPU architecture every module is built for (H100 / H200).
 pub const ARCH: &str = "sm_90";
 
@@ -293,7 +313,7 @@ mod tests {
 
     #[test]
     fn module_entries_are_defined_extern_c_in_their_sources() {
-        for m in MODULES {
+        for m in MODULES.iter().chain(BUILDER_MODULES) {
             for e in m.entries {
                 assert!(
                     m.source.contains(&format!("__global__ void {e}(")) || m.source.contains(&format!(") {e}(")),

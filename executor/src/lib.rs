@@ -15,12 +15,14 @@
 //! * [`mod@replay`]: GPU runs, trace notes, the `--poison` real-rows view, fuzz coverage.
 //! * [`host_device`]: the CUDA device's staging over the kernel references (CPU check).
 //! * [`mod@bench`]: graph replay timings with CUDA events.
+//! * [`builders`]: the seeds' metadata builders (seeds 000-003) as kernels under graph replay.
 //! * [`cuda_device`]: the simulator's device boundary on the GPU (`gpu sim` / `gpu replay`).
 //! * [`graphs`]: capture and replay of a fixed launch list.
 //! * [`model`]: Hugging Face checkpoints (Qwen3) and the weight interface of the forward pass.
 //! * [`selftest`]: every kernel against its reference on random inputs.
 
 pub mod bench;
+pub mod builders;
 pub mod cuda_device;
 pub mod device;
 pub mod error;

@@ -4,7 +4,7 @@
 //! Without NVRTC this test FAILS: a kernel that does not compile must turn CI red, and a
 //! CI machine without NVRTC must not pass silently.
 
-use specreplay_executor::kernels::{self, Output, MODULES};
+use specreplay_executor::kernels::{self, Output, BUILDER_MODULES, MODULES};
 
 /// Makes `.cache/nvrtc`'s NVRTC loadable when it is not on the library path: loading it
 /// by absolute path lets later `dlopen("libnvrtc.so.13")` calls find it by its soname.
@@ -37,7 +37,8 @@ fn every_module_compiles_to_ptx_and_sm90_cubin_with_its_entry_points() {
     nvrtc_or_fail();
     let (major, minor) = kernels::nvrtc_version().expect("nvrtcVersion");
     assert!(major >= 12, "NVRTC {major}.{minor} too old for sm_90 CUBIN");
-    for m in MODULES {
+    // The engine's modules and the seeds' metadata builders (loaded on demand).
+    for m in MODULES.iter().chain(BUILDER_MODULES) {
         let ptx = String::from_utf8(kernels::compile(m, "compute_90", Output::Ptx).unwrap()).unwrap();
         let cubin = kernels::compile(m, kernels::ARCH, Output::Cubin).unwrap();
         assert!(cubin.starts_with(b"\x7fELF"), "{}: CUBIN is not an ELF image", m.name);

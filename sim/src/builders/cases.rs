@@ -214,12 +214,24 @@ pub fn replay_outcome(case: &NsaCase, variant: NsaVariant) -> Outcome<GraphBuffe
 
 /// CUDA-graph path: padded batch, replay into the captured buffers, whole buffers compared.
 pub fn check_nsa_replay(case: &NsaCase, variant: NsaVariant) -> Result<(), Mismatch> {
-    let (exp, act) = (replay_outcome(case, NsaVariant::Reference), replay_outcome(case, variant));
-    let ctx = Ctx { builder: case.mode.builder_name(), variant: variant.name(), path: "cuda-graph replay" };
+    check_nsa_replay_actual(case, variant, &replay_outcome(case, variant), "cuda-graph replay")
+}
+
+/// Compares an observed replay outcome of `variant` (the modelled one, or the buffers read
+/// back from a replayed CUDA graph on the device) with the reference's modelled replay,
+/// whole buffers, tails included; `path` names where `actual` comes from.
+pub fn check_nsa_replay_actual(
+    case: &NsaCase,
+    variant: NsaVariant,
+    act: &Outcome<GraphBuffers>,
+    path: &str,
+) -> Result<(), Mismatch> {
+    let exp = replay_outcome(case, NsaVariant::Reference);
+    let ctx = Ctx { builder: case.mode.builder_name(), variant: variant.name(), path };
     let padded = cuda_graph::pad_batch(&case.batch, case.captured_bs);
     let qo = nsa::qo_lens(case.mode, &padded, &case.params);
     let tail = "buffer tail, not written by the reference (capture-time/stale value)";
-    compare_nsa_outcomes(&ctx, &qo, case.batch.bs(), tail, &exp, &act)
+    compare_nsa_outcomes(&ctx, &qo, case.batch.bs(), tail, &exp, act)
 }
 
 /// Both paths: the CUDA-graph replay (the production path) first, then eager.
@@ -271,14 +283,26 @@ impl DraftFuzzInput {
 
 /// Compares a draft-selection variant with the loop reference.
 pub fn check_draft_case(case: &DraftCase, variant: DraftVariant) -> Result<(), Mismatch> {
-    let run = |v| -> Outcome<draft_select::Selection> { draft_select::select(v, &case.scores, &case.counts).into() };
-    let (mut exp, act) = (run(DraftVariant::Loop), run(variant));
+    let act: Outcome<draft_select::Selection> = draft_select::select(variant, &case.scores, &case.counts).into();
+    check_draft_actual(case, variant, &act, "eager")
+}
+
+/// Compares an observed selection of `variant` (modelled, or read back from the device)
+/// with the loop reference; `path` names where `act` comes from.
+pub fn check_draft_actual(
+    case: &DraftCase,
+    variant: DraftVariant,
+    act: &Outcome<draft_select::Selection>,
+    path: &str,
+) -> Result<(), Mismatch> {
+    let mut exp: Outcome<draft_select::Selection> =
+        draft_select::select(DraftVariant::Loop, &case.scores, &case.counts).into();
     if let (true, Outcome::Values(rows)) = (variant.index_ordered(), &mut exp) {
         rows.iter_mut().for_each(|r| r.sort_unstable());
     }
-    let ctx = Ctx { builder: "draft-select", variant: variant.name(), path: "eager" };
-    strict_errors(&ctx, &exp, &act)?;
-    ctx.compare_outcomes(&exp, &act, |e, a| {
+    let ctx = Ctx { builder: "draft-select", variant: variant.name(), path };
+    strict_errors(&ctx, &exp, act)?;
+    ctx.compare_outcomes(&exp, act, |e, a| {
         for (i, (x, y)) in e.iter().zip(a).enumerate() {
             ctx.compare(
                 &format!("selected[{i}]"),
@@ -365,12 +389,23 @@ impl SparseFuzzInput {
 
 /// Compares a sparse-index variant with the reference.
 pub fn check_sparse_case(x: &SparseInput, variant: SparseVariant) -> Result<(), Mismatch> {
-    let run = |v| -> Outcome<sparse::SparseOutput> { sparse::build(v, x).into() };
-    let (exp, act) = (run(SparseVariant::Reference), run(variant));
-    let ctx = Ctx { builder: "sparse-indices", variant: variant.name(), path: "eager" };
+    let act: Outcome<sparse::SparseOutput> = sparse::build(variant, x).into();
+    check_sparse_actual(x, variant, &act, "eager")
+}
+
+/// Compares an observed output of `variant` (modelled, or read back from the device) with
+/// the reference; `path` names where `act` comes from.
+pub fn check_sparse_actual(
+    x: &SparseInput,
+    variant: SparseVariant,
+    act: &Outcome<sparse::SparseOutput>,
+    path: &str,
+) -> Result<(), Mismatch> {
+    let exp: Outcome<sparse::SparseOutput> = sparse::build(SparseVariant::Reference, x).into();
+    let ctx = Ctx { builder: "sparse-indices", variant: variant.name(), path };
     // The kernel reports an out-of-range heavy index as an out-of-bounds store, the
     // reference as HeavyIndexOutOfRange: both raise, which counts as agreement here.
-    ctx.compare_outcomes(&exp, &act, |e, a| {
+    ctx.compare_outcomes(&exp, act, |e, a| {
         let bh = |i: usize, per: usize| -> (Option<usize>, String) {
             let per = per.max(1);
             let (row, k) = (i / per, i % per);

@@ -443,8 +443,13 @@ pub struct Explanation {
     pub report: String,
 }
 
-fn run_subject<S: Subject>(s: &S, builder: &str, variant: &str, budget: u64, seed: u64) -> Explanation {
-    let info = builder_info(builder).expect("validated by caller");
+/// Searches, minimizes and reports for any [`Subject`] (the CPU subjects below, or a
+/// device-backed one whose `check` runs the variant on the GPU: `explain --device cuda`).
+/// `builder` must be a name in [`BUILDERS`].
+pub fn run_subject<S: Subject>(s: &S, builder: &str, variant: &str, budget: u64, seed: u64) -> Explanation {
+    let Some(info) = builder_info(builder) else {
+        return Explanation { found: false, report: format!("unknown builder `{builder}`\n") };
+    };
     let desc = info.variants.iter().find(|v| v.0 == variant).map_or("", |v| v.1);
     let r = search(s, budget, seed);
     let mut out = String::new();
