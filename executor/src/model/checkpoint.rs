@@ -348,3 +348,199 @@ impl WeightSource for MemWeights {
         }
     }
 }
+
+/// A fresh scratch folder for tests (removed first if a previous run left it).
+#[cfg(test)]
+pub(crate) fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("specreplay-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::make::{make_checkpoint, random_weights, write_safetensors, MakeOptions};
+
+    /// The tiny model's tensors as `write_safetensors` input, with `edit` applied.
+    fn tiny_tensors(
+        edit: impl Fn(&mut Vec<(String, DType, Vec<usize>, Vec<u8>)>),
+    ) -> Vec<(String, DType, Vec<usize>, Vec<u8>)> {
+        let cfg = ModelConfig::tiny();
+        let w = random_weights(&cfg, 3);
+        let mut v: Vec<_> = expected_tensors(&cfg)
+            .into_iter()
+            .map(|(n, s)| {
+                let b = w.tensor(&n).unwrap().bytes.to_vec();
+                (n, DType::BF16, s, b)
+            })
+            .collect();
+        edit(&mut v);
+        v
+    }
+
+    /// A single-file checkpoint folder of `config` and `tensors`.
+    fn folder(tag: &str, config: &str, tensors: &[(String, DType, Vec<usize>, Vec<u8>)]) -> PathBuf {
+        let d = scratch(tag);
+        std::fs::write(d.join(CONFIG_FILE), config).unwrap();
+        write_safetensors(&d.join(WEIGHTS_FILE), tensors).unwrap();
+        d
+    }
+
+    fn open_err(d: &Path) -> String {
+        Checkpoint::open_validated(d).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_made_checkpoint_opens_validates_and_serves_its_bytes() {
+        let d = scratch("ck-made");
+        let out = d.join("tiny");
+        make_checkpoint(&ModelConfig::tiny(), &MakeOptions { seed: 3, ..Default::default() }, &out).unwrap();
+        let c = Checkpoint::open_validated(&out).unwrap();
+        assert_eq!(c.config(), &ModelConfig::tiny());
+        assert_eq!(c.files(), vec![WEIGHTS_FILE]);
+        assert_eq!(c.tensor_names().count(), expected_tensors(&ModelConfig::tiny()).len());
+        let mem = random_weights(&ModelConfig::tiny(), 3);
+        for (name, shape) in expected_tensors(&ModelConfig::tiny()) {
+            let t = c.expect_bf16(&name, &shape).unwrap();
+            assert_eq!(t.bytes, mem.tensor(&name).unwrap().bytes, "{name}");
+        }
+        // Tied: no lm_head stored, and asking for it names it.
+        assert!(c.tensor(names::LM_HEAD).unwrap_err().to_string().contains("missing tensor lm_head.weight"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_sharded_checkpoint_holds_the_same_tensors() {
+        let d = scratch("ck-shards");
+        let opts = MakeOptions { seed: 3, shard_bytes: Some(40_000), ..Default::default() };
+        make_checkpoint(&ModelConfig::tiny(), &opts, &d.join("s")).unwrap();
+        make_checkpoint(&ModelConfig::tiny(), &MakeOptions { seed: 3, ..Default::default() }, &d.join("one")).unwrap();
+        let (s, one) =
+            (Checkpoint::open_validated(&d.join("s")).unwrap(), Checkpoint::open_validated(&d.join("one")).unwrap());
+        assert!(s.files().len() > 2, "{:?}", s.files());
+        assert_eq!(s.files()[0], format!("model-00001-of-{:05}.safetensors", s.files().len()));
+        assert!(d.join("s").join(INDEX_FILE).exists() && !d.join("one").join(INDEX_FILE).exists());
+        for name in one.tensor_names() {
+            assert_eq!(s.tensor(name).unwrap().bytes, one.tensor(name).unwrap().bytes, "{name}");
+        }
+        // The index must name files that hold the tensors.
+        let idx = d.join("s").join(INDEX_FILE);
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&idx).unwrap()).unwrap();
+        let wrong = s.files()[0].to_string();
+        assert_ne!(v["weight_map"][names::FINAL_NORM], wrong.as_str());
+        v["weight_map"][names::FINAL_NORM] = wrong.clone().into();
+        std::fs::write(&idx, v.to_string()).unwrap();
+        let e = open_err(&d.join("s"));
+        assert!(e.ends_with(&format!("puts tensor model.norm.weight in {wrong}, which does not hold it")), "{e}");
+        std::fs::write(&idx, r#"{"weight_map": {"model.norm.weight": "../x.safetensors"}}"#).unwrap();
+        assert!(open_err(&d.join("s")).contains("not a file name in the folder"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn broken_checkpoints_are_one_line_naming_tensor_and_file() {
+        let cfg = ModelConfig::tiny().to_json();
+        // Intact: validates (the checks below can pass).
+        let d = folder("ck-ok", &cfg, &tiny_tensors(|_| {}));
+        Checkpoint::open_validated(&d).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+
+        let d = folder(
+            "ck-missing",
+            &cfg,
+            &tiny_tensors(|v| v.retain(|t| t.0 != "model.layers.1.self_attn.k_norm.weight")),
+        );
+        assert_eq!(
+            open_err(&d),
+            format!(
+                "checkpoint: {}: missing tensor model.layers.1.self_attn.k_norm.weight (Qwen3ForCausalLM needs it)",
+                d.display()
+            )
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+
+        let d = folder(
+            "ck-f32",
+            &cfg,
+            &tiny_tensors(|v| {
+                let t = v.iter_mut().find(|t| t.0 == names::FINAL_NORM).unwrap();
+                t.1 = DType::F32;
+                t.3 = 1f32.to_le_bytes().repeat(64);
+            }),
+        );
+        assert_eq!(
+            open_err(&d),
+            format!(
+                "checkpoint: {}: tensor model.norm.weight is F32, expected BF16 (convert the checkpoint to bfloat16)",
+                d.join(WEIGHTS_FILE).display()
+            )
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+
+        let d = folder(
+            "ck-shape",
+            &cfg,
+            &tiny_tensors(|v| {
+                let t = v.iter_mut().find(|t| t.0 == "model.layers.0.mlp.down_proj.weight").unwrap();
+                t.2 = vec![128, 64];
+            }),
+        );
+        assert_eq!(
+            open_err(&d),
+            format!(
+                "checkpoint: {}: tensor model.layers.0.mlp.down_proj.weight has shape [128, 64], expected [64, 128] from config.json",
+                d.join(WEIGHTS_FILE).display()
+            )
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+
+        let d = folder("ck-arch", &cfg.replace("Qwen3ForCausalLM", "MambaForCausalLM"), &tiny_tensors(|_| {}));
+        assert_eq!(
+            open_err(&d),
+            format!(
+                "checkpoint: {}: unknown architecture \"MambaForCausalLM\" (supported: Qwen3ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM)",
+                d.join(CONFIG_FILE).display()
+            )
+        );
+        // The same weights as Llama lack nothing Llama needs (extra q/k norms are ignored).
+        std::fs::write(d.join(CONFIG_FILE), cfg.replace("Qwen3ForCausalLM", "LlamaForCausalLM")).unwrap();
+        Checkpoint::open_validated(&d).unwrap();
+        // As Qwen2 the q/k/v biases are missing.
+        std::fs::write(d.join(CONFIG_FILE), cfg.replace("Qwen3ForCausalLM", "Qwen2ForCausalLM")).unwrap();
+        assert!(
+            open_err(&d).contains("missing tensor model.layers.0.self_attn.q_proj.bias (Qwen2ForCausalLM needs it)")
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+
+        // A truncated file, an empty folder.
+        let d = folder("ck-trunc", &cfg, &tiny_tensors(|_| {}));
+        let p = d.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
+        assert!(open_err(&d).starts_with(&format!("checkpoint: {}: not a valid safetensors file", p.display())));
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(open_err(&d), format!("checkpoint: {}: no {WEIGHTS_FILE} and no {INDEX_FILE}", d.display()));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_hash_covers_config_and_weights() {
+        let d = folder("ck-hash", &ModelConfig::tiny().to_json(), &tiny_tensors(|_| {}));
+        let h0 = Checkpoint::open(&d).unwrap().hash().unwrap();
+        assert_eq!(h0.len(), 64);
+        assert_eq!(Checkpoint::open(&d).unwrap().hash().unwrap(), h0, "stable");
+        // One weight bit flipped (last byte of the data) changes it.
+        let p = d.join(WEIGHTS_FILE);
+        let mut bytes = std::fs::read(&p).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let h1 = Checkpoint::open(&d).unwrap().hash().unwrap();
+        assert_ne!(h1, h0);
+        // So does a config change.
+        std::fs::write(d.join(CONFIG_FILE), ModelConfig::tiny().to_json().replace("4096", "4097")).unwrap();
+        assert_ne!(Checkpoint::open(&d).unwrap().hash().unwrap(), h1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -370,3 +370,122 @@ fn write_into(cfg: &ModelConfig, opts: &MakeOptions, tmp: &Path) -> Result<MakeR
         tokenizer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::checkpoint::scratch;
+    use crate::model::WeightSource;
+
+    fn values(bytes: &[u8]) -> Vec<f64> {
+        bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect()
+    }
+
+    #[test]
+    fn normals_have_mean_0_and_variance_1_and_depend_on_seed_tensor_and_pair() {
+        let n = 200_000u32;
+        let (mut s1, mut s2, mut s4) = (0f64, 0f64, 0f64);
+        for p in 0..n / 2 {
+            let (a, b) = normal_pair(7, 0, p);
+            for z in [a, b] {
+                s1 += z;
+                s2 += z * z;
+                s4 += z * z * z * z;
+            }
+        }
+        let nf = f64::from(n);
+        let (mean, var, kurt) = (s1 / nf, s2 / nf, s4 / nf);
+        // Standard errors: mean 1/sqrt(n) = 0.0022, variance sqrt(2/n) = 0.0032; 5 sigma.
+        assert!(mean.abs() < 0.012, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.016, "variance {var}");
+        assert!((kurt - 3.0).abs() < 0.1, "fourth moment {kurt} (normal: 3)");
+        assert_eq!(normal_pair(7, 0, 5), normal_pair(7, 0, 5));
+        assert_ne!(normal_pair(7, 0, 5), normal_pair(8, 0, 5));
+        assert_ne!(normal_pair(7, 0, 5), normal_pair(7, 1, 5));
+        assert_ne!(normal_pair(7, 0, 5), normal_pair(7, 0, 6));
+    }
+
+    #[test]
+    fn tensor_bytes_follow_init_and_not_the_thread_count() {
+        let one = tensor_bytes(1, 4, 10_001, Init::Normal(0.02), 1);
+        assert_eq!(one, tensor_bytes(1, 4, 10_001, Init::Normal(0.02), 3));
+        assert_eq!(one.len(), 20_002);
+        let v = values(&one);
+        let sd = (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();
+        assert!((sd - 0.02).abs() < 0.001, "std {sd}");
+        assert!(values(&tensor_bytes(1, 4, 9, Init::Ones, 2)).iter().all(|&x| x == 1.0));
+        assert!(tensor_bytes(1, 4, 9, Init::Zeros, 2).iter().all(|&b| b == 0));
+        assert_eq!(init_of("model.layers.3.self_attn.q_norm.weight"), Init::Ones);
+        assert_eq!(init_of("model.norm.weight"), Init::Ones);
+        assert_eq!(init_of("model.layers.0.self_attn.k_proj.bias"), Init::Zeros);
+        assert_eq!(init_of("model.embed_tokens.weight"), Init::Normal(0.02));
+        // Element 2p+1 of an odd-length tensor is dropped, the rest are the pairs.
+        let (z0, z1) = normal_pair(1, 4, 0);
+        assert_eq!(
+            &one[..4],
+            [half::bf16::from_f64(z0 * 0.02).to_le_bytes(), half::bf16::from_f64(z1 * 0.02).to_le_bytes()].concat()
+        );
+    }
+
+    #[test]
+    fn presets_match_their_configs() {
+        assert_eq!(Preset::parse("qwen3-0.6b").unwrap().config(), ModelConfig::qwen3_0_6b());
+        assert_eq!(Preset::parse("tiny").unwrap().config(), ModelConfig::tiny());
+        assert_eq!(
+            Preset::parse("qwen3-8b").unwrap_err().to_string(),
+            "unknown preset \"qwen3-8b\" (expected one of: qwen3-0.6b, tiny)"
+        );
+    }
+
+    #[test]
+    fn make_checkpoint_writes_a_new_folder_atomically() {
+        let d = scratch("make");
+        let opts = MakeOptions { seed: 1, ..Default::default() };
+        // Into an empty existing folder: fine, with the tokenizer; no leftovers.
+        let empty = d.join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let rep = make_checkpoint(&ModelConfig::tiny(), &opts, &empty).unwrap();
+        assert_eq!(
+            (rep.tensors, rep.files.clone(), rep.tokenizer),
+            (1 + 2 * 11 + 1, vec![WEIGHTS_FILE.to_string()], true)
+        );
+        assert_eq!(rep.parameters, ModelConfig::tiny().num_parameters());
+        let mut listed: Vec<String> =
+            std::fs::read_dir(&empty).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        listed.sort();
+        assert_eq!(listed, [CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE]);
+        assert!(!temp_dir_for(&empty).exists());
+        // Not over a non-empty folder, a file, or beside a leftover DIR.tmp.
+        let e = make_checkpoint(&ModelConfig::tiny(), &opts, &empty).unwrap_err().to_string();
+        assert_eq!(e, format!("{}: exists and is not empty (make-checkpoint writes a new folder)", empty.display()));
+        let file = d.join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(make_checkpoint(&ModelConfig::tiny(), &opts, &file)
+            .unwrap_err()
+            .to_string()
+            .ends_with("exists and is not a directory"));
+        let fresh = d.join("fresh");
+        std::fs::create_dir(temp_dir_for(&fresh)).unwrap();
+        let e = make_checkpoint(&ModelConfig::tiny(), &opts, &fresh).unwrap_err().to_string();
+        assert!(e.contains("fresh.tmp: exists (left by an interrupted make-checkpoint?)"), "{e}");
+        assert!(!fresh.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn random_weights_are_hf_init_in_hf_layout() {
+        let cfg = ModelConfig::tiny();
+        let w = random_weights(&cfg, 9);
+        let norm = values(w.tensor("model.layers.1.self_attn.k_norm.weight").unwrap().bytes);
+        assert_eq!(norm, vec![1.0; 16]);
+        let emb = values(w.tensor("model.embed_tokens.weight").unwrap().bytes);
+        assert_eq!(emb.len(), 512 * 64);
+        let sd = (emb.iter().map(|x| x * x).sum::<f64>() / emb.len() as f64).sqrt();
+        assert!((sd - 0.02).abs() < 0.001, "{sd}");
+        assert!(w.tensor("lm_head.weight").is_err(), "tied: not stored");
+        // Different tensors get different values (distinct counters).
+        let q = w.tensor("model.layers.0.self_attn.q_proj.weight").unwrap().bytes;
+        let k = w.tensor("model.layers.0.self_attn.k_proj.weight").unwrap().bytes;
+        assert_ne!(&q[..64], &k[..64]);
+    }
+}

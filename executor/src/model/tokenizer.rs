@@ -92,9 +92,11 @@ impl Prompt {
         let ids = match self {
             Prompt::Text(text) => match tokenizer {
                 Some(t) => t.encode(text)?,
-                None => return Err(ExecError::Input(format!(
+                None => {
+                    return Err(ExecError::Input(format!(
                     "a text prompt needs the checkpoint's {TOKENIZER_FILE}, and there is none: give token ids instead"
-                ))),
+                )))
+                }
             },
             Prompt::Ids(ids) => ids.clone(),
         };
@@ -154,4 +156,62 @@ pub fn byte_level_tokenizer_json(vocab_size: usize) -> Option<String> {
         }
     });
     Some(serde_json::to_string(&t).unwrap_or_default() + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::checkpoint::scratch;
+
+    fn tiny_tokenizer(tag: &str) -> (std::path::PathBuf, Tokenizer) {
+        let d = scratch(tag);
+        std::fs::write(d.join(TOKENIZER_FILE), byte_level_tokenizer_json(512).unwrap()).unwrap();
+        let t = Tokenizer::open(&d).unwrap().unwrap();
+        (d, t)
+    }
+
+    #[test]
+    fn the_byte_table_is_gpt2s() {
+        let chars: std::collections::BTreeSet<char> = (0..=255u8).map(byte_char).collect();
+        assert_eq!(chars.len(), 256);
+        assert_eq!(byte_char(b'A'), 'A');
+        assert_eq!(byte_char(b' '), '\u{120}', "space is 'Ġ'");
+        assert_eq!(byte_char(b'\n'), '\u{10a}', "newline is 'Ċ'");
+        assert_eq!(byte_char(0), '\u{100}');
+        assert_eq!(byte_char(173), '\u{143}', "the soft hyphen is the last non-printable");
+    }
+
+    #[test]
+    fn byte_level_tokenizer_round_trips_any_text() {
+        let (d, t) = tiny_tokenizer("tok");
+        assert_eq!(t.vocab_size(), 512);
+        let text = "Hello, wörld!\n  tabs\tand emoji 🦀";
+        let ids = t.encode(text).unwrap();
+        assert_eq!(ids, text.bytes().map(u32::from).collect::<Vec<_>>());
+        assert_eq!(t.decode(&ids).unwrap(), text);
+        assert_eq!(t.decode(&[104, 105, 300]).unwrap(), "hi<300>");
+        assert!(byte_level_tokenizer_json(255).is_none());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn prompts_resolve_or_say_why_not() {
+        let (d, t) = tiny_tokenizer("tok-prompt");
+        assert_eq!(Prompt::Text("ab".into()).resolve(Some(&t), 512).unwrap(), vec![97, 98]);
+        assert_eq!(Prompt::parse_ids("1, 2 3").unwrap().resolve(None, 512).unwrap(), vec![1, 2, 3]);
+        let e = Prompt::Text("ab".into()).resolve(None, 512).unwrap_err().to_string();
+        assert_eq!(e, "a text prompt needs the checkpoint's tokenizer.json, and there is none: give token ids instead");
+        assert_eq!(
+            Prompt::Ids(vec![1, 512]).resolve(None, 512).unwrap_err().to_string(),
+            "token id 512 is outside the vocabulary (size 512)"
+        );
+        assert_eq!(Prompt::Ids(vec![]).resolve(None, 512).unwrap_err().to_string(), "empty prompt (no tokens)");
+        assert_eq!(Prompt::parse_ids("1,x").unwrap_err().to_string(), "token id \"x\" is not a number");
+        // No tokenizer.json: None; a broken one: an error naming it.
+        std::fs::remove_file(d.join(TOKENIZER_FILE)).unwrap();
+        assert!(Tokenizer::open(&d).unwrap().is_none());
+        std::fs::write(d.join(TOKENIZER_FILE), "{}").unwrap();
+        assert!(Tokenizer::open(&d).unwrap_err().to_string().contains("tokenizer.json: cannot load"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
