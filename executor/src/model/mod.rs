@@ -5,6 +5,7 @@
 //! * [`config`]: the architecture read from `config.json` ([`ModelConfig`]).
 //! * [`checkpoint`]: a memory-mapped checkpoint folder ([`Checkpoint`]), its validation
 //!   and hash; [`MemWeights`], weights in memory.
+//! * [`comparison`]: the logits comparison file shared with `scripts/hf_reference.py`.
 //! * [`make`]: random-weight checkpoints in HF layout (`gpu make-checkpoint`).
 //! * [`tokenizer`]: prompts as text or ids, `tokenizer.json`.
 //! * [`mod@reference`]: the CPU reference forward pass and greedy generation.
@@ -16,6 +17,7 @@
 //! (`transformers/models/qwen3/modeling_qwen3.py`): see [`names`].
 
 pub mod checkpoint;
+pub mod comparison;
 pub mod config;
 pub mod make;
 pub mod reference;

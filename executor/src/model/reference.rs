@@ -250,11 +250,18 @@ impl Reference {
     /// [`Reference::generate`] with, for each generated token, its top-1/top-2 logit
     /// margin at the position that chose it.
     pub fn generate_with_margins(&self, prompt: &[u32], n: usize) -> Result<Vec<(u32, f32)>> {
+        Ok(self.prefill_and_generate(prompt, n)?.1)
+    }
+
+    /// The prompt's logits rows ([`Reference::logits`]) and the greedy continuation with
+    /// margins ([`Reference::generate_with_margins`]), the prompt processed once.
+    pub fn prefill_and_generate(&self, prompt: &[u32], n: usize) -> Result<(Vec<Vec<f32>>, Vec<(u32, f32)>)> {
         if prompt.is_empty() {
             return Err(ExecError::Input("empty prompt (no tokens)".into()));
         }
         let mut s = self.session();
-        let mut row = s.extend(prompt)?.pop().unwrap_or_default();
+        let rows = s.extend(prompt)?;
+        let mut row = rows.last().cloned().unwrap_or_default();
         let mut out = Vec::with_capacity(n);
         for k in 0..n {
             let (t, m) = top1_margin(&row);
@@ -263,7 +270,7 @@ impl Reference {
                 row = s.step(t)?;
             }
         }
-        Ok(out)
+        Ok((rows, out))
     }
 }
 
