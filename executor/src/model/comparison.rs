@@ -110,7 +110,7 @@ mod tests {
             tokens: vec![0],
             margins: vec![2.0],
         };
-        write(&d.join("ours.json"), "test", "f32-over-bf16", Some("ab"), 2, &[p.clone()]).unwrap();
+        write(&d.join("ours.json"), "test", "f32-over-bf16", Some("ab"), 2, std::slice::from_ref(&p)).unwrap();
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(d.join("ours.json")).unwrap()).unwrap();
         assert_eq!(v["schema"], SCHEMA);

@@ -134,6 +134,9 @@ pub fn top1_margin(row: &[f32]) -> (u32, f32) {
     (best.0 as u32, margin)
 }
 
+/// Generated tokens, each with its top-1/top-2 margin.
+pub type Generated = Vec<(u32, f32)>;
+
 /// One decoder layer's weights (bf16 bits for matrices, f32 for norms and biases).
 struct Layer {
     input_norm: Vec<f32>,
@@ -249,13 +252,13 @@ impl Reference {
 
     /// [`Reference::generate`] with, for each generated token, its top-1/top-2 logit
     /// margin at the position that chose it.
-    pub fn generate_with_margins(&self, prompt: &[u32], n: usize) -> Result<Vec<(u32, f32)>> {
+    pub fn generate_with_margins(&self, prompt: &[u32], n: usize) -> Result<Generated> {
         Ok(self.prefill_and_generate(prompt, n)?.1)
     }
 
     /// The prompt's logits rows ([`Reference::logits`]) and the greedy continuation with
     /// margins ([`Reference::generate_with_margins`]), the prompt processed once.
-    pub fn prefill_and_generate(&self, prompt: &[u32], n: usize) -> Result<(Vec<Vec<f32>>, Vec<(u32, f32)>)> {
+    pub fn prefill_and_generate(&self, prompt: &[u32], n: usize) -> Result<(Vec<Vec<f32>>, Generated)> {
         if prompt.is_empty() {
             return Err(ExecError::Input("empty prompt (no tokens)".into()));
         }
@@ -390,5 +393,198 @@ impl Session<'_> {
         let xf = rms_norm(&x, &m.final_norm, c.rms_norm_eps);
         self.len += 1;
         Ok(matvec(m.lm_head.as_ref().unwrap_or(&m.embed), &xf, c.vocab_size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::make::random_weights;
+    use crate::model::{Architecture, MemWeights};
+
+    /// A 1-layer model small enough to compute by hand: hidden 2, one head of dim 2 (so
+    /// RoPE rotates the pair by `pos` radians: θ^0 = 1), intermediate 1, vocab 2, tied.
+    /// E = [[1, 0], [0, 2]], Wq = Wk = Wv = Wo = I, gate = [1, 1], up = [1, 0],
+    /// down = [1, 0]ᵀ, norms 1, q_norm = `q_gain` (Qwen3 only).
+    fn hand_model(arch: Architecture, q_gain: f32) -> Reference {
+        let cfg = ModelConfig {
+            architecture: arch,
+            vocab_size: 2,
+            hidden_size: 2,
+            intermediate_size: 1,
+            num_layers: 1,
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 2,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 16,
+            tie_word_embeddings: true,
+        };
+        let mut w = MemWeights::new();
+        let eye = [1.0, 0.0, 0.0, 1.0];
+        w.insert_bf16(names::EMBED, &[2, 2], &[1.0, 0.0, 0.0, 2.0]);
+        for p in ["q", "k", "v", "o"] {
+            w.insert_bf16(&names::layer(0, &format!("self_attn.{p}_proj.weight")), &[2, 2], &eye);
+        }
+        if arch.has_qkv_bias() {
+            for p in ["q", "k", "v"] {
+                w.insert_bf16(&names::layer(0, &format!("self_attn.{p}_proj.bias")), &[2], &[0.0, 0.0]);
+            }
+        }
+        if arch.has_qk_norm() {
+            w.insert_bf16(&names::layer(0, "self_attn.q_norm.weight"), &[2], &[q_gain, q_gain]);
+            w.insert_bf16(&names::layer(0, "self_attn.k_norm.weight"), &[2], &[1.0, 1.0]);
+        }
+        w.insert_bf16(&names::layer(0, "mlp.gate_proj.weight"), &[1, 2], &[1.0, 1.0]);
+        w.insert_bf16(&names::layer(0, "mlp.up_proj.weight"), &[1, 2], &[1.0, 0.0]);
+        w.insert_bf16(&names::layer(0, "mlp.down_proj.weight"), &[2, 1], &[1.0, 0.0]);
+        for n in ["input_layernorm.weight", "post_attention_layernorm.weight"] {
+            w.insert_bf16(&names::layer(0, n), &[2], &[1.0, 1.0]);
+        }
+        w.insert_bf16(names::FINAL_NORM, &[2], &[1.0, 1.0]);
+        Reference::new(&cfg, &w).unwrap()
+    }
+
+    /// The logits of tokens [0, 1] worked out by hand (f64; eps neglected, 1e-6 relative).
+    /// Position 0: x = (1, 0), RMSNorm gives (√2, 0); one key, so attention returns
+    /// v = (√2, 0); the MLP adds along the first axis only; the final norm gives (√2, 0)
+    /// and logits (√2, 0).
+    /// Position 1: x = (0, 2), h = (0, √2); q = k₁ = rot₁(h)·gain = (−√2 s, √2 c)·gain with
+    /// c, s = cos 1, sin 1; k₀ = (√2, 0); scores (q·k₀, q·k₁)/√2 = gain·(−√2 s, √2);
+    /// attn = p₀ (√2, 0) + p₁ (0, √2); x₁ = x + attn; h₂ = RMSNorm(x₁); the MLP adds
+    /// (SiLU(h₂₀ + h₂₁)·h₂₀, 0); logits = (n₀, 2 n₁) for n = RMSNorm(x₂).
+    fn by_hand(gain: f64) -> [[f64; 2]; 2] {
+        let r2 = 2f64.sqrt();
+        let rms = |v: [f64; 2]| {
+            let r = ((v[0] * v[0] + v[1] * v[1]) / 2.0).sqrt();
+            [v[0] / r, v[1] / r]
+        };
+        // q·k₁ = 2·gain (c² + s²): only sin 1 survives.
+        let s = 1f64.sin();
+        let (s0, s1) = (-gain * r2 * s, gain * r2);
+        let (p0, p1) = (s0.exp() / (s0.exp() + s1.exp()), s1.exp() / (s0.exp() + s1.exp()));
+        let x1 = [p0 * r2, 2.0 + p1 * r2];
+        let h2 = rms(x1);
+        let g = h2[0] + h2[1];
+        let x2 = [x1[0] + g / (1.0 + (-g).exp()) * h2[0], x1[1]];
+        let n = rms(x2);
+        [[r2, 0.0], [n[0], 2.0 * n[1]]]
+    }
+
+    fn close(got: &[Vec<f32>], want: [[f64; 2]; 2]) {
+        for (g, w) in got.iter().zip(want) {
+            for (a, b) in g.iter().zip(w) {
+                assert!((f64::from(*a) - b).abs() <= 1e-5 * b.abs().max(1.0), "got {got:?}, by hand {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_hand_computed_model_gives_the_hand_computed_logits() {
+        close(&hand_model(Architecture::Llama, 1.0).logits(&[0, 1]).unwrap(), by_hand(1.0));
+        close(&hand_model(Architecture::Qwen2, 1.0).logits(&[0, 1]).unwrap(), by_hand(1.0));
+        // Qwen3's q_norm weight scales the scores.
+        close(&hand_model(Architecture::Qwen3, 2.0).logits(&[0, 1]).unwrap(), by_hand(2.0));
+        // The check can fail: a q gain of 2 is not what gain 1 computes.
+        let got = hand_model(Architecture::Qwen3, 2.0).logits(&[0, 1]).unwrap();
+        assert!((f64::from(got[1][0]) - by_hand(1.0)[1][0]).abs() > 1e-3);
+    }
+
+    fn tiny() -> (ModelConfig, Reference) {
+        let cfg = ModelConfig::tiny();
+        let r = Reference::new(&cfg, &random_weights(&cfg, 11)).unwrap();
+        (cfg, r)
+    }
+
+    #[test]
+    fn causal_a_prefix_keeps_its_logits_bit_for_bit_when_tokens_are_appended() {
+        let (_, r) = tiny();
+        let tokens = [5, 17, 300, 2, 2, 99, 511, 0];
+        let all = r.logits(&tokens).unwrap();
+        for n in 1..tokens.len() {
+            assert_eq!(r.logits(&tokens[..n]).unwrap(), all[..n].to_vec(), "prefix {n}");
+        }
+        // ... and later tokens do depend on earlier ones (the check can fail).
+        let other = r.logits(&[6, 17, 300]).unwrap();
+        assert_ne!(other[2], all[2]);
+    }
+
+    #[test]
+    fn generate_is_the_argmax_chain_of_logits() {
+        let (_, r) = tiny();
+        let prompt = [1, 2, 3];
+        let gen = r.generate_with_margins(&prompt, 12).unwrap();
+        let toks: Vec<u32> = gen.iter().map(|g| g.0).collect();
+        assert_eq!(r.generate(&prompt, 12).unwrap(), toks);
+        let mut seq = prompt.to_vec();
+        seq.extend(&toks[..11]);
+        let rows = r.logits(&seq).unwrap();
+        for (k, (t, m)) in gen.iter().enumerate() {
+            assert_eq!(top1_margin(&rows[prompt.len() - 1 + k]), (*t, *m), "position {k}");
+            assert!(*m >= 0.0);
+        }
+        let (prefill, gen2) = r.prefill_and_generate(&prompt, 12).unwrap();
+        assert_eq!((prefill, gen2), (r.logits(&prompt).unwrap(), gen));
+        assert!(r.generate(&[], 3).is_err());
+        assert!(r.logits(&[512]).unwrap_err().to_string().contains("outside the vocabulary"));
+    }
+
+    #[test]
+    fn gqa_equals_multi_head_attention_with_the_kv_heads_repeated() {
+        // tiny: 4 query heads on 2 KV heads; the same model with 4 KV heads whose k/v
+        // rows repeat each KV head twice (transformers' repeat_kv) computes the same.
+        let (cfg, r) = tiny();
+        let w = random_weights(&cfg, 11);
+        let mut mha_cfg = cfg.clone();
+        mha_cfg.num_kv_heads = 4;
+        let mut mha = w.clone();
+        let hd = cfg.head_dim;
+        for l in 0..cfg.num_layers {
+            for p in ["k", "v"] {
+                let name = names::layer(l, &format!("self_attn.{p}_proj.weight"));
+                let t = w.tensor(&name).unwrap();
+                let row_bytes = cfg.hidden_size * 2;
+                let mut bytes = Vec::new();
+                for head in 0..4 {
+                    let kvh = head / 2;
+                    bytes.extend_from_slice(&t.bytes[kvh * hd * row_bytes..(kvh + 1) * hd * row_bytes]);
+                }
+                mha.insert_raw(&name, DType::BF16, &[4 * hd, cfg.hidden_size], bytes);
+            }
+        }
+        let m = Reference::new(&mha_cfg, &mha).unwrap();
+        let tokens = [7, 8, 9, 10, 11];
+        assert_eq!(m.logits(&tokens).unwrap(), r.logits(&tokens).unwrap());
+        // Mapping query heads to the wrong KV heads does change the result.
+        let mut wrong = mha.clone();
+        let name = names::layer(0, "self_attn.k_proj.weight");
+        let t = mha.tensor(&name).unwrap();
+        let mut bytes = t.bytes.to_vec();
+        bytes.rotate_left(hd * cfg.hidden_size * 2);
+        wrong.insert_raw(&name, DType::BF16, &[4 * hd, cfg.hidden_size], bytes);
+        assert_ne!(Reference::new(&mha_cfg, &wrong).unwrap().logits(&tokens).unwrap(), r.logits(&tokens).unwrap());
+    }
+
+    #[test]
+    fn untied_models_read_lm_head_and_bad_weights_are_named() {
+        let mut cfg = ModelConfig::tiny();
+        cfg.tie_word_embeddings = false;
+        let mut w = random_weights(&cfg, 4);
+        let r = Reference::new(&cfg, &w).unwrap();
+        let tied = Reference::new(&ModelConfig::tiny(), &w).unwrap();
+        assert_ne!(r.logits(&[3]).unwrap(), tied.logits(&[3]).unwrap(), "lm_head is not the embedding");
+        w.remove(names::LM_HEAD);
+        assert_eq!(Reference::new(&cfg, &w).unwrap_err().to_string(), "checkpoint: missing tensor lm_head.weight");
+        w.insert_raw(names::FINAL_NORM, DType::F32, &[64], vec![0; 256]);
+        let e = Reference::new(&ModelConfig::tiny(), &w).unwrap_err().to_string();
+        assert_eq!(e, "checkpoint: tensor model.norm.weight: expected bf16 [64], found F32 [64]");
+    }
+
+    #[test]
+    fn top1_margin_breaks_ties_low_and_measures_the_gap() {
+        assert_eq!(top1_margin(&[1.0, 3.0, 2.5]), (1, 0.5));
+        assert_eq!(top1_margin(&[3.0, 1.0, 3.0]), (0, 0.0));
+        assert_eq!(top1_margin(&[-1.0]), (0, 0.0));
     }
 }
