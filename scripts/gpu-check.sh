@@ -13,8 +13,10 @@
 # twins (Philox, ln, exp on >= 10^8 inputs), the unit and kernel compile
 # tests, gpu replay of the golden and conformance traces (plain, --poison,
 # --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
-# --n 1000, gpu bench. Files in $OUT (flat, 8): info.txt
-# selftest.log selftest.json tests.log replay.log bench.json summary.txt summary.json.
+# --n 1000, gpu bench, hf-reference (scripts/hf_reference_check.sh: a random-weight
+# Qwen3-0.6B through specreplay's CPU reference and transformers). Files in $OUT (flat, 9):
+# info.txt selftest.log selftest.json tests.log replay.log bench.json hf_reference.log
+# summary.txt summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -155,6 +157,8 @@ device() {
     stage known-bad 30 "$OUT/replay.log" bash -c ".gpu/specreplay sim scenarios/cascade_ghost_entry.json -o $tmp/cpu.json && .gpu/specreplay gpu replay --variant padded-slot-writes $tmp/cpu.json; rc=\$?; echo \"known-bad variant: gpu replay exit \$rc (1 expected)\"; test \$rc = 1"
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
+    # A random-weight Qwen3-0.6B: specreplay's CPU reference vs transformers (bf16 and f32).
+    stage hf-reference 120 "$OUT/hf_reference.log" bash scripts/hf_reference_check.sh .gpu/specreplay "$tmp/hf"
 
     local failed=0 s name rc secs json="" sep=""
     {
@@ -168,6 +172,7 @@ device() {
         grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
         grep -E '^test result:|twins: |exponential variate: ' "$OUT/tests.log" 2>/dev/null
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
+        grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"

@@ -120,3 +120,51 @@ fn reference_generates_from_text_or_ids_and_writes_the_comparison_file() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `scripts/hf_reference.py compare` reads the comparison files `gpu reference` writes
+/// (no torch or numpy needed for compare): identical files pass, a perturbed one fails.
+#[test]
+fn hf_reference_compare_reads_our_comparison_files() {
+    if std::process::Command::new("python3").arg("--version").output().is_err() {
+        return; // No Python on this machine: the GPU host runs it (gpu-check hf-reference).
+    }
+    let d = scratch("hfcmp");
+    let m = d.join("m");
+    assert_eq!(cli(&["gpu", "make-checkpoint", "--preset", "tiny", "--seed", "2", m.to_str().unwrap()]).0, 0);
+    for name in ["a", "b"] {
+        let json = d.join(format!("{name}.json"));
+        let args = ["gpu", "reference", "--model", m.to_str().unwrap(), "--prompt-ids", "5,6,7", "--max-tokens", "6"];
+        let (code, _, err) = cli(&[&args[..], &["--json", json.to_str().unwrap()]].concat());
+        assert_eq!(code, 0, "{err}");
+    }
+    let script = common::root().join("scripts/hf_reference.py");
+    let compare = || {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args([
+                "compare",
+                "--ours",
+                d.join("a.json").to_str().unwrap(),
+                "--theirs",
+                d.join("b.json").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = compare();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("prefill logits rel err 0.000e+00") && out.contains("identical for 6 tokens"), "{out}");
+    // Their logits scaled by 1.02: a relative error of 2e-2 > 1e-2 fails.
+    let p = d.join("b.p0.f32");
+    let scaled: Vec<u8> = std::fs::read(&p)
+        .unwrap()
+        .chunks_exact(4)
+        .flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * 1.02).to_le_bytes())
+        .collect();
+    std::fs::write(&p, scaled).unwrap();
+    let (code, out) = compare();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("(max 0.01: FAIL)"), "{out}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
