@@ -24,6 +24,11 @@ fn make_checkpoint_is_seeded_and_refuses_to_overwrite() {
     let b = d.join("b");
     let (_, out_b, _) = cli(&["gpu", "make-checkpoint", "--preset", "tiny", "--seed", "5", b.to_str().unwrap()]);
     assert_eq!(sha_line(&out), sha_line(&out_b), "same seed, same bytes");
+    // Pinned: the bytes of a made checkpoint are the same on every machine (CI and the GPU
+    // host), so this value only changes with the generator or the file layout.
+    let (_, out_1, _) =
+        cli(&["gpu", "make-checkpoint", "--preset", "tiny", "--seed", "1", d.join("s1").to_str().unwrap()]);
+    assert_eq!(sha_line(&out_1), "checkpoint sha256 8eaf59862e58b0e0f829898e03a6991fcc4887b785da4b5e1c07ced34236740d");
     let c = d.join("c");
     let (_, out_c, _) =
         cli(&["gpu", "make-checkpoint", "--preset", "tiny", "--seed", "6", "--shard-mb", "0", c.to_str().unwrap()]);
