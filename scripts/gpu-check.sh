@@ -14,9 +14,11 @@
 # tests, gpu replay of the golden and conformance traces (plain, --poison,
 # --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
 # --n 1000, gpu bench, the seeds' metadata builders (gpu builders, their GPU tests, the
-# torch forms, explain --device cuda). Files in $OUT (flat): info.txt selftest.log
-# selftest.json tests.log replay.log bench.json builders.log builders.json
-# builders-timing.json torch-builders.log torch-builders.json summary.txt summary.json.
+# torch forms, explain --device cuda), hf-reference (scripts/hf_reference_check.sh: a
+# random-weight Qwen3-0.6B through specreplay's CPU reference and transformers). Files
+# in $OUT (flat): info.txt selftest.log selftest.json tests.log replay.log bench.json
+# builders.log builders.json builders-timing.json torch-builders.log torch-builders.json
+# hf_reference.log summary.txt summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -164,6 +166,8 @@ device() {
     stage random-sim 120 "$OUT/replay.log" bash -c ".gpu/specreplay gpu sim scenarios/random/ngram_mixed.json -o $tmp/gpu-random.json && .gpu/specreplay replay $tmp/gpu-random.json && .gpu/specreplay diff traces/random_ngram_mixed.json $tmp/gpu-random.json && echo 'random gpu sim: identical to traces/random_ngram_mixed.json' && .gpu/specreplay gpu fuzz --random --n 500 --seed 1"
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
+    # A random-weight Qwen3-0.6B: specreplay's CPU reference vs transformers (bf16 and f32).
+    stage hf-reference 120 "$OUT/hf_reference.log" bash scripts/hf_reference_check.sh .gpu/specreplay "$tmp/hf"
 
     # The seeds' metadata builders (issue 17): kernels under CUDA-graph replay. Timings first
     # (seconds), then 10^6 random cases per correct kernel variant vs the simulator (rows are
@@ -188,6 +192,7 @@ device() {
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch|random| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
         grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
         grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
+        grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"

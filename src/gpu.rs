@@ -13,6 +13,9 @@ use specreplay_executor::builders::{self, agreement, timing};
 use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
+use specreplay_executor::model::reference::Reference;
+use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
+use specreplay_executor::model::{comparison, make, Checkpoint};
 use specreplay_executor::replay::{self, Coverage, RunError};
 use specreplay_executor::{bench, selftest, ExecError};
 use specreplay_sim::{diff, engine, Trace};
@@ -106,6 +109,47 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Write a random-weight checkpoint in Hugging Face layout (config.json, model.safetensors
+    /// or shards + index, tokenizer.json) with transformers' init (N(0, 0.02²) linear and
+    /// embedding weights, RMSNorm weights 1), bf16. Needs no GPU. DIR must not exist or be
+    /// empty; written into DIR.tmp and renamed when complete.
+    MakeCheckpoint {
+        /// Model shape: qwen3-0.6b (Qwen/Qwen3-0.6B's config) or tiny (a 2-layer Qwen3 for tests).
+        #[arg(long)]
+        preset: String,
+        /// Seed of the weights (same seed, same bytes on every machine).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Split into shards of at most this many MB (10^6 bytes) of tensor data, with
+        /// model.safetensors.index.json.
+        #[arg(long)]
+        shard_mb: Option<u64>,
+        /// Do not write tokenizer.json.
+        #[arg(long)]
+        no_tokenizer: bool,
+        dir: PathBuf,
+    },
+    /// CPU reference forward pass of a checkpoint (f32 math over its bf16 weights): prefill
+    /// logits and greedy continuations of prompts, written as the logits comparison file
+    /// (schema: executor/src/model/comparison.rs) that scripts/hf_reference.py compares.
+    /// Needs no GPU.
+    Reference {
+        /// Checkpoint folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// A prompt as text (needs the checkpoint's tokenizer.json); repeatable.
+        #[arg(long)]
+        prompt: Vec<String>,
+        /// A prompt as token ids ("1,2,3"); repeatable.
+        #[arg(long)]
+        prompt_ids: Vec<String>,
+        /// Tokens to generate greedily per prompt.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: usize,
+        /// The comparison JSON to write (logits files beside it).
+        #[arg(long)]
+        json: PathBuf,
+    },
     /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
     /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
     Bench {
@@ -143,6 +187,70 @@ fn fail_line(what: &str, e: &RunError, repro: &str) {
 
 fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
     match cmd {
+        GpuCmd::MakeCheckpoint { preset, seed, shard_mb, no_tokenizer, dir } => {
+            let cfg = make::Preset::parse(&preset)?.config();
+            let opts = make::MakeOptions {
+                seed,
+                shard_bytes: shard_mb.map(|mb| mb.saturating_mul(1_000_000)),
+                tokenizer: !no_tokenizer,
+                threads: 0,
+            };
+            let t0 = Instant::now();
+            let rep = make::make_checkpoint(&cfg, &opts, &dir)?;
+            let secs = t0.elapsed().as_secs_f64();
+            let hash = Checkpoint::open_validated(&dir)?.hash()?;
+            println!(
+                "wrote {}: {} {} tensors, {} parameters, {} bytes in {} file(s){} in {secs:.1} s",
+                dir.display(),
+                cfg.architecture.hf_name(),
+                rep.tensors,
+                rep.parameters,
+                rep.data_bytes,
+                rep.files.len(),
+                if rep.tokenizer { " + tokenizer.json" } else { "" },
+            );
+            println!("checkpoint sha256 {hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+        GpuCmd::Reference { model, prompt, prompt_ids, max_tokens, json } => {
+            let ck = Checkpoint::open_validated(&model)?;
+            let tok = Tokenizer::open(&model)?;
+            let cfg = ck.config().clone();
+            let mut prompts: Vec<Prompt> = prompt.into_iter().map(Prompt::Text).collect();
+            for p in &prompt_ids {
+                prompts.push(Prompt::parse_ids(p)?);
+            }
+            if prompts.is_empty() {
+                return Err(ExecError::Input("gpu reference: give at least one --prompt or --prompt-ids".into()));
+            }
+            let reference = Reference::new(&cfg, &ck)?;
+            let mut results = Vec::new();
+            for p in &prompts {
+                let ids = p.resolve(tok.as_ref(), cfg.vocab_size)?;
+                let t0 = Instant::now();
+                let (prefill_logits, gen) = reference.prefill_and_generate(&ids, max_tokens)?;
+                let (tokens, margins): (Vec<u32>, Vec<f32>) = gen.into_iter().unzip();
+                let min_margin = margins.iter().copied().fold(f32::INFINITY, f32::min);
+                println!(
+                    "prompt of {} tokens: {} generated in {:.1} s, smallest margin {min_margin:.3e}",
+                    ids.len(),
+                    tokens.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+                results.push(comparison::PromptResult { ids, prefill_logits, tokens, margins });
+            }
+            let hash = ck.hash()?;
+            comparison::write(
+                &json,
+                "specreplay-cpu-reference",
+                "f32-over-bf16",
+                Some(&hash),
+                cfg.vocab_size,
+                &results,
+            )?;
+            println!("wrote {}", json.display());
+            Ok(ExitCode::SUCCESS)
+        }
         GpuCmd::Info => {
             let dev = Device::open(0)?;
             print!("{}", dev.info);

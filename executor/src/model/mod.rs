@@ -3,6 +3,12 @@
 //! forward pass.
 //!
 //! * [`config`]: the architecture read from `config.json` ([`ModelConfig`]).
+//! * [`checkpoint`]: a memory-mapped checkpoint folder ([`Checkpoint`]), its validation
+//!   and hash; [`MemWeights`], weights in memory.
+//! * [`comparison`]: the logits comparison file shared with `scripts/hf_reference.py`.
+//! * [`make`]: random-weight checkpoints in HF layout (`gpu make-checkpoint`).
+//! * [`tokenizer`]: prompts as text or ids, `tokenizer.json`.
+//! * [`mod@reference`]: the CPU reference forward pass and greedy generation.
 //! * [`WeightSource`]: named tensors by their Hugging Face names; a safetensors checkpoint
 //!   and an in-memory set of weights both implement it, so the forward pass is tested on
 //!   weights the tests make themselves.
@@ -10,8 +16,14 @@
 //! Tensor names follow `transformers`' `Qwen3ForCausalLM` state dict
 //! (`transformers/models/qwen3/modeling_qwen3.py`): see [`names`].
 
+pub mod checkpoint;
+pub mod comparison;
 pub mod config;
+pub mod make;
+pub mod reference;
+pub mod tokenizer;
 
+pub use checkpoint::{Checkpoint, MemWeights};
 pub use config::{Architecture, ModelConfig};
 
 use crate::error::{ExecError, Result};
