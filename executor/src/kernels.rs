@@ -41,7 +41,24 @@ pub const MODULES: &[KernelModule] = &[
         source: include_str!("../kernels/random.cu"),
         entries: &["philox_blocks", "ln_exp_inputs", "exponential_all"],
     },
+    KernelModule {
+        name: "qwen",
+        source: include_str!("../kernels/qwen.cu"),
+        entries: &[
+            "qwen_embed",
+            "qwen_rmsnorm",
+            "qwen_gemm",
+            "qwen_qk_norm_rope_kv",
+            "qwen_attention",
+            "qwen_silu_mul",
+        ],
+    },
 ];
+
+/// Modules whose f32 fused multiply-adds are explicit `fmaf` calls, mirrored by
+/// `f32::mul_add` in their CPU twins (`executor/src/model/kernels_ref.rs`); `--fmad=false`
+/// still forbids the compiler from contracting anything else in them.
+pub const EXPLICIT_FMA_MODULES: &[&str] = &["qwen"];
 
 /// The GPU architecture every module is built for (H100 / H200).
 pub const ARCH: &str = "sm_90";
