@@ -16,6 +16,7 @@
 //! * [`host_device`]: the CUDA device's staging over the kernel references (CPU check).
 //! * [`mod@bench`]: graph replay timings with CUDA events.
 //! * [`cuda_device`]: the simulator's device boundary on the GPU (`gpu sim` / `gpu replay`).
+//! * [`qwen_device`]: the Qwen3 forward pass behind the device boundary (GPU and its CPU twin).
 //! * [`graphs`]: capture and replay of a fixed launch list.
 //! * [`model`]: Hugging Face checkpoints (Qwen3) and the weight interface of the forward pass.
 //! * [`selftest`]: every kernel against its reference on random inputs.
@@ -29,6 +30,7 @@ pub mod host_device;
 pub mod kernels;
 pub mod layout;
 pub mod model;
+pub mod qwen_device;
 pub mod reference;
 pub mod replay;
 pub mod selftest;
