@@ -12,9 +12,12 @@ use clap::Subcommand;
 use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
+use specreplay_executor::model::weights::{tiny_config, HostWeights, MemWeights};
+use specreplay_executor::model::ModelConfig;
+use specreplay_executor::qwen_device::{with_recorded_oracle, QwenDevice};
 use specreplay_executor::replay::{self, Coverage, RunError};
 use specreplay_executor::{bench, selftest, ExecError};
-use specreplay_sim::{diff, engine, Trace};
+use specreplay_sim::{diff, engine, Scenario, Trace};
 
 /// Exit code of every `gpu` command on a machine without a usable CUDA driver.
 pub const EXIT_NO_DRIVER: u8 = 3;
@@ -76,6 +79,43 @@ pub enum GpuCmd {
         json: Option<PathBuf>,
         #[arg(long, hide = true, default_value = "correct")]
         variant: String,
+    },
+    /// Greedy generation with the Qwen3 forward pass on the GPU, through the simulator's
+    /// engine (scheduler, persistent batch, graph dispatch, n-gram drafter): prompts as
+    /// token ids or a scenario file; prints the outputs and a summary (tokens/s, mean
+    /// acceptance length, acceptance per draft position).
+    Generate {
+        /// Hugging Face checkpoint folder (config.json + model.safetensors).
+        #[arg(long, conflicts_with = "random_model", required_unless_present = "random_model")]
+        model: Option<PathBuf>,
+        /// In-memory random weights instead of a checkpoint: `qwen3-0.6b` or `tiny`.
+        #[arg(long)]
+        random_model: Option<String>,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The prompt as comma-separated token ids.
+        #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Append)]
+        prompt_ids: Vec<u32>,
+        /// A scenario file (its requests and engine config; its oracle is ignored).
+        #[arg(long, conflicts_with = "prompt_ids")]
+        scenario: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        /// n-gram drafts per step (0: no speculation).
+        #[arg(long, default_value_t = 0)]
+        num_speculative_tokens: u32,
+        #[arg(long, default_value_t = 2)]
+        prompt_lookup_min: u32,
+        #[arg(long, default_value_t = 5)]
+        prompt_lookup_max: u32,
+        /// Run every step eagerly (no CUDA graphs).
+        #[arg(long)]
+        eager: bool,
+        /// Record the run's trace (its oracle: the greedy tokens sampled, so `specreplay
+        /// replay` re-simulates it on any machine).
+        #[arg(long)]
+        trace: Option<PathBuf>,
     },
     /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
     /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
@@ -282,6 +322,78 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(if same == n { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        GpuCmd::Generate {
+            model,
+            random_model,
+            seed,
+            prompt_ids,
+            scenario,
+            max_tokens,
+            num_speculative_tokens,
+            prompt_lookup_min,
+            prompt_lookup_max,
+            eager,
+            trace,
+        } => {
+            let cfg = match (&model, random_model.as_deref()) {
+                (_, Some(preset)) => preset_config(preset)?,
+                (Some(dir), None) => load_config(dir)?,
+                (None, None) => {
+                    return Err(ExecError::Input("--model DIR or --random-model PRESET is required".into()))
+                }
+            };
+            let (sc, id) = match &scenario {
+                Some(path) => crate::read_scenario(path).map_err(|f| ExecError::Input(f.0))?,
+                None => {
+                    let spec = GenSpec {
+                        max_tokens,
+                        k: num_speculative_tokens,
+                        min: prompt_lookup_min,
+                        max: prompt_lookup_max,
+                    };
+                    (generate_scenario(&prompt_ids, &spec, cfg.max_position_embeddings)?, None)
+                }
+            };
+            let dev = Device::open(0)?;
+            let weights = match (&model, random_model.as_deref()) {
+                (_, Some(_)) => HostWeights::load(&cfg, &MemWeights::random(&cfg, seed))?,
+                (Some(dir), None) => load_weights(dir, &cfg)?,
+                (None, None) => unreachable!("checked above"),
+            };
+            let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+            qd.force_eager = eager;
+            let t0 = Instant::now();
+            let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+            let secs = t0.elapsed().as_secs_f64();
+            let generated: usize = r.trace.outputs.values().map(Vec::len).sum();
+            for (req, out) in &r.trace.outputs {
+                println!("{req}: {}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+            }
+            let st = &r.stats;
+            let mean_len =
+                if st.num_drafts > 0 { 1.0 + st.num_accepted_tokens as f64 / st.num_drafts as f64 } else { 1.0 };
+            println!(
+                "generated {generated} tokens in {} steps, {secs:.3} s ({:.1} tokens/s); mean acceptance length {mean_len:.3}; accepted per position {:?}; graphs captured {}, eager steps {}",
+                r.trace.steps.len(),
+                generated as f64 / secs.max(1e-9),
+                st.accepted_per_pos,
+                qd.stats.captures,
+                qd.stats.eager
+            );
+            if let Some(path) = trace {
+                let mut t = r.trace;
+                t.oracle = with_recorded_oracle(&sc, &qd.greedy).oracle;
+                t.recorded_by = replay::recorded_by();
+                t.notes = replay::backend_notes(&dev.info.name, &dev.module_hashes(), dev.variant);
+                t.notes.push(match (&model, random_model.as_deref()) {
+                    (_, Some(p)) => format!("model: random {p} seed {seed}"),
+                    (Some(d), None) => format!("model: {}", d.display()),
+                    (None, None) => unreachable!("checked above"),
+                });
+                crate::write_trace(&path, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         GpuCmd::Bench { traces, replays, json } => {
             let recorded: Vec<Trace> = traces
                 .iter()
@@ -341,4 +453,60 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The config of a random-weight preset (`gpu generate --random-model`).
+pub fn preset_config(name: &str) -> Result<ModelConfig, ExecError> {
+    match name {
+        "qwen3-0.6b" => Ok(ModelConfig::qwen3_0_6b()),
+        "tiny" => Ok(tiny_config()),
+        _ => Err(ExecError::Input(format!("unknown model preset {name:?} (expected qwen3-0.6b or tiny)"))),
+    }
+}
+
+/// Checkpoint loading (`config.json`, safetensors) is the checkpoint module's
+/// (`executor::model::checkpoint`, branch h-14a); until it is merged a folder is refused
+/// with one error line. Integration point: `Checkpoint::open(dir)?.config()`.
+fn load_config(dir: &Path) -> Result<ModelConfig, ExecError> {
+    Err(ExecError::Checkpoint(format!(
+        "{}: loading checkpoints from a folder is not in this build (use --random-model)",
+        dir.display()
+    )))
+}
+
+/// See [`load_config`]: `HostWeights::load(cfg, &Checkpoint::open(dir)?)`.
+fn load_weights(dir: &Path, _cfg: &ModelConfig) -> Result<HostWeights, ExecError> {
+    load_config(dir).map(|_| unreachable!("load_config refuses every folder"))
+}
+
+/// Generation limits of a prompt-ids run.
+pub struct GenSpec {
+    pub max_tokens: u32,
+    pub k: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// The scenario of `gpu generate --prompt-ids ...`: one request per prompt, all arriving
+/// at step 1, `max_model_len` = longest prompt + max_tokens + k + 1 (at most the model's
+/// `max_position_embeddings`), vLLM's defaults otherwise.
+pub fn generate_scenario(prompt_ids: &[u32], spec: &GenSpec, max_pos: usize) -> Result<Scenario, ExecError> {
+    if prompt_ids.is_empty() {
+        return Err(ExecError::Input("give --prompt-ids or --scenario".into()));
+    }
+    let len = prompt_ids.len() as u64 + u64::from(spec.max_tokens) + u64::from(spec.k) + 1;
+    let mml = len.min(max_pos as u64);
+    let speculative = if spec.k > 0 {
+        format!(
+            r#", "num_speculative_tokens": {}, "prompt_lookup_min": {}, "prompt_lookup_max": {}"#,
+            spec.k, spec.min, spec.max
+        )
+    } else {
+        String::new()
+    };
+    let json = format!(
+        r#"{{"config": {{"max_model_len": {mml}{speculative}}}, "requests": [{{"req_id": "0", "prompt_token_ids": {prompt_ids:?}, "max_tokens": {}}}], "oracle": {{"kind": "synthetic", "seed": 0, "vocab_size": 2, "order": 1}}}}"#,
+        spec.max_tokens
+    );
+    Scenario::from_json(&json).map_err(|e| ExecError::Input(format!("--prompt-ids: {e}")))
 }
