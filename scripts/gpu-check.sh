@@ -13,7 +13,8 @@
 # twins (Philox, ln, exp on >= 10^8 inputs), the unit and kernel compile
 # tests, gpu replay of the golden and conformance traces (plain, --poison,
 # --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
-# --n 1000, gpu bench. Files in $OUT (flat, 8): info.txt
+# --n 1000, gpu bench, the Qwen3 forward (qwen-kernels, qwen-bench, qwen-torch). Files
+# in $OUT (flat, 11): info.txt qwen.log qwen-bench.json qwen-torch.json
 # selftest.log selftest.json tests.log replay.log bench.json summary.txt summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
@@ -29,7 +30,8 @@ build() {
         python3 -c '
 import json, shutil, sys
 names = {("lib", "specreplay_executor"): "executor-unit", ("test", "gpu"): "executor-gpu",
-         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random"}
+         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random",
+         ("test", "gpu_qwen"): "executor-gpu-qwen"}
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -42,7 +44,7 @@ for line in sys.stdin:
         shutil.copy(m["executable"], ".gpu/" + names[key])
         print("copied", key[1], "->", ".gpu/" + names[key])
 '
-    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random; do
+    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random executor-gpu-qwen; do
         [ -x ".gpu/$f" ] || { echo "gpu-check build: .gpu/$f missing" >&2; exit 1; }
     done
     strip .gpu/* 2>/dev/null || true
@@ -155,6 +157,11 @@ device() {
     stage known-bad 30 "$OUT/replay.log" bash -c ".gpu/specreplay sim scenarios/cascade_ghost_entry.json -o $tmp/cpu.json && .gpu/specreplay gpu replay --variant padded-slot-writes $tmp/cpu.json; rc=\$?; echo \"known-bad variant: gpu replay exit \$rc (1 expected)\"; test \$rc = 1"
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
+    # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
+    # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
+    stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
+    stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --json "$OUT/qwen-bench.json"
+    stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
 
     local failed=0 s name rc secs json="" sep=""
     {
@@ -167,6 +174,7 @@ device() {
         done
         grep -E '^(kernel|[a-z_]+ +[0-9]+ +[0-9]+$)' "$OUT/selftest.log" 2>/dev/null
         grep -E '^test result:|twins: |exponential variate: ' "$OUT/tests.log" 2>/dev/null
+        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|  +[0-9]+ )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 60
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do

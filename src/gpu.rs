@@ -117,6 +117,23 @@ pub enum GpuCmd {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
+    /// Qwen3 decode speed on a random-weight model: ms per decode step (FULL graph replay
+    /// and whole engine step) at each batch size, and n-gram vs plain tokens/s at batch 1.
+    #[command(hide = true)]
+    BenchQwen {
+        #[arg(long, default_value = "qwen3-0.6b")]
+        random_model: String,
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 64])]
+        batch: Vec<u32>,
+        /// Decode steps timed through the engine per batch size.
+        #[arg(long, default_value_t = 64)]
+        steps: u32,
+        /// Graph replays timed per batch size.
+        #[arg(long, default_value_t = 200)]
+        replays: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
     /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
     Bench {
@@ -394,6 +411,73 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        GpuCmd::BenchQwen { random_model, batch, steps, replays, json } => {
+            let cfg = preset_config(&random_model)?;
+            let dev = Device::open(0)?;
+            let t0 = Instant::now();
+            let weights = HostWeights::load(&cfg, &MemWeights::random(&cfg, 1))?;
+            let gb = weights.bytes() as f64 / 1e9;
+            println!(
+                "{} | random {random_model} ({gb:.3} GB of bf16 weights, built in {:.1} s)",
+                dev.info.name,
+                t0.elapsed().as_secs_f64()
+            );
+            println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");
+            let mut rows = Vec::new();
+            for &b in &batch {
+                let prompts: Vec<Vec<u32>> =
+                    (0..b).map(|i| (0..32).map(|j| 1000 + 97 * i + 13 * j).collect()).collect();
+                let run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
+                    let sc = bench_scenario(&prompts, max_tokens, 0)?;
+                    let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+                    let t = Instant::now();
+                    engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+                    let secs = t.elapsed().as_secs_f64();
+                    let key = format!(
+                        "FULL/{}",
+                        qd.graph_keys()
+                            .iter()
+                            .filter_map(|k| k.strip_prefix("FULL/")?.parse::<usize>().ok())
+                            .filter(|&s| s >= b as usize)
+                            .min()
+                            .unwrap_or(b as usize)
+                    );
+                    let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
+                    Ok((secs, g))
+                };
+                let (short, _) = run(8)?;
+                let (long, graph_ms) = run(8 + steps)?;
+                let engine_ms = (long - short) * 1e3 / f64::from(steps);
+                let g = graph_ms.unwrap_or(f64::NAN);
+                println!("{b:>6} {g:>14.3} {engine_ms:>16.3} {:>14.0}", gb / (g / 1e3));
+                rows.push(serde_json::json!({"batch": b, "graph_ms_per_step": g, "engine_ms_per_step": engine_ms}));
+            }
+            // n-gram speculation on a repetitive prompt vs plain decoding, batch 1.
+            let rep: Vec<u32> = (0..64).map(|j| 500 + (j % 8)).collect();
+            let mut tps = Vec::new();
+            for k in [0u32, 3] {
+                let sc = bench_scenario(std::slice::from_ref(&rep), 256, k)?;
+                let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+                let t = Instant::now();
+                let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+                let secs = t.elapsed().as_secs_f64();
+                let n: usize = r.trace.outputs.values().map(Vec::len).sum();
+                println!(
+                    "batch 1, k {k}: {n} tokens in {secs:.3} s = {:.1} tokens/s; acceptance {:?} of {} drafted",
+                    n as f64 / secs,
+                    r.stats.num_accepted_tokens,
+                    r.stats.num_draft_tokens
+                );
+                tps.push((k, n as f64 / secs, r.trace.outputs));
+            }
+            println!("n-gram speed-up {:.2}x; outputs identical: {}", tps[1].1 / tps[0].1, tps[0].2 == tps[1].2);
+            if let Some(path) = json {
+                let j = serde_json::json!({"device": dev.info.name, "model": random_model, "weights_gb": gb, "decode": rows,
+                    "ngram": {"plain_tokens_per_s": tps[0].1, "ngram_k3_tokens_per_s": tps[1].1, "identical": tps[0].2 == tps[1].2}});
+                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         GpuCmd::Bench { traces, replays, json } => {
             let recorded: Vec<Trace> = traces
                 .iter()
@@ -509,4 +593,26 @@ pub fn generate_scenario(prompt_ids: &[u32], spec: &GenSpec, max_pos: usize) -> 
         spec.max_tokens
     );
     Scenario::from_json(&json).map_err(|e| ExecError::Input(format!("--prompt-ids: {e}")))
+}
+
+/// The benchmark scenario: one request per prompt, all at step 1, `max_tokens` each,
+/// n-gram with `k` drafts (lookup 1..=4) when k > 0, vLLM's default capture sizes.
+fn bench_scenario(prompts: &[Vec<u32>], max_tokens: u32, k: u32) -> Result<Scenario, ExecError> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let reqs: Vec<String> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!(r#"{{"req_id": "{i}", "prompt_token_ids": {p:?}, "max_tokens": {max_tokens}}}"#))
+        .collect();
+    let spec = if k > 0 {
+        format!(r#", "num_speculative_tokens": {k}, "prompt_lookup_min": 1, "prompt_lookup_max": 4"#)
+    } else {
+        String::new()
+    };
+    let json = format!(
+        r#"{{"config": {{"max_model_len": {}{spec}}}, "requests": [{}], "oracle": {{"kind": "synthetic", "seed": 0, "vocab_size": 2, "order": 1}}}}"#,
+        longest + max_tokens + k + 8,
+        reqs.join(", ")
+    );
+    Scenario::from_json(&json).map_err(|e| ExecError::Input(e.to_string()))
 }

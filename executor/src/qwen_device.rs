@@ -388,6 +388,26 @@ impl<'d> QwenDevice<'d> {
         Ok(rows_of(&sampled, plan.rows.len(), plan.width))
     }
 
+    /// Replays the captured graph `key` `n` times back to back and returns the mean
+    /// milliseconds per replay (wall clock around a synchronized batch of replays; the
+    /// buffers keep the last step's inputs, so every replay recomputes that step).
+    pub fn time_graph(&self, key: &str, n: usize) -> Result<f64> {
+        let g = self.graphs.get(key).ok_or_else(|| ExecError::Capture(format!("no graph captured as {key:?}")))?;
+        g.launch()?;
+        self.dev.stream.synchronize()?;
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            g.launch()?;
+        }
+        self.dev.stream.synchronize()?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64)
+    }
+
+    /// Keys of the captured graphs, sorted.
+    pub fn graph_keys(&self) -> Vec<String> {
+        self.graphs.keys().cloned().collect()
+    }
+
     /// The logits rows of the last step (`num_logits x vocab`, bf16-exact f32).
     pub fn last_logits(&self) -> Result<Vec<f32>> {
         self.download(&self.bufs.logits, self.staging.input.num_logits() * self.staging.cap.vocab)
