@@ -15,10 +15,11 @@
 # --shadow-eager), gpu sim then CPU replay, the known-bad variant caught, gpu fuzz
 # --n 1000, gpu bench, the seeds' metadata builders (gpu builders, their GPU tests, the
 # torch forms, explain --device cuda), hf-reference (scripts/hf_reference_check.sh: a
-# random-weight Qwen3-0.6B through specreplay's CPU reference and transformers). Files
+# random-weight Qwen3-0.6B through specreplay's CPU reference and transformers), the Qwen3
+# forward (qwen-kernels, qwen-bench, qwen-torch). Files
 # in $OUT (flat): info.txt selftest.log selftest.json tests.log replay.log bench.json
 # builders.log builders.json builders-timing.json torch-builders.log torch-builders.json
-# hf_reference.log summary.txt summary.json.
+# hf_reference.log qwen.log qwen-bench.json qwen-torch.json summary.txt summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,8 @@ build() {
         python3 -c '
 import json, shutil, sys
 names = {("lib", "specreplay_executor"): "executor-unit", ("test", "gpu"): "executor-gpu",
-         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random"}
+         ("test", "nvrtc_compile"): "executor-nvrtc", ("test", "gpu_random"): "executor-gpu-random",
+         ("test", "gpu_qwen"): "executor-gpu-qwen"}
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -46,7 +48,7 @@ for line in sys.stdin:
         shutil.copy(m["executable"], ".gpu/" + names[key])
         print("copied", key[1], "->", ".gpu/" + names[key])
 '
-    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random; do
+    for f in specreplay executor-unit executor-gpu executor-nvrtc executor-gpu-random executor-gpu-qwen; do
         [ -x ".gpu/$f" ] || { echo "gpu-check build: .gpu/$f missing" >&2; exit 1; }
     done
     strip .gpu/* 2>/dev/null || true
@@ -177,6 +179,11 @@ device() {
     stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu --ignored --test-threads=1 --nocapture builders_
     stage torch-builders 120 "$OUT/torch-builders.log" python3 scripts/bench_builders_torch.py --json "$OUT/torch-builders.json"
     stage explain-cuda 30 "$OUT/builders.log" bash scripts/explain-cuda-check.sh .gpu/specreplay
+    # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
+    # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
+    stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
+    stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --json "$OUT/qwen-bench.json"
+    stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
 
     local failed=0 s name rc secs json="" sep=""
     {
@@ -193,6 +200,7 @@ device() {
         grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
         grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
         grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
+        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|  +[0-9]+ )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 60
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"

@@ -15,10 +15,13 @@ use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
+use specreplay_executor::model::weights::{tiny_config, HostWeights, MemWeights};
+use specreplay_executor::model::ModelConfig;
 use specreplay_executor::model::{comparison, make, Checkpoint};
+use specreplay_executor::qwen_device::{with_recorded_oracle, QwenDevice};
 use specreplay_executor::replay::{self, Coverage, RunError};
 use specreplay_executor::{bench, selftest, ExecError};
-use specreplay_sim::{diff, engine, Trace};
+use specreplay_sim::{diff, engine, Scenario, Trace};
 
 /// Exit code of every `gpu` command on a machine without a usable CUDA driver.
 pub const EXIT_NO_DRIVER: u8 = 3;
@@ -149,6 +152,60 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// The comparison JSON to write (logits files beside it).
         #[arg(long)]
         json: PathBuf,
+    },
+    /// Greedy generation with the Qwen3 forward pass on the GPU, through the simulator's
+    /// engine (scheduler, persistent batch, graph dispatch, n-gram drafter): prompts as
+    /// token ids or a scenario file; prints the outputs and a summary (tokens/s, mean
+    /// acceptance length, acceptance per draft position).
+    Generate {
+        /// Hugging Face checkpoint folder (config.json + model.safetensors).
+        #[arg(long, conflicts_with = "random_model", required_unless_present = "random_model")]
+        model: Option<PathBuf>,
+        /// In-memory random weights instead of a checkpoint: `qwen3-0.6b` or `tiny`.
+        #[arg(long)]
+        random_model: Option<String>,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The prompt as comma-separated token ids.
+        #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Append)]
+        prompt_ids: Vec<u32>,
+        /// A scenario file (its requests and engine config; its oracle is ignored).
+        #[arg(long, conflicts_with = "prompt_ids")]
+        scenario: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        /// n-gram drafts per step (0: no speculation).
+        #[arg(long, default_value_t = 0)]
+        num_speculative_tokens: u32,
+        #[arg(long, default_value_t = 2)]
+        prompt_lookup_min: u32,
+        #[arg(long, default_value_t = 5)]
+        prompt_lookup_max: u32,
+        /// Run every step eagerly (no CUDA graphs).
+        #[arg(long)]
+        eager: bool,
+        /// Record the run's trace (its oracle: the greedy tokens sampled, so `specreplay
+        /// replay` re-simulates it on any machine).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
+    /// Qwen3 decode speed on a random-weight model: ms per decode step (FULL graph replay
+    /// and whole engine step) at each batch size, and n-gram vs plain tokens/s at batch 1.
+    #[command(hide = true)]
+    BenchQwen {
+        #[arg(long, default_value = "qwen3-0.6b")]
+        random_model: String,
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 64])]
+        batch: Vec<u32>,
+        /// Decode steps timed through the engine per batch size.
+        #[arg(long, default_value_t = 64)]
+        steps: u32,
+        /// Graph replays timed per batch size.
+        #[arg(long, default_value_t = 200)]
+        replays: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
     /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
@@ -467,6 +524,145 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(if rows.iter().all(|r| r.ok()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        GpuCmd::Generate {
+            model,
+            random_model,
+            seed,
+            prompt_ids,
+            scenario,
+            max_tokens,
+            num_speculative_tokens,
+            prompt_lookup_min,
+            prompt_lookup_max,
+            eager,
+            trace,
+        } => {
+            let cfg = match (&model, random_model.as_deref()) {
+                (_, Some(preset)) => preset_config(preset)?,
+                (Some(dir), None) => load_config(dir)?,
+                (None, None) => {
+                    return Err(ExecError::Input("--model DIR or --random-model PRESET is required".into()))
+                }
+            };
+            let (sc, id) = match &scenario {
+                Some(path) => crate::read_scenario(path).map_err(|f| ExecError::Input(f.0))?,
+                None => {
+                    let spec = GenSpec {
+                        max_tokens,
+                        k: num_speculative_tokens,
+                        min: prompt_lookup_min,
+                        max: prompt_lookup_max,
+                    };
+                    (generate_scenario(&prompt_ids, &spec, cfg.max_position_embeddings)?, None)
+                }
+            };
+            let dev = Device::open(0)?;
+            let weights = match (&model, random_model.as_deref()) {
+                (_, Some(_)) => HostWeights::load(&cfg, &MemWeights::random(&cfg, seed))?,
+                (Some(dir), None) => load_weights(dir, &cfg)?,
+                (None, None) => unreachable!("checked above"),
+            };
+            let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+            qd.force_eager = eager;
+            let t0 = Instant::now();
+            let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+            let secs = t0.elapsed().as_secs_f64();
+            let generated: usize = r.trace.outputs.values().map(Vec::len).sum();
+            for (req, out) in &r.trace.outputs {
+                println!("{req}: {}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+            }
+            let st = &r.stats;
+            let mean_len =
+                if st.num_drafts > 0 { 1.0 + st.num_accepted_tokens as f64 / st.num_drafts as f64 } else { 1.0 };
+            println!(
+                "generated {generated} tokens in {} steps, {secs:.3} s ({:.1} tokens/s); mean acceptance length {mean_len:.3}; accepted per position {:?}; graphs captured {}, eager steps {}",
+                r.trace.steps.len(),
+                generated as f64 / secs.max(1e-9),
+                st.accepted_per_pos,
+                qd.stats.captures,
+                qd.stats.eager
+            );
+            if let Some(path) = trace {
+                let mut t = r.trace;
+                t.oracle = with_recorded_oracle(&sc, &qd.greedy).oracle;
+                t.recorded_by = replay::recorded_by();
+                t.notes = replay::backend_notes(&dev.info.name, &dev.module_hashes(), dev.variant);
+                t.notes.push(match (&model, random_model.as_deref()) {
+                    (_, Some(p)) => format!("model: random {p} seed {seed}"),
+                    (Some(d), None) => format!("model: {}", d.display()),
+                    (None, None) => unreachable!("checked above"),
+                });
+                crate::write_trace(&path, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GpuCmd::BenchQwen { random_model, batch, steps, replays, json } => {
+            let cfg = preset_config(&random_model)?;
+            let dev = Device::open(0)?;
+            let t0 = Instant::now();
+            let weights = HostWeights::load(&cfg, &MemWeights::random(&cfg, 1))?;
+            let gb = weights.bytes() as f64 / 1e9;
+            println!(
+                "{} | random {random_model} ({gb:.3} GB of bf16 weights, built in {:.1} s)",
+                dev.info.name,
+                t0.elapsed().as_secs_f64()
+            );
+            println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");
+            let mut rows = Vec::new();
+            for &b in &batch {
+                let prompts: Vec<Vec<u32>> =
+                    (0..b).map(|i| (0..32).map(|j| 1000 + 97 * i + 13 * j).collect()).collect();
+                let run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
+                    let sc = bench_scenario(&prompts, max_tokens, 0)?;
+                    let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+                    let t = Instant::now();
+                    engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+                    let secs = t.elapsed().as_secs_f64();
+                    let key = format!(
+                        "FULL/{}",
+                        qd.graph_keys()
+                            .iter()
+                            .filter_map(|k| k.strip_prefix("FULL/")?.parse::<usize>().ok())
+                            .filter(|&s| s >= b as usize)
+                            .min()
+                            .unwrap_or(b as usize)
+                    );
+                    let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
+                    Ok((secs, g))
+                };
+                let (short, _) = run(8)?;
+                let (long, graph_ms) = run(8 + steps)?;
+                let engine_ms = (long - short) * 1e3 / f64::from(steps);
+                let g = graph_ms.unwrap_or(f64::NAN);
+                println!("{b:>6} {g:>14.3} {engine_ms:>16.3} {:>14.0}", gb / (g / 1e3));
+                rows.push(serde_json::json!({"batch": b, "graph_ms_per_step": g, "engine_ms_per_step": engine_ms}));
+            }
+            // n-gram speculation on a repetitive prompt vs plain decoding, batch 1.
+            let rep: Vec<u32> = (0..64).map(|j| 500 + (j % 8)).collect();
+            let mut tps = Vec::new();
+            for k in [0u32, 3] {
+                let sc = bench_scenario(std::slice::from_ref(&rep), 256, k)?;
+                let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+                let t = Instant::now();
+                let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+                let secs = t.elapsed().as_secs_f64();
+                let n: usize = r.trace.outputs.values().map(Vec::len).sum();
+                println!(
+                    "batch 1, k {k}: {n} tokens in {secs:.3} s = {:.1} tokens/s; acceptance {:?} of {} drafted",
+                    n as f64 / secs,
+                    r.stats.num_accepted_tokens,
+                    r.stats.num_draft_tokens
+                );
+                tps.push((k, n as f64 / secs, r.trace.outputs));
+            }
+            println!("n-gram speed-up {:.2}x; outputs identical: {}", tps[1].1 / tps[0].1, tps[0].2 == tps[1].2);
+            if let Some(path) = json {
+                let j = serde_json::json!({"device": dev.info.name, "model": random_model, "weights_gb": gb, "decode": rows,
+                    "ngram": {"plain_tokens_per_s": tps[0].1, "ngram_k3_tokens_per_s": tps[1].1, "identical": tps[0].2 == tps[1].2}});
+                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         GpuCmd::Bench { traces, replays, json } => {
             let recorded: Vec<Trace> = traces
                 .iter()
@@ -549,4 +745,82 @@ pub fn explain_on_device(builder: &str, variant: &str, cases: u64, seed: u64) ->
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The config of a random-weight preset (`gpu generate --random-model`).
+pub fn preset_config(name: &str) -> Result<ModelConfig, ExecError> {
+    match name {
+        "qwen3-0.6b" => Ok(ModelConfig::qwen3_0_6b()),
+        "tiny" => Ok(tiny_config()),
+        _ => Err(ExecError::Input(format!("unknown model preset {name:?} (expected qwen3-0.6b or tiny)"))),
+    }
+}
+
+/// Checkpoint loading (`config.json`, safetensors) is the checkpoint module's
+/// (`executor::model::checkpoint`, branch h-14a); until it is merged a folder is refused
+/// with one error line. Integration point: `Checkpoint::open(dir)?.config()`.
+fn load_config(dir: &Path) -> Result<ModelConfig, ExecError> {
+    Err(ExecError::Checkpoint(format!(
+        "{}: loading checkpoints from a folder is not in this build (use --random-model)",
+        dir.display()
+    )))
+}
+
+/// See [`load_config`]: `HostWeights::load(cfg, &Checkpoint::open(dir)?)`.
+fn load_weights(dir: &Path, _cfg: &ModelConfig) -> Result<HostWeights, ExecError> {
+    load_config(dir).map(|_| unreachable!("load_config refuses every folder"))
+}
+
+/// Generation limits of a prompt-ids run.
+pub struct GenSpec {
+    pub max_tokens: u32,
+    pub k: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// The scenario of `gpu generate --prompt-ids ...`: one request per prompt, all arriving
+/// at step 1, `max_model_len` = longest prompt + max_tokens + k + 1 (at most the model's
+/// `max_position_embeddings`), vLLM's defaults otherwise.
+pub fn generate_scenario(prompt_ids: &[u32], spec: &GenSpec, max_pos: usize) -> Result<Scenario, ExecError> {
+    if prompt_ids.is_empty() {
+        return Err(ExecError::Input("give --prompt-ids or --scenario".into()));
+    }
+    let len = prompt_ids.len() as u64 + u64::from(spec.max_tokens) + u64::from(spec.k) + 1;
+    let mml = len.min(max_pos as u64);
+    let speculative = if spec.k > 0 {
+        format!(
+            r#", "num_speculative_tokens": {}, "prompt_lookup_min": {}, "prompt_lookup_max": {}"#,
+            spec.k, spec.min, spec.max
+        )
+    } else {
+        String::new()
+    };
+    let json = format!(
+        r#"{{"config": {{"max_model_len": {mml}{speculative}}}, "requests": [{{"req_id": "0", "prompt_token_ids": {prompt_ids:?}, "max_tokens": {}}}], "oracle": {{"kind": "synthetic", "seed": 0, "vocab_size": 2, "order": 1}}}}"#,
+        spec.max_tokens
+    );
+    Scenario::from_json(&json).map_err(|e| ExecError::Input(format!("--prompt-ids: {e}")))
+}
+
+/// The benchmark scenario: one request per prompt, all at step 1, `max_tokens` each,
+/// n-gram with `k` drafts (lookup 1..=4) when k > 0, vLLM's default capture sizes.
+fn bench_scenario(prompts: &[Vec<u32>], max_tokens: u32, k: u32) -> Result<Scenario, ExecError> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let reqs: Vec<String> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!(r#"{{"req_id": "{i}", "prompt_token_ids": {p:?}, "max_tokens": {max_tokens}}}"#))
+        .collect();
+    let spec = if k > 0 {
+        format!(r#", "num_speculative_tokens": {k}, "prompt_lookup_min": 1, "prompt_lookup_max": 4"#)
+    } else {
+        String::new()
+    };
+    let json = format!(
+        r#"{{"config": {{"max_model_len": {}{spec}}}, "requests": [{}], "oracle": {{"kind": "synthetic", "seed": 0, "vocab_size": 2, "order": 1}}}}"#,
+        longest + max_tokens + k + 8,
+        reqs.join(", ")
+    );
+    Scenario::from_json(&json).map_err(|e| ExecError::Input(e.to_string()))
 }

@@ -27,6 +27,8 @@ fn gpu_commands_without_a_driver_print_one_line_and_exit_3() {
         &["gpu", "bench", "traces/vllm_ngram_13step.json"][..],
         &["gpu", "builders", "--cases", "3", "--bench-replays", "0"][..],
         &["explain", "nsa-draft-extend", "--variant", "uniform-qo", "--device", "cuda"][..],
+        &["gpu", "generate", "--random-model", "tiny", "--prompt-ids", "1,2,3", "--max-tokens", "4"][..],
+        &["gpu", "generate", "--random-model", "tiny", "--prompt-ids", "1,2,1", "--num-speculative-tokens", "2"][..],
     ] {
         let (code, out, err) = cli_in_root(args);
         assert_eq!(code, 3, "{args:?}: {err}");
@@ -90,5 +92,21 @@ fn gpu_replay_help_documents_the_probes() {
     assert_eq!(code, 0);
     for c in ["sim", "replay", "fuzz", "bench", "builders"] {
         assert!(out.contains(c), "{c}: {out}");
+    }
+}
+
+/// `gpu generate` refuses bad input with one line and exit 2 before it looks for a GPU.
+#[test]
+fn gpu_generate_bad_input_is_one_line_and_exit_2() {
+    for (args, want) in [
+        (&["gpu", "generate", "--random-model", "llama-70b", "--prompt-ids", "1"][..], "unknown model preset"),
+        (&["gpu", "generate", "--random-model", "tiny"][..], "--prompt-ids or --scenario"),
+        (&["gpu", "generate", "--model", "/nonexistent/ckpt", "--prompt-ids", "1"][..], "/nonexistent/ckpt"),
+    ] {
+        let (code, out, err) = cli_in_root(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("specreplay: error: ") && err.contains(want), "{args:?}: {err}");
     }
 }

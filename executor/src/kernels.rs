@@ -46,6 +46,18 @@ pub const MODULES: &[KernelModule] = &[
         source: concat!(include_str!("../kernels/random.cu"), include_str!("../kernels/random_rows.cu")),
         entries: &["synthetic_target_probs", "rejection_random"],
     },
+    KernelModule {
+        name: "qwen",
+        source: include_str!("../kernels/qwen.cu"),
+        entries: &[
+            "qwen_embed",
+            "qwen_rmsnorm",
+            "qwen_gemm",
+            "qwen_qk_norm_rope_kv",
+            "qwen_attention",
+            "qwen_silu_mul",
+        ],
+    },
 ];
 
 /// The seeds' metadata builders (seeds 000-003), loaded on demand by
@@ -67,6 +79,11 @@ pub const BUILDER_MODULES: &[KernelModule] = &[
         entries: &["sparse_build", "sparse_build_fused_unclamped"],
     },
 ];
+
+/// Modules whose f32 fused multiply-adds are explicit `fmaf` calls, mirrored by
+/// `f32::mul_add` in their CPU twins (`executor/src/model/kernels_ref.rs`); `--fmad=false`
+/// still forbids the compiler from contracting anything else in them.
+pub const EXPLICIT_FMA_MODULES: &[&str] = &["qwen"];
 
 /// The GPU architecture every module is built for (H100 / H200).
 pub const ARCH: &str = "sm_90";

@@ -17,6 +17,7 @@
 //! * [`mod@bench`]: graph replay timings with CUDA events.
 //! * [`builders`]: the seeds' metadata builders (seeds 000-003) as kernels under graph replay.
 //! * [`cuda_device`]: the simulator's device boundary on the GPU (`gpu sim` / `gpu replay`).
+//! * [`qwen_device`]: the Qwen3 forward pass behind the device boundary (GPU and its CPU twin).
 //! * [`graphs`]: capture and replay of a fixed launch list.
 //! * [`model`]: Hugging Face checkpoints (Qwen3) and the weight interface of the forward pass.
 //! * [`selftest`]: every kernel against its reference on random inputs.
@@ -31,6 +32,7 @@ pub mod host_device;
 pub mod kernels;
 pub mod layout;
 pub mod model;
+pub mod qwen_device;
 pub mod random_rows;
 pub mod reference;
 pub mod replay;

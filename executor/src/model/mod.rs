@@ -96,3 +96,9 @@ pub mod names {
         format!("model.layers.{layer}.{suffix}")
     }
 }
+
+pub mod gpu;
+pub mod host;
+pub mod kernels_ref;
+pub mod kv_cache;
+pub mod weights;

@@ -302,7 +302,7 @@ pub struct Step {
 /// `(seed, request, position, Recover)`; the bonus (or, without drafts, the only) token
 /// races `(seed, request, position + n, Sample)`. `p_j` is the target distribution after
 /// the row's context up to draft `j` (`crate::sampling::target_probs`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RandomDraws {
     /// The request's 64-bit generator seed (given or derived, as the header records it).
@@ -325,7 +325,18 @@ pub struct RandomDraws {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RandomRows(pub BTreeMap<String, RandomDraws>);
 
+/// JSON: the map from request id to its draws (bincode holds only empty maps).
+impl JsonSchema for RandomRows {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RandomRows".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <BTreeMap<String, RandomDraws>>::json_schema(g)
+    }
+}
+
 impl RandomRows {
+    /// True when no request of the step was sampled at temperature > 0.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -1,0 +1,445 @@
+// The Qwen3 forward pass (Hugging Face `transformers/models/qwen3/modeling_qwen3.py`
+// `Qwen3ForCausalLM`) on persistent buffers: embedding gather, RMSNorm with fused residual
+// add, bf16 GEMMs with f32 accumulation, q/k RMSNorm + RoPE + KV write through
+// `slot_mapping` into a paged cache laid out as vLLM's FlashAttention backend
+// (`vllm/v1/attention/backends/flash_attn.py` `get_kv_cache_shape`: key and value caches
+// `[num_blocks, block_size, num_kv_heads, head_dim]`), paged causal attention for prefill,
+// decode and verify, SiLU-mul, and the tied LM head on the logits rows only.
+//
+// BATCH INVARIANCE BY CONSTRUCTION. Every reduction has one fixed order that depends only
+// on the row's own data and the model's shapes, never on the number of rows, the graph
+// size or the batch mates; the CPU twin (`executor/src/model/kernels_ref.rs`) performs the
+// same operations in the same order and matches bit for bit:
+//   * warp_sum_strided: lane l accumulates elements l, l+32, l+64, ... in increasing order
+//     (fmaf), then a butterfly (xor 16, 8, 4, 2, 1) adds lanes; every lane ends with the
+//     same value.
+//   * GEMM dot products: lane l accumulates 8-element chunks l, l+32, ... (elements in
+//     order inside a chunk, fmaf), then the same butterfly.
+//   * attention: keys in tiles of 32; warp w of ATT_WARPS takes tiles w, w+ATT_WARPS, ...
+//     in increasing order with an online softmax; the warps' states are merged in warp
+//     order. Scores are sequential fmaf over head_dim.
+//   * exp_f: a polynomial of basic operations (no hardware exp), identical on the CPU.
+// Rows (tokens) are independent: a row's values depend on its own input, position and
+// context only. Compiled with --fmad=false: the only fused multiply-adds are the explicit
+// fmaf calls, mirrored by f32::mul_add on the CPU.
+//
+// bf16 is stored as unsigned short; conversions round to nearest even (NaN kept quiet).
+// Header-free; loop bounds come from `counts` (see prepare.cu for its layout).
+
+#define C_NUM_REQS 0
+#define C_META_TOKENS 2
+#define C_NUM_LOGITS 3
+#define C_PADDED_TOKENS 5
+#define CTR_OUT_OF_RANGE 2
+
+#define ROWS_PADDED 0
+#define ROWS_LOGITS 1
+
+typedef unsigned short bf16_t;
+
+__device__ __forceinline__ float bf2f(bf16_t h) { return __uint_as_float(((unsigned int)h) << 16); }
+
+__device__ __forceinline__ bf16_t f2bf(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16_t)(u >> 16);
+}
+
+__device__ __forceinline__ float round_bf(float f) { return bf2f(f2bf(f)); }
+
+// exp with basic operations only (twin: kernels_ref.rs `exp_f`): 0 below -87, +inf above
+// 88, NaN kept; else 2^k * p(r), r = x - k ln2 (two-part ln2), p a degree-7 Taylor
+// polynomial in Horner form.
+__device__ __forceinline__ float exp_f(float x) {
+    if (x != x) return x;
+    if (x < -87.0f) return 0.0f;
+    if (x > 88.0f) return __int_as_float(0x7f800000);
+    const float k = floorf(x * 1.44269502f + 0.5f);
+    const float r = (x - k * 0.693145751953125f) - k * 1.42860677e-06f;
+    float p = 1.98412701e-04f;
+    p = p * r + 1.38888892e-03f;
+    p = p * r + 8.33333377e-03f;
+    p = p * r + 4.16666679e-02f;
+    p = p * r + 1.66666672e-01f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int ki = (int)k;
+    return p * __int_as_float((ki + 127) << 23);
+}
+
+__device__ __forceinline__ float warp_butterfly_sum(float v) {
+    v = v + __shfl_xor_sync(0xffffffffu, v, 16);
+    v = v + __shfl_xor_sync(0xffffffffu, v, 8);
+    v = v + __shfl_xor_sync(0xffffffffu, v, 4);
+    v = v + __shfl_xor_sync(0xffffffffu, v, 2);
+    v = v + __shfl_xor_sync(0xffffffffu, v, 1);
+    return v;
+}
+
+__device__ __forceinline__ float warp_butterfly_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return v;
+}
+
+__device__ __forceinline__ int rows_of(const int* counts, int source) {
+    return source == ROWS_LOGITS ? counts[C_NUM_LOGITS] : counts[C_PADDED_TOKENS];
+}
+
+// Embedding gather over the padded tokens: residual[t] = embed[input_ids[t]]. An id
+// outside the vocabulary gives a zero row (stale padded slots may hold anything); for a
+// real token (t < meta_tokens) it also counts as out of range.
+extern "C" __global__ void qwen_embed(
+    const int* __restrict__ counts,
+    const int* __restrict__ input_ids,
+    const bf16_t* __restrict__ embed, int vocab, int hidden,
+    bf16_t* __restrict__ residual,
+    unsigned int* __restrict__ counters)
+{
+    const int rows = counts[C_PADDED_TOKENS];
+    const int real = counts[C_META_TOKENS];
+    for (int t = blockIdx.x; t < rows; t += gridDim.x) {
+        const int id = input_ids[t];
+        const bool ok = id >= 0 && id < vocab;
+        if (!ok && t < real && threadIdx.x == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+        for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+            residual[(long long)t * hidden + i] = ok ? embed[(long long)id * hidden + i] : (bf16_t)0;
+        }
+    }
+}
+
+// RMSNorm (`Qwen3RMSNorm`): with `add`, residual = bf16(delta + residual) first (HF's
+// `hidden_states = residual + hidden_states`); then out = bf16(bf16(r * inv) * w), inv =
+// 1 / sqrt(mean(r^2) + eps). One warp per row. `source` ROWS_PADDED: rows 0..padded,
+// row i in, row i out; ROWS_LOGITS: row j reads row gather[j] and residual is not
+// written (the final norm on the logits rows only).
+extern "C" __global__ void qwen_rmsnorm(
+    const int* __restrict__ counts, int source,
+    const int* __restrict__ gather,
+    const bf16_t* __restrict__ delta,
+    bf16_t* __restrict__ residual,
+    const bf16_t* __restrict__ weight, int hidden, float eps, int add,
+    bf16_t* __restrict__ out)
+{
+    const int rows = rows_of(counts, source);
+    const int lane = threadIdx.x & 31;
+    const int warps = blockDim.x >> 5;
+    for (int j = blockIdx.x * warps + (threadIdx.x >> 5); j < rows; j += gridDim.x * warps) {
+        const long long in_row = (long long)(source == ROWS_LOGITS ? gather[j] : j) * hidden;
+        const long long out_row = (long long)j * hidden;
+        float ss = 0.0f;
+        for (int i = lane; i < hidden; i += 32) {
+            float r = bf2f(residual[in_row + i]);
+            if (add) {
+                r = round_bf(bf2f(delta[in_row + i]) + r);
+                if (source == ROWS_PADDED) residual[in_row + i] = f2bf(r);
+            }
+            ss = fmaf(r, r, ss);
+        }
+        ss = warp_butterfly_sum(ss);
+        const float inv = 1.0f / sqrtf(ss / (float)hidden + eps);
+        for (int i = lane; i < hidden; i += 32) {
+            float r = bf2f(residual[in_row + i]);
+            if (add && source == ROWS_LOGITS) r = round_bf(bf2f(delta[in_row + i]) + r);
+            out[out_row + i] = f2bf(round_bf(r * inv) * bf2f(weight[i]));
+        }
+    }
+}
+
+// y[m, n] = sum_k x[m, k] * w[n, k] (torch's `F.linear`, w is [N, K] row-major), bf16 in,
+// f32 accumulation in the fixed chunk order above, out as bf16 (`y`) or, with `f32_out`,
+// as the bf16-rounded value in f32 (`yf`, the logits). K % 8 == 0, rows 16-byte aligned.
+// Each warp owns GEMM_NC consecutive columns and walks the rows in tiles of GEMM_MT; the
+// tiling changes which thread computes an element, never the order of its sum.
+#define GEMM_WARPS 4
+#define GEMM_NC 2
+#define GEMM_MT 16
+
+__device__ __forceinline__ void unpack8(uint4 v, float* f) {
+    f[0] = __uint_as_float(v.x << 16); f[1] = __uint_as_float(v.x & 0xffff0000u);
+    f[2] = __uint_as_float(v.y << 16); f[3] = __uint_as_float(v.y & 0xffff0000u);
+    f[4] = __uint_as_float(v.z << 16); f[5] = __uint_as_float(v.z & 0xffff0000u);
+    f[6] = __uint_as_float(v.w << 16); f[7] = __uint_as_float(v.w & 0xffff0000u);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
+    const int* __restrict__ counts, int source,
+    const bf16_t* __restrict__ x, int K,
+    const bf16_t* __restrict__ w, int N,
+    bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
+{
+    const int rows = rows_of(counts, source);
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int chunks = K >> 3;
+    for (int n0 = (blockIdx.x * GEMM_WARPS + warp) * GEMM_NC; n0 < N; n0 += gridDim.x * GEMM_WARPS * GEMM_NC) {
+        for (int m0 = 0; m0 < rows; m0 += GEMM_MT) {
+            float acc[GEMM_MT][GEMM_NC];
+#pragma unroll
+            for (int a = 0; a < GEMM_MT; ++a)
+#pragma unroll
+                for (int b = 0; b < GEMM_NC; ++b) acc[a][b] = 0.0f;
+            const int mt = rows - m0 < GEMM_MT ? rows - m0 : GEMM_MT;
+#pragma unroll 2
+            for (int c = lane; c < chunks; c += 32) {
+                float wf[GEMM_NC][8];
+#pragma unroll
+                for (int b = 0; b < GEMM_NC; ++b) {
+                    const int n = n0 + b < N ? n0 + b : N - 1;
+                    unpack8(*(const uint4*)(w + (long long)n * K + (c << 3)), wf[b]);
+                }
+#pragma unroll
+                for (int a = 0; a < GEMM_MT; ++a) {
+                    if (a < mt) {
+                        float xf[8];
+                        unpack8(*(const uint4*)(x + (long long)(m0 + a) * K + (c << 3)), xf);
+#pragma unroll
+                        for (int e = 0; e < 8; ++e)
+#pragma unroll
+                            for (int b = 0; b < GEMM_NC; ++b) acc[a][b] = fmaf(xf[e], wf[b][e], acc[a][b]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int a = 0; a < GEMM_MT; ++a) {
+                if (a < mt) {
+#pragma unroll
+                    for (int b = 0; b < GEMM_NC; ++b) {
+                        const float s = warp_butterfly_sum(acc[a][b]);
+                        if (lane == b && n0 + b < N) {
+                            const long long o = (long long)(m0 + a) * N + n0 + b;
+                            if (f32_out) yf[o] = round_bf(s); else y[o] = f2bf(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
+// q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when
+// `qk_norm` is 0) then RoPE (neox `rotate_half`: out = bf16(bf16(x*cos) + bf16(rot*sin)),
+// cos/sin the bf16 table `rope[pos][i][0|1]` for i < head_dim/2, as HF casts them to the
+// activation dtype); q goes to `q_out` [T, num_heads, head_dim]; k and v of real tokens
+// (t < meta_tokens) with slot >= 0 go to the paged caches (slot -1: padded, skipped).
+extern "C" __global__ void qwen_qk_norm_rope_kv(
+    const int* __restrict__ counts,
+    const bf16_t* __restrict__ qkv,
+    const long long* __restrict__ positions,
+    const long long* __restrict__ slot_mapping,
+    const bf16_t* __restrict__ q_norm, const bf16_t* __restrict__ k_norm, int qk_norm, float eps,
+    const bf16_t* __restrict__ rope, int rope_len,
+    int num_heads, int num_kv_heads, int head_dim,
+    bf16_t* __restrict__ q_out,
+    bf16_t* __restrict__ k_cache, bf16_t* __restrict__ v_cache, long long cache_slots,
+    unsigned int* __restrict__ counters)
+{
+    __shared__ float vals[4][256];
+    const int rows = counts[C_PADDED_TOKENS];
+    const int real = counts[C_META_TOKENS];
+    const int lane = threadIdx.x & 31;
+    const int wib = threadIdx.x >> 5;
+    const int warps = blockDim.x >> 5;
+    const int heads = num_heads + 2 * num_kv_heads;
+    const int half = head_dim >> 1;
+    const long long items = (long long)rows * heads;
+    for (long long it = (long long)blockIdx.x * warps + wib; it < items; it += (long long)gridDim.x * warps) {
+        const int t = (int)(it / heads);
+        const int h = (int)(it % heads);
+        const bf16_t* src = qkv + (long long)t * heads * head_dim + (long long)h * head_dim;
+        const long long slot = t < real ? slot_mapping[t] : -1;
+        const bool in_cache = slot >= 0 && slot < cache_slots;
+        if (t < real && slot >= cache_slots && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+        if (h >= num_heads + num_kv_heads) {
+            if (in_cache) {
+                const int kvh = h - num_heads - num_kv_heads;
+                bf16_t* dst = v_cache + (slot * num_kv_heads + kvh) * head_dim;
+                for (int d = lane; d < head_dim; d += 32) dst[d] = src[d];
+            }
+            continue;
+        }
+        const bool is_q = h < num_heads;
+        if (!is_q && !in_cache) continue;
+        float* v = vals[wib];
+        if (qk_norm) {
+            const bf16_t* nw = is_q ? q_norm : k_norm;
+            float ss = 0.0f;
+            for (int d = lane; d < head_dim; d += 32) {
+                const float x = bf2f(src[d]);
+                ss = fmaf(x, x, ss);
+            }
+            ss = warp_butterfly_sum(ss);
+            const float inv = 1.0f / sqrtf(ss / (float)head_dim + eps);
+            for (int d = lane; d < head_dim; d += 32) v[d] = round_bf(round_bf(bf2f(src[d]) * inv) * bf2f(nw[d]));
+        } else {
+            for (int d = lane; d < head_dim; d += 32) v[d] = bf2f(src[d]);
+        }
+        __syncwarp();
+        long long pos = positions[t];
+        if (pos < 0 || pos >= rope_len) {
+            if (t < real && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+            pos = 0;
+        }
+        const bf16_t* cs = rope + pos * head_dim;
+        bf16_t* dst = is_q ? q_out + ((long long)t * num_heads + h) * head_dim
+                           : k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim;
+        for (int d = lane; d < head_dim; d += 32) {
+            const int i = d < half ? d : d - half;
+            const float c = bf2f(cs[2 * i]);
+            const float s = bf2f(cs[2 * i + 1]);
+            const float rot = d < half ? -v[d + half] : v[d - half];
+            dst[d] = f2bf(round_bf(v[d] * c) + round_bf(rot * s));
+        }
+        __syncwarp();
+    }
+}
+
+// Paged causal attention for every real token (prefill chunks, decode, verify alike):
+// token t of request r (cu_seqlens_q) at position p attends to keys 0..=p of r, read
+// through the metadata block table (vLLM's `block_table`, `seqused_k`); GQA head h reads
+// kv head h / (num_heads / num_kv_heads). One block of ATT_WARPS warps per (token, head);
+// the order is fixed per query row (see the top of this file). Keys past seqused_k or
+// blocks outside the cache count as out of range and are skipped. out: [T, num_heads,
+// head_dim] bf16 of (sum p v) / (sum p).
+#define ATT_WARPS 4
+#define ATT_MAX_HD 256
+
+__device__ __forceinline__ int row_of(const int* cu, int n, int i) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (cu[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
+    const int* __restrict__ counts,
+    const bf16_t* __restrict__ q,
+    const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache, long long cache_slots,
+    const int* __restrict__ cu_seqlens_q, const int* __restrict__ seqused_k,
+    const int* __restrict__ block_table, int blocks_per_row, int block_size,
+    const long long* __restrict__ positions,
+    int num_heads, int num_kv_heads, int head_dim,
+    bf16_t* __restrict__ out,
+    unsigned int* __restrict__ counters)
+{
+    __shared__ float qs[ATT_MAX_HD];
+    __shared__ float wm[ATT_WARPS], wl[ATT_WARPS];
+    __shared__ float wacc[ATT_WARPS][ATT_MAX_HD];
+    const int num_reqs = counts[C_NUM_REQS];
+    if (num_reqs <= 0) return;
+    const int total = cu_seqlens_q[num_reqs];
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int group = num_heads / num_kv_heads;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const float NEG_INF = __int_as_float(0xff800000);
+    const long long items = (long long)total * num_heads;
+    for (long long it = blockIdx.x; it < items; it += gridDim.x) {
+        const int t = (int)(it / num_heads);
+        const int h = (int)(it % num_heads);
+        const int kvh = h / group;
+        const int r = row_of(cu_seqlens_q, num_reqs, t);
+        long long nk = positions[t] + 1;
+        if (nk > seqused_k[r] || nk < 1) {
+            if (threadIdx.x == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+            nk = nk < 1 ? 0 : seqused_k[r];
+        }
+        __syncthreads();
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = bf2f(q[((long long)t * num_heads + h) * head_dim + d]);
+        __syncthreads();
+        float m = NEG_INF, l = 0.0f;
+        float acc[ATT_MAX_HD / 32];
+#pragma unroll
+        for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = 0.0f;
+        const long long tiles = (nk + 31) >> 5;
+        for (long long ti = warp; ti < tiles; ti += ATT_WARPS) {
+            const long long key = ti * 32 + lane;
+            long long slot = -1;
+            float s = NEG_INF;
+            if (key < nk) {
+                const int blk = block_table[(long long)r * blocks_per_row + key / block_size];
+                slot = (long long)blk * block_size + key % block_size;
+                if (blk < 0 || slot >= cache_slots) {
+                    atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+                    slot = -1;
+                } else {
+                    const bf16_t* kr = k_cache + (slot * num_kv_heads + kvh) * head_dim;
+                    float dot = 0.0f;
+                    for (int d = 0; d < head_dim; d += 8) {
+                        float kf[8];
+                        unpack8(*(const uint4*)(kr + d), kf);
+#pragma unroll
+                        for (int e = 0; e < 8; ++e) dot = fmaf(qs[d + e], kf[e], dot);
+                    }
+                    s = dot * scale;
+                }
+            }
+            const float mt = warp_butterfly_max(s);
+            const float m_new = fmaxf(m, mt);
+            if (m_new == NEG_INF) continue;  // every key of the tile skipped
+            const float corr = exp_f(m - m_new);
+            const float p = slot >= 0 ? exp_f(s - m_new) : 0.0f;
+            l = l * corr + warp_butterfly_sum(p);
+#pragma unroll
+            for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = acc[e] * corr;
+            for (int j = 0; j < 32; ++j) {
+                const float pj = __shfl_sync(0xffffffffu, p, j);
+                const long long sj = __shfl_sync(0xffffffffu, slot, j);
+                if (sj < 0) continue;
+                const bf16_t* vr = v_cache + (sj * num_kv_heads + kvh) * head_dim;
+#pragma unroll
+                for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
+                    const int d = lane + 32 * e;
+                    if (d < head_dim) acc[e] = fmaf(pj, bf2f(vr[d]), acc[e]);
+                }
+            }
+            m = m_new;
+        }
+        if (lane == 0) { wm[warp] = m; wl[warp] = l; }
+#pragma unroll
+        for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
+            const int d = lane + 32 * e;
+            if (d < head_dim) wacc[warp][d] = acc[e];
+        }
+        __syncthreads();
+        float M = NEG_INF;
+        for (int w2 = 0; w2 < ATT_WARPS; ++w2) M = fmaxf(M, wm[w2]);
+        float L = 0.0f;
+        float ew[ATT_WARPS];
+        for (int w2 = 0; w2 < ATT_WARPS; ++w2) {
+            ew[w2] = wm[w2] == NEG_INF ? 0.0f : exp_f(wm[w2] - M);
+            L = fmaf(wl[w2], ew[w2], L);
+        }
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            float o = 0.0f;
+            for (int w2 = 0; w2 < ATT_WARPS; ++w2) o = fmaf(wacc[w2][d], ew[w2], o);
+            out[((long long)t * num_heads + h) * head_dim + d] = f2bf(L > 0.0f ? o / L : 0.0f);
+        }
+    }
+}
+
+// act = bf16(bf16(silu(gate)) * up) over the padded rows; gate_up is [T, 2I] = [gate | up]
+// (HF `down_proj(act_fn(gate_proj(x)) * up_proj(x))`, silu(g) = g / (1 + exp(-g))).
+extern "C" __global__ void qwen_silu_mul(
+    const int* __restrict__ counts,
+    const bf16_t* __restrict__ gate_up, int inter,
+    bf16_t* __restrict__ act)
+{
+    const long long n = (long long)counts[C_PADDED_TOKENS] * inter;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
+        const long long t = e / inter;
+        const int i = (int)(e % inter);
+        const float g = bf2f(gate_up[t * 2 * inter + i]);
+        const float u = bf2f(gate_up[t * 2 * inter + inter + i]);
+        const float sg = round_bf(g / (1.0f + exp_f(-g)));
+        act[e] = f2bf(sg * u);
+    }
+}

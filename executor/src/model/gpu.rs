@@ -1,0 +1,243 @@
+//! [`GpuModel`]: the Qwen3 forward pass on the device (`executor/kernels/qwen.cu`), one
+//! kernel launch per [`Op`] on persistent buffers, so the same launch list runs eagerly or
+//! inside a CUDA graph. Weights, KV caches, RoPE table and activation scratch are
+//! allocated once; every launch's grid is fixed by capacities and shapes, and its row
+//! count is read from the step's `counts` (see `executor/kernels/prepare.cu`).
+//!
+//! The step buffers ([`DeviceBuffers`]) hold the engine's inputs and metadata (written by
+//! `prepare_inputs` / `prepare_rows` / `build_metadata`) and receive the logits, which
+//! `argmax_rows` and `rejection_greedy` (`sample.cu`) turn into the sampler's rows.
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+use super::host::{forward_ops, Op};
+use super::kernels_ref::rope_table;
+use super::kv_cache::KvLayout;
+use super::weights::HostWeights;
+use crate::device::Device;
+use crate::error::Result;
+use crate::layout::{Capacity, DeviceBuffers};
+
+/// One layer's weights on the device.
+pub struct GpuLayer {
+    pub input_norm: CudaSlice<u16>,
+    pub qkv: CudaSlice<u16>,
+    /// Empty-architecture fallback: the input norm (never read when `qk_norm` is 0).
+    pub q_norm: CudaSlice<u16>,
+    pub k_norm: CudaSlice<u16>,
+    pub o: CudaSlice<u16>,
+    pub post_norm: CudaSlice<u16>,
+    pub gate_up: CudaSlice<u16>,
+    pub down: CudaSlice<u16>,
+    pub k_cache: CudaSlice<u16>,
+    pub v_cache: CudaSlice<u16>,
+}
+
+/// Activation scratch on the device (`[max_tokens, width]` each).
+pub struct GpuScratch {
+    pub residual: CudaSlice<u16>,
+    pub x: CudaSlice<u16>,
+    pub delta: CudaSlice<u16>,
+    pub qkv: CudaSlice<u16>,
+    pub q: CudaSlice<u16>,
+    pub attn: CudaSlice<u16>,
+    pub gate_up: CudaSlice<u16>,
+    pub act: CudaSlice<u16>,
+    pub final_x: CudaSlice<u16>,
+}
+
+/// The model on the device.
+pub struct GpuModel {
+    pub cfg: super::ModelConfig,
+    pub kv: KvLayout,
+    pub embed: CudaSlice<u16>,
+    /// `None`: tied (the embedding is the LM head).
+    pub lm_head: Option<CudaSlice<u16>>,
+    pub final_norm: CudaSlice<u16>,
+    pub layers: Vec<GpuLayer>,
+    pub rope: CudaSlice<u16>,
+    pub rope_len: usize,
+    pub s: GpuScratch,
+    /// Bytes of weights read by one decode step (for bandwidth figures).
+    pub weight_bytes: usize,
+}
+
+const ROWS_PADDED: i32 = 0;
+const ROWS_LOGITS: i32 = 1;
+const GEMM_COLS_PER_BLOCK: usize = 4 * 2;
+
+fn cfg(blocks: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (blocks.clamp(1, 1 << 20) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl GpuModel {
+    /// Uploads `w` and allocates caches for `cap` (KV: `cap.num_blocks x cap.block_size`
+    /// slots per layer; scratch: `cap.max_tokens` rows; RoPE: `cap.max_model_len`).
+    pub fn new(dev: &Device, w: &HostWeights, cap: &Capacity) -> Result<GpuModel> {
+        let c = w.cfg.clone();
+        let st = &dev.stream;
+        let kv = KvLayout {
+            num_blocks: cap.num_blocks,
+            block_size: cap.block_size,
+            num_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for l in &w.layers {
+            let qk = c.architecture == super::Architecture::Qwen3;
+            layers.push(GpuLayer {
+                input_norm: st.clone_htod(&l.input_norm)?,
+                qkv: st.clone_htod(&l.qkv)?,
+                q_norm: st.clone_htod(if qk { &l.q_norm } else { &l.input_norm })?,
+                k_norm: st.clone_htod(if qk { &l.k_norm } else { &l.input_norm })?,
+                o: st.clone_htod(&l.o)?,
+                post_norm: st.clone_htod(&l.post_norm)?,
+                gate_up: st.clone_htod(&l.gate_up)?,
+                down: st.clone_htod(&l.down)?,
+                k_cache: st.alloc_zeros(kv.len().max(1))?,
+                v_cache: st.alloc_zeros(kv.len().max(1))?,
+            });
+        }
+        let t = cap.max_tokens;
+        let heads = c.num_heads + 2 * c.num_kv_heads;
+        let z = |n: usize| st.alloc_zeros::<u16>(n.max(1));
+        let s = GpuScratch {
+            residual: z(t * c.hidden_size)?,
+            x: z(t * c.hidden_size)?,
+            delta: z(t * c.hidden_size)?,
+            qkv: z(t * heads * c.head_dim)?,
+            q: z(t * c.num_heads * c.head_dim)?,
+            attn: z(t * c.num_heads * c.head_dim)?,
+            gate_up: z(t * 2 * c.intermediate_size)?,
+            act: z(t * c.intermediate_size)?,
+            final_x: z(cap.max_logits * c.hidden_size)?,
+        };
+        let m = GpuModel {
+            embed: st.clone_htod(&w.embed)?,
+            lm_head: w.lm_head.as_ref().map(|v| st.clone_htod(v)).transpose()?,
+            final_norm: st.clone_htod(&w.final_norm)?,
+            layers,
+            rope: st.clone_htod(&rope_table(c.rope_theta, c.head_dim, cap.max_model_len))?,
+            rope_len: cap.max_model_len,
+            s,
+            weight_bytes: w.bytes(),
+            kv,
+            cfg: c,
+        };
+        st.synchronize()?;
+        Ok(m)
+    }
+
+    /// Every op of the forward pass, in order.
+    pub fn ops(&self) -> Vec<Op> {
+        forward_ops(self.cfg.num_layers)
+    }
+
+    /// Enqueues `op` (asynchronous; capturable). `b` are the step buffers; its `logits`
+    /// must be `vocab_size` wide.
+    pub fn launch(&mut self, dev: &Device, op: Op, b: &mut DeviceBuffers) -> Result<()> {
+        let c = &self.cfg;
+        let (h, hd, inter) = (c.hidden_size as i32, c.head_dim as i32, c.intermediate_size as i32);
+        let (nh, nkv) = (c.num_heads as i32, c.num_kv_heads as i32);
+        let heads = nh + 2 * nkv;
+        let eps = c.rms_norm_eps;
+        let vocab = c.vocab_size as i32;
+        let cap = b.cap;
+        let rows = cap.max_tokens;
+        let s = &mut self.s;
+        let zero = 0i32;
+        let one = 1i32;
+        let n_qkv = heads * hd;
+        let k_o = nh * hd;
+        let n_gu = 2 * inter;
+        let qk = i32::from(c.architecture == super::Architecture::Qwen3);
+        let rope_len = self.rope_len as i32;
+        let slots = self.kv.slots() as i64;
+        let (bpr, bs) = (cap.blocks_per_row as i32, cap.block_size as i32);
+        let add = match op {
+            Op::InputNorm(i) => i32::from(i > 0),
+            _ => 1,
+        };
+        let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_COLS_PER_BLOCK), 128);
+        let f = dev.function(match op {
+            Op::Embed => "qwen_embed",
+            Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => "qwen_rmsnorm",
+            Op::Qkv(_) | Op::OProj(_) | Op::GateUp(_) | Op::Down(_) | Op::LmHead => "qwen_gemm",
+            Op::RopeKv(_) => "qwen_qk_norm_rope_kv",
+            Op::Attention(_) => "qwen_attention",
+            Op::SiluMul(_) => "qwen_silu_mul",
+        })?;
+        let mut l = dev.stream.launch_builder(f);
+        // GEMM arguments: (counts, source, x, K, w, N, y, yf, f32_out).
+        let lc = match op {
+            Op::Embed => {
+                l.arg(&b.counts).arg(&b.input_ids).arg(&self.embed).arg(&vocab).arg(&h);
+                l.arg(&mut s.residual).arg(&mut b.counters);
+                cfg(rows.min(4096), 128)
+            }
+            Op::InputNorm(i) | Op::PostNorm(i) => {
+                let lw = &self.layers[i];
+                let w = if let Op::InputNorm(_) = op { &lw.input_norm } else { &lw.post_norm };
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&b.logits_indices).arg(&s.delta).arg(&mut s.residual);
+                l.arg(w).arg(&h).arg(&eps).arg(&add).arg(&mut s.x);
+                cfg(rows.div_ceil(4).min(4096), 128)
+            }
+            Op::FinalNorm => {
+                l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&b.logits_indices).arg(&s.delta).arg(&mut s.residual);
+                l.arg(&self.final_norm).arg(&h).arg(&eps).arg(&one).arg(&mut s.final_x);
+                cfg(cap.max_logits.div_ceil(4).min(4096), 128)
+            }
+            Op::Qkv(i) => {
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.x).arg(&h).arg(&self.layers[i].qkv).arg(&n_qkv);
+                l.arg(&mut s.qkv).arg(&mut b.logits).arg(&zero);
+                gemm_grid(n_qkv)
+            }
+            Op::OProj(i) => {
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.attn).arg(&k_o).arg(&self.layers[i].o).arg(&h);
+                l.arg(&mut s.delta).arg(&mut b.logits).arg(&zero);
+                gemm_grid(h)
+            }
+            Op::GateUp(i) => {
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.x).arg(&h).arg(&self.layers[i].gate_up).arg(&n_gu);
+                l.arg(&mut s.gate_up).arg(&mut b.logits).arg(&zero);
+                gemm_grid(n_gu)
+            }
+            Op::Down(i) => {
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.act).arg(&inter).arg(&self.layers[i].down).arg(&h);
+                l.arg(&mut s.delta).arg(&mut b.logits).arg(&zero);
+                gemm_grid(h)
+            }
+            Op::LmHead => {
+                let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+                l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&s.final_x).arg(&h).arg(w).arg(&vocab);
+                l.arg(&mut s.x).arg(&mut b.logits).arg(&one);
+                gemm_grid(vocab)
+            }
+            Op::RopeKv(i) => {
+                let lw = &mut self.layers[i];
+                l.arg(&b.counts).arg(&s.qkv).arg(&b.positions).arg(&b.slot_mapping);
+                l.arg(&lw.q_norm).arg(&lw.k_norm).arg(&qk).arg(&eps).arg(&self.rope).arg(&rope_len);
+                l.arg(&nh).arg(&nkv).arg(&hd).arg(&mut s.q).arg(&mut lw.k_cache).arg(&mut lw.v_cache).arg(&slots);
+                l.arg(&mut b.counters);
+                cfg((rows * heads as usize).div_ceil(4).min(8192), 128)
+            }
+            Op::Attention(i) => {
+                let lw = &self.layers[i];
+                l.arg(&b.counts).arg(&s.q).arg(&lw.k_cache).arg(&lw.v_cache).arg(&slots);
+                l.arg(&b.cu_seqlens_q).arg(&b.seqused_k).arg(&b.meta_block_table).arg(&bpr).arg(&bs);
+                l.arg(&b.positions).arg(&nh).arg(&nkv).arg(&hd).arg(&mut s.attn).arg(&mut b.counters);
+                cfg((rows * nh as usize).min(16384), 128)
+            }
+            Op::SiluMul(_) => {
+                l.arg(&b.counts).arg(&s.gate_up).arg(&inter).arg(&mut s.act);
+                cfg((rows * inter as usize).div_ceil(256).min(4096), 256)
+            }
+        };
+        // SAFETY: the arguments follow each kernel's parameter list in qwen.cu; buffers
+        // have the capacities the kernels index within (rows < max_tokens, logits rows <
+        // max_logits, cache slots < kv.slots(), positions < rope_len, all checked in-kernel
+        // or by `StepInput::validate`).
+        unsafe { l.launch(lc) }?;
+        Ok(())
+    }
+}
