@@ -216,7 +216,7 @@ impl ModelConfig {
 
     /// Parses the text of a `config.json` the way `AutoConfig.from_pretrained` reads it:
     /// `architectures[0]` picks the family, absent keys take that family's defaults
-    /// ([`Defaults`]), RoPE θ comes from `rope_parameters.rope_theta` (transformers 5.x)
+    /// (`Defaults`), RoPE θ comes from `rope_parameters.rope_theta` (transformers 5.x)
     /// or the legacy top-level `rope_theta`. What the forward pass does not implement is
     /// refused with one line: another activation than SiLU, RoPE scaling, sliding-window
     /// attention, attention or MLP biases on Qwen3/Llama.
