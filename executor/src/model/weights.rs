@@ -213,23 +213,9 @@ impl WeightSource for MemWeights {
     }
 }
 
-/// A small Qwen3 for tests: vocab 512, hidden 64, 2 layers, 4 heads, 2 kv heads, head_dim
-/// 16, intermediate 128, RoPE θ 10^6, tied embeddings.
+/// The tiny Qwen3 of the tests: [`ModelConfig::tiny`] (`make-checkpoint --preset tiny`).
 pub fn tiny_config() -> ModelConfig {
-    ModelConfig {
-        architecture: Architecture::Qwen3,
-        vocab_size: 512,
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 16,
-        rms_norm_eps: 1e-6,
-        rope_theta: 1_000_000.0,
-        max_position_embeddings: 4096,
-        tie_word_embeddings: true,
-    }
+    ModelConfig::tiny()
 }
 
 #[cfg(test)]
