@@ -15,7 +15,7 @@ use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
-use specreplay_executor::model::weights::{tiny_config, HostWeights, MemWeights};
+use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
 use specreplay_executor::model::ModelConfig;
 use specreplay_executor::model::{comparison, make, Checkpoint};
 use specreplay_executor::qwen_device::{with_recorded_oracle, QwenDevice};
@@ -558,7 +558,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             };
             let dev = Device::open(0)?;
             let weights = match (&model, random_model.as_deref()) {
-                (_, Some(_)) => HostWeights::load(&cfg, &MemWeights::random(&cfg, seed))?,
+                (_, Some(_)) => HostWeights::load(&cfg, &random_weights(&cfg, seed))?,
                 (Some(dir), None) => load_weights(dir, &cfg)?,
                 (None, None) => unreachable!("checked above"),
             };
@@ -600,7 +600,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             let cfg = preset_config(&random_model)?;
             let dev = Device::open(0)?;
             let t0 = Instant::now();
-            let weights = HostWeights::load(&cfg, &MemWeights::random(&cfg, 1))?;
+            let weights = HostWeights::load(&cfg, &random_weights(&cfg, 1))?;
             let gb = weights.bytes() as f64 / 1e9;
             println!(
                 "{} | random {random_model} ({gb:.3} GB of bf16 weights, built in {:.1} s)",

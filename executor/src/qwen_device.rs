@@ -527,12 +527,12 @@ pub fn test_scenario(prompts: &[(&[u32], u64)], max_tokens: u32, k: u32, capture
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::weights::{tiny_config, MemWeights};
+    use crate::model::weights::{random_weights, tiny_config};
     use specreplay_sim::{diff, engine};
 
     fn weights() -> HostWeights {
         let cfg = tiny_config();
-        HostWeights::load(&cfg, &MemWeights::random(&cfg, 7)).unwrap()
+        HostWeights::load(&cfg, &random_weights(&cfg, 7)).unwrap()
     }
 
     const P0: &[u32] = &[5, 9, 5, 9, 5, 9, 17, 3, 5, 9];
@@ -577,7 +577,7 @@ mod tests {
         let sc = test_scenario(&[(P0, 1)], 8, 0, &[1, 2]);
         let (_, a) = run(&sc);
         let cfg = tiny_config();
-        let mut b = QwenHostDevice::new(&sc, HostWeights::load(&cfg, &MemWeights::random(&cfg, 8)).unwrap()).unwrap();
+        let mut b = QwenHostDevice::new(&sc, HostWeights::load(&cfg, &random_weights(&cfg, 8)).unwrap()).unwrap();
         engine::run_on(&sc, &mut b).unwrap();
         let (common, bad) = digest_mismatches(&a.logits, &b.logits);
         assert_eq!(bad.len(), common);

@@ -4,7 +4,7 @@
 //! `SPECREPLAY_REQUIRE_GPU=1`. Failures print the (request, context) rows that differ.
 
 use specreplay_executor::device::test_device;
-use specreplay_executor::model::weights::{tiny_config, HostWeights, MemWeights};
+use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
 use specreplay_executor::model::ModelConfig;
 use specreplay_executor::qwen_device::*;
 use specreplay_sim::{diff, engine, Scenario};
@@ -14,7 +14,7 @@ const P1: &[u32] = &[100, 200, 300, 100, 200];
 const P2: &[u32] = &[7; 40];
 
 fn weights(cfg: &ModelConfig, seed: u64) -> HostWeights {
-    HostWeights::load(cfg, &MemWeights::random(cfg, seed)).unwrap()
+    HostWeights::load(cfg, &random_weights(cfg, seed)).unwrap()
 }
 
 fn gpu_run(sc: &Scenario, w: &HostWeights, eager: bool) -> (engine::RunResult, Vec<StepLogits>, Greedy) {

@@ -1,15 +1,12 @@
 //! The forward pass's view of the weights: bf16 matrices as `u16` words, q/k/v and
 //! gate/up fused into one matrix each (vLLM's `QKVParallelLinear` / `MergedColumnParallelLinear`
 //! layout, `vllm/model_executor/models/qwen3.py`), read from any [`WeightSource`]; and
-//! [`MemWeights`], an in-memory [`WeightSource`] of seeded random weights for tests and
+//! [`random_weights`], an in-memory [`WeightSource`] of seeded random weights for tests and
 //! benchmarks (no checkpoint on disk).
-
-use std::collections::BTreeMap;
 
 use specreplay_sim::splitmix::Rng;
 
-use super::kernels_ref::f32_to_bf16;
-use super::{names, Architecture, DType, ModelConfig, TensorRef, WeightSource};
+use super::{names, Architecture, MemWeights, ModelConfig, TensorRef, WeightSource};
 use crate::error::{ExecError, Result};
 
 /// One decoder layer's weights.
@@ -138,79 +135,52 @@ impl HostWeights {
     }
 }
 
-/// Tensors held in memory by name (a [`WeightSource`] without files).
-#[derive(Debug, Clone, Default)]
-pub struct MemWeights {
-    tensors: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>,
-}
-
-impl MemWeights {
-    /// Inserts (or replaces) a bf16 tensor.
-    pub fn insert_bf16(&mut self, name: &str, shape: &[usize], values: &[u16]) {
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.tensors.insert(name.to_string(), (DType::BF16, shape.to_vec(), bytes));
+/// Seeded random weights for `cfg` in Hugging Face's layout: linear and embedding
+/// weights uniform with HF's init standard deviation (`initializer_range` 0.02,
+/// `Qwen3PreTrainedModel._init_weights` draws normal(0, 0.02); uniform keeps the
+/// spread without a Gaussian sampler), norm weights 1 ± 0.1 (HF initialises them
+/// to 1; the spread makes the tests see the weight).
+pub fn random_weights(cfg: &ModelConfig, seed: u64) -> MemWeights {
+    let mut rng = Rng::new(seed);
+    let mut m = MemWeights::new();
+    let mut uniform = |n: usize, centre: f32, half: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+                centre + half * (2.0 * u - 1.0)
+            })
+            .collect()
+    };
+    let lin = 0.02 * 3f32.sqrt();
+    let (h, hd, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
+    let (q, kv) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+    m.insert_bf16(names::EMBED, &[cfg.vocab_size, h], &uniform(cfg.vocab_size * h, 0.0, lin));
+    m.insert_bf16(names::FINAL_NORM, &[h], &uniform(h, 1.0, 0.1));
+    if !cfg.tie_word_embeddings {
+        m.insert_bf16(names::LM_HEAD, &[cfg.vocab_size, h], &uniform(cfg.vocab_size * h, 0.0, lin));
     }
-
-    /// Removes a tensor (tests of missing weights).
-    pub fn remove(&mut self, name: &str) {
-        self.tensors.remove(name);
-    }
-
-    /// Seeded random weights for `cfg` in Hugging Face's layout: linear and embedding
-    /// weights uniform with HF's init standard deviation (`initializer_range` 0.02,
-    /// `Qwen3PreTrainedModel._init_weights` draws normal(0, 0.02); uniform keeps the
-    /// spread without a Gaussian sampler), norm weights 1 ± 0.1 (HF initialises them
-    /// to 1; the spread makes the tests see the weight).
-    pub fn random(cfg: &ModelConfig, seed: u64) -> MemWeights {
-        let mut rng = Rng::new(seed);
-        let mut m = MemWeights::default();
-        let mut uniform = |n: usize, centre: f32, half: f32| -> Vec<u16> {
-            (0..n)
-                .map(|_| {
-                    let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-                    f32_to_bf16(centre + half * (2.0 * u - 1.0))
-                })
-                .collect()
-        };
-        let lin = 0.02 * 3f32.sqrt();
-        let (h, hd, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
-        let (q, kv) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
-        m.insert_bf16(names::EMBED, &[cfg.vocab_size, h], &uniform(cfg.vocab_size * h, 0.0, lin));
-        m.insert_bf16(names::FINAL_NORM, &[h], &uniform(h, 1.0, 0.1));
-        if !cfg.tie_word_embeddings {
-            m.insert_bf16(names::LM_HEAD, &[cfg.vocab_size, h], &uniform(cfg.vocab_size * h, 0.0, lin));
+    for l in 0..cfg.num_layers {
+        let n = |s: &str| names::layer(l, s);
+        let shapes: [(&str, [usize; 2]); 7] = [
+            ("self_attn.q_proj.weight", [q, h]),
+            ("self_attn.k_proj.weight", [kv, h]),
+            ("self_attn.v_proj.weight", [kv, h]),
+            ("self_attn.o_proj.weight", [h, q]),
+            ("mlp.gate_proj.weight", [i, h]),
+            ("mlp.up_proj.weight", [i, h]),
+            ("mlp.down_proj.weight", [h, i]),
+        ];
+        for (s, shape) in shapes {
+            m.insert_bf16(&n(s), &shape, &uniform(shape[0] * shape[1], 0.0, lin));
         }
-        for l in 0..cfg.num_layers {
-            let n = |s: &str| names::layer(l, s);
-            let shapes: [(&str, [usize; 2]); 7] = [
-                ("self_attn.q_proj.weight", [q, h]),
-                ("self_attn.k_proj.weight", [kv, h]),
-                ("self_attn.v_proj.weight", [kv, h]),
-                ("self_attn.o_proj.weight", [h, q]),
-                ("mlp.gate_proj.weight", [i, h]),
-                ("mlp.up_proj.weight", [i, h]),
-                ("mlp.down_proj.weight", [h, i]),
-            ];
-            for (s, shape) in shapes {
-                m.insert_bf16(&n(s), &shape, &uniform(shape[0] * shape[1], 0.0, lin));
-            }
-            m.insert_bf16(&n("input_layernorm.weight"), &[h], &uniform(h, 1.0, 0.1));
-            m.insert_bf16(&n("post_attention_layernorm.weight"), &[h], &uniform(h, 1.0, 0.1));
-            if cfg.architecture == Architecture::Qwen3 {
-                m.insert_bf16(&n("self_attn.q_norm.weight"), &[hd], &uniform(hd, 1.0, 0.1));
-                m.insert_bf16(&n("self_attn.k_norm.weight"), &[hd], &uniform(hd, 1.0, 0.1));
-            }
+        m.insert_bf16(&n("input_layernorm.weight"), &[h], &uniform(h, 1.0, 0.1));
+        m.insert_bf16(&n("post_attention_layernorm.weight"), &[h], &uniform(h, 1.0, 0.1));
+        if cfg.architecture == Architecture::Qwen3 {
+            m.insert_bf16(&n("self_attn.q_norm.weight"), &[hd], &uniform(hd, 1.0, 0.1));
+            m.insert_bf16(&n("self_attn.k_norm.weight"), &[hd], &uniform(hd, 1.0, 0.1));
         }
-        m
     }
-}
-
-impl WeightSource for MemWeights {
-    fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
-        let (dtype, shape, bytes) =
-            self.tensors.get(name).ok_or_else(|| ExecError::Checkpoint(format!("tensor {name} is missing")))?;
-        Ok(TensorRef { dtype: *dtype, shape, bytes })
-    }
+    m
 }
 
 /// The tiny Qwen3 of the tests: [`ModelConfig::tiny`] (`make-checkpoint --preset tiny`).
@@ -225,20 +195,14 @@ mod tests {
     #[test]
     fn random_weights_load_fused_and_missing_or_misshaped_tensors_are_named() {
         let cfg = tiny_config();
-        let w = MemWeights::random(&cfg, 1);
+        let w = random_weights(&cfg, 1);
         let hw = HostWeights::load(&cfg, &w).unwrap();
         assert_eq!(hw.layers.len(), 2);
         assert_eq!(hw.layers[0].qkv.len(), (4 + 2 * 2) * 16 * 64);
         assert_eq!(hw.layers[1].gate_up.len(), 2 * 128 * 64);
         assert_eq!(hw.lm_head().len(), 512 * 64);
-        assert_eq!(
-            MemWeights::random(&cfg, 1).tensor(names::EMBED).unwrap().bytes,
-            w.tensor(names::EMBED).unwrap().bytes
-        );
-        assert_ne!(
-            MemWeights::random(&cfg, 2).tensor(names::EMBED).unwrap().bytes,
-            w.tensor(names::EMBED).unwrap().bytes
-        );
+        assert_eq!(random_weights(&cfg, 1).tensor(names::EMBED).unwrap().bytes, w.tensor(names::EMBED).unwrap().bytes);
+        assert_ne!(random_weights(&cfg, 2).tensor(names::EMBED).unwrap().bytes, w.tensor(names::EMBED).unwrap().bytes);
 
         let mut missing = w.clone();
         missing.remove(&names::layer(1, "self_attn.k_norm.weight"));
@@ -246,7 +210,7 @@ mod tests {
         assert!(e.contains("model.layers.1.self_attn.k_norm.weight"), "{e}");
 
         let mut wrong = w.clone();
-        wrong.insert_bf16(&names::layer(0, "mlp.down_proj.weight"), &[64, 64], &[0; 64 * 64]);
+        wrong.insert_bf16(&names::layer(0, "mlp.down_proj.weight"), &[64, 64], &[0.0; 64 * 64]);
         let e = HostWeights::load(&cfg, &wrong).unwrap_err().to_string();
         assert!(e.contains("mlp.down_proj.weight") && e.contains("[64, 128]"), "{e}");
 
