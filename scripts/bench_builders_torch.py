@@ -24,8 +24,11 @@ run in the same session on the same GPU (scripts/gpu-check.sh stage `torch-build
   `vectorized` = one `topk(scores, max c)`, cumsum, two `repeat_interleave`s, a gather and a
   `split` (captured).
 
-Each graph is replayed --replays times between CUDA events; the median per replay is
-reported. Eager forms are timed the same way (events around one call). Every torch form is
+Each graph is replayed --replays times, CUDA events around every replay, the replays queued
+in batches of 100 behind `torch.cuda._sleep` so the events see device time only (as the Rust
+side's `executor/src/builders/timing.rs`); the median per replay is reported. Eager forms are
+timed back to back (events around one call, the host's launch cost included: they are
+host-bound). Every torch form is
 checked against the per-request reference first (values equal), so a wrong baseline is not
 timed. Prints a table, writes --json. Needs PyTorch with CUDA.
 """
@@ -58,18 +61,31 @@ def main():
     rows = []
     failures = []
 
-    def timed(fn, replays):
-        start = [torch.cuda.Event(enable_timing=True) for _ in range(replays)]
-        end = [torch.cuda.Event(enable_timing=True) for _ in range(replays)]
+    def timed(fn, replays, queued):
+        """Median µs per call, CUDA events around each. queued: calls go in batches of 100
+        behind torch.cuda._sleep (about 10 ms), so the events see device time only (graph
+        replays; the Rust side's timing::time does the same); otherwise back to back, the
+        host's own cost included (the eager per-request loops, which are host-bound)."""
         for _ in range(20):
             fn()
         torch.cuda.synchronize()
-        for i in range(replays):
-            start[i].record()
-            fn()
-            end[i].record()
-        torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) * 1000.0 for s, e in zip(start, end))
+        us = []
+        left = replays
+        while left > 0:
+            n = min(left, 100) if queued else left
+            left -= n
+            start = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            end = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            torch.cuda.synchronize()
+            if queued:
+                torch.cuda._sleep(20_000_000)
+            for i in range(n):
+                start[i].record()
+                fn()
+                end[i].record()
+            torch.cuda.synchronize()
+            us.extend(s.elapsed_time(e) * 1000.0 for s, e in zip(start, end))
+        return statistics.median(us)
 
     def graph_of(fn):
         s = torch.cuda.Stream()
@@ -88,9 +104,9 @@ def main():
         try:
             if mode == "graph":
                 g = graph_of(fn)
-                us = timed(g.replay, args.replays)
+                us = timed(g.replay, args.replays, True)
             else:
-                us = timed(fn, max(args.replays // 10, 50))
+                us = timed(fn, max(args.replays // 10, 50), False)
             rows.append({"builder": name, "form": form, "size": size, "mode": mode, "median_us": us})
             print(f"{name:<22} {form:<12} {size:<20} {mode:<6} {us:>10.2f}", flush=True)
         except Exception as e:  # keep going: one broken form must not hide the others

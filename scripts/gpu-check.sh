@@ -171,14 +171,19 @@ device() {
     # A random-weight Qwen3-0.6B: specreplay's CPU reference vs transformers (bf16 and f32).
     stage hf-reference 120 "$OUT/hf_reference.log" bash scripts/hf_reference_check.sh .gpu/specreplay "$tmp/hf"
 
-    # The seeds' metadata builders (issue 17): kernels under CUDA-graph replay. Timings first
-    # (seconds), then 10^6 random cases per correct kernel variant vs the simulator (rows are
-    # printed as they complete), the small-case GPU tests, the seeds' torch forms on the same
-    # GPU, and explain --device cuda (must print the CPU's minimized seed-002 counterexample).
-    stage builders 240 "$OUT/builders.log" bash -c ".gpu/specreplay gpu builders --cases 0 --bench-replays 2000 --json $OUT/builders-timing.json; t=\$?; .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 --json $OUT/builders.json; a=\$?; echo \"builders: timing exit \$t, agreement exit \$a\"; test \$t = 0 -a \$a = 0"
-    stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu --ignored --test-threads=1 --nocapture builders_
-    stage torch-builders 120 "$OUT/torch-builders.log" python3 scripts/bench_builders_torch.py --json "$OUT/torch-builders.json"
+    # The seeds' metadata builders (issue 17): kernels under CUDA-graph replay. explain --device
+    # cuda (must print the CPU's minimized seed-002 counterexample), the small-case GPU tests,
+    # device time per replay, the seeds' torch forms on the same GPU, then 10^6 random cases per
+    # correct kernel variant vs the simulator (rows printed as they complete).
     stage explain-cuda 30 "$OUT/builders.log" bash scripts/explain-cuda-check.sh .gpu/specreplay
+    stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu --ignored --test-threads=1 --nocapture builders_
+    stage builders 90 "$OUT/builders.log" .gpu/specreplay gpu builders --cases 0 --bench-replays 2000 --json "$OUT/builders-timing.json"
+    stage torch-builders 120 "$OUT/torch-builders.log" python3 scripts/bench_builders_torch.py --json "$OUT/torch-builders.json"
+    # Agreement: 10^6 random cases per correct kernel variant (10^5 per known-bad one), for
+    # the builders named in $BUILDERS_ONLY (space-separated; empty: all).
+    local only_args=() b
+    for b in ${BUILDERS_ONLY:-}; do only_args+=(--builder "$b"); done
+    stage builders-agree 500 "$OUT/builders.log" .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
     # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
     # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
     stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture

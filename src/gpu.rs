@@ -108,6 +108,10 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// CUDA-graph replays per timed graph (0: no timings).
         #[arg(long, default_value_t = 2000)]
         bench_replays: usize,
+        /// Only this builder's variants in the agreement run (repeatable; default all):
+        /// nsa-target-verify, nsa-draft-extend, draft-select, sparse-indices.
+        #[arg(long = "builder", value_name = "NAME")]
+        only: Vec<String>,
         /// Also write the tables as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -482,7 +486,11 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(if same == n { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        GpuCmd::Builders { cases, seed, bench_replays, json } => {
+        GpuCmd::Builders { cases, seed, bench_replays, only, json } => {
+            let known = agreement::builder_names();
+            if let Some(bad) = only.iter().find(|b| !known.contains(&b.as_str())) {
+                return Err(ExecError::Input(format!("unknown builder {bad:?} (one of: {})", known.join(", "))));
+            }
             let mut dev = Device::open(0)?;
             let mods = builders::load(&mut dev)?;
             println!("{} (sm {}.{})", dev.info.name, dev.info.compute_capability.0, dev.info.compute_capability.1);
@@ -491,7 +499,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             println!("agreement: {cases} random cases per correct kernel variant (seed {seed}), each replayed in a CUDA graph, whole buffers vs the simulator");
             print!("{}", agreement::header());
-            let rows = agreement::run(agreement::Backend::Device(&dev), cases, seed, &mut |r| {
+            let rows = agreement::run_only(agreement::Backend::Device(&dev), &only, cases, seed, &mut |r| {
                 // Each row as it completes (a run cut short by a time limit keeps its rows).
                 use std::io::Write as _;
                 print!("{}", agreement::line(r));

@@ -63,7 +63,8 @@ fn cli_in_root(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn bad_input_to_gpu_commands_is_one_line_and_exit_2() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["gpu", "builders", "--builder", "nope"], "unknown builder \"nope\""),
         (&["explain", "nope", "--variant", "x", "--device", "cuda"], "unknown builder `nope`"),
         (&["explain", "nsa-draft-extend", "--variant", "nope", "--device", "cuda"], "unknown variant `nope`"),
         (&["gpu", "replay", "no/such/trace.json"], "no/such/trace.json"),

@@ -66,7 +66,7 @@ pub const BUILDER_MODULES: &[KernelModule] = &[
     KernelModule {
         name: "nsa_builders",
         source: include_str!("../kernels/nsa_builders.cu"),
-        entries: &["nsa_meta_general", "nsa_meta_uniform_qo", "builders_empty"],
+        entries: &["nsa_meta_general", "nsa_meta_uniform_qo", "builders_empty", "builders_spin"],
     },
     KernelModule {
         name: "draft_select",

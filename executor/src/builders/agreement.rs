@@ -528,8 +528,20 @@ pub const KNOWN_BAD_CASES: u64 = 100_000;
 /// Runs `n` cases of every correct kernel variant and `min(n, KNOWN_BAD_CASES)` of every
 /// known-bad one; `progress` sees each row as it completes.
 pub fn run(be: Backend<'_>, n: u64, seed: u64, progress: &mut dyn FnMut(&Row)) -> Result<Vec<Row>> {
+    run_only(be, &[], n, seed, progress)
+}
+
+/// [`run`] restricted to the kernel variants whose builder is in `only` (empty: all).
+/// Unknown names are the caller's to reject ([`builder_names`]).
+pub fn run_only(
+    be: Backend<'_>,
+    only: &[String],
+    n: u64,
+    seed: u64,
+    progress: &mut dyn FnMut(&Row),
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for &kv in KERNEL_VARIANTS {
+    for &kv in KERNEL_VARIANTS.iter().filter(|kv| only.is_empty() || only.iter().any(|b| b == kv.builder)) {
         let n = if kv.known_bad { n.min(KNOWN_BAD_CASES) } else { n };
         let row = match kv.builder {
             "nsa-target-verify" | "nsa-draft-extend" => run_nsa(be, kv, n, seed, MAX_BS)?,
@@ -540,6 +552,17 @@ pub fn run(be: Backend<'_>, n: u64, seed: u64, progress: &mut dyn FnMut(&Row)) -
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The builders' names, in table order (each once).
+pub fn builder_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for kv in KERNEL_VARIANTS {
+        if !names.contains(&kv.builder) {
+            names.push(kv.builder);
+        }
+    }
+    names
 }
 
 /// The table's header line.

@@ -36,24 +36,51 @@ pub struct Timing {
     pub median_us: f64,
 }
 
-/// Median device time of `replays` launches of `launch` (20 warm-up launches first).
+/// Replays queued behind one [`spin`] (host enqueue of a replay and its two events is far
+/// below the spin's 5 ms).
+const QUEUED: usize = 100;
+
+/// Holds the stream for about 5 ms (10^7 SM cycles) so that the host queues what follows.
+fn spin(dev: &Device) -> Result<()> {
+    let f = dev.function("builders_spin")?;
+    let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+    let cycles: i64 = 10_000_000;
+    let mut l = dev.stream.launch_builder(f);
+    l.arg(&cycles);
+    // SAFETY: builders_spin(long long) takes one scalar.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
+
+/// Median device time of `replays` launches of `launch` (20 warm-up launches first): CUDA
+/// events around every launch, the launches queued in batches of [`QUEUED`] behind a
+/// [`spin`] kernel, so each interval is the GPU's time for that launch (graph launch
+/// included) and never the host's launch latency. `scripts/bench_builders_torch.py`
+/// measures its graphs the same way (`torch.cuda._sleep`).
 fn time(dev: &Device, replays: usize, launch: &dyn Fn() -> Result<()>) -> Result<f64> {
     for _ in 0..20 {
         launch()?;
     }
     let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut events = Vec::with_capacity(replays);
-    for _ in 0..replays {
-        let (a, b) = (dev.ctx.new_event(flags)?, dev.ctx.new_event(flags)?);
-        a.record(&dev.stream)?;
-        launch()?;
-        b.record(&dev.stream)?;
-        events.push((a, b));
-    }
-    dev.stream.synchronize()?;
     let mut us = Vec::with_capacity(replays);
-    for (a, b) in &events {
-        us.push(f64::from(a.elapsed_ms(b)?) * 1000.0);
+    let mut left = replays;
+    while left > 0 {
+        let n = left.min(QUEUED);
+        left -= n;
+        dev.stream.synchronize()?;
+        spin(dev)?;
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (a, b) = (dev.ctx.new_event(flags)?, dev.ctx.new_event(flags)?);
+            a.record(&dev.stream)?;
+            launch()?;
+            b.record(&dev.stream)?;
+            events.push((a, b));
+        }
+        dev.stream.synchronize()?;
+        for (a, b) in &events {
+            us.push(f64::from(a.elapsed_ms(b)?) * 1000.0);
+        }
     }
     Ok(median(&mut us))
 }
@@ -134,8 +161,9 @@ pub fn run(dev: &Device, replays: usize) -> Result<Vec<Timing>> {
                 let mut p = nsa::Packed::default();
                 p.push(&c, page).map_err(ExecError::InvalidInput)?;
                 let mut nd = nsa::NsaDevice::new(dev, nsa::Capacity::of(&p))?;
-                // The page-table copy (bs*D rows of up to 3100 slots) spread over 64 blocks.
-                nd.page_split = if page { 64 } else { 1 };
+                // The page-table copy (bs*D rows of up to 3100 slots): rows spread over two
+                // blocks per SM.
+                nd.page_split = if page { (2 * dev.info.sm_count.max(1)) as u32 } else { 1 };
                 for v in variants {
                     let g = nd.graph(dev, nsa::entry(v), 1)?;
                     nd.stage(dev, &p)?;
