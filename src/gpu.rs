@@ -564,12 +564,19 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     (generate_scenario(&prompt_ids, &spec, cfg.max_position_embeddings)?, None)
                 }
             };
-            let dev = Device::open(0)?;
-            let weights = match (&model, random_model.as_deref()) {
-                (_, Some(_)) => HostWeights::load(&cfg, &random_weights(&cfg, seed))?,
-                (Some(dir), None) => load_weights(dir, &cfg)?,
+            // The weights (checked against the config) before the device: a bad checkpoint is
+            // exit 2 on any machine.
+            let (weights, model_note) = match (&model, random_model.as_deref()) {
+                (_, Some(p)) => {
+                    (HostWeights::load(&cfg, &random_weights(&cfg, seed))?, format!("model: random {p} seed {seed}"))
+                }
+                (Some(dir), None) => {
+                    let hash = Checkpoint::open(dir)?.hash()?;
+                    (load_weights(dir, &cfg)?, format!("model: {} checkpoint sha256 {hash}", dir.display()))
+                }
                 (None, None) => unreachable!("checked above"),
             };
+            let dev = Device::open(0)?;
             let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
             qd.force_eager = eager;
             let t0 = Instant::now();
@@ -595,11 +602,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 t.oracle = with_recorded_oracle(&sc, &qd.greedy).oracle;
                 t.recorded_by = replay::recorded_by();
                 t.notes = replay::backend_notes(&dev.info.name, &dev.module_hashes(), dev.variant);
-                t.notes.push(match (&model, random_model.as_deref()) {
-                    (_, Some(p)) => format!("model: random {p} seed {seed}"),
-                    (Some(d), None) => format!("model: {}", d.display()),
-                    (None, None) => unreachable!("checked above"),
-                });
+                t.notes.push(model_note);
                 crate::write_trace(&path, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
             }
             Ok(ExitCode::SUCCESS)
@@ -764,19 +767,17 @@ pub fn preset_config(name: &str) -> Result<ModelConfig, ExecError> {
     }
 }
 
-/// Checkpoint loading (`config.json`, safetensors) is the checkpoint module's
-/// (`executor::model::checkpoint`, branch h-14a); until it is merged a folder is refused
-/// with one error line. Integration point: `Checkpoint::open(dir)?.config()`.
+/// The architecture of the checkpoint in `dir` (`config.json`; one error line if it is
+/// missing, malformed or an unknown architecture).
 fn load_config(dir: &Path) -> Result<ModelConfig, ExecError> {
-    Err(ExecError::Checkpoint(format!(
-        "{}: loading checkpoints from a folder is not in this build (use --random-model)",
-        dir.display()
-    )))
+    Ok(Checkpoint::open(dir)?.config().clone())
 }
 
-/// See [`load_config`]: `HostWeights::load(cfg, &Checkpoint::open(dir)?)`.
-fn load_weights(dir: &Path, _cfg: &ModelConfig) -> Result<HostWeights, ExecError> {
-    load_config(dir).map(|_| unreachable!("load_config refuses every folder"))
+/// The checkpoint's weights, every tensor checked against `cfg` (name, shape, dtype) before
+/// any is used: a missing or wrong tensor is one error line.
+fn load_weights(dir: &Path, cfg: &ModelConfig) -> Result<HostWeights, ExecError> {
+    let ck = Checkpoint::open_validated(dir)?;
+    HostWeights::load(cfg, &ck)
 }
 
 /// Generation limits of a prompt-ids run.

@@ -173,3 +173,30 @@ fn hf_reference_compare_reads_our_comparison_files() {
     assert!(out.contains("(max 0.01: FAIL)"), "{out}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `gpu generate --model DIR` loads and checks the checkpoint before it opens a device: a
+/// wrong tensor shape is exit 2 with one line on any machine; a good checkpoint gets as far
+/// as the device (exit 3 where there is no driver, a run where there is one).
+#[test]
+fn generate_checks_the_checkpoint_before_the_device() {
+    let d = scratch("gen");
+    let m = d.join("m");
+    assert_eq!(cli(&["gpu", "make-checkpoint", "--preset", "tiny", "--seed", "3", m.to_str().unwrap()]).0, 0);
+    let args = ["gpu", "generate", "--model", m.to_str().unwrap(), "--prompt-ids", "1,2,3", "--max-tokens", "4"];
+    let (code, _, err) = cli(&args);
+    let want = if specreplay_executor::device::driver_present() { 0 } else { 3 };
+    assert_eq!(code, want, "{err}");
+    // The same folder with a config whose intermediate size no longer matches the tensors.
+    let cfg_path = m.join("config.json");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let inter = v["intermediate_size"].as_u64().unwrap();
+    let bad = cfg.replace(&format!("\"intermediate_size\": {inter}"), &format!("\"intermediate_size\": {}", inter * 2));
+    assert_ne!(bad, cfg, "config.json spells intermediate_size as expected");
+    std::fs::write(&cfg_path, bad).unwrap();
+    let (code, out, err) = cli(&args);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("specreplay: error: ") && err.contains("has shape"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
