@@ -179,16 +179,17 @@ device() {
     stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu --ignored --test-threads=1 --nocapture builders_
     stage builders 90 "$OUT/builders.log" .gpu/specreplay gpu builders --cases 0 --bench-replays 2000 --json "$OUT/builders-timing.json"
     stage torch-builders 120 "$OUT/torch-builders.log" python3 scripts/bench_builders_torch.py --json "$OUT/torch-builders.json"
+    # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
+    # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
+    stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
+    stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
+    stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --json "$OUT/qwen-bench.json"
+    stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
     # Agreement: 10^6 random cases per correct kernel variant (10^5 per known-bad one), for
     # the builders named in $BUILDERS_ONLY (space-separated; empty: all).
     local only_args=() b
     for b in ${BUILDERS_ONLY:-}; do only_args+=(--builder "$b"); done
     stage builders-agree 500 "$OUT/builders.log" .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
-    # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
-    # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
-    stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
-    stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --json "$OUT/qwen-bench.json"
-    stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
 
     local failed=0 s name rc secs json="" sep=""
     {
@@ -205,7 +206,7 @@ device() {
         grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
         grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
         grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
-        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|  +[0-9]+ )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 60
+        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|qwen-generate|generated|identical|  +[0-9]+ )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 60
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"
@@ -214,6 +215,10 @@ device() {
         sep=","
     done
     echo "{\"failed_stages\":$failed,\"stages\":[$json]}" >"$OUT/summary.json"
+    # At most 8 files come back from the device: every log and JSON goes into one archive
+    # (unpack with tar -xzf), the summaries stay beside it.
+    (cd "$OUT" && find . -maxdepth 1 -type f ! -name 'summary.*' ! -name results.tgz -printf '%P\n' |
+        sort | tar -czf results.tgz -T - && find . -maxdepth 1 -type f ! -name 'summary.*' ! -name results.tgz -delete)
     cat "$OUT/summary.txt"
     [ "$failed" = 0 ]
 }
