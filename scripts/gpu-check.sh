@@ -179,17 +179,17 @@ device() {
     stage builders-tests 90 "$OUT/builders.log" .gpu/executor-gpu --ignored --test-threads=1 --nocapture builders_
     stage builders 90 "$OUT/builders.log" .gpu/specreplay gpu builders --cases 0 --bench-replays 2000 --json "$OUT/builders-timing.json"
     stage torch-builders 120 "$OUT/torch-builders.log" python3 scripts/bench_builders_torch.py --json "$OUT/torch-builders.json"
+    # Agreement: 10^6 random cases per correct kernel variant (10^5 per known-bad one), for
+    # the builders named in $BUILDERS_ONLY (space-separated; empty: all).
+    local only_args=() b
+    for b in ${BUILDERS_ONLY:-}; do only_args+=(--builder "$b"); done
+    stage builders-agree "${AGREE_LIMIT_S:-500}" "$OUT/builders.log" .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
     # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
     # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
     stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
-    # Agreement: 10^6 random cases per correct kernel variant (10^5 per known-bad one), for
-    # the builders named in $BUILDERS_ONLY (space-separated; empty: all).
-    local only_args=() b
-    for b in ${BUILDERS_ONLY:-}; do only_args+=(--builder "$b"); done
-    stage builders-agree 500 "$OUT/builders.log" .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
 
     local failed=0 s name rc secs json="" sep=""
     {
