@@ -107,6 +107,15 @@ fn the_simulator_replays_a_twin_generation_trace_identical() {
         assert_eq!(code, 0, "{out}{err}");
         assert!(out.starts_with("identical: "), "{out}");
     }
+    // `show` names the model run and prints each step's logits rows (`--request` narrows them).
+    let (code, out, err) = cli(&["show", a.to_str().unwrap(), "--request", "r1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("model run: backend cpu-twin, checkpoint random tiny seed 7, 0 device module(s) hashed"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("logits rows: ")).collect();
+    assert!(rows.len() > 5 && rows.iter().all(|l| l.contains("\"r1\"@") && !l.contains("\"r0\"@")), "{rows:?}");
     // `convert` to bincode refuses the evidence with one error line.
     let (code, _, err) = cli(&["convert", a.to_str().unwrap(), dir.join("gen.bin").to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
