@@ -18,9 +18,10 @@ use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
 use specreplay_executor::model::ModelConfig;
 use specreplay_executor::model::{comparison, make, Checkpoint};
-use specreplay_executor::qwen_device::{with_recorded_oracle, QwenDevice};
+use specreplay_executor::qwen_device::{generation_trace, QwenDevice};
 use specreplay_executor::replay::{self, Coverage, RunError};
 use specreplay_executor::{bench, selftest, ExecError};
+use specreplay_sim::trace::{CheckpointInfo, Encoding, JsonOnly, Step};
 use specreplay_sim::{diff, engine, Scenario, Trace};
 
 /// Exit code of every `gpu` command on a machine without a usable CUDA driver.
@@ -47,7 +48,8 @@ pub enum GpuCmd {
         json: Option<PathBuf>,
     },
     /// Run a scenario on the GPU (engine loop on the CPU, device work in CUDA graphs) and
-    /// record its trace; the notes say `backend: cuda`, the device and the module hashes.
+    /// record its trace; the header names the backend (`cuda`), the device and the module
+    /// hashes (a `.bin` trace keeps them as notes).
     Sim {
         scenario: PathBuf,
         #[arg(short, long)]
@@ -189,8 +191,10 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// Run every step eagerly (no CUDA graphs).
         #[arg(long)]
         eager: bool,
-        /// Record the run's trace (its oracle: the greedy tokens sampled, so `specreplay
-        /// replay` re-simulates it on any machine).
+        /// Record the run's trace, JSON only (its oracle: the greedy tokens sampled, so
+        /// `specreplay replay` re-simulates it on any machine; its header: backend, device,
+        /// checkpoint and module hashes; each step: every logits row's digest, top-1 token
+        /// and logit, and top-1/top-2 margin, read back from the device).
         #[arg(long)]
         trace: Option<PathBuf>,
     },
@@ -347,11 +351,14 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             let variant = Variant::parse(&variant)?;
             let (sc, id) = crate::read_scenario(&scenario).map_err(|f| ExecError::Input(f.0))?;
             let dev = Device::open_variant(0, variant)?;
-            let (t, stats) = match replay::run_on_gpu(&dev, &sc, Probe::None) {
+            let (mut t, stats) = match replay::run_on_gpu(&dev, &sc, Probe::None) {
                 Ok(r) => r,
                 Err(RunError::Exec(e)) => return Err(e),
                 Err(e) => return Err(ExecError::Input(format!("{}: {e}", scenario.display()))),
             };
+            if crate::encoding_for(&output) == Encoding::Bincode {
+                replay::evidence_to_notes(&mut t);
+            }
             crate::write_trace(&output, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
             eprintln!(
                 "wrote {} ({} steps; {} graphs captured, {} graph replays, {} eager steps)",
@@ -564,24 +571,45 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     (generate_scenario(&prompt_ids, &spec, cfg.max_position_embeddings)?, None)
                 }
             };
+            // A generation trace carries logits rows, which only JSON traces hold: refused
+            // before any work.
+            if let Some(path) = &trace {
+                if crate::encoding_for(path) == Encoding::Bincode {
+                    return Err(ExecError::Input(format!(
+                        "--trace {}: a generation trace records logits rows, which only JSON traces hold (use a .json path)",
+                        path.display()
+                    )));
+                }
+            }
             // The weights (checked against the config) before the device: a bad checkpoint is
             // exit 2 on any machine.
-            let (weights, model_note) = match (&model, random_model.as_deref()) {
-                (_, Some(p)) => {
-                    (HostWeights::load(&cfg, &random_weights(&cfg, seed))?, format!("model: random {p} seed {seed}"))
-                }
+            let (weights, checkpoint) = match (&model, random_model.as_deref()) {
+                (_, Some(p)) => (
+                    HostWeights::load(&cfg, &random_weights(&cfg, seed))?,
+                    CheckpointInfo { source: format!("random {p} seed {seed}"), sha256: None },
+                ),
                 (Some(dir), None) => {
                     let hash = Checkpoint::open(dir)?.hash()?;
-                    (load_weights(dir, &cfg)?, format!("model: {} checkpoint sha256 {hash}", dir.display()))
+                    (load_weights(dir, &cfg)?, CheckpointInfo { source: dir.display().to_string(), sha256: Some(hash) })
                 }
                 (None, None) => unreachable!("checked above"),
             };
             let dev = Device::open(0)?;
             let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
             qd.force_eager = eager;
+            qd.record_logits = trace.is_some();
+            let mut progress = GenerationProgress::new(&sc);
+            let mut steps = Vec::new();
             let t0 = Instant::now();
-            let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+            let end = engine::run_with(&sc, Some(&mut qd), &mut |s| {
+                progress.step(&s);
+                steps.push(s);
+                Ok(())
+            })
+            .map_err(|e| ExecError::Input(e.to_string()))?;
             let secs = t0.elapsed().as_secs_f64();
+            progress.finish();
+            let r = engine::RunResult { trace: Trace::recorded(&sc, steps, end.outputs), stats: end.stats };
             let generated: usize = r.trace.outputs.values().map(Vec::len).sum();
             for (req, out) in &r.trace.outputs {
                 println!("{req}: {}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
@@ -598,11 +626,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 qd.stats.eager
             );
             if let Some(path) = trace {
-                let mut t = r.trace;
-                t.oracle = with_recorded_oracle(&sc, &qd.greedy).oracle;
-                t.recorded_by = replay::recorded_by();
-                t.notes = replay::backend_notes(&dev.info.name, &dev.module_hashes(), dev.variant);
-                t.notes.push(model_note);
+                let mut t = generation_trace(r.trace, &sc, &qd.greedy, &qd.logits);
+                replay::mark_gpu(&mut t, &dev.info.name, &dev.module_hashes(), dev.variant);
+                t.checkpoint = JsonOnly(Some(checkpoint));
                 crate::write_trace(&path, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
             }
             Ok(ExitCode::SUCCESS)
@@ -832,4 +858,50 @@ fn bench_scenario(prompts: &[Vec<u32>], max_tokens: u32, k: u32) -> Result<Scena
         reqs.join(", ")
     );
     Scenario::from_json(&json).map_err(|e| ExecError::Input(e.to_string()))
+}
+
+/// The progress bar of `gpu generate`: tokens generated (sampled tokens kept, each request
+/// capped at its `max_tokens`) out of the requests' `max_tokens` summed, with tokens/s.
+/// Drawn on stderr only when stderr is a terminal; hidden otherwise (logs, tests, CI), where
+/// `tracing` stays the only log channel.
+struct GenerationProgress {
+    bar: indicatif::ProgressBar,
+    /// Per request id: (tokens counted, max_tokens).
+    counts: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl GenerationProgress {
+    fn new(sc: &Scenario) -> Self {
+        use std::io::IsTerminal;
+        let total: u64 = sc.requests.iter().map(|r| u64::from(r.max_tokens)).sum();
+        let bar = if std::io::stderr().is_terminal() {
+            let style = indicatif::ProgressStyle::with_template(
+                "generate [{bar:32}] {pos}/{len} tokens, {per_sec}, {elapsed_precise}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            indicatif::ProgressBar::new(total).with_style(style)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let counts = sc.requests.iter().map(|r| (r.req_id.clone(), (0, u64::from(r.max_tokens)))).collect();
+        GenerationProgress { bar, counts }
+    }
+
+    /// Counts the tokens a recorded step kept (valid prefix of each sampler row).
+    fn step(&mut self, s: &Step) {
+        let mut added = 0;
+        for (req, row) in s.batch_req_ids.iter().zip(&s.output_token_ids) {
+            if let Some((n, max)) = self.counts.get_mut(req) {
+                let kept = (row.iter().take_while(|&&t| t >= 0).count() as u64).min(*max - *n);
+                *n += kept;
+                added += kept;
+            }
+        }
+        self.bar.inc(added);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -292,6 +292,9 @@ fn print_divergence(rep: &diff::Report, what: &str, repro: &str) {
     if let Some(line) = &rep.context {
         out!("  {line}");
     }
+    if let Some(cause) = &rep.cause {
+        out!("  cause: {cause}");
+    }
     if rep.differing_in_first > 1 {
         out!("  {} more values differ there; later steps not compared", rep.differing_in_first - 1);
     }

@@ -100,6 +100,18 @@ fn step_log(s: &Step, out: &mut String) {
     if !s.finished_req_ids.is_empty() {
         let _ = writeln!(out, "finished: {:?}", s.finished_req_ids);
     }
+    if !s.logits.is_empty() {
+        // Model runs: each logits row as request@position -> top-1 (margin), near-ties marked.
+        let rows: Vec<String> = s
+            .logits
+            .iter()
+            .map(|l| {
+                let tie = if l.is_near_tie() { ", near-tie" } else { "" };
+                format!("{:?}@{} -> {} (margin {}{tie})", l.req_id, l.position, l.top1, l.margin)
+            })
+            .collect();
+        let _ = writeln!(out, "logits rows: {}", rows.join(", "));
+    }
     let _ = writeln!(out, "free blocks: {}\n", s.num_free_blocks);
 }
 
@@ -181,6 +193,7 @@ fn restrict(s: &Step, r: &str) -> Step {
         block_ids: keep(&s.block_ids, r),
         draft_token_ids: keep(&s.draft_token_ids, r),
         token_ids_cpu: keep(&s.token_ids_cpu, r),
+        logits: specreplay_sim::trace::JsonOnly(s.logits.iter().filter(|l| l.req_id == r).cloned().collect()),
         ..s.clone()
     }
 }
@@ -217,6 +230,19 @@ pub fn render<R: std::io::Read>(
     let c = &h.config;
     let _ = writeln!(text, "trace: {} (recorded by {}), profile {:?}, k={}, lookup [{}, {}], max_model_len {}, block_size {}, capture sizes {:?}\n",
         h.format, h.recorded_by, c.profile, c.k(), c.prompt_lookup_min, c.prompt_lookup_max, c.max_model_len, c.block_size, c.cudagraph_capture_sizes);
+    if !h.backend.is_empty() {
+        let ck = h.checkpoint.as_ref().map_or(String::new(), |c| match &c.sha256 {
+            Some(sha) => format!(", checkpoint {} (sha256 {sha})", c.source),
+            None => format!(", checkpoint {}", c.source),
+        });
+        let dev = if h.device.is_empty() { String::new() } else { format!(" on {}", h.device.as_str()) };
+        let _ = writeln!(
+            text,
+            "model run: backend {}{dev}{ck}, {} device module(s) hashed\n",
+            h.backend.as_str(),
+            h.module_hashes.len()
+        );
+    }
     if c.default_num_gpu_blocks(h.requests.len()) == Some(c.num_gpu_blocks) {
         let _ = writeln!(text, "num_gpu_blocks {} = the default when a scenario leaves it out (every request can reach max_model_len, + the null block; vLLM sizes it from GPU memory)\n", c.num_gpu_blocks);
     }

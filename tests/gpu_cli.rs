@@ -103,6 +103,10 @@ fn gpu_generate_bad_input_is_one_line_and_exit_2() {
         (&["gpu", "generate", "--random-model", "llama-70b", "--prompt-ids", "1"][..], "unknown model preset"),
         (&["gpu", "generate", "--random-model", "tiny"][..], "--prompt-ids or --scenario"),
         (&["gpu", "generate", "--model", "/nonexistent/ckpt", "--prompt-ids", "1"][..], "/nonexistent/ckpt"),
+        (
+            &["gpu", "generate", "--random-model", "tiny", "--prompt-ids", "1,2", "--trace", "/tmp/x.bin"][..],
+            "only JSON traces hold",
+        ),
     ] {
         let (code, out, err) = cli_in_root(args);
         assert_eq!(code, 2, "{args:?}: {err}");

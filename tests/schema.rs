@@ -156,6 +156,16 @@ fn validate(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Ve
                     validate(root, sub, v, path, errors);
                 }
             }
+            // Only the patterns the schemas use (no regex engine here).
+            "pattern" => match (kv.as_str().unwrap(), v.as_str()) {
+                ("^[0-9a-f]{16}$", Some(x)) => {
+                    if x.len() != 16 || !x.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                        errors.push(format!("{path}: {x:?} does not match ^[0-9a-f]{{16}}$"));
+                    }
+                }
+                (_, None) => {}
+                (p, _) => panic!("validator does not know pattern {p:?} (at {path}); extend it"),
+            },
             other => panic!("validator does not know keyword {other:?} (at {path}); extend it"),
         }
     }
@@ -282,4 +292,37 @@ fn the_schemas_reject_what_serde_rejects() {
     assert!(!check(&ss, &x).is_empty());
     // Every value the schema accepts in these cases, serde accepts too.
     assert!(specreplay_sim::Scenario::from_json(&sc.to_string()).is_ok());
+}
+
+/// A generation trace (the Qwen3 CPU twin through the engine, with header evidence and
+/// per-step logits rows) validates; a digest that is not 16 hex digits, a margin that is
+/// neither a number nor inf/-inf/NaN, and an unknown member of a logits row do not.
+#[test]
+fn a_generation_trace_validates_and_bad_evidence_does_not() {
+    use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
+    use specreplay_executor::qwen_device::{generation_trace, test_scenario, QwenHostDevice};
+    use specreplay_sim::trace::{CheckpointInfo, JsonOnly};
+    let sc = test_scenario(&[(&[5, 9, 5, 9, 5, 9], 1), (&[3, 4, 3, 4], 2)], 12, 2, &[2, 4]);
+    let cfg = tiny_config();
+    let mut d = QwenHostDevice::new(&sc, HostWeights::load(&cfg, &random_weights(&cfg, 3)).unwrap()).unwrap();
+    let r = specreplay_sim::engine::run_on(&sc, &mut d).unwrap();
+    let mut t = generation_trace(r.trace, &sc, &d.greedy, &d.logits);
+    t.backend = JsonOnly("cpu-twin".into());
+    t.device = JsonOnly("host".into());
+    t.module_hashes = JsonOnly([("qwen".to_string(), "ab".repeat(32))].into());
+    t.checkpoint = JsonOnly(Some(CheckpointInfo { source: "ck".into(), sha256: Some("cd".repeat(32)) }));
+    let v: Value = serde_json::from_str(&specreplay_sim::trace::to_json(&t)).unwrap();
+    let ts = trace_schema();
+    assert_eq!(check(&ts, &v), Vec::<String>::new());
+    let i = t.steps.iter().position(|s| !s.logits.is_empty()).unwrap();
+    let bad = |f: &dyn Fn(&mut Value)| {
+        let mut w = v.clone();
+        f(&mut w["steps"][i]["logits"][0]);
+        check(&ts, &w)
+    };
+    assert!(!bad(&|r| r["digest"] = "ABCDEF0123456789".into()).is_empty());
+    assert!(!bad(&|r| r["digest"] = 12.into()).is_empty());
+    assert!(!bad(&|r| r["margin"] = "big".into()).is_empty());
+    assert!(!bad(&|r| r["extra"] = 1.into()).is_empty());
+    assert!(bad(&|r| r["margin"] = "inf".into()).is_empty());
 }

@@ -21,10 +21,11 @@
 use std::collections::BTreeMap;
 
 use cudarc::driver::{sys, CudaGraph, CudaSlice};
-use specreplay_sim::config::{Profile, Scenario};
+use specreplay_sim::config::{Profile, RequestSpec, Scenario};
 use specreplay_sim::cudagraph::GraphMode;
 use specreplay_sim::device::{Device as SimDevice, DeviceView, StepPlan};
 use specreplay_sim::oracle::Synthetic;
+use specreplay_sim::trace::{Digest as TraceDigest, JsonOnly, LogitsRow, Trace, F32};
 use specreplay_sim::SimError;
 
 use crate::cuda_device::{assemble_view, block_rows, capacity, counts, step_input, write_scheduled, RunStats};
@@ -32,7 +33,7 @@ use crate::device::Device;
 use crate::error::{ExecError, Result};
 use crate::layout::*;
 use crate::model::gpu::GpuModel;
-use crate::model::host::{digest, margin, HostModel, Op};
+use crate::model::host::{digest, margin, top1, HostModel, Op};
 use crate::model::weights::HostWeights;
 use crate::reference;
 use crate::step::{self, Kernel};
@@ -56,7 +57,8 @@ pub fn qwen_capacity(scenario: &Scenario, vocab: usize) -> Result<Capacity> {
 }
 
 /// What a run's logits looked like, per step: for each logits row (in `logits_indices`
-/// order) a digest of the row and the top-1 minus top-2 margin.
+/// order) a digest of the row, its argmax and top-1 logit, and the top-1 minus top-2
+/// margin. Recorded in the trace as `Step::logits` ([`attach_logits`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepLogits {
     pub step: u64,
@@ -64,6 +66,63 @@ pub struct StepLogits {
     pub keys: Vec<(usize, usize)>,
     pub digests: Vec<u64>,
     pub margins: Vec<f32>,
+    /// Argmax of each row (lowest index on ties).
+    pub top1: Vec<u32>,
+    /// The largest logit of each row.
+    pub top1_logits: Vec<f32>,
+}
+
+impl StepLogits {
+    /// The statistics of `rows` (each one logits row, bf16-exact f32) of `plan`.
+    pub fn of_rows<'a>(plan: &StepPlan, rows: impl Iterator<Item = &'a [f32]>) -> StepLogits {
+        let mut s = StepLogits { step: plan.step, keys: logit_keys(plan), ..Default::default() };
+        for r in rows {
+            let (t, v) = top1(r);
+            s.digests.push(digest(r));
+            s.margins.push(margin(r));
+            s.top1.push(t);
+            s.top1_logits.push(v);
+        }
+        s
+    }
+
+    /// The trace's form of these rows: request ids from `requests` (arrival order).
+    pub fn rows(&self, requests: &[RequestSpec]) -> Vec<LogitsRow> {
+        (0..self.digests.len())
+            .map(|i| {
+                let (req, ctx) = self.keys.get(i).copied().unwrap_or((usize::MAX, 0));
+                LogitsRow {
+                    req_id: requests.get(req).map_or_else(|| format!("#{req}"), |r| r.req_id.clone()),
+                    position: u32::try_from(ctx).unwrap_or(u32::MAX),
+                    digest: TraceDigest(self.digests[i]),
+                    top1: self.top1.get(i).copied().unwrap_or(0),
+                    top1_logit: F32(self.top1_logits.get(i).copied().unwrap_or(f32::NAN)),
+                    margin: F32(self.margins[i]),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The trace of a model run made a generation trace: its oracle the greedy tokens the run
+/// sampled ([`with_recorded_oracle`], so the simulator replays it anywhere) and each step's
+/// logits rows attached ([`attach_logits`]). The caller names the backend (header
+/// `backend`, `device`, `checkpoint`, `module_hashes`).
+pub fn generation_trace(mut trace: Trace, scenario: &Scenario, greedy: &Greedy, logits: &[StepLogits]) -> Trace {
+    trace.oracle = with_recorded_oracle(scenario, greedy).oracle;
+    attach_logits(&mut trace, logits);
+    trace
+}
+
+/// Writes each step's logits rows into the trace's steps of the same number
+/// (`Step::logits`; steps without a forward pass keep none).
+pub fn attach_logits(trace: &mut Trace, logits: &[StepLogits]) {
+    let by_step: BTreeMap<u64, &StepLogits> = logits.iter().map(|s| (s.step, s)).collect();
+    for s in &mut trace.steps {
+        if let Some(l) = by_step.get(&s.step) {
+            s.logits = JsonOnly(l.rows(&trace.requests));
+        }
+    }
 }
 
 /// The greedy tokens a run sampled, by request index and context length (every valid
@@ -199,8 +258,7 @@ impl SimDevice for QwenHostDevice {
             let n = self.staging.input.num_logits();
             let v = b.cap.vocab;
             let rows = (0..n).map(|j| &b.logits[j * v..(j + 1) * v]);
-            let (digests, margins) = rows.map(|r| (digest(r), margin(r))).unzip();
-            self.logits.push(StepLogits { step: plan.step, keys: logit_keys(plan), digests, margins });
+            self.logits.push(StepLogits::of_rows(plan, rows));
         }
         let rows = rows_of(&b.sampled, plan.rows.len(), plan.width);
         self.greedy.observe(plan, &rows);
@@ -426,8 +484,7 @@ impl SimDevice for QwenDevice<'_> {
         if self.record_logits {
             let v = self.staging.cap.vocab;
             let all = self.last_logits().map_err(drv)?;
-            let (digests, margins) = all.chunks(v.max(1)).map(|r| (digest(r), margin(r))).unzip();
-            self.logits.push(StepLogits { step: plan.step, keys: logit_keys(plan), digests, margins });
+            self.logits.push(StepLogits::of_rows(plan, all.chunks(v.max(1))));
         }
         self.greedy.observe(plan, &rows);
         Ok(rows)

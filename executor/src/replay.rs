@@ -3,7 +3,7 @@
 //! GPU run, the real-rows view `--poison` compares, and the coverage counts of a fuzz run.
 
 use specreplay_sim::engine;
-use specreplay_sim::trace::Trace;
+use specreplay_sim::trace::{JsonOnly, Trace};
 use specreplay_sim::{Scenario, SimError};
 
 use crate::cuda_device::{CudaDevice, Probe, RunStats};
@@ -16,16 +16,44 @@ pub fn recorded_by() -> String {
     format!("specreplay-executor {} (cuda)", env!("CARGO_PKG_VERSION"))
 }
 
-/// The trace notes saying a run came from the GPU: backend, device name, kernel variant
-/// (when not the correct one) and each module's CUBIN hash. (Kept as notes until the
-/// trace format has header fields for them.)
-pub fn backend_notes(device_name: &str, modules: &[(String, String)], variant: Variant) -> Vec<String> {
-    let mut notes = vec!["backend: cuda".to_string(), format!("device: {device_name}")];
+/// Marks `trace` as recorded by the executor on the GPU: `recorded_by`, the header's
+/// `backend` (`"cuda"`), `device` and `module_hashes` (each module's CUBIN sha256), and a
+/// note naming the kernel variant when it is not the correct one.
+pub fn mark_gpu(trace: &mut Trace, device_name: &str, modules: &[(String, String)], variant: Variant) {
+    trace.recorded_by = recorded_by();
+    trace.backend = JsonOnly("cuda".into());
+    trace.device = JsonOnly(device_name.into());
+    trace.module_hashes = JsonOnly(modules.iter().cloned().collect());
     if variant != Variant::Correct {
-        notes.push(format!("kernel variant: {}", variant.as_str()));
+        trace.notes.push(format!("kernel variant: {}", variant.as_str()));
     }
-    notes.extend(modules.iter().map(|(name, sha)| format!("module {name} sha256 {sha}")));
-    notes
+}
+
+/// Moves the header's model evidence (`backend`, `device`, `checkpoint`,
+/// `module_hashes`), which only JSON traces hold, into notes (`backend: cuda`,
+/// `device: NAME`, `checkpoint: SOURCE [sha256 H]`, `module NAME sha256 H`): how a
+/// bincode (`.bin`) trace records where it ran. Per-step logits rows have no such
+/// form: a trace with them can only be written as JSON.
+pub fn evidence_to_notes(trace: &mut Trace) {
+    let mut notes = Vec::new();
+    if !trace.backend.is_empty() {
+        notes.push(format!("backend: {}", trace.backend.0));
+    }
+    if !trace.device.is_empty() {
+        notes.push(format!("device: {}", trace.device.0));
+    }
+    if let Some(c) = trace.checkpoint.0.take() {
+        notes.push(match c.sha256 {
+            Some(h) => format!("checkpoint: {} sha256 {h}", c.source),
+            None => format!("checkpoint: {}", c.source),
+        });
+    }
+    notes.extend(trace.module_hashes.iter().map(|(name, sha)| format!("module {name} sha256 {sha}")));
+    trace.backend = JsonOnly::default();
+    trace.device = JsonOnly::default();
+    trace.module_hashes = JsonOnly::default();
+    notes.append(&mut trace.notes);
+    trace.notes = notes;
 }
 
 /// Why a GPU run did not produce a trace.
@@ -54,8 +82,7 @@ impl RunError {
 pub fn run_on_gpu(dev: &Device, scenario: &Scenario, probe: Probe) -> Result<(Trace, RunStats), RunError> {
     let mut cuda = CudaDevice::new(dev, scenario, probe)?;
     let mut trace = engine::run_on(scenario, &mut cuda)?.trace;
-    trace.recorded_by = recorded_by();
-    trace.notes = backend_notes(&dev.info.name, &dev.module_hashes(), dev.variant);
+    mark_gpu(&mut trace, &dev.info.name, &dev.module_hashes(), dev.variant);
     Ok((trace, cuda.stats))
 }
 
@@ -157,20 +184,36 @@ mod tests {
     }
 
     #[test]
-    fn notes_name_the_backend_device_variant_and_modules() {
-        let m = vec![("prepare".to_string(), "ab".repeat(32))];
-        let n = backend_notes("NVIDIA H200", &m, Variant::Correct);
+    fn the_header_names_the_backend_device_and_modules_and_notes_the_variant() {
+        let m = vec![("prepare".to_string(), "ab".repeat(32)), ("model".to_string(), "cd".repeat(32))];
+        let mut t = golden();
+        t.notes.clear(); // as a trace fresh from the engine
+        mark_gpu(&mut t, "NVIDIA H200", &m, Variant::Correct);
+        assert_eq!((t.backend.as_str(), t.device.as_str()), ("cuda", "NVIDIA H200"));
+        assert_eq!(t.module_hashes.get("prepare"), Some(&"ab".repeat(32)));
+        assert!(t.notes.is_empty(), "{:?}", t.notes);
+        assert!(t.recorded_by.starts_with("specreplay-executor ") && t.recorded_by.ends_with(" (cuda)"));
+        // The facts survive JSON, and bincode refuses them.
+        let back = specreplay_sim::trace::from_json(&specreplay_sim::trace::to_json(&t)).unwrap();
+        assert_eq!(back, t);
+        let mut v = golden();
+        v.notes.clear();
+        mark_gpu(&mut v, "X", &m, Variant::PaddedSlotWrites);
+        assert!(v.notes.contains(&"kernel variant: padded-slot-writes".to_string()), "{:?}", v.notes);
+        // As notes for bincode: the same facts, modules in name order, the variant note kept.
+        evidence_to_notes(&mut v);
         assert_eq!(
-            n,
+            v.notes,
             vec![
                 "backend: cuda".to_string(),
-                "device: NVIDIA H200".into(),
-                format!("module prepare sha256 {}", "ab".repeat(32))
+                "device: X".into(),
+                format!("module model sha256 {}", "cd".repeat(32)),
+                format!("module prepare sha256 {}", "ab".repeat(32)),
+                "kernel variant: padded-slot-writes".into(),
             ]
         );
-        let n = backend_notes("X", &m, Variant::PaddedSlotWrites);
-        assert!(n.contains(&"kernel variant: padded-slot-writes".to_string()), "{n:?}");
-        assert!(recorded_by().starts_with("specreplay-executor ") && recorded_by().ends_with(" (cuda)"));
+        let bin = specreplay_sim::trace::to_bincode(&v);
+        assert_eq!(specreplay_sim::trace::from_bincode(&bin).unwrap(), v);
     }
 
     #[test]

@@ -110,7 +110,7 @@ mod engine_on_gpu {
         let rep = diff::compare(&rec, &t);
         assert!(rep.identical(), "{:?}", rep.first);
         assert!(stats.replays.keys().any(|k| k.starts_with("FULL/")), "{stats:?}");
-        assert!(t.notes.iter().any(|n| n == "backend: cuda"), "{:?}", t.notes);
+        assert_eq!((t.backend.as_str(), t.device.as_str()), ("cuda", dev.info.name.as_str()));
         let (p, _) = run_on_gpu(&dev, &rec.scenario(), Probe::Poison).unwrap();
         let rep = diff::compare(&real_rows_only(&rec), &real_rows_only(&p));
         assert!(rep.identical(), "--poison: {:?}", rep.first);

@@ -14,6 +14,7 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+use crate::divergence::{self, Cause};
 use crate::trace::{Header, Step, Trace};
 
 /// One differing leaf.
@@ -38,6 +39,9 @@ pub struct Report {
     pub steps_compared: usize,
     /// What the expected trace's divergent step scheduled ([`step_summary`]).
     pub context: Option<String>,
+    /// Why two generation traces (both headers name a `backend`) diverge at a step
+    /// ([`divergence::classify`]); `None` for other traces and other sections.
+    pub cause: Option<Cause>,
 }
 
 impl Report {
@@ -142,6 +146,7 @@ fn attribute(step: &Step, path: &[Seg]) -> Option<String> {
         | "token_ids_cpu"
         | "random_draws" => key(1).map(str::to_string),
         "output_token_ids" | "num_sampled_tokens" => index(1).and_then(row_req),
+        "logits" => index(1).and_then(|i| step.logits.get(i)).map(|r| r.req_id.clone()),
         "input_ids" | "positions" | "logits_indices" => index(1).and_then(token_req),
         "attn" => match key(1)? {
             "block_table" | "seqused_k" => index(2).and_then(row_req),
@@ -183,6 +188,8 @@ fn first_leaf(
 #[derive(Debug, Default)]
 pub struct Comparison {
     report: Report,
+    /// Both headers name a model backend: classify a step divergence ([`Report::cause`]).
+    models: bool,
 }
 
 impl Comparison {
@@ -197,8 +204,11 @@ impl Comparison {
         false
     }
 
-    /// Compares config, requests and oracle.
+    /// Compares config, requests and oracle (not the notes nor the model evidence:
+    /// `backend`, `device`, `checkpoint` and `module_hashes` say where a run happened, and
+    /// runs of one scenario on two machines are what `diff` is for).
     pub fn header(&mut self, e: &Header, a: &Header) -> bool {
+        self.models = !e.backend.is_empty() && !a.backend.is_empty();
         let h = |t: &Header| serde_json::json!({"config": to_value(&t.config), "requests": to_value(&t.requests), "oracle": to_value(&t.oracle)});
         match first_leaf(Vec::new(), &h(e), &h(a), |_| None) {
             Some((d, n)) => self.found(d, n, None),
@@ -206,16 +216,32 @@ impl Comparison {
         }
     }
 
-    /// Compares the next step of each trace.
+    /// Compares the next step of each trace. The logits rows (`Step::logits`, model
+    /// evidence) are compared only when both steps carry them: a simulator replay of a
+    /// model run has none and is compared on its bookkeeping.
     pub fn step(&mut self, e: &Step, a: &Step) -> bool {
         self.report.steps_compared += 1;
         if e == a {
             return true;
         }
         let index = self.report.steps_compared as u64;
-        match first_leaf(Vec::new(), &to_value(e), &to_value(a), |p| attribute(e, p)) {
+        let trimmed;
+        let (ve, va) = if e.logits.is_empty() != a.logits.is_empty() {
+            trimmed =
+                (Step { logits: Default::default(), ..e.clone() }, Step { logits: Default::default(), ..a.clone() });
+            if trimmed.0 == trimmed.1 {
+                return true;
+            }
+            (&trimmed.0, &trimmed.1)
+        } else {
+            (e, a)
+        };
+        match first_leaf(Vec::new(), &to_value(ve), &to_value(va), |p| attribute(ve, p)) {
             Some((mut d, n)) => {
                 d.step = Some(index);
+                if self.models {
+                    self.report.cause = Some(divergence::classify(e, a));
+                }
                 self.found(d, n, Some(step_summary(e, index)))
             }
             None => true,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod cudagraph;
 pub mod device;
 pub mod diff;
+pub mod divergence;
 pub mod engine;
 pub mod error;
 pub mod fuzzing;

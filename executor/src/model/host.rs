@@ -287,6 +287,18 @@ pub fn logits_row(b: &HostBuffers, j: usize) -> &[f32] {
     &b.logits[j * b.cap.vocab..(j + 1) * b.cap.vocab]
 }
 
+/// Argmax of a row (lowest index on ties, as `argmax_rows` and the greedy sampler) and
+/// its value.
+pub fn top1(row: &[f32]) -> (u32, f32) {
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for (i, &v) in row.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    (best.0 as u32, best.1)
+}
+
 /// Top-1 minus top-2 logit of a row (the near-tie margin a divergence report quotes).
 pub fn margin(row: &[f32]) -> f32 {
     let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);

@@ -14,9 +14,21 @@ use super::stream::{Item, Src};
 use super::{check_header, Header, Step, JSON_VALUE_LIMIT};
 use crate::error::TraceError;
 
-const HEADER_MEMBERS: [&str; 7] = ["format", "version", "recorded_by", "notes", "config", "requests", "oracle"];
-const ALL_MEMBERS: &str =
-    "`format`, `version`, `recorded_by`, `notes`, `config`, `requests`, `oracle`, `steps`, `outputs`";
+const HEADER_MEMBERS: [&str; 11] = [
+    "format",
+    "version",
+    "recorded_by",
+    "notes",
+    "backend",
+    "device",
+    "checkpoint",
+    "module_hashes",
+    "config",
+    "requests",
+    "oracle",
+];
+const ALL_MEMBERS: &str = "`format`, `version`, `recorded_by`, `notes`, `backend`, `device`, `checkpoint`, \
+`module_hashes`, `config`, `requests`, `oracle`, `steps`, `outputs`";
 /// Deeper nesting than serde_json's own limit (128) stops the scanner; serde then
 /// reports the recursion limit at the right place.
 const MAX_DEPTH: usize = 256;
@@ -27,7 +39,8 @@ fn put<W: Write, T: Serialize + ?Sized>(w: &mut W, v: &T) -> std::io::Result<()>
     serde_json::to_writer(w, v).map_err(std::io::Error::from)
 }
 
-/// Writes `{`, the header members one per line, and `"steps": [`.
+/// Writes `{`, the header members one per line (the model evidence members only when
+/// not empty), and `"steps": [`.
 pub(crate) fn write_header<W: Write>(w: &mut W, h: &Header) -> std::io::Result<()> {
     w.write_all(b"{\n  \"format\": ")?;
     put(w, &h.format)?;
@@ -35,6 +48,22 @@ pub(crate) fn write_header<W: Write>(w: &mut W, h: &Header) -> std::io::Result<(
     put(w, &h.recorded_by)?;
     w.write_all(b",\n  \"notes\": ")?;
     put(w, &h.notes)?;
+    if !h.backend.is_empty() {
+        w.write_all(b",\n  \"backend\": ")?;
+        put(w, &h.backend)?;
+    }
+    if !h.device.is_empty() {
+        w.write_all(b",\n  \"device\": ")?;
+        put(w, &h.device)?;
+    }
+    if !h.checkpoint.is_empty() {
+        w.write_all(b",\n  \"checkpoint\": ")?;
+        put(w, &h.checkpoint)?;
+    }
+    if !h.module_hashes.is_empty() {
+        w.write_all(b",\n  \"module_hashes\": ")?;
+        put(w, &h.module_hashes)?;
+    }
     w.write_all(b",\n  \"config\": ")?;
     put(w, &h.config)?;
     w.write_all(b",\n  \"requests\": ")?;
@@ -312,6 +341,10 @@ pub(crate) fn open<R: Read>(src: &mut Src<R>) -> Result<(Header, u32, JsonBody),
         version,
         recorded_by: member(&raw, "recorded_by")?.unwrap_or_default(),
         notes: member(&raw, "notes")?.unwrap_or_default(),
+        backend: member(&raw, "backend")?.unwrap_or_default(),
+        device: member(&raw, "device")?.unwrap_or_default(),
+        checkpoint: member(&raw, "checkpoint")?.unwrap_or_default(),
+        module_hashes: member(&raw, "module_hashes")?.unwrap_or_default(),
         config: member(&raw, "config")?.ok_or_else(|| missing("config"))?,
         requests: member(&raw, "requests")?.ok_or_else(|| missing("requests"))?,
         oracle: member(&raw, "oracle")?.ok_or_else(|| missing("oracle"))?,

@@ -5,8 +5,10 @@
 //! behind a magic + version header. Maps keyed by request id are `BTreeMap`s so the
 //! bytes never depend on hash order; no `skip`/`flatten`/`tag`/`untagged` attributes
 //! are used on the serialized types, since bincode would silently lose data with them —
-//! with one exception, [`Step::random_draws`], whose type writes nothing to bincode when
-//! empty and refuses to be written there otherwise ([`RandomRows`]).
+//! with two exceptions, [`Step::random_draws`] ([`RandomRows`]) and the model evidence
+//! ([`evidence`]: header `backend`, `device`, `checkpoint`, `module_hashes`, per-step
+//! [`Step::logits`]), whose types write nothing to bincode when empty and refuse to be
+//! written there otherwise.
 //!
 //! Traces are written and read *streaming* ([`TraceWriter`], [`TraceReader`]): one step
 //! at a time, so memory is bounded by one step, not by the run.
@@ -38,10 +40,12 @@ use crate::cudagraph::GraphMode;
 use crate::error::TraceError;
 
 pub mod bin;
+pub mod evidence;
 pub mod json;
 pub mod schema;
 mod stream;
 
+pub use evidence::{CheckpointInfo, Digest, JsonOnly, LogitsRow, F32};
 pub use stream::{TraceReader, TraceWriter};
 
 /// The `format` member of every trace.
@@ -73,6 +77,19 @@ pub struct Trace {
     /// Free-form notes (for instance where a source print is inconsistent).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Where a model run executed: `"cuda"` (the GPU executor) or `"cpu-twin"` (its
+    /// bitwise CPU twin); absent in simulator traces ([`evidence`]).
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub backend: JsonOnly<String>,
+    /// The device's name (`"NVIDIA H200"`); absent in simulator traces.
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub device: JsonOnly<String>,
+    /// The model weights; absent in simulator traces.
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub checkpoint: JsonOnly<Option<CheckpointInfo>>,
+    /// sha256 of each compiled device module (CUBIN), by module name; absent in simulator traces.
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub module_hashes: JsonOnly<BTreeMap<String, String>>,
     pub config: Config,
     pub requests: Vec<RequestSpec>,
     pub oracle: OracleSpec,
@@ -93,6 +110,19 @@ pub struct Header {
     pub recorded_by: String,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Where a model run executed: `"cuda"` (the GPU executor) or `"cpu-twin"` (its
+    /// bitwise CPU twin); absent in simulator traces ([`evidence`]).
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub backend: JsonOnly<String>,
+    /// The device's name (`"NVIDIA H200"`); absent in simulator traces.
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub device: JsonOnly<String>,
+    /// The model weights; absent in simulator traces.
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub checkpoint: JsonOnly<Option<CheckpointInfo>>,
+    /// sha256 of each compiled device module (CUBIN), by module name; absent in simulator traces.
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub module_hashes: JsonOnly<BTreeMap<String, String>>,
     pub config: Config,
     pub requests: Vec<RequestSpec>,
     pub oracle: OracleSpec,
@@ -106,6 +136,10 @@ impl Header {
             version: VERSION,
             recorded_by: format!("specreplay-sim {}", env!("CARGO_PKG_VERSION")),
             notes: Vec::new(),
+            backend: JsonOnly::default(),
+            device: JsonOnly::default(),
+            checkpoint: JsonOnly::default(),
+            module_hashes: JsonOnly::default(),
             config: scenario.config.clone(),
             requests: scenario.requests.clone(),
             oracle: scenario.oracle.clone(),
@@ -131,6 +165,10 @@ impl Trace {
             version: h.version,
             recorded_by: h.recorded_by,
             notes: h.notes,
+            backend: h.backend,
+            device: h.device,
+            checkpoint: h.checkpoint,
+            module_hashes: h.module_hashes,
             config: h.config,
             requests: h.requests,
             oracle: h.oracle,
@@ -146,6 +184,10 @@ impl Trace {
             version: self.version,
             recorded_by: self.recorded_by.clone(),
             notes: self.notes.clone(),
+            backend: self.backend.clone(),
+            device: self.device.clone(),
+            checkpoint: self.checkpoint.clone(),
+            module_hashes: self.module_hashes.clone(),
             config: self.config.clone(),
             requests: self.requests.clone(),
             oracle: self.oracle.clone(),
@@ -291,6 +333,12 @@ pub struct Step {
     /// when empty, so greedy traces keep their bytes in JSON and bincode alike.
     #[serde(skip_serializing_if = "RandomRows::is_empty")]
     pub random_draws: RandomRows,
+    /// Model runs only (`gpu generate` and its CPU twin): every logits row the forward
+    /// pass computed this step, in `logits_indices` order ([`LogitsRow`]: digest, top-1
+    /// token and logit, margin). Evidence, not bookkeeping: omitted when empty (every
+    /// simulator trace), JSON only ([`evidence`]).
+    #[serde(skip_serializing_if = "JsonOnly::is_empty")]
+    pub logits: JsonOnly<Vec<LogitsRow>>,
 }
 
 /// What a reader needs to re-derive one random-mode row's decisions (vLLM 0.12.0

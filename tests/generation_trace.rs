@@ -1,0 +1,182 @@
+//! Generation traces on any machine (issue 14, items 5-6): the Qwen3 CPU twin
+//! (`QwenHostDevice`, bitwise twin of the GPU device) driven through the engine on a tiny
+//! random-weight model, recorded with the model evidence (header backend / checkpoint,
+//! per-step logits rows), read back, replayed by the simulator with the recorded oracle,
+//! and diffed: `specreplay diff` classifies a divergence between two generation traces as
+//! a numerical near-tie, bookkeeping, or neither.
+
+mod common;
+use common::cli;
+
+use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
+use specreplay_executor::qwen_device::{generation_trace, test_scenario, QwenHostDevice, StepLogits};
+use specreplay_sim::trace::{self, CheckpointInfo, Digest, Encoding, JsonOnly, F32};
+use specreplay_sim::{diff, engine, Trace};
+
+const P0: &[u32] = &[5, 9, 5, 9, 5, 9, 17, 3, 5, 9];
+const P1: &[u32] = &[100, 200, 300, 100, 200];
+const P2: &[u32] = &[7; 24];
+
+/// A generation trace of the CPU twin (3 staggered requests, n-gram k = 2) and the twin's
+/// own per-step logits statistics.
+fn twin_run() -> (Trace, Vec<StepLogits>) {
+    let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 24, 2, &[2, 4, 8]);
+    let cfg = tiny_config();
+    let w = HostWeights::load(&cfg, &random_weights(&cfg, 7)).unwrap();
+    let mut d = QwenHostDevice::new(&sc, w).unwrap();
+    let r = engine::run_on(&sc, &mut d).unwrap();
+    let mut t = generation_trace(r.trace, &sc, &d.greedy, &d.logits);
+    t.recorded_by = "specreplay-executor test (cpu-twin)".into();
+    t.backend = JsonOnly("cpu-twin".into());
+    t.checkpoint = JsonOnly(Some(CheckpointInfo { source: "random tiny seed 7".into(), sha256: None }));
+    (t, d.logits)
+}
+
+fn tmp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("specreplay-gen-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The evidence is written, read back unchanged (JSON bytes too), equals the twin's own
+/// statistics, and agrees with the sampler: every kept token is its logits row's top-1.
+#[test]
+fn a_twin_generation_trace_carries_its_logits_and_reads_back_unchanged() {
+    let (t, logits) = twin_run();
+    let json = trace::to_json(&t);
+    assert!(json.contains("\n  \"backend\": \"cpu-twin\",\n"), "{}", &json[..400]);
+    assert!(json.contains("\"checkpoint\": {\"source\":\"random tiny seed 7\"}"));
+    assert!(!json.contains("\"device\"") && !json.contains("module_hashes"), "empty members are not written");
+    let back = trace::from_json(&json).unwrap();
+    assert_eq!(back, t);
+    assert_eq!(trace::to_json(&back), json, "JSON bytes are stable");
+    // Bincode refuses the evidence (as it refuses random-mode rows).
+    let e = trace::write_to(Vec::new(), Encoding::Bincode, &t).unwrap_err().to_string();
+    assert!(e.contains("only be written as JSON"), "{e}");
+
+    let mut rows = 0;
+    let mut checked_tokens = 0;
+    for s in &back.steps {
+        let Some(l) = logits.iter().find(|l| l.step == s.step) else {
+            assert!(s.logits.is_empty(), "step {} has rows but the twin computed none", s.step);
+            continue;
+        };
+        assert_eq!(s.logits.len(), l.digests.len(), "step {}", s.step);
+        for (i, r) in s.logits.iter().enumerate() {
+            let (req, ctx) = l.keys[i];
+            assert_eq!(r.req_id, back.requests[req].req_id);
+            assert_eq!(r.position as usize, ctx);
+            assert_eq!(r.digest, Digest(l.digests[i]));
+            assert_eq!(r.margin, F32(l.margins[i]));
+            assert_eq!((r.top1, r.top1_logit), (l.top1[i], F32(l.top1_logits[i])));
+            rows += 1;
+        }
+        // Each kept sampled token is the top-1 of the logits row it was sampled from.
+        for (req, out) in s.batch_req_ids.iter().zip(&s.output_token_ids) {
+            for (j, &tok) in out.iter().enumerate().take_while(|(_, &t)| t >= 0) {
+                let mut mine = s.logits.iter().filter(|r| &r.req_id == req);
+                let row = mine.nth(j).unwrap();
+                assert_eq!(i64::from(row.top1), tok, "step {} request {req} slot {j}", s.step);
+                checked_tokens += 1;
+            }
+        }
+    }
+    assert!(rows > 50 && checked_tokens > 40, "{rows} rows, {checked_tokens} tokens");
+}
+
+/// The simulator replays the generation trace from its recorded oracle: identical (the
+/// logits rows, which only the model run has, are not bookkeeping), in memory and through
+/// `specreplay replay`; `specreplay diff` of the trace with itself is identical too, and
+/// with the bare simulator trace (no logits on one side) as well.
+#[test]
+fn the_simulator_replays_a_twin_generation_trace_identical() {
+    let (t, _) = twin_run();
+    let sim = engine::run(&t.scenario()).unwrap().trace;
+    let rep = diff::compare(&t, &sim);
+    assert!(rep.identical(), "{:?}", rep.first);
+    assert!(sim.steps.iter().all(|s| s.logits.is_empty()));
+    let dir = tmp("replay");
+    let (a, b) = (dir.join("gen.json"), dir.join("sim.json"));
+    trace::write(&a, &t).unwrap();
+    trace::write(&b, &sim).unwrap();
+    let (code, out, err) = cli(&["replay", a.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("OK "), "{out}");
+    for (x, y) in [(&a, &a), (&a, &b), (&b, &a)] {
+        let (code, out, err) = cli(&["diff", x.to_str().unwrap(), y.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.starts_with("identical: "), "{out}");
+    }
+    // `show` names the model run and prints each step's logits rows (`--request` narrows them).
+    let (code, out, err) = cli(&["show", a.to_str().unwrap(), "--request", "r1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("model run: backend cpu-twin, checkpoint random tiny seed 7, 0 device module(s) hashed"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("logits rows: ")).collect();
+    assert!(rows.len() > 5 && rows.iter().all(|l| l.contains("\"r1\"@") && !l.contains("\"r0\"@")), "{rows:?}");
+    // `convert` to bincode refuses the evidence with one error line.
+    let (code, _, err) = cli(&["convert", a.to_str().unwrap(), dir.join("gen.bin").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only be written as JSON") && err.lines().count() == 1, "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `specreplay diff` of two generation traces names the cause of the first divergence:
+/// a flipped near-tie row, a bookkeeping difference before any logits row, or neither.
+#[test]
+fn diff_classifies_the_first_divergence_of_two_generation_traces() {
+    let (t, _) = twin_run();
+    // The first step with logits rows: its first row, flipped in a copy.
+    let si = t.steps.iter().position(|s| !s.logits.is_empty()).unwrap();
+    let ri = 0;
+    let flip = |margin: f32, top1_logit: f32| {
+        let mut u = t.clone();
+        let row = &mut u.steps[si].logits[ri];
+        row.digest = Digest(row.digest.0 ^ 1);
+        row.top1 += 1;
+        row.margin = F32(margin);
+        row.top1_logit = F32(top1_logit);
+        u
+    };
+    let dir = tmp("classify");
+    let a = dir.join("a.json");
+    trace::write(&a, &t).unwrap();
+    let run = |u: &Trace, name: &str| {
+        let b = dir.join(name);
+        trace::write(&b, u).unwrap();
+        let (code, out, err) = cli(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+        assert_eq!(code, 1, "{out}{err}");
+        out
+    };
+    let step = t.steps[si].step;
+    let req = &t.steps[si].logits[ri].req_id;
+    // Margin 1/32 under a top-1 logit of 8 (threshold 1/16): a near-tie.
+    let out = run(&flip(0.03125, 8.0), "near.json");
+    assert!(out.contains(&format!("first divergence: step {step} / request {req:?} / logits[{ri}]")), "{out}");
+    assert!(out.contains("  cause: numerical near-tie (margin 0.03125)"), "{out}");
+    // The same flip with both margins far above rounding: neither class.
+    let mut wide = flip(4.0, 8.0);
+    wide.steps[si].logits[ri].margin = F32(4.0);
+    let mut base = t.clone();
+    base.steps[si].logits[ri].margin = F32(4.0);
+    base.steps[si].logits[ri].top1_logit = F32(8.0);
+    trace::write(&a, &base).unwrap();
+    let out = run(&wide, "wide.json");
+    assert!(out.contains("  cause: numerical, not a near-tie"), "{out}");
+    assert!(!out.contains("near-tie (margin") && !out.contains("bookkeeping"), "{out}");
+    trace::write(&a, &t).unwrap();
+    // A slot mapping that differs (and the tokens sampled after it): bookkeeping, even
+    // though a logits row differs as well.
+    let mut bk = flip(0.0, 8.0);
+    bk.steps[si].attn.slot_mapping[0] += 1;
+    let out = run(&bk, "bk.json");
+    assert!(out.contains("  cause: bookkeeping (attn.slot_mapping[0] differs before any logits row does)"), "{out}");
+    // A simulator trace has no backend: no cause line.
+    let mut sim = engine::run(&t.scenario()).unwrap().trace;
+    sim.steps[si].attn.slot_mapping[0] += 1;
+    let out = run(&sim, "sim.json");
+    assert!(out.contains("first divergence: ") && !out.contains("cause:"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
