@@ -50,12 +50,25 @@ def _first_diff_in(a, b, path):
     return path, a, b
 
 
+def expand_idle(steps):
+    """One element per engine step: the trace writer stores a run of idle steps as one
+    element `{"step": a, "idle": true, "through": b}` (sim/src/trace/json.rs write_idle);
+    expanded here so both traces are compared step by step."""
+    out = []
+    for s in steps:
+        if s.get("idle") and "through" in s:
+            out.extend({"step": n, "idle": True} for n in range(s["step"], s["through"] + 1))
+        else:
+            out.append(s)
+    return out
+
+
 def compare_traces(vt: dict, st: dict):
     """None when equal, else a dict describing the first divergence."""
     if vt["config"] != st["config"]:
         path, x, y = _first_diff_in(vt["config"], st["config"], ["config"])
         return {"step": None, "field": ".".join(map(str, path)), "vllm": x, "sim": y}
-    vs, ss = vt["steps"], st["steps"]
+    vs, ss = expand_idle(vt["steps"]), expand_idle(st["steps"])
     for i in range(max(len(vs), len(ss))):
         if i >= len(vs) or i >= len(ss):
             return {"step": i + 1, "field": "steps",
