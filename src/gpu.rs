@@ -18,6 +18,7 @@ use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
 use specreplay_executor::model::ModelConfig;
 use specreplay_executor::model::{comparison, make, Checkpoint};
+use specreplay_executor::model_replay;
 use specreplay_executor::qwen_device::{generation_trace, QwenDevice};
 use specreplay_executor::replay::{self, Coverage, RunError};
 use specreplay_executor::{bench, selftest, ExecError};
@@ -73,6 +74,11 @@ pub enum GpuCmd {
         shadow_eager: bool,
         #[arg(long, hide = true, default_value = "correct")]
         variant: String,
+        /// Generation traces (`gpu generate --trace`): re-run the model from this checkpoint
+        /// folder (its sha256 must equal the recorded one) on the GPU and compare steps,
+        /// outputs and every logits row (digest, top-1, margin) with the recording.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["poison", "shadow_eager"])]
+        model: Option<PathBuf>,
     },
     /// Random scenarios from the engine fuzz generator (synthetic oracle), each run on
     /// the GPU and re-simulated on the CPU: prints `identical: X/N` and coverage counts.
@@ -370,7 +376,8 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        GpuCmd::Replay { traces, poison, shadow_eager, variant } => {
+        GpuCmd::Replay { traces, model: Some(dir), .. } => replay_model_traces(&traces, &dir, true),
+        GpuCmd::Replay { traces, poison, shadow_eager, variant, model: None } => {
             let variant = Variant::parse(&variant)?;
             let recorded: Vec<Trace> = traces
                 .iter()
@@ -804,6 +811,60 @@ fn load_config(dir: &Path) -> Result<ModelConfig, ExecError> {
 fn load_weights(dir: &Path, cfg: &ModelConfig) -> Result<HostWeights, ExecError> {
     let ck = Checkpoint::open_validated(dir)?;
     HostWeights::load(cfg, &ck)
+}
+
+/// `replay --model DIR` (CPU twin) and `gpu replay --model DIR` (CUDA): each generation
+/// trace's model re-run from the checkpoint and compared with the recording
+/// (`model_replay`). Exit 0 all identical, 1 a divergence (printed with its cause).
+pub fn replay_model(traces: &[PathBuf], dir: &Path, cuda: bool) -> Result<ExitCode, String> {
+    run_exec(|| replay_model_traces(traces, dir, cuda))
+}
+
+fn run_exec(f: impl FnOnce() -> Result<ExitCode, ExecError>) -> Result<ExitCode, String> {
+    match f() {
+        Ok(code) => Ok(code),
+        Err(e @ ExecError::NoDriver(_)) => {
+            eprintln!("specreplay: error: {e}");
+            Ok(ExitCode::from(EXIT_NO_DRIVER))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn replay_model_traces(traces: &[PathBuf], dir: &Path, cuda: bool) -> Result<ExitCode, ExecError> {
+    let recorded: Vec<Trace> = traces
+        .iter()
+        .map(|p| crate::read_trace(p).map(|(t, _)| t).map_err(|f| ExecError::Input(f.0)))
+        .collect::<Result<_, _>>()?;
+    let ck = Checkpoint::open_validated(dir)?;
+    for t in &recorded {
+        model_replay::check_checkpoint(t, &ck)?;
+    }
+    let cfg = ck.config().clone();
+    let dev = if cuda { Some(Device::open(0)?) } else { None };
+    let (cmd, on) = if cuda { ("gpu replay", "GPU") } else { ("replay", "CPU twin") };
+    let mut same = 0;
+    for (path, rec) in traces.iter().zip(&recorded) {
+        let w = HostWeights::load(&cfg, &ck)?;
+        let backend = match &dev {
+            Some(d) => model_replay::Backend::Cuda(d),
+            None => model_replay::Backend::CpuTwin,
+        };
+        let (got, rep) = model_replay::replay(rec, w, backend)?;
+        let rows: usize = got.steps.iter().map(|s| s.logits.0.len()).sum();
+        if rep.identical() {
+            println!("OK {}: {} steps and {rows} logits rows identical ({on})", path.display(), got.steps.len());
+            same += 1;
+        } else {
+            let what = format!("{} (recorded by {}) vs the model re-run ({on})", path.display(), rec.recorded_by);
+            let repro = format!("specreplay {cmd} --model {} {}", dir.display(), path.display());
+            crate::print_divergence(&rep, &what, &repro);
+        }
+    }
+    if traces.len() > 1 {
+        println!("identical: {same}/{}", traces.len());
+    }
+    Ok(if same == traces.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Generation limits of a prompt-ids run.

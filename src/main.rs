@@ -78,6 +78,11 @@ re-run. Trace format: README \"Trace format\" (JSON or .bin, versions 1 and 2)."
         /// Traces (JSON or .bin, detected by content); `-` reads one from standard input.
         #[arg(required = true)]
         traces: Vec<PathBuf>,
+        /// Generation traces (`gpu generate --trace`): re-run the model from this checkpoint
+        /// folder on the CPU twin of the GPU forward pass (no GPU needed; its sha256 must
+        /// equal the recorded one) and compare steps, outputs and every logits row.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
     },
     /// Compare two traces field by field.
     #[command(after_help = "Walks the header (config, requests, oracle), then the steps in order, then the outputs, \
@@ -448,7 +453,8 @@ fn convert(input: &Path, output: &Path) -> Result<ExitCode, Fail> {
 fn run(cli: Cli) -> Result<ExitCode, Fail> {
     match cli.cmd {
         Cmd::Sim { scenario, output, notes } => sim(&scenario, &output, notes),
-        Cmd::Replay { traces } => {
+        Cmd::Replay { traces, model: Some(dir) } => gpu::replay_model(&traces, &dir, false).map_err(Fail),
+        Cmd::Replay { traces, model: None } => {
             // Every trace is reported; the exit status is the worst (2 > 1 > 0).
             let (mut identical, mut worst) = (0, 0u8);
             for path in &traces {

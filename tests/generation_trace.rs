@@ -203,8 +203,7 @@ fn the_committed_gpu_trace_covers_the_cases_and_replays_on_the_cpu() {
     // it follows it; count both from the scheduled drafts and the emitted tokens.
     let drafts: usize = live.iter().map(|s| s.scheduled_spec_decode_tokens.values().map(Vec::len).sum::<usize>()).sum();
     // output_token_ids rows are padded with -1 (vLLM's placeholder) to k + 1.
-    let emitted: usize =
-        live.iter().map(|s| s.output_token_ids.iter().flatten().filter(|&&x| x >= 0).count()).sum();
+    let emitted: usize = live.iter().map(|s| s.output_token_ids.iter().flatten().filter(|&&x| x >= 0).count()).sum();
     let verify_rows: usize = live.iter().map(|s| s.scheduled_spec_decode_tokens.len()).sum();
     assert!(drafts > 0, "drafts were verified");
     // Each verify row emits accepted + 1 tokens, so some drafts were rejected iff the verify
@@ -221,10 +220,16 @@ fn the_committed_gpu_trace_covers_the_cases_and_replays_on_the_cpu() {
         })
         .sum();
     assert!(verify_emitted > verify_rows, "some drafts accepted ({verify_emitted} tokens from {verify_rows} rows)");
-    assert!(verify_emitted < drafts + verify_rows, "some drafts rejected ({verify_emitted} of {})", drafts + verify_rows);
+    assert!(
+        verify_emitted < drafts + verify_rows,
+        "some drafts rejected ({verify_emitted} of {})",
+        drafts + verify_rows
+    );
     assert!(emitted >= verify_emitted);
     // FULL and PIECEWISE steps, both padded, and a preemption.
-    let padded = |m: CudagraphMode| live.iter().any(|s| s.cudagraph_mode == m && s.num_padded_tokens > s.total_num_scheduled_tokens);
+    let padded = |m: CudagraphMode| {
+        live.iter().any(|s| s.cudagraph_mode == m && s.num_padded_tokens > s.total_num_scheduled_tokens)
+    };
     assert!(padded(CudagraphMode::Full) && padded(CudagraphMode::Piecewise));
     assert!(live.iter().any(|s| !s.preempted_req_ids.is_empty()), "a preemption");
     // Logits evidence on every step that sampled.

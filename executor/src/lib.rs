@@ -32,6 +32,7 @@ pub mod host_device;
 pub mod kernels;
 pub mod layout;
 pub mod model;
+pub mod model_replay;
 pub mod qwen_device;
 pub mod random_rows;
 pub mod reference;
