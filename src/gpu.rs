@@ -221,6 +221,19 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The forward pass's GEMM tilings on a model preset's shapes: µs per launch, weight
+    /// GB/s, TFLOP/s, each tiling checked bit-equal to `qwen_gemm`.
+    #[command(hide = true)]
+    BenchGemm {
+        #[arg(long, default_value = "qwen3-0.6b")]
+        random_model: String,
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 64])]
+        rows: Vec<usize>,
+        #[arg(long, default_value_t = 50)]
+        launches: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
     /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
     Bench {
@@ -348,8 +361,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             })?;
             print!("{}", rep.table());
             if let Some(path) = json {
-                std::fs::write(&path, rep.json() + "\n")
-                    .map_err(|e| ExecError::Input(format!("{}: {e}", path.display())))?;
+                crate::io::write_file(&path, (rep.json() + "\n").as_bytes()).map_err(ExecError::Input)?;
             }
             Ok(if rep.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -496,7 +508,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     "full": cov.full, "piecewise": cov.piecewise, "none": cov.none,
                     "preemption": cov.preemption, "prefix_hits": cov.prefix_hits,
                 });
-                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+                crate::io::write_file(&path, format!("{j}\n").as_bytes()).map_err(ExecError::Input)?;
             }
             Ok(if same == n { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -542,7 +554,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         "median_us": t.median_us,
                     })).collect::<Vec<_>>(),
                 });
-                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+                crate::io::write_file(&path, format!("{j}\n").as_bytes()).map_err(ExecError::Input)?;
             }
             Ok(if rows.iter().all(|r| r.ok()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -640,6 +652,37 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        GpuCmd::BenchGemm { random_model, rows, launches, json } => {
+            let cfg = preset_config(&random_model)?;
+            let dev = Device::open(0)?;
+            println!("{} | GEMM tilings on {random_model}'s shapes", dev.info.name);
+            println!(
+                "{:<13} {:>5} {:>6} {:>5} {:<18} {:>10} {:>8} {:>7} {:>6}",
+                "shape", "K", "N", "rows", "kernel", "us/launch", "GB/s", "TFLOP/s", "bits"
+            );
+            let table = specreplay_executor::model::gemm_bench::bench(&dev, &cfg, &rows, launches)?;
+            let mut unequal = 0;
+            for r in &table {
+                unequal += usize::from(!r.equal);
+                println!(
+                    "{:<13} {:>5} {:>6} {:>5} {:<18} {:>10.2} {:>8.0} {:>7.2} {:>6}",
+                    r.shape,
+                    r.k,
+                    r.n,
+                    r.rows,
+                    r.kernel,
+                    r.us_per_launch,
+                    r.weight_gb_s,
+                    r.tflops,
+                    if r.equal { "equal" } else { "DIFFER" }
+                );
+            }
+            if let Some(path) = json {
+                let v = serde_json::json!({"device": dev.info.name, "rows": table});
+                crate::io::write_file(&path, format!("{v}\n").as_bytes()).map_err(ExecError::Input)?;
+            }
+            Ok(if unequal == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         GpuCmd::BenchQwen { random_model, batch, steps, replays, json } => {
             let cfg = preset_config(&random_model)?;
             let dev = Device::open(0)?;
@@ -656,7 +699,8 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             for &b in &batch {
                 let prompts: Vec<Vec<u32>> =
                     (0..b).map(|i| (0..32).map(|j| 1000 + 97 * i + 13 * j).collect()).collect();
-                let run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
+                let mut profile = Vec::new();
+                let mut run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
                     let sc = bench_scenario(&prompts, max_tokens, 0)?;
                     let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
                     let t = Instant::now();
@@ -672,6 +716,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                             .unwrap_or(b as usize)
                     );
                     let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
+                    if max_tokens > 8 {
+                        profile = qd.profile_ops(4)?;
+                    }
                     Ok((secs, g))
                 };
                 let (short, _) = run(8)?;
@@ -679,7 +726,21 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 let engine_ms = (long - short) * 1e3 / f64::from(steps);
                 let g = graph_ms.unwrap_or(f64::NAN);
                 println!("{b:>6} {g:>14.3} {engine_ms:>16.3} {:>14.0}", gb / (g / 1e3));
-                rows.push(serde_json::json!({"batch": b, "graph_ms_per_step": g, "engine_ms_per_step": engine_ms}));
+                let total: f64 = profile.iter().map(|(_, n, us)| *n as f64 * us).sum();
+                let mut ops = Vec::new();
+                for (kind, n, us) in &profile {
+                    let ms = *n as f64 * us / 1e3;
+                    println!(
+                        "  profile batch {b:>3} {kind:<16} {n:>3} x {us:>8.2} us = {ms:>7.3} ms ({:>4.1}% of the ops' sum)",
+                        100.0 * ms * 1e3 / total.max(1e-9)
+                    );
+                    ops.push(serde_json::json!({"op": kind, "launches": n, "us_per_launch": us}));
+                }
+                println!(
+                    "  profile batch {b:>3} ops' sum {:.3} ms; graph step {g:.3} ms (the rest: bookkeeping, sampler, gaps between kernels)",
+                    total / 1e3
+                );
+                rows.push(serde_json::json!({"batch": b, "graph_ms_per_step": g, "engine_ms_per_step": engine_ms, "ops": ops}));
             }
             // n-gram speculation on a repetitive prompt vs plain decoding, batch 1.
             let rep: Vec<u32> = (0..64).map(|j| 500 + (j % 8)).collect();
@@ -703,7 +764,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             if let Some(path) = json {
                 let j = serde_json::json!({"device": dev.info.name, "model": random_model, "weights_gb": gb, "decode": rows,
                     "ngram": {"plain_tokens_per_s": tps[0].1, "ngram_k3_tokens_per_s": tps[1].1, "identical": tps[0].2 == tps[1].2}});
-                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+                crate::io::write_file(&path, format!("{j}\n").as_bytes()).map_err(ExecError::Input)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -761,7 +822,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         "cpu_steps_per_s": rate(cpu_steps, cpu_s), "gpu_steps": gpu_steps, "gpu_seconds": gpu_s,
                         "gpu_steps_per_s": rate(gpu_steps, gpu_s)},
                 });
-                std::fs::write(&path, format!("{j}\n")).map_err(|e| io_err(&path, e))?;
+                crate::io::write_file(&path, format!("{j}\n").as_bytes()).map_err(ExecError::Input)?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -162,6 +162,14 @@ pub fn create_output(path: &Path, inputs: &[Option<Identity>]) -> Result<Output,
     Ok(Output { target: path.into(), sink: Sink::File { tmp, file: std::io::BufWriter::new(file), mode } })
 }
 
+/// Writes `bytes` to `path` the safe way ([`create_output`] then [`Output::commit`]): for
+/// the small JSON reports of the `gpu` commands.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut out = create_output(path, &[])?;
+    out.write_all(bytes).map_err(|e| format!("{}: cannot write: {}", path.display(), io_reason(&e)))?;
+    out.commit()
+}
+
 /// Refuses a target that is a symlink, not a regular file, an input, or not writable;
 /// returns its metadata when it exists.
 fn check_target(path: &Path, inputs: &[Option<Identity>]) -> Result<Option<std::fs::Metadata>, String> {

@@ -222,6 +222,94 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
     }
 }
 
+// The same GEMM with other tilings (same order of every sum, so the same bits): each warp
+// owns NC columns and walks the rows in tiles of MT; U chunks' weights are loaded before
+// any of them is used (more loads in flight at small batch). `qwen_gemm_v` picks the
+// tiling from the row count, which the kernel reads from `counts` (never from the host):
+// the choice changes speed only.
+template <int NC, int MT, int U>
+__device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x, int K,
+                                          const bf16_t* __restrict__ w, int N,
+                                          bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
+{
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int chunks = K >> 3;
+    for (int n0 = (blockIdx.x * GEMM_WARPS + warp) * NC; n0 < N; n0 += gridDim.x * GEMM_WARPS * NC) {
+        for (int m0 = 0; m0 < rows; m0 += MT) {
+            float acc[MT][NC];
+#pragma unroll
+            for (int a = 0; a < MT; ++a)
+#pragma unroll
+                for (int b = 0; b < NC; ++b) acc[a][b] = 0.0f;
+            const int mt = rows - m0 < MT ? rows - m0 : MT;
+            for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+                uint4 wv[U][NC];
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    const int c = c0 + 32 * u < chunks ? c0 + 32 * u : c0;
+#pragma unroll
+                    for (int b = 0; b < NC; ++b) {
+                        const int n = n0 + b < N ? n0 + b : N - 1;
+                        wv[u][b] = *(const uint4*)(w + (long long)n * K + (c << 3));
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+                    const int c = c0 + 32 * u;
+                    if (c < chunks) {
+                        float wf[NC][8];
+#pragma unroll
+                        for (int b = 0; b < NC; ++b) unpack8(wv[u][b], wf[b]);
+#pragma unroll
+                        for (int a = 0; a < MT; ++a) {
+                            if (a < mt) {
+                                float xf[8];
+                                unpack8(*(const uint4*)(x + (long long)(m0 + a) * K + (c << 3)), xf);
+#pragma unroll
+                                for (int e = 0; e < 8; ++e)
+#pragma unroll
+                                    for (int b = 0; b < NC; ++b) acc[a][b] = fmaf(xf[e], wf[b][e], acc[a][b]);
+                            }
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int a = 0; a < MT; ++a) {
+                if (a < mt) {
+#pragma unroll
+                    for (int b = 0; b < NC; ++b) {
+                        const float s = warp_butterfly_sum(acc[a][b]);
+                        if (lane == b && n0 + b < N) {
+                            const long long o = (long long)(m0 + a) * N + n0 + b;
+                            if (f32_out) yf[o] = round_bf(s); else y[o] = f2bf(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define GEMM_VARIANT(NAME, NC, MT, U)                                                          \
+    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
+        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
+        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
+        int f32_out)                                                                           \
+    {                                                                                          \
+        gemm_body<NC, MT, U>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);            \
+    }
+
+GEMM_VARIANT(qwen_gemm_2_16_2, 2, 16, 2)
+GEMM_VARIANT(qwen_gemm_2_4_4, 2, 4, 4)
+GEMM_VARIANT(qwen_gemm_1_4_8, 1, 4, 8)
+GEMM_VARIANT(qwen_gemm_4_4_4, 4, 4, 4)
+GEMM_VARIANT(qwen_gemm_4_8_2, 4, 8, 2)
+GEMM_VARIANT(qwen_gemm_8_8_1, 8, 8, 1)
+GEMM_VARIANT(qwen_gemm_4_16_1, 4, 16, 1)
+GEMM_VARIANT(qwen_gemm_8_4_2, 8, 4, 2)
+
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when
 // `qk_norm` is 0) then RoPE (neox `rotate_half`: out = bf16(bf16(x*cos) + bf16(rot*sin)),

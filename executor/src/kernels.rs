@@ -53,6 +53,14 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_embed",
             "qwen_rmsnorm",
             "qwen_gemm",
+            "qwen_gemm_2_16_2",
+            "qwen_gemm_2_4_4",
+            "qwen_gemm_1_4_8",
+            "qwen_gemm_4_4_4",
+            "qwen_gemm_4_8_2",
+            "qwen_gemm_8_8_1",
+            "qwen_gemm_4_16_1",
+            "qwen_gemm_8_4_2",
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
             "qwen_silu_mul",
@@ -333,7 +341,9 @@ mod tests {
         for m in MODULES.iter().chain(BUILDER_MODULES) {
             for e in m.entries {
                 assert!(
-                    m.source.contains(&format!("__global__ void {e}(")) || m.source.contains(&format!(") {e}(")),
+                    m.source.contains(&format!("__global__ void {e}("))
+                        || m.source.contains(&format!(") {e}("))
+                        || m.source.contains(&format!("\nGEMM_VARIANT({e}, ")),
                     "{}: no entry {e}",
                     m.name
                 );

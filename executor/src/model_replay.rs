@@ -7,13 +7,14 @@
 //! and on any machine (`replay --model`), and a divergence is located and classified.
 
 use specreplay_sim::diff::{self, Report};
+use specreplay_sim::config::Scenario;
 use specreplay_sim::{engine, Trace};
 
 use crate::device::Device;
 use crate::error::{ExecError, Result};
 use crate::model::weights::HostWeights;
 use crate::model::Checkpoint;
-use crate::qwen_device::{generation_trace, QwenDevice, QwenHostDevice};
+use crate::qwen_device::{GenerationDevice, QwenDevice, QwenHostDevice};
 
 /// Where the model runs.
 pub enum Backend<'d> {
@@ -47,23 +48,17 @@ pub fn rerun(trace: &Trace, weights: HostWeights, backend: Backend<'_>) -> Resul
         ));
     }
     let sc = trace.scenario();
-    let run = |r: std::result::Result<engine::RunResult, specreplay_sim::SimError>| {
-        r.map_err(|e| ExecError::Input(format!("engine: {e}")))
-    };
-    Ok(match backend {
-        Backend::Cuda(dev) => {
-            let mut d = QwenDevice::new(dev, &sc, &weights)?;
-            d.record_logits = true;
-            let r = run(engine::run_on(&sc, &mut d))?;
-            generation_trace(r.trace, &sc, &d.greedy, &d.logits)
-        }
-        Backend::CpuTwin => {
-            let mut d = QwenHostDevice::new(&sc, weights)?;
-            d.record_logits = true;
-            let r = run(engine::run_on(&sc, &mut d))?;
-            generation_trace(r.trace, &sc, &d.greedy, &d.logits)
-        }
-    })
+    match backend {
+        Backend::Cuda(dev) => run(&sc, &mut QwenDevice::new(dev, &sc, &weights)?),
+        Backend::CpuTwin => run(&sc, &mut QwenHostDevice::new(&sc, weights)?),
+    }
+}
+
+/// One generation run of `sc` through the engine on `d`, recording logits rows.
+fn run(sc: &Scenario, d: &mut impl GenerationDevice) -> Result<Trace> {
+    d.record_logits(true);
+    let r = engine::run_on(sc, d).map_err(|e| ExecError::Input(format!("engine: {e}")))?;
+    Ok(d.generation_trace(r.trace, sc))
 }
 
 /// [`rerun`] then the comparison with the recording (steps, outputs, logits rows).

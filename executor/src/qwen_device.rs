@@ -233,6 +233,35 @@ impl QwenHostDevice {
     }
 }
 
+/// What a model device records for a generation trace: the greedy tokens it sampled and,
+/// with [`GenerationDevice::record_logits`], every logits row's digest and margin. Both
+/// [`QwenDevice`] and its CPU twin [`QwenHostDevice`] implement it, so code that runs a
+/// generation (`model_replay::rerun`) is written once for both.
+pub trait GenerationDevice: SimDevice {
+    /// Turns per-step logits recording on or off.
+    fn record_logits(&mut self, on: bool);
+    /// `generation_trace` of the engine's `trace` with what this device recorded.
+    fn generation_trace(&self, trace: Trace, scenario: &Scenario) -> Trace;
+}
+
+impl GenerationDevice for QwenHostDevice {
+    fn record_logits(&mut self, on: bool) {
+        self.record_logits = on;
+    }
+    fn generation_trace(&self, trace: Trace, scenario: &Scenario) -> Trace {
+        generation_trace(trace, scenario, &self.greedy, &self.logits)
+    }
+}
+
+impl GenerationDevice for QwenDevice<'_> {
+    fn record_logits(&mut self, on: bool) {
+        self.record_logits = on;
+    }
+    fn generation_trace(&self, trace: Trace, scenario: &Scenario) -> Trace {
+        generation_trace(trace, scenario, &self.greedy, &self.logits)
+    }
+}
+
 impl SimDevice for QwenHostDevice {
     fn stage(&mut self, plan: &StepPlan, contexts: &[&[u32]]) -> std::result::Result<(), SimError> {
         let (end, bt) = self.staging.stage(plan, contexts).map_err(drv)?;
@@ -459,6 +488,33 @@ impl<'d> QwenDevice<'d> {
         }
         self.dev.stream.synchronize()?;
         Ok(t0.elapsed().as_secs_f64() * 1e3 / n.max(1) as f64)
+    }
+
+    /// Device time per model op, in the step's last state: for each op kind, one graph
+    /// holding that kind's launches of every layer (distinct weights, so the weights come
+    /// from HBM as in a step), `reps` times over, replayed 5 times. Returns (kind, launches
+    /// per step, microseconds per launch), in forward order. Ops that update the residual
+    /// in place leave garbage behind: profile only a device that is done.
+    pub fn profile_ops(&mut self, reps: usize) -> Result<Vec<(&'static str, usize, f64)>> {
+        let ops = self.model.ops();
+        let mut kinds: Vec<&'static str> = Vec::new();
+        for op in &ops {
+            if !kinds.contains(&op.kind()) {
+                kinds.push(op.kind());
+            }
+        }
+        let mut out = Vec::new();
+        for kind in kinds {
+            let of_kind: Vec<Launch> = ops.iter().filter(|o| o.kind() == kind).map(|&o| Launch::Model(o)).collect();
+            let all: Vec<Launch> = (0..reps.max(1)).flat_map(|_| of_kind.iter().copied()).collect();
+            let key = format!("profile/{kind}");
+            self.replay(key.clone(), &all)?;
+            self.dev.stream.synchronize()?;
+            let ms = self.time_graph(&key, 5)?;
+            self.graphs.remove(&key);
+            out.push((kind, of_kind.len(), ms * 1e3 / all.len() as f64));
+        }
+        Ok(out)
     }
 
     /// Keys of the captured graphs, sorted.

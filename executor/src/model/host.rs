@@ -35,6 +35,26 @@ pub enum Op {
     LmHead,
 }
 
+impl Op {
+    /// The op's kind, without its layer (profiles, logs).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Op::Embed => "embed",
+            Op::InputNorm(_) => "input_norm",
+            Op::Qkv(_) => "qkv_proj",
+            Op::RopeKv(_) => "qk_norm_rope_kv",
+            Op::Attention(_) => "attention",
+            Op::OProj(_) => "o_proj",
+            Op::PostNorm(_) => "post_norm",
+            Op::GateUp(_) => "gate_up_proj",
+            Op::SiluMul(_) => "silu_mul",
+            Op::Down(_) => "down_proj",
+            Op::FinalNorm => "final_norm",
+            Op::LmHead => "lm_head",
+        }
+    }
+}
+
 /// The forward pass's ops for `layers` layers, in order.
 pub fn forward_ops(layers: usize) -> Vec<Op> {
     let mut ops = vec![Op::Embed];

@@ -97,6 +97,7 @@ pub mod names {
     }
 }
 
+pub mod gemm_bench;
 pub mod gpu;
 pub mod host;
 pub mod kernels_ref;

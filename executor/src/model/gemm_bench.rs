@@ -1,0 +1,148 @@
+//! `specreplay gpu bench-gemm`: the forward pass's GEMM tilings (`qwen_gemm` and the
+//! `qwen_gemm_NC_MT_U` variants of `executor/kernels/qwen.cu`) timed on the model's shapes,
+//! each checked bit-equal to `qwen_gemm` (a tiling changes which thread computes an
+//! element, never the order of its sum). Weights are cycled over enough copies that they
+//! come from HBM, as in a step; time per launch from CUDA events around a run of launches.
+
+use cudarc::driver::{sys, CudaSlice, LaunchConfig, PushKernelArg};
+
+use super::ModelConfig;
+use crate::device::Device;
+use crate::error::Result;
+
+/// The tilings: (entry point, columns per warp).
+pub const GEMM_VARIANTS: &[(&str, usize)] = &[
+    ("qwen_gemm", 2),
+    ("qwen_gemm_2_16_2", 2),
+    ("qwen_gemm_2_4_4", 2),
+    ("qwen_gemm_1_4_8", 1),
+    ("qwen_gemm_4_4_4", 4),
+    ("qwen_gemm_4_8_2", 4),
+    ("qwen_gemm_8_8_1", 8),
+    ("qwen_gemm_4_16_1", 4),
+    ("qwen_gemm_8_4_2", 8),
+];
+
+/// One timed (shape, rows, tiling).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GemmRow {
+    pub shape: &'static str,
+    pub k: usize,
+    pub n: usize,
+    pub rows: usize,
+    pub kernel: &'static str,
+    pub us_per_launch: f64,
+    /// Weight bytes / time.
+    pub weight_gb_s: f64,
+    /// FMA rate in TFLOP/s (2 flops per multiply-add).
+    pub tflops: f64,
+    /// Output bit-equal to `qwen_gemm`'s.
+    pub equal: bool,
+}
+
+/// The model's GEMM shapes (K, N): fused qkv, o, fused gate/up, down, LM head.
+pub fn shapes(c: &ModelConfig) -> Vec<(&'static str, usize, usize)> {
+    let heads = c.num_heads + 2 * c.num_kv_heads;
+    vec![
+        ("qkv_proj", c.hidden_size, heads * c.head_dim),
+        ("o_proj", c.num_heads * c.head_dim, c.hidden_size),
+        ("gate_up_proj", c.hidden_size, 2 * c.intermediate_size),
+        ("down_proj", c.intermediate_size, c.hidden_size),
+        ("lm_head", c.hidden_size, c.vocab_size),
+    ]
+}
+
+fn bf16_noise(seed: u64, n: usize, scale: f32) -> Vec<u16> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = specreplay_sim::splitmix::splitmix(s);
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+            let v = (2.0 * u - 1.0) * scale;
+            (v.to_bits() >> 16) as u16
+        })
+        .collect()
+}
+
+/// Times every tiling on every shape at every row count (`launches` per measurement).
+pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize) -> Result<Vec<GemmRow>> {
+    let mut out = Vec::new();
+    let max_rows = rows_list.iter().copied().max().unwrap_or(1);
+    for (shape, k, n) in shapes(c) {
+        let wbytes = k * n * 2;
+        let copies = (256usize << 20).div_ceil(wbytes).clamp(1, 32);
+        let w_host = bf16_noise(0x9e37 ^ (k * n) as u64, k * n, 0.03);
+        let mut ws: Vec<CudaSlice<u16>> = Vec::with_capacity(copies);
+        for _ in 0..copies {
+            ws.push(dev.stream.clone_htod(&w_host)?);
+        }
+        let x = dev.stream.clone_htod(&bf16_noise(0x51 ^ k as u64, max_rows * k, 1.0))?;
+        let mut y: CudaSlice<u16> = dev.stream.alloc_zeros(max_rows * n)?;
+        let mut yf: CudaSlice<f32> = dev.stream.alloc_zeros(max_rows * n)?;
+        let f32_out = i32::from(shape == "lm_head");
+        for &rows in rows_list {
+            let mut counts_host = [0i32; 8];
+            counts_host[3] = rows as i32;
+            counts_host[5] = rows as i32;
+            let counts = dev.stream.clone_htod(&counts_host)?;
+            let source = 0i32;
+            let mut reference: Option<(Vec<u16>, Vec<f32>)> = None;
+            for &(kernel, nc) in GEMM_VARIANTS {
+                let f = dev.function(kernel)?;
+                let lc = LaunchConfig {
+                    grid_dim: (n.div_ceil(4 * nc).clamp(1, 1 << 20) as u32, 1, 1),
+                    block_dim: (128, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let (ki, ni) = (k as i32, n as i32);
+                let go = |w: &CudaSlice<u16>, y: &mut CudaSlice<u16>, yf: &mut CudaSlice<f32>| -> Result<()> {
+                    let mut l = dev.stream.launch_builder(f);
+                    l.arg(&counts).arg(&source).arg(&x).arg(&ki).arg(w).arg(&ni);
+                    l.arg(y).arg(yf).arg(&f32_out);
+                    // SAFETY: the qwen_gemm signature; x holds rows x K, w N x K, y and yf
+                    // rows x N (rows <= max_rows).
+                    unsafe { l.launch(lc) }?;
+                    Ok(())
+                };
+                // Correctness: zero the outputs, one launch, read back.
+                dev.stream.memset_zeros(&mut y)?;
+                dev.stream.memset_zeros(&mut yf)?;
+                go(&ws[0], &mut y, &mut yf)?;
+                let got = (dev.stream.clone_dtoh(&y.slice(..rows * n))?, dev.stream.clone_dtoh(&yf.slice(..rows * n))?);
+                let equal = match &reference {
+                    None => {
+                        reference = Some(got);
+                        true
+                    }
+                    Some(r) => r.0 == got.0 && r.1.iter().map(|v| v.to_bits()).eq(got.1.iter().map(|v| v.to_bits())),
+                };
+                for i in 0..copies.min(8) {
+                    go(&ws[i % copies], &mut y, &mut yf)?;
+                }
+                let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+                let (a, b) = (dev.ctx.new_event(flags)?, dev.ctx.new_event(flags)?);
+                dev.stream.synchronize()?;
+                a.record(&dev.stream)?;
+                for i in 0..launches {
+                    go(&ws[i % copies], &mut y, &mut yf)?;
+                }
+                b.record(&dev.stream)?;
+                dev.stream.synchronize()?;
+                let us = f64::from(a.elapsed_ms(&b)?) * 1e3 / launches.max(1) as f64;
+                tracing::debug!(shape, rows, kernel, us, "gemm tiling timed");
+                out.push(GemmRow {
+                    shape,
+                    k,
+                    n,
+                    rows,
+                    kernel,
+                    us_per_launch: us,
+                    weight_gb_s: wbytes as f64 / (us * 1e3),
+                    tflops: 2.0 * (rows * k * n) as f64 / (us * 1e6),
+                    equal,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
