@@ -6,8 +6,8 @@
 //! them. So a GPU-recorded run is reproduced bit for bit on the device (`gpu replay --model`)
 //! and on any machine (`replay --model`), and a divergence is located and classified.
 
-use specreplay_sim::diff::{self, Report};
 use specreplay_sim::config::Scenario;
+use specreplay_sim::diff::{self, Report};
 use specreplay_sim::{engine, Trace};
 
 use crate::device::Device;
