@@ -6,7 +6,11 @@
 #   1. replayed by the CPU simulator (identical),
 #   2. generated again: the same trace bytes,
 #   3. generated without speculation: the same tokens per request (speculation is lossless),
-#   4. generated with every step eager: the same tokens (graphs change nothing).
+#   4. generated with every step eager: the same tokens (graphs change nothing),
+#   5. generated with --poison (unwritten KV slots, scratch and logits NaN before every step):
+#      the same trace bytes (nothing reads what the step did not write),
+#   6. `gpu replay --model` of this trace and of the committed traces/qwen3_0.6b_mixed_gpu.json
+#      (recorded on another card): every logits row reproduced bit for bit on the device.
 # Usage: scripts/qwen-generate-check.sh SPECREPLAY WORKDIR OUTDIR
 set -uo pipefail
 bin=$1 work=$2 out=$3
@@ -41,5 +45,14 @@ if [ "$(toks "$work/spec.txt")" = "$(toks "$work/eager.txt")" ]; then
 else
     echo "qwen-generate: eager output DIFFERS"; fail=1
 fi
+"$bin" gpu generate --model "$ck" --scenario "$sc" --poison --trace "$work/poison.json" >/dev/null || exit 1
+if cmp -s "$out/qwen_mixed_gpu.json" "$work/poison.json"; then echo "qwen-generate: --poison run, same trace bytes"; else echo "qwen-generate: --poison run DIFFERENT"; "$bin" diff "$out/qwen_mixed_gpu.json" "$work/poison.json" | head -20; fail=1; fi
+for t in "$out/qwen_mixed_gpu.json" traces/qwen3_0.6b_mixed_gpu.json; do
+    if "$bin" gpu replay --model "$ck" "$t" >"$work/replay-model.txt" 2>&1; then
+        echo "qwen-generate: gpu replay --model $t: $(tail -n 1 "$work/replay-model.txt")"
+    else
+        echo "qwen-generate: gpu replay --model $t FAILED"; head -20 "$work/replay-model.txt"; fail=1
+    fi
+done
 grep -h '^generated' "$work/plain.txt" "$work/eager.txt" | sed 's/^/qwen-generate: /'
 exit $fail

@@ -197,6 +197,11 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// Run every step eagerly (no CUDA graphs).
         #[arg(long)]
         eager: bool,
+        /// The poison probe: unwritten KV slots, the activation scratch and the logits
+        /// rows hold NaN before every step; a correct run records the same trace as
+        /// without it (compare the two with `specreplay diff`).
+        #[arg(long)]
+        poison: bool,
         /// Record the run's trace, JSON only (its oracle: the greedy tokens sampled, so
         /// `specreplay replay` re-simulates it on any machine; its header: backend, device,
         /// checkpoint and module hashes; each step: every logits row's digest, top-1 token
@@ -569,6 +574,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             prompt_lookup_min,
             prompt_lookup_max,
             eager,
+            poison,
             trace,
         } => {
             let cfg = match (&model, random_model.as_deref()) {
@@ -617,6 +623,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
             qd.force_eager = eager;
             qd.record_logits = trace.is_some();
+            if poison {
+                qd.set_poison()?;
+            }
             let mut progress = GenerationProgress::new(&sc);
             let mut steps = Vec::new();
             let t0 = Instant::now();

@@ -361,7 +361,12 @@ pub struct QwenDevice<'d> {
     pub record_logits: bool,
     /// Run every step eagerly whatever the dispatch (benchmarks of graph vs eager).
     pub force_eager: bool,
+    /// The poison probe (`gpu generate --poison`): see [`QwenDevice::set_poison`].
+    poison: bool,
 }
+
+/// bf16 NaN with every bit set (and f32 NaN as two of them): what `--poison` fills with.
+pub const POISON_BF16: u16 = 0xffff;
 
 impl<'d> QwenDevice<'d> {
     /// Uploads the weights, allocates every buffer for `scenario`, and runs every launch
@@ -386,11 +391,50 @@ impl<'d> QwenDevice<'d> {
             logits: Vec::new(),
             record_logits: false,
             force_eager: false,
+            poison: false,
         };
         let all = d.launches.clone();
         d.enqueue(&all)?;
         dev.stream.synchronize()?;
         Ok(d)
+    }
+
+    /// The poison probe: now, every KV-cache slot (so a slot no step wrote is NaN), and
+    /// before every step, the activation scratch and the logits rows, hold NaN. A correct
+    /// forward pass reads only what the step's own kernels and the written KV slots hold,
+    /// so a poisoned run samples and records exactly what a plain run does (a padded row,
+    /// a stale scratch row or an unwritten slot leaking into a real row turns its logits
+    /// NaN). Costs host-to-device copies every step: a probe, not a mode to time.
+    pub fn set_poison(&mut self) -> Result<()> {
+        self.poison = true;
+        let dev = self.dev;
+        for l in &mut self.model.layers {
+            fill_u16(dev, &mut l.k_cache, POISON_BF16)?;
+            fill_u16(dev, &mut l.v_cache, POISON_BF16)?;
+        }
+        dev.stream.synchronize()?;
+        Ok(())
+    }
+
+    /// Before a poisoned step: scratch and logits to NaN.
+    fn poison_step(&mut self) -> Result<()> {
+        let (dev, s) = (self.dev, &mut self.model.s);
+        for buf in [
+            &mut s.residual,
+            &mut s.x,
+            &mut s.delta,
+            &mut s.qkv,
+            &mut s.q,
+            &mut s.attn,
+            &mut s.gate_up,
+            &mut s.act,
+            &mut s.final_x,
+        ] {
+            fill_u16(dev, buf, POISON_BF16)?;
+        }
+        let n = self.bufs.logits.len();
+        dev.stream.memcpy_htod(&vec![f32::from_bits(u32::from(POISON_BF16) * 0x1_0001); n], &mut self.bufs.logits)?;
+        Ok(())
     }
 
     fn enqueue(&mut self, launches: &[Launch]) -> Result<()> {
@@ -452,6 +496,9 @@ impl<'d> QwenDevice<'d> {
     }
 
     fn forward_inner(&mut self, plan: &StepPlan) -> Result<Vec<Vec<i64>>> {
+        if self.poison {
+            self.poison_step()?;
+        }
         let mode = if self.force_eager { GraphMode::None } else { plan.dispatch.mode };
         let size = plan.dispatch.num_tokens_padded;
         let launches = self.launches.clone();
@@ -563,6 +610,21 @@ impl SimDevice for QwenDevice<'_> {
         };
         read().map_err(drv)
     }
+}
+
+/// Fills `buf` with `v` (in pieces of at most 16 Mi elements).
+fn fill_u16(dev: &Device, buf: &mut CudaSlice<u16>, v: u16) -> Result<()> {
+    const PIECE: usize = 1 << 24;
+    let n = buf.len();
+    let host = vec![v; n.min(PIECE)];
+    let mut at = 0;
+    while at < n {
+        let m = (n - at).min(PIECE);
+        dev.stream.memcpy_htod(&host[..m], &mut buf.slice_mut(at..at + m))?;
+        at += m;
+    }
+    dev.stream.synchronize()?;
+    Ok(())
 }
 
 /// Every (request, context length) → logits digest of a run (for invariance checks).
