@@ -28,12 +28,14 @@
 #define DS_THREADS 256
 #define DS_MAX_CAND 1024
 
-// Whether candidate (a, ia) is ordered before (b, ib).
-__device__ __forceinline__ bool ds_before(float a, int ia, float b, int ib) {
-    const bool na = (a != a), nb = (b != b);
-    if (na != nb) return na;
-    if (!na && a != b) return a > b;
-    return ia < ib;
+// The order as one unsigned key, larger = ordered first: numbers by value (-0.0 and 0.0
+// equal), NaN above every number (all NaNs equal). Candidate a is ordered before b iff
+// key(a) > key(b), or the keys are equal and a's index is lower.
+__device__ __forceinline__ unsigned ds_key(float x) {
+    if (x != x) return 0xffffffffu;
+    if (x == 0.0f) return 0x80000000u;
+    const unsigned b = __float_as_uint(x);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
 // The case holding global row w: the largest c with row_off[c] <= w.
@@ -46,15 +48,33 @@ __device__ __forceinline__ int ds_case_of(const int* hdr, int n, int w) {
     return lo;
 }
 
+// Block-wide sum and max of (v, m) over DS_THREADS threads; every thread gets both.
+__device__ __forceinline__ void ds_block_sum_max(int& v, int& m, int* s_sum, int* s_max) {
+    const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+        m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    }
+    if (lane == 0) { s_sum[warp] = v; s_max[warp] = m; }
+    __syncthreads();
+    v = 0; m = 0;
+    for (int k = 0; k < DS_THREADS / 32; ++k) { v += s_sum[k]; m = max(m, s_max[k]); }
+}
+
+// Per row: the scores are loaded first (independent of the offsets), the output offset
+// (sum of the earlier counts) and max count come from one block reduction, then each
+// candidate's rank is counted by G threads (G = the largest power of two <= DS_THREADS / n,
+// at most 32, candidates j = t / G, comparisons split k = t % G (mod G)) and summed over
+// the G lanes. Ranks are exact counts, so the split does not change them.
 template <bool SORTED>
 __device__ void ds_rows(const int* __restrict__ meta, const int* __restrict__ hdr,
                         const int* __restrict__ counts, const float* __restrict__ scores,
                         long long* __restrict__ out)
 {
-    __shared__ float s_score[DS_MAX_CAND];
+    __shared__ unsigned s_key[DS_MAX_CAND];
     __shared__ int s_rank[DS_MAX_CAND];
-    __shared__ int s_red[DS_THREADS];
-    __shared__ int s_red2[DS_THREADS];
+    __shared__ int s_sum[DS_THREADS / 32];
+    __shared__ int s_max[DS_THREADS / 32];
     const int t = threadIdx.x;
     const int ncases = meta[0], nrows = meta[1];
     for (int w = blockIdx.x; w < nrows; w += gridDim.x) {
@@ -62,37 +82,35 @@ __device__ void ds_rows(const int* __restrict__ meta, const int* __restrict__ hd
         const int* h = hdr + c * DS_HDR;
         const int bs = h[0], n = h[1], req_off = h[2], score_off = h[3], out_off = h[4];
         const int i = w - h[5];
-        // Output offset: sum of the counts before row i; SORTED also needs max(counts).
+        const float* row = scores + score_off + (long long)i * n;
+        for (int j = t; j < n; j += DS_THREADS) s_key[j] = ds_key(row[j]);
         int sum = 0, mx = 0;
         for (int k = t; k < bs; k += DS_THREADS) {
             const int v = counts[req_off + k];
             if (k < i) sum += v;
             mx = max(mx, v);
         }
-        s_red[t] = sum;
-        s_red2[t] = mx;
-        __syncthreads();
-        for (int s = DS_THREADS / 2; s > 0; s >>= 1) {
-            if (t < s) {
-                s_red[t] += s_red[t + s];
-                s_red2[t] = max(s_red2[t], s_red2[t + s]);
-            }
-            __syncthreads();
-        }
-        const int off = out_off + s_red[0];
-        const int max_c = s_red2[0];
+        ds_block_sum_max(sum, mx, s_sum, s_max);  // (its barrier also publishes s_key)
+        const int off = out_off + sum;
+        const int max_c = mx;
         const int ci = counts[req_off + i];
-        __syncthreads();
         if (ci > 0) {  // uniform across the block
-            const float* row = scores + score_off + (long long)i * n;
-            for (int j = t; j < n; j += DS_THREADS) s_score[j] = row[j];
-            __syncthreads();
-            for (int j = t; j < n; j += DS_THREADS) {
-                const float sj = s_score[j];
+            int g = 1;
+            while (g < 32 && 2 * g * n <= DS_THREADS) g *= 2;
+            const int part = t & (g - 1);
+            for (int j0 = t / g; j0 < (n + DS_THREADS / g - 1) / (DS_THREADS / g) * (DS_THREADS / g); j0 += DS_THREADS / g) {
+                const int j = j0 < n ? j0 : n - 1;
+                const unsigned kj = s_key[j];
                 int rank = 0;
-                for (int k = 0; k < n; ++k) rank += ds_before(s_score[k], k, sj, j) ? 1 : 0;
-                if (SORTED) s_rank[j] = rank;
-                else if (rank < ci) out[off + rank] = (long long)j;
+                for (int k = part; k < n; k += g) {
+                    const unsigned kk = s_key[k];
+                    rank += (kk > kj || (kk == kj && k < j)) ? 1 : 0;
+                }
+                for (int o = 1; o < g; o <<= 1) rank += __shfl_xor_sync(0xffffffffu, rank, o);
+                if (part == 0 && j0 < n) {
+                    if (SORTED) s_rank[j] = rank;
+                    else if (rank < ci) out[off + rank] = (long long)j;
+                }
             }
             if (SORTED) {
                 __syncthreads();

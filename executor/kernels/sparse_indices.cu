@@ -8,7 +8,7 @@
 //   weight_list[b][h][j] = 1.0 if j is listed, else 0.0
 //
 // sparse_build (correct): sink' = min(sink, sk), window' = min(window, sk) (iter-9's clamp).
-//   Race-free by ownership: the grid is (case, row (b, h), chunk of SP_CHUNK slots); each
+//   Race-free by ownership: the grid is (case, row (b, h), chunk of hdr[14] slots); each
 //   block owns one chunk of one row's weights and of its list. It first marks the heavy
 //   indices that fall in its chunk in a shared-memory bitmap (atomicOr on 32-bit integers:
 //   OR is commutative and idempotent, so the bitmap does not depend on thread order), then
@@ -28,6 +28,7 @@
 //   0 b  1 h  2 sk  3 sink  4 window  5 heavy_size  6 init_offset  7 list_len (this variant's)
 //   8 heavy_off  9 list_off  10 len_off  11 weight_off (row 0 of the case)  12 blocks_per_row
 //   13 work_off (first work item: block for sparse_build, row for the unclamped kernel)
+//   14 chunk (slots per block of sparse_build, a multiple of 256, at most SP_CHUNK)
 // The host validates every heavy index + init_offset in [0, sk) (else the reference raises).
 
 #define SP_HDR 16
@@ -66,18 +67,19 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
         const int bpr = h[12];
         const int item = w - h[13];
         const int row = item / bpr, chunk = item - row * bpr;
-        const int lo = chunk * SP_CHUNK;
+        const int csize = h[14];
+        const int lo = chunk * csize;
         const long long* heavy_row = heavy + h[8] + (long long)row * heavy_size;
-        // 1. Mark the heavy indices of this row that fall in [lo, lo + SP_CHUNK).
-        for (int k = t; k < SP_CHUNK / 32; k += SP_THREADS) s_bits[k] = 0u;
+        // 1. Mark the heavy indices of this row that fall in [lo, lo + csize).
+        for (int k = t; k < csize / 32; k += SP_THREADS) s_bits[k] = 0u;
         __syncthreads();
         for (int m = t; m < heavy_size; m += SP_THREADS) {
             const long long idx = heavy_row[m] + (long long)init_offset - lo;
-            if (idx >= 0 && idx < SP_CHUNK) atomicOr(&s_bits[idx >> 5], 1u << (idx & 31));
+            if (idx >= 0 && idx < csize) atomicOr(&s_bits[idx >> 5], 1u << (idx & 31));
         }
         __syncthreads();
         // 2. Weights: every slot of the chunk, one owner each.
-        const int hi = min(lo + SP_CHUNK, sk);
+        const int hi = min(lo + csize, sk);
         float* wrow = weights + h[11] + (long long)row * sk;
         const int wstart = sk - window;
         int j0 = lo;
@@ -102,7 +104,7 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
         }
         // 3. The list slots of this chunk, and the length.
         long long* lrow = list + h[9] + (long long)row * L;
-        const int lhi = min(lo + SP_CHUNK, L);
+        const int lhi = min(lo + csize, L);
         for (int off = lo + t; off < lhi; off += SP_THREADS)
             lrow[off] = sp_list_value(off, sink, heavy_size, sk, window, heavy_row, init_offset);
         if (chunk == 0 && t == 0) lens[h[10] + row] = L;

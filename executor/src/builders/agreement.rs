@@ -28,6 +28,7 @@ use specreplay_sim::builders::{Mismatch, Outcome};
 use specreplay_sim::splitmix::Rng;
 
 use super::{draft, nsa, sparse as dsparse, KernelVariant, BATCH_GRID, KERNEL_VARIANTS};
+use crate::builders::GraphedBuilder;
 use crate::device::Device;
 use crate::error::Result;
 

@@ -13,7 +13,7 @@ use specreplay_sim::builders::cases::DraftCase;
 use specreplay_sim::builders::draft_select::{DraftVariant, Selection};
 use specreplay_sim::builders::{BuilderError, Outcome};
 
-use super::{off32, DevBuf};
+use super::{off32, DevBuf, GraphedBuilder};
 use crate::device::Device;
 use crate::error::{ExecError, Result};
 
@@ -182,6 +182,10 @@ impl DraftDevice {
             out: DevBuf::new(dev, "selected", cap.out)?,
         })
     }
+}
+
+impl GraphedBuilder for DraftDevice {
+    type Packed = Packed;
 
     fn launch(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<()> {
         let f = dev.function(entry)?;
@@ -195,20 +199,7 @@ impl DraftDevice {
         Ok(())
     }
 
-    pub fn graph(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<usize> {
-        let key = format!("{entry}/{grid}");
-        if let Some(i) = self.graphs.iter().position(|(k, _)| *k == key) {
-            return Ok(i);
-        }
-        self.meta.put(dev, &[0, 0, 0, 0])?;
-        self.launch(dev, entry, grid)?;
-        dev.stream.synchronize()?;
-        let g = super::capture(dev, || self.launch(dev, entry, grid))?;
-        self.graphs.push((key, g));
-        Ok(self.graphs.len() - 1)
-    }
-
-    pub fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
+    fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
         let c = &self.cap;
         if p.cases > c.cases || p.rows > c.rows || p.scores.len() > c.scores || p.out.len() > c.out {
             return Err(ExecError::InvalidInput(format!("draft batch of {} cases exceeds the buffers {c:?}", p.cases)));
@@ -221,22 +212,22 @@ impl DraftDevice {
         Ok(())
     }
 
-    pub fn replay(&self, g: usize) -> Result<()> {
-        self.graphs[g].1.launch()?;
-        Ok(())
-    }
-
-    pub fn read(&self, dev: &Device, p: &mut Packed) -> Result<()> {
+    fn read(&self, dev: &Device, p: &mut Packed) -> Result<()> {
         self.out.get(dev, &mut p.out)?;
         dev.stream.synchronize()?;
         Ok(())
     }
 
-    pub fn run(&mut self, dev: &Device, entry: &str, p: &mut Packed, grid: u32) -> Result<()> {
-        let g = self.graph(dev, entry, grid)?;
-        self.stage(dev, p)?;
-        self.replay(g)?;
-        self.read(dev, p)
+    fn graphs(&self) -> &[(String, CudaGraph)] {
+        &self.graphs
+    }
+
+    fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)> {
+        &mut self.graphs
+    }
+
+    fn meta(&mut self) -> &mut DevBuf<i32> {
+        &mut self.meta
     }
 }
 

@@ -100,6 +100,59 @@ pub fn capture(dev: &Device, launch: impl FnOnce() -> Result<()>) -> Result<Cuda
     Ok(g)
 }
 
+/// A builder's device buffers with its kernels captured as graphs (SGLang's capture /
+/// replay): [`draft::DraftDevice`], [`nsa::NsaDevice`], [`sparse::SparseDevice`]. Each
+/// says how to launch, stage and read back; the graph cache, replay and the staged run
+/// are written once here.
+pub trait GraphedBuilder {
+    /// The host-side batch the buffers hold.
+    type Packed;
+    /// Enqueues `entry` with `grid` blocks on the staged buffers (capturable).
+    fn launch(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<()>;
+    /// Stages a packed batch (inputs and the outputs' initial contents), capacities checked.
+    fn stage(&mut self, dev: &Device, p: &Self::Packed) -> Result<()>;
+    /// Reads every output buffer back into `p` (synchronizes).
+    fn read(&self, dev: &Device, p: &mut Self::Packed) -> Result<()>;
+    /// The captured graphs by key.
+    fn graphs(&self) -> &[(String, CudaGraph)];
+    fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)>;
+    /// The `meta` buffer (`[cases, work, 0, 0]`).
+    fn meta(&mut self) -> &mut DevBuf<i32>;
+    /// The cache key of `entry`'s graph with `grid` blocks.
+    fn graph_key(&self, entry: &str, grid: u32) -> String {
+        format!("{entry}/{grid}")
+    }
+
+    /// The graph of `entry` with `grid` blocks, captured on first use after an eager
+    /// warm-up with no cases (module loading is not capturable); returns its index.
+    fn graph(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<usize> {
+        let key = self.graph_key(entry, grid);
+        if let Some(i) = self.graphs().iter().position(|(k, _)| *k == key) {
+            return Ok(i);
+        }
+        self.meta().put(dev, &[0, 0, 0, 0])?;
+        self.launch(dev, entry, grid)?;
+        dev.stream.synchronize()?;
+        let g = capture(dev, || self.launch(dev, entry, grid))?;
+        self.graphs_mut().push((key, g));
+        Ok(self.graphs().len() - 1)
+    }
+
+    /// Replays graph `g` (asynchronous).
+    fn replay(&self, g: usize) -> Result<()> {
+        self.graphs()[g].1.launch()?;
+        Ok(())
+    }
+
+    /// Stage, replay the variant's graph, read back: `p`'s outputs become the device's.
+    fn run(&mut self, dev: &Device, entry: &str, p: &mut Self::Packed, grid: u32) -> Result<()> {
+        let g = self.graph(dev, entry, grid)?;
+        self.stage(dev, p)?;
+        self.replay(g)?;
+        self.read(dev, p)
+    }
+}
+
 /// One kernel variant of the table `specreplay gpu builders` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelVariant {

@@ -18,7 +18,7 @@ use specreplay_sim::builders::cuda_graph::{self, GraphBuffers};
 use specreplay_sim::builders::nsa::{NsaMode, NsaVariant};
 use specreplay_sim::builders::Outcome;
 
-use super::{off32, DevBuf};
+use super::{off32, DevBuf, GraphedBuilder};
 use crate::device::Device;
 use crate::error::{ExecError, Result};
 
@@ -308,6 +308,10 @@ impl NsaDevice {
         d.r2t.put(dev, &req_to_token())?;
         Ok(d)
     }
+}
+
+impl GraphedBuilder for NsaDevice {
+    type Packed = Packed;
 
     fn launch(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<()> {
         let f = dev.function(entry)?;
@@ -328,23 +332,8 @@ impl NsaDevice {
         Ok(())
     }
 
-    /// The graph of `entry` with `grid` blocks, captured on first use after an eager
-    /// warm-up with no cases (module loading is not capturable).
-    pub fn graph(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<usize> {
-        let key = format!("{entry}/{grid}x{}", self.page_split);
-        if let Some(i) = self.graphs.iter().position(|(k, _)| *k == key) {
-            return Ok(i);
-        }
-        self.meta.put(dev, &[0, 0, 0, 0])?;
-        self.launch(dev, entry, grid)?;
-        dev.stream.synchronize()?;
-        let g = super::capture(dev, || self.launch(dev, entry, grid))?;
-        self.graphs.push((key, g));
-        Ok(self.graphs.len() - 1)
-    }
-
     /// Stages a packed batch (inputs and the outputs' initial contents).
-    pub fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
+    fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
         let c = &self.cap;
         if p.cases > c.cases || p.seq_lens.len() > c.reqs || p.expanded.len() > c.rows || p.page_table.len() > c.page {
             return Err(ExecError::InvalidInput(format!("NSA batch of {} cases exceeds the buffers {c:?}", p.cases)));
@@ -364,14 +353,8 @@ impl NsaDevice {
         Ok(())
     }
 
-    /// Replays graph `g` (asynchronous).
-    pub fn replay(&self, g: usize) -> Result<()> {
-        self.graphs[g].1.launch()?;
-        Ok(())
-    }
-
     /// Reads every output buffer back into `p` (synchronizes).
-    pub fn read(&self, dev: &Device, p: &mut Packed) -> Result<()> {
+    fn read(&self, dev: &Device, p: &mut Packed) -> Result<()> {
         self.cache_seqlens.get(dev, &mut p.cache_seqlens)?;
         self.cu_seqlens_k.get(dev, &mut p.cu_seqlens_k)?;
         self.page_table.get(dev, &mut p.page_table)?;
@@ -382,12 +365,20 @@ impl NsaDevice {
         Ok(())
     }
 
-    /// Stage, replay the variant's graph, read back: `p`'s outputs become the device's.
-    pub fn run(&mut self, dev: &Device, entry: &str, p: &mut Packed, grid: u32) -> Result<()> {
-        let g = self.graph(dev, entry, grid)?;
-        self.stage(dev, p)?;
-        self.replay(g)?;
-        self.read(dev, p)
+    fn graphs(&self) -> &[(String, CudaGraph)] {
+        &self.graphs
+    }
+
+    fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)> {
+        &mut self.graphs
+    }
+
+    fn meta(&mut self) -> &mut DevBuf<i32> {
+        &mut self.meta
+    }
+
+    fn graph_key(&self, entry: &str, grid: u32) -> String {
+        format!("{entry}/{grid}x{}", self.page_split)
     }
 }
 

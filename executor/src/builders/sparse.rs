@@ -13,7 +13,7 @@ use cudarc::driver::{CudaGraph, PushKernelArg};
 use specreplay_sim::builders::sparse::{SparseInput, SparseOutput, SparseVariant};
 use specreplay_sim::builders::Outcome;
 
-use super::{off32, DevBuf};
+use super::{off32, DevBuf, GraphedBuilder};
 use crate::device::Device;
 use crate::error::{ExecError, Result};
 
@@ -24,6 +24,19 @@ pub const CHUNK: usize = 8192;
 /// Poison of the race-free kernel's buffers (a NaN payload no kernel writes).
 pub const POISON_W: u32 = 0x7fa5_a5a5;
 pub const POISON_L: i64 = -0x5EED_0000;
+
+/// Blocks each work row gets (and the slots each covers) in the race-free kernel: enough
+/// blocks that a case fills about [`TARGET_BLOCKS`] (a single-batch row of 8192 slots in
+/// one block leaves most of the GPU idle), chunks a multiple of 256 slots and at most
+/// [`CHUNK`] (the kernel's shared-memory bitmap).
+pub fn blocks_per_row(rows: usize, slots: usize) -> (usize, usize) {
+    let want = TARGET_BLOCKS.div_ceil(rows.max(1)).max(1);
+    let chunk = slots.div_ceil(want).next_multiple_of(256).clamp(256, CHUNK);
+    (slots.div_ceil(chunk).max(1), chunk)
+}
+
+/// Blocks per case the race-free kernel's chunking aims at (about two per SM on Hopper).
+pub const TARGET_BLOCKS: usize = 256;
 
 /// Whether `variant` runs the literal unclamped kernel.
 pub fn unclamped(variant: SparseVariant) -> bool {
@@ -95,7 +108,7 @@ impl Packed {
     pub fn push(&mut self, x: &SparseInput) -> std::result::Result<(), String> {
         let rows = x.b * x.h;
         let l = list_len(x, self.unclamped);
-        let bpr = if self.unclamped { 1 } else { x.sk.div_ceil(CHUNK).max(l.div_ceil(CHUNK)).max(1) };
+        let (bpr, chunk) = if self.unclamped { (1, CHUNK) } else { blocks_per_row(rows, x.sk.max(l)) };
         let fill_w = if self.unclamped { 0.0 } else { f32::from_bits(POISON_W) };
         // Leading guard, rounded so the rows start 16-byte aligned.
         let lead = guard(x) + (4 - (self.weights.len() + guard(x)) % 4) % 4;
@@ -115,6 +128,7 @@ impl Packed {
             off32(weight_off, "weights")?,
             off32(bpr, "blocks per row")?,
             off32(self.work, "work")?,
+            off32(chunk, "chunk")?,
         ];
         self.hdr.extend_from_slice(&h);
         self.hdr.resize(self.hdr.len() + HDR - h.len(), 0);
@@ -275,6 +289,10 @@ impl SparseDevice {
             weights: DevBuf::new(dev, "weight_list", cap.weights)?,
         })
     }
+}
+
+impl GraphedBuilder for SparseDevice {
+    type Packed = Packed;
 
     fn launch(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<()> {
         if entry == "sparse_build_fused_unclamped" {
@@ -294,20 +312,7 @@ impl SparseDevice {
         Ok(())
     }
 
-    pub fn graph(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<usize> {
-        let key = format!("{entry}/{grid}");
-        if let Some(i) = self.graphs.iter().position(|(k, _)| *k == key) {
-            return Ok(i);
-        }
-        self.meta.put(dev, &[0, 0, 0, 0])?;
-        self.launch(dev, entry, grid)?;
-        dev.stream.synchronize()?;
-        let g = super::capture(dev, || self.launch(dev, entry, grid))?;
-        self.graphs.push((key, g));
-        Ok(self.graphs.len() - 1)
-    }
-
-    pub fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
+    fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
         let c = &self.cap;
         if p.cases > c.cases
             || p.heavy.len() > c.heavy
@@ -329,12 +334,7 @@ impl SparseDevice {
         Ok(())
     }
 
-    pub fn replay(&self, g: usize) -> Result<()> {
-        self.graphs[g].1.launch()?;
-        Ok(())
-    }
-
-    pub fn read(&self, dev: &Device, p: &mut Packed) -> Result<()> {
+    fn read(&self, dev: &Device, p: &mut Packed) -> Result<()> {
         self.list.get(dev, &mut p.list)?;
         self.lens.get(dev, &mut p.lens)?;
         self.weights.get(dev, &mut p.weights)?;
@@ -342,11 +342,16 @@ impl SparseDevice {
         Ok(())
     }
 
-    pub fn run(&mut self, dev: &Device, entry: &str, p: &mut Packed, grid: u32) -> Result<()> {
-        let g = self.graph(dev, entry, grid)?;
-        self.stage(dev, p)?;
-        self.replay(g)?;
-        self.read(dev, p)
+    fn graphs(&self) -> &[(String, CudaGraph)] {
+        &self.graphs
+    }
+
+    fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)> {
+        &mut self.graphs
+    }
+
+    fn meta(&mut self) -> &mut DevBuf<i32> {
+        &mut self.meta
     }
 }
 
@@ -374,6 +379,20 @@ mod tests {
     use super::*;
     use specreplay_sim::builders::cases;
     use specreplay_sim::builders::sparse::build;
+
+    #[test]
+    fn the_chunks_cover_every_slot_within_the_bitmap_and_fill_the_gpu() {
+        for rows in [0usize, 1, 3, 32, 255, 256, 4096] {
+            for slots in [0usize, 1, 255, 256, 1000, 8192, 8193, 32768, 1 << 20] {
+                let (bpr, chunk) = blocks_per_row(rows, slots);
+                assert!(chunk % 256 == 0 && (256..=CHUNK).contains(&chunk), "{rows} {slots}: {chunk}");
+                assert!(bpr * chunk >= slots && (bpr - 1) * chunk < slots.max(1), "{rows} {slots}: {bpr} x {chunk}");
+                // Small cases are split until about TARGET_BLOCKS blocks (rounding the chunk up
+                // to 256 slots at most halves that), or 256-slot chunks.
+                assert!(rows * bpr >= (TARGET_BLOCKS / 2).min(rows * slots.div_ceil(256)), "{rows} {slots}: {bpr}");
+            }
+        }
+    }
 
     #[test]
     fn the_twins_equal_the_simulator_batched_and_the_unclamped_one_stores_out_of_rows() {

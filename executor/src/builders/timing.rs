@@ -21,6 +21,7 @@ use specreplay_sim::splitmix::Rng;
 
 use super::{draft, nsa, sparse, DevBuf};
 use crate::bench::median;
+use crate::builders::GraphedBuilder;
 use crate::device::Device;
 use crate::error::{ExecError, Result};
 
@@ -247,7 +248,10 @@ mod tests {
             assert!(sparse::raises(&x).is_none());
             let mut p = sparse::Packed::new(false);
             p.push(&x).unwrap();
-            assert_eq!(p.work, b * h * sk.div_ceil(sparse::CHUNK));
+            // b 1: 32 rows of 8192 slots in 8 chunks of 1024 (256 blocks); b 4: 128 rows in
+            // 4 chunks of 8192 (the bitmap's limit).
+            let (bpr, chunk) = if b == 1 { (8, 1024) } else { (4, 8192) };
+            assert_eq!((p.work, p.hdr[12], p.hdr[14]), (b * h * bpr, bpr as i32, chunk));
         }
     }
 }
