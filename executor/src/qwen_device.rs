@@ -501,6 +501,12 @@ impl<'d> QwenDevice<'d> {
         }
         let mode = if self.force_eager { GraphMode::None } else { plan.dispatch.mode };
         let size = plan.dispatch.num_tokens_padded;
+        // Grids for this step's rows: a graph is captured at its size, an eager step runs
+        // its padded tokens (see `GpuModel::grid_rows`).
+        self.model.grid_rows = match mode {
+            GraphMode::Full | GraphMode::Piecewise => size,
+            GraphMode::None => self.staging.input.padded_tokens,
+        };
         let launches = self.launches.clone();
         match mode {
             GraphMode::Full => self.replay(format!("FULL/{size}"), &launches)?,

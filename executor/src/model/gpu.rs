@@ -60,11 +60,30 @@ pub struct GpuModel {
     pub s: GpuScratch,
     /// Bytes of weights read by one decode step (for bandwidth figures).
     pub weight_bytes: usize,
+    /// The rows the next launches' grids and GEMM tilings are chosen for (a graph's
+    /// padded size, an eager step's padded tokens; `cap.max_tokens` until set). Every
+    /// kernel walks its rows grid-stride from `counts` and every tiling sums in the same
+    /// order, so this changes speed only, never a bit: a grid sized by the capacity
+    /// launched thousands of idle blocks per op at batch 1 (device log run 5).
+    pub grid_rows: usize,
+}
+
+/// The GEMM entry point (and its columns per warp) for `rows` rows of a `k`-deep
+/// product, from `gpu bench-gemm` on the H100 (BENCHMARKS.md, device log run 5): 2x4
+/// tiles with 4 chunks in flight up to 16 rows and for K < 2048; 1x4 with 8 in flight
+/// for the deep products (o_proj, down_proj) past 16 rows. All tilings are bit-equal.
+pub fn gemm_tiling(rows: usize, k: usize) -> (&'static str, usize) {
+    if rows > 16 && k >= 2048 {
+        ("qwen_gemm_1_4_8", 1)
+    } else {
+        ("qwen_gemm_2_4_4", 2)
+    }
 }
 
 const ROWS_PADDED: i32 = 0;
 const ROWS_LOGITS: i32 = 1;
-const GEMM_COLS_PER_BLOCK: usize = 4 * 2;
+/// Warps per GEMM block (`GEMM_WARPS`).
+const GEMM_WARPS: usize = 4;
 
 fn cfg(blocks: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks.clamp(1, 1 << 20) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
@@ -121,6 +140,7 @@ impl GpuModel {
             rope_len: cap.max_model_len,
             s,
             weight_bytes: w.bytes(),
+            grid_rows: cap.max_tokens,
             kv,
             cfg: c,
         };
@@ -143,7 +163,8 @@ impl GpuModel {
         let eps = c.rms_norm_eps;
         let vocab = c.vocab_size as i32;
         let cap = b.cap;
-        let rows = cap.max_tokens;
+        let rows = self.grid_rows.clamp(1, cap.max_tokens);
+        let logit_rows = rows.min(cap.max_logits);
         let s = &mut self.s;
         let zero = 0i32;
         let one = 1i32;
@@ -158,11 +179,17 @@ impl GpuModel {
             Op::InputNorm(i) => i32::from(i > 0),
             _ => 1,
         };
-        let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_COLS_PER_BLOCK), 128);
+        let gemm_k = match op {
+            Op::OProj(_) => k_o,
+            Op::Down(_) => inter,
+            _ => h,
+        } as usize;
+        let (gemm, cols_per_warp) = gemm_tiling(if op == Op::LmHead { logit_rows } else { rows }, gemm_k);
+        let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_WARPS * cols_per_warp), 128);
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
             Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => "qwen_rmsnorm",
-            Op::Qkv(_) | Op::OProj(_) | Op::GateUp(_) | Op::Down(_) | Op::LmHead => "qwen_gemm",
+            Op::Qkv(_) | Op::OProj(_) | Op::GateUp(_) | Op::Down(_) | Op::LmHead => gemm,
             Op::RopeKv(_) => "qwen_qk_norm_rope_kv",
             Op::Attention(_) => "qwen_attention",
             Op::SiluMul(_) => "qwen_silu_mul",
@@ -185,7 +212,7 @@ impl GpuModel {
             Op::FinalNorm => {
                 l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&b.logits_indices).arg(&s.delta).arg(&mut s.residual);
                 l.arg(&self.final_norm).arg(&h).arg(&eps).arg(&one).arg(&mut s.final_x);
-                cfg(cap.max_logits.div_ceil(4).min(4096), 128)
+                cfg(logit_rows.div_ceil(4).min(4096), 128)
             }
             Op::Qkv(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.x).arg(&h).arg(&self.layers[i].qkv).arg(&n_qkv);
@@ -239,5 +266,28 @@ impl GpuModel {
         // or by `StepInput::validate`).
         unsafe { l.launch(lc) }?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tiling_the_forward_pass_picks_is_a_qwen_entry_and_benchmarked() {
+        let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
+        for rows in [1, 4, 16, 17, 64, 512] {
+            for k in [1024, 2048, 3072] {
+                let (entry, nc) = gemm_tiling(rows, k);
+                assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
+                assert!(
+                    super::super::gemm_bench::GEMM_VARIANTS.contains(&(entry, nc)),
+                    "{entry} with {nc} columns per warp is not what bench-gemm measured"
+                );
+            }
+        }
+        // Past 16 rows the deep products change tiling, the shallow ones do not.
+        assert_ne!(gemm_tiling(64, 3072), gemm_tiling(1, 3072));
+        assert_eq!(gemm_tiling(64, 1024), gemm_tiling(1, 1024));
     }
 }
