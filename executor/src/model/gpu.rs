@@ -68,12 +68,13 @@ pub struct GpuModel {
     pub grid_rows: usize,
 }
 
-/// The GEMM entry point (and its columns per warp) for `rows` rows of a `k`-deep
-/// product, from `gpu bench-gemm` on the H100 (BENCHMARKS.md, device log run 5): 2x4
-/// tiles with 4 chunks in flight up to 16 rows and for K < 2048; 1x4 with 8 in flight
-/// for the deep products (o_proj, down_proj) past 16 rows. All tilings are bit-equal.
-pub fn gemm_tiling(rows: usize, k: usize) -> (&'static str, usize) {
-    if rows > 16 && k >= 2048 {
+/// The GEMM entry point (and its columns per warp) for `rows` rows of a product with `n`
+/// output columns, from `gpu bench-gemm` on the H100 (BENCHMARKS.md, device log run 5, the
+/// fastest of nine tilings per shape): one row, 2x4 tiles with 4 chunks in flight on every
+/// shape; from 2 rows on, 1x4 tiles with 8 in flight for the narrow products (qkv, o_proj,
+/// down_proj: N <= 4096) and 2x4 for the wide ones (gate_up, lm_head). All bit-equal.
+pub fn gemm_tiling(rows: usize, n: usize) -> (&'static str, usize) {
+    if rows >= 2 && n <= 4096 {
         ("qwen_gemm_1_4_8", 1)
     } else {
         ("qwen_gemm_2_4_4", 2)
@@ -179,12 +180,13 @@ impl GpuModel {
             Op::InputNorm(i) => i32::from(i > 0),
             _ => 1,
         };
-        let gemm_k = match op {
-            Op::OProj(_) => k_o,
-            Op::Down(_) => inter,
+        let gemm_n = match op {
+            Op::Qkv(_) => n_qkv,
+            Op::GateUp(_) => n_gu,
+            Op::LmHead => vocab,
             _ => h,
         } as usize;
-        let (gemm, cols_per_warp) = gemm_tiling(if op == Op::LmHead { logit_rows } else { rows }, gemm_k);
+        let (gemm, cols_per_warp) = gemm_tiling(if op == Op::LmHead { logit_rows } else { rows }, gemm_n);
         let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_WARPS * cols_per_warp), 128);
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
@@ -277,8 +279,8 @@ mod tests {
     fn every_tiling_the_forward_pass_picks_is_a_qwen_entry_and_benchmarked() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
         for rows in [1, 4, 16, 17, 64, 512] {
-            for k in [1024, 2048, 3072] {
-                let (entry, nc) = gemm_tiling(rows, k);
+            for n in [1024, 4096, 6144, 151_936] {
+                let (entry, nc) = gemm_tiling(rows, n);
                 assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
                 assert!(
                     super::super::gemm_bench::GEMM_VARIANTS.contains(&(entry, nc)),
@@ -286,8 +288,8 @@ mod tests {
                 );
             }
         }
-        // Past 16 rows the deep products change tiling, the shallow ones do not.
-        assert_ne!(gemm_tiling(64, 3072), gemm_tiling(1, 3072));
-        assert_eq!(gemm_tiling(64, 1024), gemm_tiling(1, 1024));
+        // From two rows on the narrow products change tiling, the wide ones do not.
+        assert_ne!(gemm_tiling(4, 1024), gemm_tiling(1, 1024));
+        assert_eq!(gemm_tiling(64, 151_936), gemm_tiling(1, 151_936));
     }
 }
