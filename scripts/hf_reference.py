@@ -29,7 +29,8 @@ Modes:
            [--max-tokens N] [--max-rel-err 1e-2] [--near-tie-ulps 4]
 
 compare reports per prompt the relative error of the prefill logits, max|a-b| / max|b| over
-all L x V values (b = transformers), the rows whose argmax differs, and the first position
+all L x V values (b = transformers; judged against --max-rel-err) and the norm-wise
+||a-b|| / ||b|| (reported), the rows whose argmax differs, and the first position
 where the greedy continuations differ with transformers' top-1/top-2 margin there, in
 absolute terms and in bf16 ulps of its top-1 logit. A divergence counts as a numerical near
 tie when that margin is at most --near-tie-ulps ulps. Exit 0 when every prompt is within
@@ -114,9 +115,10 @@ def run_hf(model_dir, prompts, max_tokens, dtype_name, out_path):
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype_name]
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
-    model = model.to("cuda").eval()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(dev).eval()
     log(f"loaded {type(model).__name__} from {model_dir} as {dtype_name} in {time.time() - t0:.1f} s "
-        f"(torch {torch.__version__}, device {torch.cuda.get_device_name(0)})")
+        f"(torch {torch.__version__}, device {torch.cuda.get_device_name(0) if dev == 'cuda' else 'cpu'})")
     vocab = model.config.vocab_size
     gen_cfg = GenerationConfig(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
                                num_beams=1, eos_token_id=None, pad_token_id=0)
@@ -125,7 +127,7 @@ def run_hf(model_dir, prompts, max_tokens, dtype_name, out_path):
     records = []
     for i, ids in enumerate(prompts):
         t0 = time.time()
-        x = torch.tensor([ids], device="cuda")
+        x = torch.tensor([ids], device=dev)
         with torch.no_grad():
             rows = f32_array(model(x).logits[0].float().flatten().cpu().tolist())
             tokens, margins, top1 = [], [], []
@@ -179,13 +181,15 @@ def compare(ours_path, ours, theirs_path, theirs, max_rel_err, near_tie_ulps):
         ra, rb = read_rows(ours_path, a, vocab), read_rows(theirs_path, b, vocab)
         diff = max(abs(x - y) for x, y in zip(ra, rb))
         rel = diff / max(max(abs(y) for y in rb), 1e-30)
+        # Also the norm-wise relative error ||a - b|| / ||b|| (reported, not judged).
+        rel_l2 = math.sqrt(sum((x - y) ** 2 for x, y in zip(ra, rb)) / max(sum(y * y for y in rb), 1e-30))
         rows = len(a["ids"])
         argmax_rows = sum(argmax(ra, r * vocab, (r + 1) * vocab) != argmax(rb, r * vocab, (r + 1) * vocab)
                           for r in range(rows))
         n = min(len(a["tokens"]), len(b["tokens"]))
         first = next((k for k in range(n) if a["tokens"][k] != b["tokens"][k]), None)
         line = (f"prompt {i}: {len(a['ids'])} tokens; prefill logits rel err {rel:.3e} "
-                f"(max {max_rel_err:g}: {'ok' if rel <= max_rel_err else 'FAIL'}); "
+                f"(max {max_rel_err:g}: {'ok' if rel <= max_rel_err else 'FAIL'}; norm-wise {rel_l2:.3e}); "
                 f"rows with another argmax {argmax_rows}/{len(a['ids'])}; ")
         verdict = "identical"
         if first is None:
@@ -202,7 +206,7 @@ def compare(ours_path, ours, theirs_path, theirs, max_rel_err, near_tie_ulps):
                      + ("numerical near-tie" if near else f"NOT a near tie (> {near_tie_ulps} ulps)"))
         log(line)
         ok = ok and rel <= max_rel_err and verdict != "diverged"
-        summary.append({"prompt": i, "rel_err": rel, "argmax_rows_differing": argmax_rows,
+        summary.append({"prompt": i, "rel_err": rel, "rel_err_l2": rel_l2, "argmax_rows_differing": argmax_rows,
                         "first_divergence": first, "verdict": verdict})
     log(("PASS" if ok else "FAIL") + f": {json.dumps(summary)}")
     return ok

@@ -41,6 +41,18 @@ echo "== CPU reference vs transformers float32 (32 tokens)"
 python3 scripts/hf_reference.py compare --ours "$work/ours.json" --model "$work/qwen" --dtype float32 \
     --max-tokens 32 --out "$work/hf-f32.json" --max-rel-err 1e-3 --near-tie-ulps 4
 f32_rc=$?
-echo "hf-reference: bf16 comparison exit $bf16_rc, f32 comparison exit $f32_rc, $(($(date +%s) - t0)) s"
+# The executor's own numbers (the CUDA forward's bitwise CPU twin: bf16 activations, f32
+# accumulation) on the 3 prompts' prefill, against transformers bf16 (the acceptance
+# metric), and the yardstick: transformers bf16 against transformers f32 on the same rows.
+"$bin" gpu reference --forward executor --model "$work/qwen" --prompt-ids "$p1" --prompt-ids "$p2" \
+    --prompt-ids "$p3" --max-tokens 0 --json "$work/executor.json" || exit 2
+echo "== executor (CPU twin of the CUDA forward) vs transformers bfloat16, prefill"
+python3 scripts/hf_reference.py compare --ours "$work/executor.json" --theirs "$work/hf-bf16.json" \
+    --max-tokens 0 --max-rel-err 1e-2 --near-tie-ulps 4
+exec_rc=$?
+echo "== yardstick: transformers float32 vs transformers bfloat16, prefill"
+python3 scripts/hf_reference.py compare --ours "$work/hf-f32.json" --theirs "$work/hf-bf16.json" \
+    --max-tokens 0 --max-rel-err 1e-2 --near-tie-ulps 4
+echo "hf-reference: bf16 comparison exit $bf16_rc, f32 comparison exit $f32_rc, executor comparison exit $exec_rc, $(($(date +%s) - t0)) s"
 echo "reproduce: bash scripts/hf_reference_check.sh $bin $work"
 [ "$bf16_rc" = 0 ] && [ "$f32_rc" = 0 ]

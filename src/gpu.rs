@@ -164,6 +164,11 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// The comparison JSON to write (logits files beside it).
         #[arg(long)]
         json: PathBuf,
+        /// Which forward pass: `reference` (f32 math over the bf16 weights) or `executor`
+        /// (the CUDA forward's bitwise CPU twin: bf16 activations, f32 accumulation, the
+        /// numbers the GPU computes).
+        #[arg(long, default_value = "reference", value_parser = ["reference", "executor"])]
+        forward: String,
     },
     /// Greedy generation with the Qwen3 forward pass on the GPU, through the simulator's
     /// engine (scheduler, persistent batch, graph dispatch, n-gram drafter): prompts as
@@ -301,7 +306,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             println!("checkpoint sha256 {hash}");
             Ok(ExitCode::SUCCESS)
         }
-        GpuCmd::Reference { model, prompt, prompt_ids, max_tokens, json } => {
+        GpuCmd::Reference { model, prompt, prompt_ids, max_tokens, json, forward } => {
             let ck = Checkpoint::open_validated(&model)?;
             let tok = Tokenizer::open(&model)?;
             let cfg = ck.config().clone();
@@ -312,12 +317,23 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             if prompts.is_empty() {
                 return Err(ExecError::Input("gpu reference: give at least one --prompt or --prompt-ids".into()));
             }
-            let reference = Reference::new(&cfg, &ck)?;
+            let executor = forward == "executor";
+            let (reference, weights) = if executor {
+                (None, Some(load_weights(&model, &cfg)?))
+            } else {
+                (Some(Reference::new(&cfg, &ck)?), None)
+            };
             let mut results = Vec::new();
             for p in &prompts {
                 let ids = p.resolve(tok.as_ref(), cfg.vocab_size)?;
                 let t0 = Instant::now();
-                let (prefill_logits, gen) = reference.prefill_and_generate(&ids, max_tokens)?;
+                let (prefill_logits, gen) = match (&reference, &weights) {
+                    (Some(r), _) => r.prefill_and_generate(&ids, max_tokens)?,
+                    (None, Some(w)) => {
+                        specreplay_executor::model::twin_prompt::prefill_and_generate(w.clone(), &ids, max_tokens)?
+                    }
+                    (None, None) => unreachable!("one forward pass is loaded"),
+                };
                 let (tokens, margins): (Vec<u32>, Vec<f32>) = gen.into_iter().unzip();
                 let min_margin = margins.iter().copied().fold(f32::INFINITY, f32::min);
                 println!(
@@ -329,14 +345,12 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 results.push(comparison::PromptResult { ids, prefill_logits, tokens, margins });
             }
             let hash = ck.hash()?;
-            comparison::write(
-                &json,
-                "specreplay-cpu-reference",
-                "f32-over-bf16",
-                Some(&hash),
-                cfg.vocab_size,
-                &results,
-            )?;
+            let (source, dtype) = if executor {
+                ("specreplay-executor-cpu-twin", "bf16-activations-f32-accumulation")
+            } else {
+                ("specreplay-cpu-reference", "f32-over-bf16")
+            };
+            comparison::write(&json, source, dtype, Some(&hash), cfg.vocab_size, &results)?;
             println!("wrote {}", json.display());
             Ok(ExitCode::SUCCESS)
         }

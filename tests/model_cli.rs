@@ -170,7 +170,7 @@ fn hf_reference_compare_reads_our_comparison_files() {
     std::fs::write(&p, scaled).unwrap();
     let (code, out) = compare();
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("(max 0.01: FAIL)"), "{out}");
+    assert!(out.contains("(max 0.01: FAIL;"), "{out}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 

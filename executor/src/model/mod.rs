@@ -22,6 +22,7 @@ pub mod config;
 pub mod make;
 pub mod reference;
 pub mod tokenizer;
+pub mod twin_prompt;
 
 pub use checkpoint::{Checkpoint, MemWeights};
 pub use config::{Architecture, ModelConfig};
