@@ -259,14 +259,7 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
 
 /// Runs a `gpu` command; `Err` is the one-line message of an exit-2 failure.
 pub fn run(cmd: GpuCmd) -> Result<ExitCode, String> {
-    match execute(cmd) {
-        Ok(code) => Ok(code),
-        Err(e @ ExecError::NoDriver(_)) => {
-            eprintln!("specreplay: error: {e}");
-            Ok(ExitCode::from(EXIT_NO_DRIVER))
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    run_exec(|| execute(cmd))
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ExecError {
@@ -865,14 +858,7 @@ pub fn explain_on_device(builder: &str, variant: &str, cases: u64, seed: u64) ->
         print!("{}", e.report);
         Ok(if e.found { ExitCode::SUCCESS } else { ExitCode::from(1) })
     };
-    match run() {
-        Ok(code) => Ok(code),
-        Err(e @ ExecError::NoDriver(_)) => {
-            eprintln!("specreplay: error: {e}");
-            Ok(ExitCode::from(EXIT_NO_DRIVER))
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    run_exec(run)
 }
 
 /// The config of a random-weight preset (`gpu generate --random-model`).
@@ -904,6 +890,8 @@ pub fn replay_model(traces: &[PathBuf], dir: &Path, cuda: bool) -> Result<ExitCo
     run_exec(|| replay_model_traces(traces, dir, cuda))
 }
 
+/// Runs a `gpu` command body: a missing driver is exit 3 with its one line, any other
+/// error is the exit-2 line.
 fn run_exec(f: impl FnOnce() -> Result<ExitCode, ExecError>) -> Result<ExitCode, String> {
     match f() {
         Ok(code) => Ok(code),

@@ -218,17 +218,7 @@ impl GraphedBuilder for DraftDevice {
         Ok(())
     }
 
-    fn graphs(&self) -> &[(String, CudaGraph)] {
-        &self.graphs
-    }
-
-    fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)> {
-        &mut self.graphs
-    }
-
-    fn meta(&mut self) -> &mut DevBuf<i32> {
-        &mut self.meta
-    }
+    super::graphed_fields!();
 }
 
 /// One case on the device, as an outcome (the reference's typed error when it raises).

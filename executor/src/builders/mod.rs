@@ -100,6 +100,24 @@ pub fn capture(dev: &Device, launch: impl FnOnce() -> Result<()>) -> Result<Cuda
     Ok(g)
 }
 
+/// The accessors of [`GraphedBuilder`] for a device with fields `graphs` and `meta`.
+macro_rules! graphed_fields {
+    () => {
+        fn graphs(&self) -> &[(String, CudaGraph)] {
+            &self.graphs
+        }
+
+        fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)> {
+            &mut self.graphs
+        }
+
+        fn meta(&mut self) -> &mut DevBuf<i32> {
+            &mut self.meta
+        }
+    };
+}
+pub(crate) use graphed_fields;
+
 /// A builder's device buffers with its kernels captured as graphs (SGLang's capture /
 /// replay): [`draft::DraftDevice`], [`nsa::NsaDevice`], [`sparse::SparseDevice`]. Each
 /// says how to launch, stage and read back; the graph cache, replay and the staged run

@@ -365,17 +365,7 @@ impl GraphedBuilder for NsaDevice {
         Ok(())
     }
 
-    fn graphs(&self) -> &[(String, CudaGraph)] {
-        &self.graphs
-    }
-
-    fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)> {
-        &mut self.graphs
-    }
-
-    fn meta(&mut self) -> &mut DevBuf<i32> {
-        &mut self.meta
-    }
+    super::graphed_fields!();
 
     fn graph_key(&self, entry: &str, grid: u32) -> String {
         format!("{entry}/{grid}x{}", self.page_split)

@@ -342,17 +342,7 @@ impl GraphedBuilder for SparseDevice {
         Ok(())
     }
 
-    fn graphs(&self) -> &[(String, CudaGraph)] {
-        &self.graphs
-    }
-
-    fn graphs_mut(&mut self) -> &mut Vec<(String, CudaGraph)> {
-        &mut self.graphs
-    }
-
-    fn meta(&mut self) -> &mut DevBuf<i32> {
-        &mut self.meta
-    }
+    super::graphed_fields!();
 }
 
 /// One case on the device, as an outcome.
