@@ -8,6 +8,7 @@ ms/step at batch 1 and 64 (CUDA events, median of 5 runs of N replays).
 Usage (GPU host, PyTorch 2.x):  python3 scripts/bench_qwen_torch.py [--steps 200] [--json F]
 """
 import argparse
+import os
 import json
 import statistics
 
@@ -85,7 +86,10 @@ def bench(batch, steps, ctx, W, cos_t, sin_t, mode):
     vc = torch.zeros_like(kc)
     ids = torch.randint(0, V, (batch,), device="cuda")
     pos = torch.full((batch,), ctx // 2, dtype=torch.int64, device="cuda")
-    step = torch.compile(decode_step, mode=mode, fullgraph=True)
+    # A fresh static compile per batch size: a second shape would otherwise recompile
+    # with dynamic shapes (slower to build, slower code).
+    torch._dynamo.reset()
+    step = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
     for _ in range(3):
         step(W, kc, vc, ids, pos, cos_t, sin_t)
     torch.cuda.synchronize()
@@ -131,12 +135,15 @@ def main():
     res = []
     for b in [int(x) for x in a.batch.split(",")]:
         ms = bench(b, a.steps, a.ctx, W, cos_t, sin_t, a.mode)
-        print(f"torch inductor ({a.mode}) + CUDA graph decode: batch {b:>3}: {ms:.3f} ms/step ({gb / (ms / 1e3):.0f} GB/s of weights)")
+        print(f"torch inductor ({a.mode}) + CUDA graph decode: batch {b:>3}: {ms:.3f} ms/step "
+              f"({gb / (ms / 1e3):.0f} GB/s of weights)", flush=True)
         res.append({"batch": b, "ms_per_step": ms})
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": a.mode, "decode": res}, f)
-            f.write("\n")
+        if a.json:  # after every batch size: a run cut short keeps what it measured
+            with open(a.json + ".tmp", "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "mode": a.mode,
+                           "decode": res}, f)
+                f.write("\n")
+            os.replace(a.json + ".tmp", a.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@
 # --n 1000, gpu bench, the seeds' metadata builders (gpu builders, their GPU tests, the
 # torch forms, explain --device cuda), hf-reference (scripts/hf_reference_check.sh: a
 # random-weight Qwen3-0.6B through specreplay's CPU reference and transformers), the Qwen3
-# forward (qwen-kernels, qwen-bench, qwen-torch). Files
+# forward (qwen-kernels, qwen-generate, qwen-invariance, qwen-bench, qwen-torch). Files
 # in $OUT (flat): info.txt selftest.log selftest.json tests.log replay.log bench.json
 # builders.log builders.json builders-timing.json torch-builders.log torch-builders.json
 # hf_reference.log qwen.log qwen-bench.json qwen-torch.json summary.txt summary.json.
@@ -169,7 +169,7 @@ device() {
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
     # A random-weight Qwen3-0.6B: specreplay's CPU reference vs transformers (bf16 and f32).
-    stage hf-reference 400 "$OUT/hf_reference.log" bash scripts/hf_reference_check.sh .gpu/specreplay "$tmp/hf"
+    stage hf-reference 300 "$OUT/hf_reference.log" env HF_CPU_REFERENCE=0 bash scripts/hf_reference_check.sh .gpu/specreplay "$tmp/hf"
 
     # The seeds' metadata builders (issue 17): kernels under CUDA-graph replay. explain --device
     # cuda (must print the CPU's minimized seed-002 counterexample), the small-case GPU tests,
@@ -188,6 +188,7 @@ device() {
     # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
     stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
+    stage qwen-invariance 240 "$OUT/qwen.log" bash scripts/qwen-invariance-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows 1,4,64 --json "$OUT/bench-gemm.json"
     stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
@@ -206,7 +207,7 @@ device() {
         grep -E '^(== |specreplay: error|identical:|FAIL|first divergence|  |reproduce:|scenarios with|gpu replay:|known-bad|OK .*specreplay-gpu-check|replay of|batch|random| +[0-9]+ +3 )' "$OUT/replay.log" 2>/dev/null | head -n 80
         grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
         grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
-        grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
+        grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after |gpu generate )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
         grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|qwen-generate|generated|identical|  +[0-9]+ |  profile|[a-z_]+_proj |lm_head )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 140
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do

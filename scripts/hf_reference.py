@@ -27,6 +27,9 @@ Modes:
            --max-tokens N [--dtype bfloat16|float32] --out HF.json
   compare  --ours OURS.json (--theirs HF.json | --model DIR [--dtype ...] [--out HF.json])
            [--max-tokens N] [--max-rel-err 1e-2] [--near-tie-ulps 4]
+  attach-tokens --ours EXECUTOR.json --trace GEN0.json [--trace ...] --out GPU.json
+           the GPU executor's greedy tokens and margins (`gpu generate --trace`, one per
+           prompt) joined to the executor's prefill rows, for compare
 
 compare reports per prompt the relative error of the prefill logits, max|a-b| / max|b| over
 all L x V values (b = transformers; judged against --max-rel-err) and the norm-wise
@@ -212,6 +215,40 @@ def compare(ours_path, ours, theirs_path, theirs, max_rel_err, near_tie_ulps):
     return ok
 
 
+def attach_tokens(ours_path, traces, out_path):
+    """The GPU executor's greedy continuations (one `gpu generate --prompt-ids P --trace T`
+    per prompt, in prompt order) put into a comparison file whose prefill rows are the
+    executor's (`gpu reference --forward executor`, the CUDA forward's bitwise CPU twin):
+    tokens from the trace's outputs, margins from its logits row at each sampled position
+    (the row whose `position` is the token's sequence position)."""
+    doc = load_json(ours_path)
+    if len(traces) != len(doc["prompts"]):
+        raise SystemExit(f"hf_reference: {len(traces)} traces for {len(doc['prompts'])} prompts")
+    base = os.path.dirname(os.path.abspath(ours_path))
+    for p, t in zip(doc["prompts"], traces):
+        with open(t) as f:
+            tr = json.load(f)
+        (req, spec), = [(r["req_id"], r) for r in tr["requests"]]
+        if spec["prompt_token_ids"] != p["ids"]:
+            raise SystemExit(f"hf_reference: {t}: another prompt than {ours_path}'s")
+        rows = {}
+        for st in tr["steps"]:
+            for r in st.get("logits", []):
+                if r["req_id"] == req:
+                    rows.setdefault(r["position"], r)
+        tokens = tr["outputs"][req]
+        L = len(p["ids"])
+        p["tokens"] = tokens
+        p["margins"] = [float(rows[L + k]["margin"]) for k in range(len(tokens))]
+        p["prefill_logits_file"] = os.path.relpath(os.path.join(base, p["prefill_logits_file"]),
+                                                   os.path.dirname(os.path.abspath(out_path)))
+    doc["source"] = "specreplay-cuda (prefill: its bitwise CPU twin)"
+    with open(out_path, "w") as f:
+        json.dump(doc, f)
+        f.write("\n")
+    log(f"wrote {out_path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -231,7 +268,14 @@ def main():
     c.add_argument("--max-tokens", type=int)
     c.add_argument("--max-rel-err", type=float, default=1e-2)
     c.add_argument("--near-tie-ulps", type=float, default=4.0)
+    t = sub.add_parser("attach-tokens")
+    t.add_argument("--ours", required=True)
+    t.add_argument("--trace", action="append", default=[])
+    t.add_argument("--out", required=True)
     a = ap.parse_args()
+    if a.mode == "attach-tokens":
+        attach_tokens(a.ours, a.trace, a.out)
+        return 0
     if a.mode == "run":
         prompts = [parse_ids(p) for p in a.prompt_ids]
         if a.prompts_from:

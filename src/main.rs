@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use specreplay_sim::config::RequestSpec;
 use specreplay_sim::diff::{self, Comparison};
 use specreplay_sim::engine;
 use specreplay_sim::trace::{self, Encoding, Header, Step, TraceReader, TraceWriter};
@@ -86,13 +87,19 @@ re-run. Trace format: README \"Trace format\" (JSON or .bin, versions 1 and 2)."
     },
     /// Compare two traces field by field.
     #[command(after_help = "Walks the header (config, requests, oracle), then the steps in order, then the outputs, \
-and reports the first difference. Exit codes: 0 identical, 1 different, 2 a trace that cannot be read. \
-Trace format: README \"Trace format\".")]
+and reports the first difference. With --by-position, compares instead the logits rows that decided each \
+request's kept tokens, per (request, position), for runs of the same requests under different schedules \
+(speculation on and off, other batch mates, graph sizes, preemption): the batch-invariance check. \
+Exit codes: 0 identical, 1 different, 2 a trace that cannot be read (or, with --by-position, no request and \
+no logits rows in common). Trace format: README \"Trace format\".")]
     Diff {
         /// The reference trace (JSON or .bin); `-` reads standard input.
         expected: PathBuf,
         /// The trace compared with it (JSON or .bin); `-` reads standard input.
         actual: PathBuf,
+        /// Compare the kept logits rows per (request, position), not the steps.
+        #[arg(long)]
+        by_position: bool,
     },
     /// Print a trace step by step, with the run summary.
     #[command(
@@ -412,6 +419,73 @@ fn diff_traces(expected: &Path, actual: &Path) -> Result<ExitCode, Fail> {
     Ok(ExitCode::from(1))
 }
 
+/// Reads a whole trace's kept logits rows ([`trace::kept_rows`]) and its requests.
+fn kept_rows(path: &Path) -> Result<(trace::kept_rows::KeptRows, Vec<RequestSpec>), Fail> {
+    let (mut r, _) = open_trace(path)?;
+    let requests = r.header().requests.clone();
+    let mut kept = trace::kept_rows::KeptRows::new();
+    while let Some(s) = r.next_step().map_err(|e| at(path, e))? {
+        kept.add_step(&s).map_err(|e| at(path, e))?;
+    }
+    r.finish().map_err(|e| at(path, e))?;
+    Ok((kept, requests))
+}
+
+/// `diff --by-position`: the batch-invariance comparison of two runs of the same requests.
+fn diff_by_position(expected: &Path, actual: &Path) -> Result<ExitCode, Fail> {
+    let (ke, re) = kept_rows(expected)?;
+    let (ka, ra) = kept_rows(actual)?;
+    for e in &re {
+        if let Some(a) = ra.iter().find(|a| a.req_id == e.req_id) {
+            if a.prompt_token_ids != e.prompt_token_ids {
+                return Err(Fail(format!(
+                    "{} vs {}: request {} has different prompts in the two traces",
+                    expected.display(),
+                    actual.display(),
+                    e.req_id
+                )));
+            }
+        }
+    }
+    let results = trace::kept_rows::compare(&ke, &ka);
+    let rows: usize = results.iter().map(|c| c.compared).sum();
+    if rows == 0 {
+        return Err(Fail(format!(
+            "{} vs {}: no request has kept logits rows in both traces (are both recorded by a model run, \
+             with the same request ids?)",
+            expected.display(),
+            actual.display()
+        )));
+    }
+    let mut same = true;
+    for c in &results {
+        out!("{c}");
+        same &= c.first_difference.is_none();
+    }
+    for (path, k) in [(expected, &ke), (actual, &ka)] {
+        for r in k.recomputed() {
+            same = false;
+            out!(
+                "{}: {} position {} recomputed with another row: step {} digest {}, step {} digest {}",
+                path.display(),
+                r.req_id,
+                r.position,
+                r.first.step,
+                r.first.row.digest,
+                r.again.step,
+                r.again.row.digest
+            );
+        }
+    }
+    if same {
+        out!("identical by position: {} requests, {rows} kept logits rows", results.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        out!("reproduce: specreplay diff --by-position {} {}", expected.display(), actual.display());
+        Ok(ExitCode::from(1))
+    }
+}
+
 fn sim(scenario: &Path, output: &Path, notes: Vec<String>) -> Result<ExitCode, Fail> {
     let (sc, id) = read_scenario(scenario)?;
     sc.validate().map_err(|e| at(scenario, e))?;
@@ -472,7 +546,8 @@ fn run(cli: Cli) -> Result<ExitCode, Fail> {
             }
             Ok(ExitCode::from(worst))
         }
-        Cmd::Diff { expected, actual } => diff_traces(&expected, &actual),
+        Cmd::Diff { expected, actual, by_position: false } => diff_traces(&expected, &actual),
+        Cmd::Diff { expected, actual, by_position: true } => diff_by_position(&expected, &actual),
         Cmd::Explain { builder, variant, cases, seed, list, device } => {
             if list {
                 print!("{}", explain::list());

@@ -35,6 +35,11 @@ fn make_checkpoint_is_seeded_and_refuses_to_overwrite() {
     assert_ne!(sha_line(&out), sha_line(&out_c));
     assert!(out_c.contains("in 24 file(s)"), "--shard-mb 0: one tensor a shard: {out_c}");
     assert!(c.join("model.safetensors.index.json").exists());
+    // Missing parent folders are created (the write stays atomic: DIR.tmp beside DIR).
+    let nested = d.join("new/parent/ck");
+    let (code, _, err) = cli(&["gpu", "make-checkpoint", "--preset", "tiny", "--seed", "5", nested.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(nested.join("config.json").exists() && !d.join("new/parent/ck.tmp").exists());
     let (code, out, err) = cli(&["gpu", "make-checkpoint", "--preset", "tiny", a.to_str().unwrap()]);
     assert_eq!((code, out.as_str()), (2, ""));
     assert_eq!(

@@ -35,7 +35,7 @@ use specreplay_sim::cudagraph::GraphMode;
 use specreplay_sim::device::{Device as SimDevice, DeviceView, StepPlan};
 use specreplay_sim::oracle::Synthetic;
 use specreplay_sim::trace::AttnMetadata;
-use specreplay_sim::SimError;
+use specreplay_sim::{engine, SimError};
 
 use crate::device::Device;
 use crate::error::{ExecError, Result};
@@ -197,7 +197,9 @@ pub struct Recorded {
 impl Recorded {
     pub fn new(scenario: &Scenario, stride: usize) -> Recorded {
         let mut r = Recorded::default();
-        for req in &scenario.requests {
+        // Indexed like `RowPlan::req`: by scheduler index (arrival order).
+        for i in engine::arrival_order(&scenario.requests) {
+            let req = &scenario.requests[i];
             let rec = scenario.oracle.tokens.get(&req.req_id).map(Vec::as_slice).unwrap_or(&[]);
             r.continuation_len.push(rec.len());
             r.rows.push(req.prompt_token_ids.iter().chain(rec).take(stride).map(|&t| t as i32).collect());

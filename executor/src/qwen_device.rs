@@ -26,7 +26,7 @@ use specreplay_sim::cudagraph::GraphMode;
 use specreplay_sim::device::{Device as SimDevice, DeviceView, StepPlan};
 use specreplay_sim::oracle::Synthetic;
 use specreplay_sim::trace::{Digest as TraceDigest, JsonOnly, LogitsRow, Trace, F32};
-use specreplay_sim::SimError;
+use specreplay_sim::{engine, SimError};
 
 use crate::cuda_device::{assemble_view, block_rows, capacity, counts, step_input, write_scheduled, RunStats};
 use crate::device::Device;
@@ -86,13 +86,18 @@ impl StepLogits {
         s
     }
 
-    /// The trace's form of these rows: request ids from `requests` (arrival order).
+    /// The trace's form of these rows: request ids from `requests` (the scenario's list;
+    /// a key's request index is the scheduler's, in arrival order: [`engine::arrival_order`]).
     pub fn rows(&self, requests: &[RequestSpec]) -> Vec<LogitsRow> {
+        let order = engine::arrival_order(requests);
         (0..self.digests.len())
             .map(|i| {
                 let (req, ctx) = self.keys.get(i).copied().unwrap_or((usize::MAX, 0));
                 LogitsRow {
-                    req_id: requests.get(req).map_or_else(|| format!("#{req}"), |r| r.req_id.clone()),
+                    req_id: order
+                        .get(req)
+                        .and_then(|&i| requests.get(i))
+                        .map_or_else(|| format!("#{req}"), |r| r.req_id.clone()),
                     position: u32::try_from(ctx).unwrap_or(u32::MAX),
                     digest: TraceDigest(self.digests[i]),
                     top1: self.top1.get(i).copied().unwrap_or(0),
@@ -666,11 +671,13 @@ pub fn with_recorded_oracle(scenario: &Scenario, greedy: &Greedy) -> Scenario {
     let mut sc = scenario.clone();
     sc.oracle = specreplay_sim::config::OracleSpec {
         kind: specreplay_sim::config::OracleKind::Continuation,
-        tokens: scenario
-            .requests
-            .iter()
+        tokens: engine::arrival_order(&scenario.requests)
+            .into_iter()
             .enumerate()
-            .map(|(i, r)| (r.req_id.clone(), greedy.continuation(i, r.prompt_token_ids.len())))
+            .map(|(sched, i)| {
+                let r = &scenario.requests[i];
+                (r.req_id.clone(), greedy.continuation(sched, r.prompt_token_ids.len()))
+            })
             .collect(),
         seed: 0,
         vocab_size: 0,
@@ -709,7 +716,7 @@ pub fn test_scenario(prompts: &[(&[u32], u64)], max_tokens: u32, k: u32, capture
 mod tests {
     use super::*;
     use crate::model::weights::{random_weights, tiny_config};
-    use specreplay_sim::{diff, engine};
+    use specreplay_sim::diff;
 
     fn weights() -> HostWeights {
         let cfg = tiny_config();

@@ -103,6 +103,16 @@ pub fn run_with(
     }
 }
 
+/// The scenario index of each scheduler index: requests join the scheduler in (arrival
+/// step, scenario order), so a device's `RowPlan::req` (the scheduler index) names
+/// `scenario.requests[arrival_order(..)[req]]`. Equal to the identity only when the
+/// scenario lists its requests by arrival step.
+pub fn arrival_order(requests: &[crate::config::RequestSpec]) -> Vec<usize> {
+    let mut arrivals: Vec<(u64, usize)> = requests.iter().enumerate().map(|(i, r)| (r.arrival_step, i)).collect();
+    arrivals.sort(); // stable by (step, scenario order)
+    arrivals.into_iter().map(|(_, i)| i).collect()
+}
+
 /// The loop every profile runs (the caller keeps `core` to read profile counters after).
 pub(crate) fn drive<C: Core>(
     core: &mut C,
@@ -110,9 +120,8 @@ pub(crate) fn drive<C: Core>(
     device: &mut dyn Device,
     sink: &mut dyn FnMut(Step) -> Result<(), SimError>,
 ) -> Result<RunEnd, SimError> {
-    let mut arrivals: Vec<(u64, usize)> =
-        scenario.requests.iter().enumerate().map(|(i, r)| (r.arrival_step, i)).collect();
-    arrivals.sort(); // stable by (step, scenario order)
+    let arrivals: Vec<(u64, usize)> =
+        arrival_order(&scenario.requests).into_iter().map(|i| (scenario.requests[i].arrival_step, i)).collect();
     let mut next_arrival = 0;
     let mut idle_run = 0u64;
     let (mut produced, mut last_progress) = (0usize, 0u64);

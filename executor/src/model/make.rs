@@ -232,6 +232,9 @@ pub fn make_checkpoint(cfg: &ModelConfig, opts: &MakeOptions, dir: &Path) -> Res
     if std::fs::symlink_metadata(&tmp).is_ok() {
         return Err(io(&tmp, "exists (left by an interrupted make-checkpoint?); remove it first"));
     }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, format!("cannot create the parent folder: {e}")))?;
+    }
     std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
     let result = write_into(cfg, opts, &tmp).and_then(|mut rep| {
         // An empty DIR is replaced; rename() would fail on a non-empty one.

@@ -42,6 +42,7 @@ use crate::error::TraceError;
 pub mod bin;
 pub mod evidence;
 pub mod json;
+pub mod kept_rows;
 pub mod schema;
 mod stream;
 
