@@ -427,7 +427,9 @@ fn kept_rows(path: &Path) -> Result<(trace::kept_rows::KeptRows, Vec<RequestSpec
     while let Some(s) = r.next_step().map_err(|e| at(path, e))? {
         kept.add_step(&s).map_err(|e| at(path, e))?;
     }
-    r.finish().map_err(|e| at(path, e))?;
+    let outputs = r.finish().map_err(|e| at(path, e))?;
+    let prompt_lens = requests.iter().map(|q| (q.req_id.clone(), q.prompt_token_ids.len())).collect();
+    kept.trim_to_outputs(&outputs, &prompt_lens).map_err(|e| at(path, e))?;
     Ok((kept, requests))
 }
 

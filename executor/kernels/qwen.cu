@@ -118,6 +118,7 @@ extern "C" __global__ void qwen_embed(
 // 1 / sqrt(mean(r^2) + eps). One warp per row. `source` ROWS_PADDED: rows 0..padded,
 // row i in, row i out; ROWS_LOGITS: row j reads row gather[j] and residual is not
 // written (the final norm on the logits rows only).
+#define RMS_U 8
 extern "C" __global__ void qwen_rmsnorm(
     const int* __restrict__ counts, int source,
     const int* __restrict__ gather,
@@ -132,21 +133,53 @@ extern "C" __global__ void qwen_rmsnorm(
     for (int j = blockIdx.x * warps + (threadIdx.x >> 5); j < rows; j += gridDim.x * warps) {
         const long long in_row = (long long)(source == ROWS_LOGITS ? gather[j] : j) * hidden;
         const long long out_row = (long long)j * hidden;
+        // Lane l sums r[l]^2, r[l+32]^2, ... in that order (the CPU twin's strided order);
+        // the loads of RMS_U elements are issued before the dependent fmaf chain, so a row
+        // costs hidden / (32 * RMS_U) memory latencies, not hidden / 32.
         float ss = 0.0f;
-        for (int i = lane; i < hidden; i += 32) {
-            float r = bf2f(residual[in_row + i]);
-            if (add) {
-                r = round_bf(bf2f(delta[in_row + i]) + r);
-                if (source == ROWS_PADDED) residual[in_row + i] = f2bf(r);
+        for (int base = lane; base < hidden; base += 32 * RMS_U) {
+            float v[RMS_U];
+#pragma unroll
+            for (int u = 0; u < RMS_U; u++) {
+                const int i = base + 32 * u;
+                float r = 0.0f;
+                if (i < hidden) {
+                    r = bf2f(residual[in_row + i]);
+                    if (add) r = round_bf(bf2f(delta[in_row + i]) + r);
+                }
+                v[u] = r;
             }
-            ss = fmaf(r, r, ss);
+#pragma unroll
+            for (int u = 0; u < RMS_U; u++) {
+                const int i = base + 32 * u;
+                if (i < hidden) {
+                    if (add && source == ROWS_PADDED) residual[in_row + i] = f2bf(v[u]);
+                    ss = fmaf(v[u], v[u], ss);
+                }
+            }
         }
         ss = warp_butterfly_sum(ss);
         const float inv = 1.0f / sqrtf(ss / (float)hidden + eps);
-        for (int i = lane; i < hidden; i += 32) {
-            float r = bf2f(residual[in_row + i]);
-            if (add && source == ROWS_LOGITS) r = round_bf(bf2f(delta[in_row + i]) + r);
-            out[out_row + i] = f2bf(round_bf(r * inv) * bf2f(weight[i]));
+        for (int base = lane; base < hidden; base += 32 * RMS_U) {
+            float v[RMS_U], wv[RMS_U];
+#pragma unroll
+            for (int u = 0; u < RMS_U; u++) {
+                const int i = base + 32 * u;
+                v[u] = 0.0f;
+                wv[u] = 0.0f;
+                if (i < hidden) {
+                    // In ROWS_PADDED mode with `add` the residual already holds the sum.
+                    float r = bf2f(residual[in_row + i]);
+                    if (add && source == ROWS_LOGITS) r = round_bf(bf2f(delta[in_row + i]) + r);
+                    v[u] = r;
+                    wv[u] = bf2f(weight[i]);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < RMS_U; u++) {
+                const int i = base + 32 * u;
+                if (i < hidden) out[out_row + i] = f2bf(round_bf(v[u] * inv) * wv[u]);
+            }
         }
     }
 }
@@ -397,6 +430,7 @@ extern "C" __global__ void qwen_qk_norm_rope_kv(
 // head_dim] bf16 of (sum p v) / (sum p).
 #define ATT_WARPS 4
 #define ATT_MAX_HD 256
+#define ATT_VU 4
 
 __device__ __forceinline__ int row_of(const int* cu, int n, int i) {
     int lo = 0, hi = n - 1;
@@ -461,6 +495,7 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
                 } else {
                     const bf16_t* kr = k_cache + (slot * num_kv_heads + kvh) * head_dim;
                     float dot = 0.0f;
+#pragma unroll 4
                     for (int d = 0; d < head_dim; d += 8) {
                         float kf[8];
                         unpack8(*(const uint4*)(kr + d), kf);
@@ -478,15 +513,31 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
             l = l * corr + warp_butterfly_sum(p);
 #pragma unroll
             for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = acc[e] * corr;
-            for (int j = 0; j < 32; ++j) {
-                const float pj = __shfl_sync(0xffffffffu, p, j);
-                const long long sj = __shfl_sync(0xffffffffu, slot, j);
-                if (sj < 0) continue;
-                const bf16_t* vr = v_cache + (sj * num_kv_heads + kvh) * head_dim;
+            // Keys j = 0..31 in order for every acc[e]; the V rows of ATT_VU keys are
+            // loaded before their fmaf chain (memory latency overlapped, same sums).
+            for (int j0 = 0; j0 < 32; j0 += ATT_VU) {
+                float pj[ATT_VU], vv[ATT_VU][ATT_MAX_HD / 32];
+                bool live[ATT_VU];
 #pragma unroll
-                for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
-                    const int d = lane + 32 * e;
-                    if (d < head_dim) acc[e] = fmaf(pj, bf2f(vr[d]), acc[e]);
+                for (int u = 0; u < ATT_VU; ++u) {
+                    pj[u] = __shfl_sync(0xffffffffu, p, j0 + u);
+                    const long long sj = __shfl_sync(0xffffffffu, slot, j0 + u);
+                    live[u] = sj >= 0;
+                    const bf16_t* vr = v_cache + (live[u] ? (sj * num_kv_heads + kvh) * head_dim : 0);
+#pragma unroll
+                    for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
+                        const int d = lane + 32 * e;
+                        vv[u][e] = live[u] && d < head_dim ? bf2f(vr[d]) : 0.0f;
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < ATT_VU; ++u) {
+                    if (!live[u]) continue;
+#pragma unroll
+                    for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
+                        const int d = lane + 32 * e;
+                        if (d < head_dim) acc[e] = fmaf(pj[u], vv[u][e], acc[e]);
+                    }
                 }
             }
             m = m_new;

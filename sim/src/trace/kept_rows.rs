@@ -15,6 +15,13 @@
 //! prefill keeps nothing. Those kept rows are the ones a plain decode of the same request
 //! computes too, so they are compared; the others are not.
 //!
+//! The sampled-token tensor holds every token the rejection sampler produced; the scheduler
+//! then trims a request's new tokens at its stop (max_tokens, a stop token, max_model_len:
+//! `vllm/v1/core/sched/scheduler.py` `_update_request_with_output`, `del
+//! new_token_ids[num_new:]`). Rows past the request's final output are dropped by
+//! [`KeptRows::trim_to_outputs`], which also checks every kept row's token against the
+//! output at its position (two records of one fact).
+//!
 //! A position recomputed in one trace (a preempted request's prefill redone) must repeat
 //! its own earlier row: a difference there is reported as well.
 
@@ -47,6 +54,10 @@ pub enum KeptRowsError {
     Shape { step: u64, outputs: usize, batch: usize },
     #[error("step {step}: request {req_id} kept {kept} tokens but has {rows} logits rows")]
     TooFewRows { step: u64, req_id: String, kept: usize, rows: usize },
+    #[error(
+        "step {step}: request {req_id} kept token {token} at position {position}, but its output there is {output}"
+    )]
+    NotTheOutput { step: u64, req_id: String, position: u32, token: u32, output: u32 },
 }
 
 /// Every kept row of one trace, per request, per position (first computation), plus the
@@ -103,6 +114,35 @@ impl KeptRows {
                         again: k,
                     }),
                     Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the rows of tokens the scheduler trimmed at each request's stop, given the
+    /// trace's final outputs and each request's prompt length: output token i sits at
+    /// position `prompt_len + i`. Checks that every remaining row kept the output's token.
+    /// Requests with no recorded output (an unfinished run) are left as they are.
+    pub fn trim_to_outputs(
+        &mut self,
+        outputs: &BTreeMap<String, Vec<u32>>,
+        prompt_lens: &BTreeMap<String, usize>,
+    ) -> Result<(), KeptRowsError> {
+        for (req_id, per) in &mut self.rows {
+            let (Some(out), Some(&prompt_len)) = (outputs.get(req_id), prompt_lens.get(req_id)) else { continue };
+            let end = prompt_len + out.len();
+            per.retain(|&p, _| (p as usize) < end);
+            for (&p, k) in per.iter() {
+                let Some(&output) = (p as usize).checked_sub(prompt_len).and_then(|i| out.get(i)) else { continue };
+                if output != k.token {
+                    return Err(KeptRowsError::NotTheOutput {
+                        step: k.step,
+                        req_id: req_id.clone(),
+                        position: p,
+                        token: k.token,
+                        output,
+                    });
                 }
             }
         }
@@ -263,6 +303,30 @@ mod tests {
         assert_eq!(k.add_step(&bad), Err(KeptRowsError::TooFewRows { step: 2, req_id: "q0".into(), kept: 2, rows: 1 }));
         let shape = step(3, &["q0", "q1"], vec![vec![3]], vec![row("q0", 5, 1, 3)]);
         assert!(matches!(k.add_step(&shape), Err(KeptRowsError::Shape { .. })));
+    }
+
+    /// A verify step at the request's last tokens: the sampler kept 3 tokens, the stop at
+    /// max_tokens trimmed the third; its row is not a kept row. A kept token that is not the
+    /// output at its position is an inconsistent trace.
+    #[test]
+    fn rows_past_the_stop_are_trimmed_and_tokens_checked_against_the_outputs() {
+        let mut k = KeptRows::new();
+        let s =
+            step(1, &["q0"], vec![vec![7, 8, 9]], vec![row("q0", 10, 1, 7), row("q0", 11, 2, 8), row("q0", 12, 3, 9)]);
+        k.add_step(&s).unwrap();
+        let prompt_lens = BTreeMap::from([("q0".to_string(), 8usize)]);
+        let outputs = BTreeMap::from([("q0".to_string(), vec![5, 6, 7, 8])]);
+        k.trim_to_outputs(&outputs, &prompt_lens).unwrap();
+        let q0: Vec<u32> = k.request("q0").unwrap().keys().copied().collect();
+        assert_eq!(q0, vec![10, 11]);
+
+        let mut bad = KeptRows::new();
+        bad.add_step(&s).unwrap();
+        let wrong = BTreeMap::from([("q0".to_string(), vec![5, 6, 7, 4])]);
+        assert_eq!(
+            bad.trim_to_outputs(&wrong, &prompt_lens),
+            Err(KeptRowsError::NotTheOutput { step: 1, req_id: "q0".into(), position: 11, token: 8, output: 4 })
+        );
     }
 
     #[test]
