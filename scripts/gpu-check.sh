@@ -183,7 +183,9 @@ device() {
     # the builders named in $BUILDERS_ONLY (space-separated; empty: all).
     local only_args=() b
     for b in ${BUILDERS_ONLY:-}; do only_args+=(--builder "$b"); done
-    stage builders-agree "${AGREE_LIMIT_S:-500}" "$OUT/builders.log" .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
+    # RUST_LOG=info: a progress line every 131,072 cases with where the time went (phases),
+    # so a run cut by its limit still says how far it got and why.
+    stage builders-agree "${AGREE_LIMIT_S:-500}" "$OUT/builders.log" env RUST_LOG=info .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
     # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
     # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
     stage qwen-kernels 120 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture

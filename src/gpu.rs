@@ -542,7 +542,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 use std::io::Write as _;
                 print!("{}", agreement::line(r));
                 let _ = std::io::stdout().flush();
-                tracing::info!(kernel = r.kv.builder, variant = r.kv.variant, seconds = r.seconds, "builder agreement");
+                tracing::info!(kernel = r.kv.builder, variant = r.kv.variant, seconds = r.seconds, phases = ?r.phases, "builder agreement");
             })?;
             print!("{}", agreement::details(&rows));
             let timings = if bench_replays > 0 { timing::run(&dev, bench_replays)? } else { Vec::new() };
@@ -559,6 +559,8 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         "kernel": r.kv.builder, "variant": r.kv.variant, "known_bad": r.kv.known_bad,
                         "cases": r.cases, "mismatches": r.mismatches, "raising": r.raising,
                         "model_mismatches": r.model_mismatches, "ok": r.ok(), "seconds": r.seconds,
+                        "phases": {"generate": r.phases.generate, "pack": r.phases.pack,
+                                   "device": r.phases.device, "check": r.phases.check},
                         "first_mismatch": r.first,
                     })).collect::<Vec<_>>(),
                     "timings": timings.iter().map(|t| serde_json::json!({

@@ -182,6 +182,8 @@ pub struct Row {
     /// The first disagreement with the simulator's model of the same variant.
     pub first_model: Option<String>,
     pub seconds: f64,
+    /// Where `seconds` went.
+    pub phases: Phases,
 }
 
 impl Row {
@@ -280,15 +282,211 @@ fn seed_for(seed: u64, builder: &str) -> u64 {
     builder.bytes().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| h.rotate_left(7) ^ b as u64)
 }
 
-fn run_nsa(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize) -> Result<Row> {
-    let mode = if kv.builder == "nsa-target-verify" { NsaMode::TargetVerify } else { NsaMode::DraftExtend };
-    let variant = nsa_variant(kv.variant);
-    let cap = nsa::Capacity { cases: BATCH_CASES, reqs: 1 << 21, rows: 1 << 24, page: 1 << 26 };
-    let mut nd = match be {
-        Backend::Device(dev) => Some((dev, nsa::NsaDevice::new(dev, cap)?)),
+/// One builder's side of the agreement run: its random cases, the host's refusal (what the
+/// reference raises on: nothing is launched), how a case packs into a batch, and how its
+/// result is read back and judged. [`run_row`] is the one loop over batches.
+trait Harness: Sync {
+    type Case: Send + Sync + std::fmt::Debug;
+    type Packed: Sync;
+    type Values: PartialEq + Send;
+    type Dev: GraphedBuilder<Packed = Self::Packed>;
+    fn new_device(&self, dev: &Device) -> Result<Self::Dev>;
+    fn generate(&self, rng: &mut Rng) -> Self::Case;
+    fn raises(&self, c: &Self::Case) -> Option<String>;
+    fn packed(&self) -> Self::Packed;
+    fn cases_in(p: &Self::Packed) -> usize;
+    fn fits(&self, p: &Self::Packed, c: &Self::Case) -> bool;
+    fn push(&self, p: &mut Self::Packed, c: &Self::Case) -> std::result::Result<(), String>;
+    fn run_twin(&self, p: &mut Self::Packed);
+    /// The launched case in `slot`, or (`None`) a case refused on the host with `raised`.
+    fn actual(&self, p: &Self::Packed, slot: Option<usize>, c: &Self::Case, raised: &str) -> Outcome<Self::Values>;
+    /// Against the reference: the first mismatch, if any.
+    fn check(&self, c: &Self::Case, act: &Outcome<Self::Values>) -> Option<Mismatch>;
+    /// The simulator's model of the variant.
+    fn model(&self, c: &Self::Case) -> Outcome<Self::Values>;
+    fn variant_name(&self) -> &'static str;
+}
+
+struct NsaHarness {
+    mode: NsaMode,
+    variant: NsaVariant,
+    max_bs: usize,
+    cap: nsa::Capacity,
+    r2t: Vec<i32>,
+}
+
+impl Harness for NsaHarness {
+    type Case = NsaCase;
+    type Packed = nsa::Packed;
+    type Values = specreplay_sim::builders::cuda_graph::GraphBuffers;
+    type Dev = nsa::NsaDevice;
+    fn new_device(&self, dev: &Device) -> Result<Self::Dev> {
+        nsa::NsaDevice::new(dev, self.cap)
+    }
+    fn generate(&self, rng: &mut Rng) -> NsaCase {
+        random_nsa_case(rng, self.mode, self.max_bs)
+    }
+    fn raises(&self, c: &NsaCase) -> Option<String> {
+        nsa::raises(c)
+    }
+    fn packed(&self) -> nsa::Packed {
+        nsa::Packed::default()
+    }
+    fn cases_in(p: &nsa::Packed) -> usize {
+        p.cases
+    }
+    fn fits(&self, p: &nsa::Packed, c: &NsaCase) -> bool {
+        self.cap.fits(p, nsa::footprint(c, true))
+    }
+    fn push(&self, p: &mut nsa::Packed, c: &NsaCase) -> std::result::Result<(), String> {
+        p.push(c, true)
+    }
+    fn run_twin(&self, p: &mut nsa::Packed) {
+        p.run_twin(self.variant == NsaVariant::UniformQo, &self.r2t, nsa::R2T_STRIDE)
+    }
+    fn actual(&self, p: &nsa::Packed, slot: Option<usize>, c: &NsaCase, _raised: &str) -> Outcome<Self::Values> {
+        match slot {
+            Some(k) => Outcome::Values(p.unpack(k)),
+            // Refused on the host: SGLang's torch ops raise before the replay (torch's message).
+            None => cases::replay_outcome(c, NsaVariant::Reference),
+        }
+    }
+    fn check(&self, c: &NsaCase, act: &Outcome<Self::Values>) -> Option<Mismatch> {
+        cases::check_nsa_replay_actual(c, self.variant, act, "cuda-graph replay on the device").err()
+    }
+    fn model(&self, c: &NsaCase) -> Outcome<Self::Values> {
+        cases::replay_outcome(c, self.variant)
+    }
+    fn variant_name(&self) -> &'static str {
+        self.variant.name()
+    }
+}
+
+struct DraftHarness {
+    variant: DraftVariant,
+    max_bs: usize,
+    cap: draft::Capacity,
+}
+
+impl Harness for DraftHarness {
+    type Case = DraftCase;
+    type Packed = draft::Packed;
+    type Values = draft_select::Selection;
+    type Dev = draft::DraftDevice;
+    fn new_device(&self, dev: &Device) -> Result<Self::Dev> {
+        draft::DraftDevice::new(dev, self.cap)
+    }
+    fn generate(&self, rng: &mut Rng) -> DraftCase {
+        random_draft_case(rng, self.max_bs)
+    }
+    fn raises(&self, c: &DraftCase) -> Option<String> {
+        draft::raises(c)
+    }
+    fn packed(&self) -> draft::Packed {
+        draft::Packed::default()
+    }
+    fn cases_in(p: &draft::Packed) -> usize {
+        p.cases
+    }
+    fn fits(&self, p: &draft::Packed, c: &DraftCase) -> bool {
+        self.cap.fits(p, draft::footprint(c))
+    }
+    fn push(&self, p: &mut draft::Packed, c: &DraftCase) -> std::result::Result<(), String> {
+        p.push(c)
+    }
+    fn run_twin(&self, p: &mut draft::Packed) {
+        p.run_twin(self.variant == DraftVariant::VectorizedSorted)
+    }
+    fn actual(&self, p: &draft::Packed, slot: Option<usize>, _c: &DraftCase, raised: &str) -> Outcome<Self::Values> {
+        match slot {
+            Some(k) => Outcome::Values(p.unpack(k)),
+            None => Outcome::Error(raised.to_string()),
+        }
+    }
+    fn check(&self, c: &DraftCase, act: &Outcome<Self::Values>) -> Option<Mismatch> {
+        cases::check_draft_actual(c, self.variant, act, "cuda-graph replay on the device").err()
+    }
+    fn model(&self, c: &DraftCase) -> Outcome<Self::Values> {
+        Outcome::from(draft_select::select(self.variant, &c.scores, &c.counts))
+    }
+    fn variant_name(&self) -> &'static str {
+        self.variant.name()
+    }
+}
+
+struct SparseHarness {
+    variant: SparseVariant,
+    max_sk: usize,
+    cap: dsparse::Capacity,
+}
+
+impl Harness for SparseHarness {
+    type Case = SparseInput;
+    type Packed = dsparse::Packed;
+    type Values = sparse::SparseOutput;
+    type Dev = dsparse::SparseDevice;
+    fn new_device(&self, dev: &Device) -> Result<Self::Dev> {
+        dsparse::SparseDevice::new(dev, self.cap)
+    }
+    fn generate(&self, rng: &mut Rng) -> SparseInput {
+        random_sparse_case(rng, self.max_sk)
+    }
+    fn raises(&self, c: &SparseInput) -> Option<String> {
+        dsparse::raises(c)
+    }
+    fn packed(&self) -> dsparse::Packed {
+        dsparse::Packed::new(dsparse::unclamped(self.variant))
+    }
+    fn cases_in(p: &dsparse::Packed) -> usize {
+        p.cases
+    }
+    fn fits(&self, p: &dsparse::Packed, c: &SparseInput) -> bool {
+        self.cap.fits(p, dsparse::footprint(c, dsparse::unclamped(self.variant)))
+    }
+    fn push(&self, p: &mut dsparse::Packed, c: &SparseInput) -> std::result::Result<(), String> {
+        p.push(c)
+    }
+    fn run_twin(&self, p: &mut dsparse::Packed) {
+        p.run_twin()
+    }
+    fn actual(&self, p: &dsparse::Packed, slot: Option<usize>, c: &SparseInput, raised: &str) -> Outcome<Self::Values> {
+        match slot {
+            Some(k) => p.unpack(k, c),
+            None => Outcome::Error(raised.to_string()),
+        }
+    }
+    fn check(&self, c: &SparseInput, act: &Outcome<Self::Values>) -> Option<Mismatch> {
+        cases::check_sparse_actual(c, self.variant, act, "cuda-graph replay on the device").err()
+    }
+    fn model(&self, c: &SparseInput) -> Outcome<Self::Values> {
+        Outcome::from(sparse::build(self.variant, c))
+    }
+    fn variant_name(&self) -> &'static str {
+        self.variant.name()
+    }
+}
+
+/// Where an agreement row's wall time went (seconds): generating the cases and the host's
+/// refusals (every core), packing them (one thread), the device's stage + graph replay +
+/// read-back (or the CPU twins), and the comparisons (every core).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Phases {
+    pub generate: f64,
+    pub pack: f64,
+    pub device: f64,
+    pub check: f64,
+}
+
+/// Cases between two progress events of a row (`RUST_LOG=info`).
+const PROGRESS_EVERY: u64 = 1 << 17;
+
+/// The one batch loop: generate, pack until a buffer is full, run the batch on the device
+/// (or the twins), judge every case.
+fn run_row<H: Harness>(h: &H, be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64) -> Result<Row> {
+    let mut dev = match be {
+        Backend::Device(dev) => Some((dev, h.new_device(dev)?)),
         Backend::Twin => None,
     };
-    let r2t = nsa::req_to_token();
     let base = seed_for(seed, kv.builder);
     let mut row = Row {
         kv,
@@ -299,61 +497,86 @@ fn run_nsa(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize)
         first: None,
         first_model: None,
         seconds: 0.0,
+        phases: Phases::default(),
     };
     let t = Instant::now();
     let mut feed = Feed::new(n);
+    let gen = |i: u64| {
+        let c = h.generate(&mut Rng::new(case_seed(base, i)));
+        let raised = h.raises(&c);
+        (c, raised)
+    };
+    let mut next_progress = PROGRESS_EVERY;
     while !feed.done() {
-        let mut p = nsa::Packed::default();
-        let mut batch: Vec<(u64, NsaCase, bool)> = Vec::new();
-        while let Some((i, c)) = feed.pop(&|i| {
-            let mut rng = Rng::new(case_seed(base, i));
-            random_nsa_case(&mut rng, mode, max_bs)
-        }) {
-            if nsa::raises(&c).is_some() {
-                batch.push((i, c, false));
+        let mut p = h.packed();
+        let mut batch: Vec<(u64, H::Case, Option<String>)> = Vec::new();
+        loop {
+            let t0 = Instant::now();
+            let item = feed.pop(&gen);
+            let t1 = Instant::now();
+            row.phases.generate += (t1 - t0).as_secs_f64();
+            let Some((i, (c, raised))) = item else { break };
+            if raised.is_some() {
+                batch.push((i, c, raised));
                 continue;
             }
-            if !cap.fits(&p, nsa::footprint(&c, true)) {
-                if p.cases == 0 {
-                    return Err(crate::ExecError::InvalidInput(format!("NSA case {i} does not fit the buffers")));
+            if !h.fits(&p, &c) {
+                if H::cases_in(&p) == 0 {
+                    return Err(crate::ExecError::InvalidInput(format!(
+                        "{} case {i} does not fit the buffers",
+                        kv.builder
+                    )));
                 }
-                feed.unpop((i, c));
+                feed.unpop((i, (c, None)));
                 break;
             }
-            p.push(&c, true).map_err(crate::ExecError::InvalidInput)?;
-            batch.push((i, c, true));
+            h.push(&mut p, &c).map_err(crate::ExecError::InvalidInput)?;
+            batch.push((i, c, None));
+            row.phases.pack += t1.elapsed().as_secs_f64();
         }
-        if p.cases > 0 {
-            match nd.as_mut() {
-                Some((dev, nd)) => nd.run(dev, kv.entry, &mut p, BATCH_GRID)?,
-                None => p.run_twin(variant == NsaVariant::UniformQo, &r2t, nsa::R2T_STRIDE),
+        let t0 = Instant::now();
+        if H::cases_in(&p) > 0 {
+            match dev.as_mut() {
+                Some((d, dd)) => dd.run(d, kv.entry, &mut p, BATCH_GRID)?,
+                None => h.run_twin(&mut p),
             }
         }
+        let t1 = Instant::now();
+        row.phases.device += (t1 - t0).as_secs_f64();
         let mut k = 0usize;
-        let slots: Vec<(u64, &NsaCase, Option<usize>)> = batch
+        let slots: Vec<(u64, &H::Case, Option<usize>, &str)> = batch
             .iter()
-            .map(|(i, c, launched)| {
-                let s = launched.then_some(k);
-                k += *launched as usize;
-                (*i, c, s)
+            .map(|(i, c, raised)| {
+                let s = raised.is_none().then_some(k);
+                k += raised.is_none() as usize;
+                (*i, c, s, raised.as_deref().unwrap_or(""))
             })
             .collect();
-        let verdicts = par_map(&slots, |&(i, c, slot)| {
-            let act = match slot {
-                Some(k) => Outcome::Values(p.unpack(k)),
-                // Refused on the host: SGLang's torch ops raise before the replay (torch's message).
-                None => cases::replay_outcome(c, NsaVariant::Reference),
-            };
-            let m = cases::check_nsa_replay_actual(c, variant, &act, "cuda-graph replay on the device").err();
+        let verdicts = par_map(&slots, |&(i, c, slot, raised)| {
+            let act = h.actual(&p, slot, c, raised);
+            let m = h.check(c, &act);
             let model_err = (kv.known_bad || m.is_some())
-                .then(|| cases::replay_outcome(c, variant))
+                .then(|| h.model(c))
                 .filter(|model| !same_outcome(model, &act))
-                .map(|_| format!("device differs from the simulator's {} model", variant.name()));
+                .map(|_| format!("device differs from the simulator's {} model", h.variant_name()));
             (i, (slot.is_none(), m.map(|m| with_case(m, c)), model_err))
         });
         tally(&mut row, verdicts, &|i| {
             format!("specreplay gpu builders --cases {} --seed {seed} (case {i} of {})", i + 1, kv.builder)
         });
+        row.phases.check += t1.elapsed().as_secs_f64();
+        if row.cases >= next_progress {
+            next_progress += PROGRESS_EVERY;
+            tracing::info!(
+                kernel = kv.builder,
+                variant = kv.variant,
+                cases = row.cases,
+                mismatches = row.mismatches,
+                seconds = t.elapsed().as_secs_f64(),
+                phases = ?row.phases,
+                "builder agreement progress"
+            );
+        }
     }
     row.seconds = t.elapsed().as_secs_f64();
     Ok(row)
@@ -366,157 +589,23 @@ fn with_case<C: std::fmt::Debug>(mut m: Mismatch, c: &C) -> Mismatch {
     m
 }
 
+fn run_nsa(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize) -> Result<Row> {
+    let mode = if kv.builder == "nsa-target-verify" { NsaMode::TargetVerify } else { NsaMode::DraftExtend };
+    let cap = nsa::Capacity { cases: BATCH_CASES, reqs: 1 << 21, rows: 1 << 24, page: 1 << 26 };
+    let h = NsaHarness { mode, variant: nsa_variant(kv.variant), max_bs, cap, r2t: nsa::req_to_token() };
+    run_row(&h, be, kv, n, seed)
+}
+
 fn run_draft(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_bs: usize) -> Result<Row> {
     let variant = if kv.known_bad { DraftVariant::VectorizedSorted } else { DraftVariant::Vectorized };
     let cap = draft::Capacity { cases: BATCH_CASES, rows: 1 << 21, scores: 1 << 26, out: 1 << 24 };
-    let mut dd = match be {
-        Backend::Device(dev) => Some((dev, draft::DraftDevice::new(dev, cap)?)),
-        Backend::Twin => None,
-    };
-    let base = seed_for(seed, kv.builder);
-    let mut row = Row {
-        kv,
-        cases: 0,
-        raising: 0,
-        mismatches: 0,
-        model_mismatches: 0,
-        first: None,
-        first_model: None,
-        seconds: 0.0,
-    };
-    let t = Instant::now();
-    let mut feed = Feed::new(n);
-    while !feed.done() {
-        let mut p = draft::Packed::default();
-        let mut batch: Vec<(u64, DraftCase, bool)> = Vec::new();
-        while let Some((i, c)) = feed.pop(&|i| {
-            let mut rng = Rng::new(case_seed(base, i));
-            random_draft_case(&mut rng, max_bs)
-        }) {
-            if draft::raises(&c).is_some() {
-                batch.push((i, c, false));
-                continue;
-            }
-            if !cap.fits(&p, draft::footprint(&c)) {
-                if p.cases == 0 {
-                    return Err(crate::ExecError::InvalidInput(format!("draft case {i} does not fit the buffers")));
-                }
-                feed.unpop((i, c));
-                break;
-            }
-            p.push(&c).map_err(crate::ExecError::InvalidInput)?;
-            batch.push((i, c, true));
-        }
-        if p.cases > 0 {
-            match dd.as_mut() {
-                Some((dev, dd)) => dd.run(dev, kv.entry, &mut p, BATCH_GRID)?,
-                None => p.run_twin(kv.known_bad),
-            }
-        }
-        let mut k = 0usize;
-        let slots: Vec<(u64, &DraftCase, Option<usize>)> = batch
-            .iter()
-            .map(|(i, c, launched)| {
-                let s = launched.then_some(k);
-                k += *launched as usize;
-                (*i, c, s)
-            })
-            .collect();
-        let verdicts = par_map(&slots, |&(i, c, slot)| {
-            let act = match slot {
-                Some(k) => Outcome::Values(p.unpack(k)),
-                None => Outcome::Error(draft::raises(c).unwrap_or_default()),
-            };
-            let m = cases::check_draft_actual(c, variant, &act, "cuda-graph replay on the device").err();
-            let model_err = (kv.known_bad || m.is_some())
-                .then(|| Outcome::from(draft_select::select(variant, &c.scores, &c.counts)))
-                .filter(|model| !same_outcome(model, &act))
-                .map(|_| format!("device differs from the simulator's {} model", variant.name()));
-            (i, (slot.is_none(), m.map(|m| with_case(m, c)), model_err))
-        });
-        tally(&mut row, verdicts, &|i| {
-            format!("specreplay gpu builders --cases {} --seed {seed} (case {i} of {})", i + 1, kv.builder)
-        });
-    }
-    row.seconds = t.elapsed().as_secs_f64();
-    Ok(row)
+    run_row(&DraftHarness { variant, max_bs, cap }, be, kv, n, seed)
 }
 
 fn run_sparse(be: Backend<'_>, kv: KernelVariant, n: u64, seed: u64, max_sk: usize) -> Result<Row> {
     let variant = if kv.known_bad { SparseVariant::FusedKernel } else { SparseVariant::FusedKernelClamped };
-    let unclamped = dsparse::unclamped(variant);
     let cap = dsparse::Capacity { cases: BATCH_CASES, heavy: 1 << 22, list: 1 << 22, lens: 1 << 20, weights: 1 << 26 };
-    let mut sd = match be {
-        Backend::Device(dev) => Some((dev, dsparse::SparseDevice::new(dev, cap)?)),
-        Backend::Twin => None,
-    };
-    let base = seed_for(seed, kv.builder);
-    let mut row = Row {
-        kv,
-        cases: 0,
-        raising: 0,
-        mismatches: 0,
-        model_mismatches: 0,
-        first: None,
-        first_model: None,
-        seconds: 0.0,
-    };
-    let t = Instant::now();
-    let mut feed = Feed::new(n);
-    while !feed.done() {
-        let mut p = dsparse::Packed::new(unclamped);
-        let mut batch: Vec<(u64, SparseInput, bool)> = Vec::new();
-        while let Some((i, c)) = feed.pop(&|i| {
-            let mut rng = Rng::new(case_seed(base, i));
-            random_sparse_case(&mut rng, max_sk)
-        }) {
-            if dsparse::raises(&c).is_some() {
-                batch.push((i, c, false));
-                continue;
-            }
-            if !cap.fits(&p, dsparse::footprint(&c, unclamped)) {
-                if p.cases == 0 {
-                    return Err(crate::ExecError::InvalidInput(format!("sparse case {i} does not fit the buffers")));
-                }
-                feed.unpop((i, c));
-                break;
-            }
-            p.push(&c).map_err(crate::ExecError::InvalidInput)?;
-            batch.push((i, c, true));
-        }
-        if p.cases > 0 {
-            match sd.as_mut() {
-                Some((dev, sd)) => sd.run(dev, kv.entry, &mut p, BATCH_GRID)?,
-                None => p.run_twin(),
-            }
-        }
-        let mut k = 0usize;
-        let slots: Vec<(u64, &SparseInput, Option<usize>)> = batch
-            .iter()
-            .map(|(i, c, launched)| {
-                let s = launched.then_some(k);
-                k += *launched as usize;
-                (*i, c, s)
-            })
-            .collect();
-        let verdicts = par_map(&slots, |&(i, c, slot)| {
-            let act = match slot {
-                Some(k) => p.unpack(k, c),
-                None => Outcome::Error(dsparse::raises(c).unwrap_or_default()),
-            };
-            let m = cases::check_sparse_actual(c, variant, &act, "cuda-graph replay on the device").err();
-            let model_err = (kv.known_bad || m.is_some())
-                .then(|| Outcome::from(sparse::build(variant, c)))
-                .filter(|model| !same_outcome(model, &act))
-                .map(|_| format!("device differs from the simulator's {} model", variant.name()));
-            (i, (slot.is_none(), m.map(|m| with_case(m, c)), model_err))
-        });
-        tally(&mut row, verdicts, &|i| {
-            format!("specreplay gpu builders --cases {} --seed {seed} (case {i} of {})", i + 1, kv.builder)
-        });
-    }
-    row.seconds = t.elapsed().as_secs_f64();
-    Ok(row)
+    run_row(&SparseHarness { variant, max_sk, cap }, be, kv, n, seed)
 }
 
 /// Largest live batch of the random NSA / draft cases and largest sk of the sparse ones.
@@ -662,6 +751,7 @@ mod tests {
             first: None,
             first_model: None,
             seconds: 0.0,
+            phases: Phases::default(),
         };
         assert!(r.ok());
         r.mismatches = 1;
@@ -691,7 +781,7 @@ mod cost {
     fn agreement_cpu_cost() {
         let n: u64 = std::env::var("BUILDERS_COST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
         run(Backend::Twin, n, 3, &mut |r| {
-            eprintln!("{} {} {} cases {:.2} s", r.kv.builder, r.kv.variant, r.cases, r.seconds)
+            eprintln!("{} {} {} cases {:.2} s {:?}", r.kv.builder, r.kv.variant, r.cases, r.seconds, r.phases)
         })
         .unwrap();
     }
