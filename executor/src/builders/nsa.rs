@@ -119,7 +119,7 @@ impl Packed {
     pub fn push(&mut self, case: &NsaCase, write_page: bool) -> std::result::Result<(), String> {
         supported(case)?;
         let padded = cuda_graph::pad_batch(&case.batch, case.captured_bs);
-        let cap = GraphBuffers::captured(case.captured_bs, &case.params);
+        let cap = GraphBuffers::captured_without_page_table(case.captured_bs, &case.params);
         let p = &case.params;
         let h = [
             if case.mode == NsaMode::TargetVerify { 0 } else { 1 },
@@ -143,9 +143,8 @@ impl Packed {
         self.cache_seqlens.extend_from_slice(&cap.cache_seqlens);
         self.cu_seqlens_k.extend_from_slice(&cap.cu_seqlens_k);
         if write_page {
-            for row in &cap.page_table_1 {
-                self.page_table.extend_from_slice(row);
-            }
+            let cells = cap.seqlens_expanded.len() * p.max_context_len;
+            self.page_table.resize(self.page_table.len() + cells, cuda_graph::PAGE_TABLE_FILL_VALUE);
         }
         self.expanded.extend_from_slice(&cap.seqlens_expanded);
         self.nsa_cache.extend_from_slice(&cap.nsa_cache_seqlens);

@@ -66,15 +66,27 @@ pub struct GraphBuffers {
     pub nsa_cu_seqlens_k: Vec<i32>,
 }
 
+/// What the captured page table holds before the first replay (`torch.zeros` at capture).
+pub const PAGE_TABLE_FILL_VALUE: i32 = 0;
+
 impl GraphBuffers {
     /// The buffers as `init_forward_metadata_capture_cuda_graph` leaves them (shared
     /// target_verify/draft_extend branch, `seq_lens` = fill value, zeroed page table).
     pub fn captured(captured_bs: usize, p: &NsaParams) -> Self {
+        let mut b = Self::captured_without_page_table(captured_bs, p);
+        b.page_table_1 = vec![vec![PAGE_TABLE_FILL_VALUE; p.max_context_len]; b.seqlens_expanded.len()];
+        b
+    }
+
+    /// [`GraphBuffers::captured`] with `page_table_1` left empty, for a caller that lays
+    /// out the `captured_bs * D` rows of [`PAGE_TABLE_FILL_VALUE`] itself (the device's
+    /// packed buffers).
+    pub fn captured_without_page_table(captured_bs: usize, p: &NsaParams) -> Self {
         let d = p.num_draft_tokens;
         let cache_seqlens = vec![SEQ_LEN_FILL_VALUE + d; captured_bs];
         let cu_seqlens_k = torch::cu_seqlens(&cache_seqlens);
         let rows = captured_bs * d as usize;
-        let page_table_1 = vec![vec![0; p.max_context_len]; rows];
+        let page_table_1 = Vec::new();
         let seqlens_expanded: Vec<i32> = cache_seqlens.iter().flat_map(|&kv| (kv - d + 1)..=kv).collect();
         let nsa_cache_seqlens = torch::clamp_max(&seqlens_expanded, p.nsa_index_topk);
         let nsa_cu_seqlens_k = torch::cu_seqlens(&nsa_cache_seqlens);
