@@ -169,7 +169,7 @@ device() {
     stage fuzz 90 "$OUT/replay.log" .gpu/specreplay gpu fuzz --n 1000 --seed 1
     stage bench 60 "$OUT/replay.log" .gpu/specreplay gpu bench --replays 1000 --json "$OUT/bench.json" "${traces[@]}"
     # A random-weight Qwen3-0.6B: specreplay's CPU reference vs transformers (bf16 and f32).
-    stage hf-reference 300 "$OUT/hf_reference.log" env HF_CPU_REFERENCE=0 bash scripts/hf_reference_check.sh .gpu/specreplay "$tmp/hf"
+    stage hf-reference 400 "$OUT/hf_reference.log" env HF_CPU_REFERENCE=0 bash scripts/hf_reference_check.sh .gpu/specreplay "$tmp/hf"
 
     # The seeds' metadata builders (issue 17): kernels under CUDA-graph replay. explain --device
     # cuda (must print the CPU's minimized seed-002 counterexample), the small-case GPU tests,

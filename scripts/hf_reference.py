@@ -24,9 +24,12 @@ sides (executor/src/model/comparison.rs):
 
 Modes:
   run      --model DIR --prompt-ids "1,2,3" [--prompt-ids ...] [--prompts-from OURS.json]
-           --max-tokens N [--dtype bfloat16|float32] --out HF.json
+           --max-tokens N [--dtype bfloat16|float32] [--attn-implementation sdpa|eager]
+           [--device auto|cuda|cpu] --out HF.json
   compare  --ours OURS.json (--theirs HF.json | --model DIR [--dtype ...] [--out HF.json])
            [--max-tokens N] [--max-rel-err 1e-2] [--near-tie-ulps 4]
+  merge    --in A.json --in B.json ... --out C.json
+           one comparison file from several of the same source (prompts in order)
   attach-tokens --ours EXECUTOR.json --trace GEN0.json [--trace ...] --out GPU.json
            the GPU executor's greedy tokens and margins (`gpu generate --trace`, one per
            prompt) joined to the executor's prefill rows, for compare
@@ -109,22 +112,30 @@ def argmax(a, lo, hi):
     return best - lo
 
 
-def run_hf(model_dir, prompts, max_tokens, dtype_name, out_path):
-    """Runs transformers on each prompt; writes out_path (+ .f32 files); returns the doc."""
+def run_hf(model_dir, prompts, max_tokens, dtype_name, out_path, attn="sdpa", device="auto"):
+    """Runs transformers on each prompt; writes out_path (+ .f32 files); returns the doc.
+
+    attn: transformers' attention implementation ("sdpa", its default, or "eager"); device:
+    "cuda", "cpu" or "auto" (cuda when available). Both exist for the yardsticks: the same
+    library against itself with another attention or on another device."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype_name]
     t0 = time.time()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True,
+                                                 attn_implementation=attn)
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(dev).eval()
     log(f"loaded {type(model).__name__} from {model_dir} as {dtype_name} in {time.time() - t0:.1f} s "
-        f"(torch {torch.__version__}, device {torch.cuda.get_device_name(0) if dev == 'cuda' else 'cpu'})")
+        f"(torch {torch.__version__}, device {torch.cuda.get_device_name(0) if dev == 'cuda' else 'cpu'}, "
+        f"attention {attn})")
     vocab = model.config.vocab_size
-    gen_cfg = GenerationConfig(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
-                               num_beams=1, eos_token_id=None, pad_token_id=0)
+    # (transformers refuses a GenerationConfig of 0 new tokens: prefill-only runs need none.)
+    gen_cfg = None if max_tokens <= 0 else GenerationConfig(
+        max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False, num_beams=1,
+        eos_token_id=None, pad_token_id=0)
     stem = os.path.splitext(os.path.basename(out_path))[0]
     out_dir = os.path.dirname(os.path.abspath(out_path))
     records = []
@@ -160,7 +171,8 @@ def run_hf(model_dir, prompts, max_tokens, dtype_name, out_path):
         small = min(margins) if margins else float("nan")
         log(f"prompt {i}: {len(ids)} tokens, {len(tokens)} generated in {time.time() - t0:.1f} s, "
             f"smallest margin {small:.3e}")
-    doc = {"schema": SCHEMA, "source": "transformers", "dtype": dtype_name, "checkpoint_sha256": None,
+    source = "transformers" if attn == "sdpa" and device == "auto" else f"transformers ({attn}, {dev})"
+    doc = {"schema": SCHEMA, "source": source, "dtype": dtype_name, "checkpoint_sha256": None,
            "vocab_size": vocab, "prompts": records}
     with open(out_path, "w") as f:
         json.dump(doc, f)
@@ -215,6 +227,27 @@ def compare(ours_path, ours, theirs_path, theirs, max_rel_err, near_tie_ulps):
     return ok
 
 
+def merge(paths, out_path):
+    """One comparison file from several of one source (prompts concatenated in order; each
+    prompt's logits file path made relative to out_path's folder)."""
+    docs = [load_json(p) for p in paths]
+    out = dict(docs[0])
+    out["prompts"] = []
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    for path, d in zip(paths, docs):
+        if (d["source"], d["dtype"], d["vocab_size"]) != (out["source"], out["dtype"], out["vocab_size"]):
+            raise SystemExit(f"hf_reference: {path}: another source, dtype or vocabulary than {paths[0]}")
+        base = os.path.dirname(os.path.abspath(path))
+        for p in d["prompts"]:
+            p = dict(p)
+            p["prefill_logits_file"] = os.path.relpath(os.path.join(base, p["prefill_logits_file"]), out_dir)
+            out["prompts"].append(p)
+    with open(out_path, "w") as f:
+        json.dump(out, f)
+        f.write("\n")
+    log(f"wrote {out_path}: {len(out['prompts'])} prompts from {len(paths)} files")
+
+
 def attach_tokens(ours_path, traces, out_path):
     """The GPU executor's greedy continuations (one `gpu generate --prompt-ids P --trace T`
     per prompt, in prompt order) put into a comparison file whose prefill rows are the
@@ -258,6 +291,8 @@ def main():
     r.add_argument("--prompts-from")
     r.add_argument("--max-tokens", type=int, default=256)
     r.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    r.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
+    r.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     r.add_argument("--out", required=True)
     c = sub.add_parser("compare")
     c.add_argument("--ours", required=True)
@@ -268,11 +303,17 @@ def main():
     c.add_argument("--max-tokens", type=int)
     c.add_argument("--max-rel-err", type=float, default=1e-2)
     c.add_argument("--near-tie-ulps", type=float, default=4.0)
+    g = sub.add_parser("merge")
+    g.add_argument("--in", dest="inputs", action="append", required=True)
+    g.add_argument("--out", required=True)
     t = sub.add_parser("attach-tokens")
     t.add_argument("--ours", required=True)
     t.add_argument("--trace", action="append", default=[])
     t.add_argument("--out", required=True)
     a = ap.parse_args()
+    if a.mode == "merge":
+        merge(a.inputs, a.out)
+        return 0
     if a.mode == "attach-tokens":
         attach_tokens(a.ours, a.trace, a.out)
         return 0
@@ -282,7 +323,7 @@ def main():
             prompts += [p["ids"] for p in load_json(a.prompts_from)["prompts"]]
         if not prompts:
             ap.error("give --prompt-ids or --prompts-from")
-        run_hf(a.model, prompts, a.max_tokens, a.dtype, a.out)
+        run_hf(a.model, prompts, a.max_tokens, a.dtype, a.out, a.attn_implementation, a.device)
         return 0
     ours = load_json(a.ours)
     if a.theirs:

@@ -12,7 +12,9 @@
 # 4. unless HF_CPU_REFERENCE=0: specreplay's f32 CPU reference (`gpu reference`) against
 #    transformers bf16 (the same bounds) and float32 (32 tokens, rel err <= 1e-3): checks
 #    the reference itself (device-independent, slow on one core);
-# 5. the yardstick: transformers bf16 against transformers float32, prefill.
+# 5. the yardsticks, prefill: transformers bf16 against transformers float32, against
+#    itself with eager attention instead of SDPA, and (with CUDA) against itself on the CPU:
+#    how far two bf16 forms of the same model drift apart on this checkpoint (not judged).
 # Prints every figure; exit 0 only if every comparison run passes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,15 +34,24 @@ if [ "$cpu_ref" = 1 ]; then
         --max-tokens 256 --json "$work/ours.json" >"$work/ours.log" 2>&1 &
     ours_pid=$!
 fi
-# The executor's prefill rows (CPU twin, one thread) run beside transformers.
-"$bin" gpu reference --forward executor --model "$work/qwen" --prompt-ids "$p1" --prompt-ids "$p2" \
-    --prompt-ids "$p3" --max-tokens 0 --json "$work/executor.json" >"$work/executor.log" 2>&1 &
-exec_pid=$!
+# The executor's prefill rows (CPU twin, one thread per process, one process per prompt)
+# run beside transformers.
+exec_pids=()
+for i in 1 2 3; do
+    p=p$i
+    "$bin" gpu reference --forward executor --model "$work/qwen" --prompt-ids "${!p}" --max-tokens 0 \
+        --json "$work/executor$i.json" >"$work/executor$i.log" 2>&1 &
+    exec_pids+=($!)
+done
 python3 scripts/hf_reference.py run --model "$work/qwen" --prompt-ids "$p1" --prompt-ids "$p2" \
     --prompt-ids "$p3" --max-tokens 256 --dtype bfloat16 --out "$work/hf-bf16.json" || exit 2
 python3 scripts/hf_reference.py run --model "$work/qwen" --prompt-ids "$p1" --prompt-ids "$p2" \
     --prompt-ids "$p3" --max-tokens 32 --dtype float32 --out "$work/hf-f32.json" || exit 2
-wait "$exec_pid" || { cat "$work/executor.log"; exit 2; }
+for i in 1 2 3; do
+    wait "${exec_pids[$((i - 1))]}" || { cat "$work/executor$i.log"; exit 2; }
+done
+python3 scripts/hf_reference.py merge --in "$work/executor1.json" --in "$work/executor2.json" \
+    --in "$work/executor3.json" --out "$work/executor.json" || exit 2
 echo "after $(($(date +%s) - t0)) s: transformers bf16 and f32, executor prefill rows done"
 rc=0
 if "$bin" gpu info >/dev/null 2>&1; then
@@ -74,6 +85,20 @@ fi
 echo "== yardstick: transformers float32 vs transformers bfloat16, prefill"
 python3 scripts/hf_reference.py compare --ours "$work/hf-f32.json" --theirs "$work/hf-bf16.json" \
     --max-tokens 0 --max-rel-err 1e-2 --near-tie-ulps 4
+prompts=(--prompt-ids "$p1" --prompt-ids "$p2" --prompt-ids "$p3")
+if python3 scripts/hf_reference.py run --model "$work/qwen" "${prompts[@]}" --max-tokens 0 \
+    --attn-implementation eager --out "$work/hf-bf16-eager.json" >/dev/null; then
+    echo "== yardstick: transformers bfloat16 eager attention vs its SDPA (the default), prefill"
+    python3 scripts/hf_reference.py compare --ours "$work/hf-bf16-eager.json" --theirs "$work/hf-bf16.json" \
+        --max-tokens 0 --max-rel-err 1e-2 --near-tie-ulps 4
+fi
+if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null &&
+    python3 scripts/hf_reference.py run --model "$work/qwen" "${prompts[@]}" --max-tokens 0 \
+        --device cpu --out "$work/hf-bf16-cpu.json" >/dev/null; then
+    echo "== yardstick: transformers bfloat16 on the CPU vs on the GPU, prefill"
+    python3 scripts/hf_reference.py compare --ours "$work/hf-bf16-cpu.json" --theirs "$work/hf-bf16.json" \
+        --max-tokens 0 --max-rel-err 1e-2 --near-tie-ulps 4
+fi
 echo "hf-reference: exit $rc, $(($(date +%s) - t0)) s"
 echo "reproduce: HF_CPU_REFERENCE=$cpu_ref bash scripts/hf_reference_check.sh $bin $work"
 exit $rc
