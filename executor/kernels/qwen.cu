@@ -117,8 +117,10 @@ extern "C" __global__ void qwen_embed(
 // `hidden_states = residual + hidden_states`); then out = bf16(bf16(r * inv) * w), inv =
 // 1 / sqrt(mean(r^2) + eps). One warp per row. `source` ROWS_PADDED: rows 0..padded,
 // row i in, row i out; ROWS_LOGITS: row j reads row gather[j] and residual is not
-// written (the final norm on the logits rows only).
+// written (the final norm on the logits rows only). Rows of up to 32 * RMS_C elements are
+// held in registers; longer ones take two passes of RMS_U loads ahead.
 #define RMS_U 8
+#define RMS_C 64
 extern "C" __global__ void qwen_rmsnorm(
     const int* __restrict__ counts, int source,
     const int* __restrict__ gather,
@@ -133,6 +135,41 @@ extern "C" __global__ void qwen_rmsnorm(
     for (int j = blockIdx.x * warps + (threadIdx.x >> 5); j < rows; j += gridDim.x * warps) {
         const long long in_row = (long long)(source == ROWS_LOGITS ? gather[j] : j) * hidden;
         const long long out_row = (long long)j * hidden;
+        if (hidden <= 32 * RMS_C) {
+            // The whole row in registers (lane l holds elements l, l+32, ...): its residual,
+            // delta and weight loads all issued at once, one memory round trip per row; the
+            // same sum in the same order as the loop below.
+            float v[RMS_C], wv[RMS_C];
+#pragma unroll
+            for (int u = 0; u < RMS_C; u++) {
+                const int i = lane + 32 * u;
+                v[u] = 0.0f;
+                wv[u] = 0.0f;
+                if (i < hidden) {
+                    float r = bf2f(residual[in_row + i]);
+                    if (add) r = round_bf(bf2f(delta[in_row + i]) + r);
+                    v[u] = r;
+                    wv[u] = bf2f(weight[i]);
+                }
+            }
+            float ss = 0.0f;
+#pragma unroll
+            for (int u = 0; u < RMS_C; u++) {
+                const int i = lane + 32 * u;
+                if (i < hidden) {
+                    if (add && source == ROWS_PADDED) residual[in_row + i] = f2bf(v[u]);
+                    ss = fmaf(v[u], v[u], ss);
+                }
+            }
+            ss = warp_butterfly_sum(ss);
+            const float inv = 1.0f / sqrtf(ss / (float)hidden + eps);
+#pragma unroll
+            for (int u = 0; u < RMS_C; u++) {
+                const int i = lane + 32 * u;
+                if (i < hidden) out[out_row + i] = f2bf(round_bf(v[u] * inv) * wv[u]);
+            }
+            continue;
+        }
         // Lane l sums r[l]^2, r[l+32]^2, ... in that order (the CPU twin's strided order);
         // the loads of RMS_U elements are issued before the dependent fmaf chain, so a row
         // costs hidden / (32 * RMS_U) memory latencies, not hidden / 32.
@@ -441,6 +478,99 @@ __device__ __forceinline__ int row_of(const int* cu, int n, int i) {
     return lo;
 }
 
+// The V dimensions one lane holds in `att_tiles_fast` (EPL contiguous bf16).
+template <int EPL> struct VPart;
+template <> struct VPart<2> {
+    unsigned int u;
+    __device__ __forceinline__ void load(const bf16_t* p) { u = *(const unsigned int*)p; }
+    __device__ __forceinline__ float get(int e) const { return __uint_as_float(e ? (u & 0xffff0000u) : (u << 16)); }
+};
+template <> struct VPart<4> {
+    uint2 u;
+    __device__ __forceinline__ void load(const bf16_t* p) { u = *(const uint2*)p; }
+    __device__ __forceinline__ float get(int e) const {
+        const unsigned int w = e < 2 ? u.x : u.y;
+        return __uint_as_float((e & 1) ? (w & 0xffff0000u) : (w << 16));
+    }
+};
+
+// One warp's tiles w, w + ATT_WARPS, ... for head_dim HD (64 or 128): the same scores,
+// online softmax and key order as the generic loop in qwen_attention (and the CPU twin),
+// but each lane's whole K row (HD/8 16-byte loads) and the tile's 32 V rows (HD/32
+// contiguous dimensions per lane) are requested before any of them is used, and the next
+// tile's block-table entry while this tile computes: a tile costs one memory round trip,
+// not one per few keys. Only which lane holds which accumulator changes (lane owns dims
+// lane*EPL ..); every sum keeps its order, so the bits are the generic loop's.
+template <int HD>
+__device__ __forceinline__ void att_tiles_fast(
+    const float* __restrict__ qs, const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache,
+    long long cache_slots, const int* __restrict__ bt_row, int block_size, int num_kv_heads, int kvh,
+    long long nk, float scale, int warp, int lane, unsigned int* __restrict__ counters,
+    float* __restrict__ wacc_row, float* m_out, float* l_out)
+{
+    constexpr int EPL = HD / 32;
+    const float NEG_INF = __int_as_float(0xff800000);
+    float m = NEG_INF, l = 0.0f, acc[EPL];
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) acc[e] = 0.0f;
+    const long long tiles = (nk + 31) >> 5;
+    long long key = (long long)warp * 32 + lane;
+    int blk = key < nk ? bt_row[key / block_size] : -1;
+    for (long long ti = warp; ti < tiles; ti += ATT_WARPS, key += 32 * ATT_WARPS) {
+        long long slot = -1;
+        if (key < nk) {
+            const long long sl = (long long)blk * block_size + key % block_size;
+            if (blk < 0 || sl >= cache_slots) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+            else slot = sl;
+        }
+        const long long key_next = key + 32 * ATT_WARPS;
+        if (key_next < nk) blk = bt_row[key_next / block_size];
+        const unsigned live = __ballot_sync(0xffffffffu, slot >= 0);
+        uint4 kraw[HD / 8];
+        const uint4* kr = (const uint4*)(k_cache + (slot >= 0 ? (slot * num_kv_heads + kvh) * HD : 0));
+#pragma unroll
+        for (int c = 0; c < HD / 8; ++c) kraw[c] = slot >= 0 ? kr[c] : make_uint4(0u, 0u, 0u, 0u);
+        VPart<EPL> vr[32];
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const long long sj = __shfl_sync(0xffffffffu, slot, j);
+            if (sj >= 0) vr[j].load(v_cache + (sj * num_kv_heads + kvh) * HD + lane * EPL);
+        }
+        float s = NEG_INF;
+        if (slot >= 0) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int c = 0; c < HD / 8; ++c) {
+                float kf[8];
+                unpack8(kraw[c], kf);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) dot = fmaf(qs[c * 8 + e], kf[e], dot);
+            }
+            s = dot * scale;
+        }
+        const float mt = warp_butterfly_max(s);
+        const float m_new = fmaxf(m, mt);
+        if (m_new == NEG_INF) continue;  // every key of the tile skipped
+        const float corr = exp_f(m - m_new);
+        const float p = slot >= 0 ? exp_f(s - m_new) : 0.0f;
+        l = l * corr + warp_butterfly_sum(p);
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) acc[e] = acc[e] * corr;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+            if (!((live >> j) & 1u)) continue;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) acc[e] = fmaf(pj, vr[j].get(e), acc[e]);
+        }
+        m = m_new;
+    }
+    *m_out = m;
+    *l_out = l;
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) wacc_row[lane * EPL + e] = acc[e];
+}
+
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
     const int* __restrict__ counts,
     const bf16_t* __restrict__ q,
@@ -478,76 +608,85 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
         for (int d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = bf2f(q[((long long)t * num_heads + h) * head_dim + d]);
         __syncthreads();
         float m = NEG_INF, l = 0.0f;
-        float acc[ATT_MAX_HD / 32];
+        const int* bt_row = block_table + (long long)r * blocks_per_row;
+        if (head_dim == 128) {
+            att_tiles_fast<128>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+                                scale, warp, lane, counters, wacc[warp], &m, &l);
+        } else if (head_dim == 64) {
+            att_tiles_fast<64>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+                               scale, warp, lane, counters, wacc[warp], &m, &l);
+        } else {
+            float acc[ATT_MAX_HD / 32];
 #pragma unroll
-        for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = 0.0f;
-        const long long tiles = (nk + 31) >> 5;
-        for (long long ti = warp; ti < tiles; ti += ATT_WARPS) {
-            const long long key = ti * 32 + lane;
-            long long slot = -1;
-            float s = NEG_INF;
-            if (key < nk) {
-                const int blk = block_table[(long long)r * blocks_per_row + key / block_size];
-                slot = (long long)blk * block_size + key % block_size;
-                if (blk < 0 || slot >= cache_slots) {
-                    atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
-                    slot = -1;
-                } else {
-                    const bf16_t* kr = k_cache + (slot * num_kv_heads + kvh) * head_dim;
-                    float dot = 0.0f;
+            for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = 0.0f;
+            const long long tiles = (nk + 31) >> 5;
+            for (long long ti = warp; ti < tiles; ti += ATT_WARPS) {
+                const long long key = ti * 32 + lane;
+                long long slot = -1;
+                float s = NEG_INF;
+                if (key < nk) {
+                    const int blk = block_table[(long long)r * blocks_per_row + key / block_size];
+                    slot = (long long)blk * block_size + key % block_size;
+                    if (blk < 0 || slot >= cache_slots) {
+                        atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+                        slot = -1;
+                    } else {
+                        const bf16_t* kr = k_cache + (slot * num_kv_heads + kvh) * head_dim;
+                        float dot = 0.0f;
 #pragma unroll 4
-                    for (int d = 0; d < head_dim; d += 8) {
-                        float kf[8];
-                        unpack8(*(const uint4*)(kr + d), kf);
+                        for (int d = 0; d < head_dim; d += 8) {
+                            float kf[8];
+                            unpack8(*(const uint4*)(kr + d), kf);
 #pragma unroll
-                        for (int e = 0; e < 8; ++e) dot = fmaf(qs[d + e], kf[e], dot);
+                            for (int e = 0; e < 8; ++e) dot = fmaf(qs[d + e], kf[e], dot);
+                        }
+                        s = dot * scale;
                     }
-                    s = dot * scale;
                 }
+                const float mt = warp_butterfly_max(s);
+                const float m_new = fmaxf(m, mt);
+                if (m_new == NEG_INF) continue;  // every key of the tile skipped
+                const float corr = exp_f(m - m_new);
+                const float p = slot >= 0 ? exp_f(s - m_new) : 0.0f;
+                l = l * corr + warp_butterfly_sum(p);
+#pragma unroll
+                for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = acc[e] * corr;
+                // Keys j = 0..31 in order for every acc[e]; the V rows of ATT_VU keys are
+                // loaded before their fmaf chain (memory latency overlapped, same sums).
+                for (int j0 = 0; j0 < 32; j0 += ATT_VU) {
+                    float pj[ATT_VU], vv[ATT_VU][ATT_MAX_HD / 32];
+                    bool live[ATT_VU];
+#pragma unroll
+                    for (int u = 0; u < ATT_VU; ++u) {
+                        pj[u] = __shfl_sync(0xffffffffu, p, j0 + u);
+                        const long long sj = __shfl_sync(0xffffffffu, slot, j0 + u);
+                        live[u] = sj >= 0;
+                        const bf16_t* vr = v_cache + (live[u] ? (sj * num_kv_heads + kvh) * head_dim : 0);
+#pragma unroll
+                        for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
+                            const int d = lane + 32 * e;
+                            vv[u][e] = live[u] && d < head_dim ? bf2f(vr[d]) : 0.0f;
+                        }
+                    }
+#pragma unroll
+                    for (int u = 0; u < ATT_VU; ++u) {
+                        if (!live[u]) continue;
+#pragma unroll
+                        for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
+                            const int d = lane + 32 * e;
+                            if (d < head_dim) acc[e] = fmaf(pj[u], vv[u][e], acc[e]);
+                        }
+                    }
+                }
+                m = m_new;
             }
-            const float mt = warp_butterfly_max(s);
-            const float m_new = fmaxf(m, mt);
-            if (m_new == NEG_INF) continue;  // every key of the tile skipped
-            const float corr = exp_f(m - m_new);
-            const float p = slot >= 0 ? exp_f(s - m_new) : 0.0f;
-            l = l * corr + warp_butterfly_sum(p);
 #pragma unroll
-            for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = acc[e] * corr;
-            // Keys j = 0..31 in order for every acc[e]; the V rows of ATT_VU keys are
-            // loaded before their fmaf chain (memory latency overlapped, same sums).
-            for (int j0 = 0; j0 < 32; j0 += ATT_VU) {
-                float pj[ATT_VU], vv[ATT_VU][ATT_MAX_HD / 32];
-                bool live[ATT_VU];
-#pragma unroll
-                for (int u = 0; u < ATT_VU; ++u) {
-                    pj[u] = __shfl_sync(0xffffffffu, p, j0 + u);
-                    const long long sj = __shfl_sync(0xffffffffu, slot, j0 + u);
-                    live[u] = sj >= 0;
-                    const bf16_t* vr = v_cache + (live[u] ? (sj * num_kv_heads + kvh) * head_dim : 0);
-#pragma unroll
-                    for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
-                        const int d = lane + 32 * e;
-                        vv[u][e] = live[u] && d < head_dim ? bf2f(vr[d]) : 0.0f;
-                    }
-                }
-#pragma unroll
-                for (int u = 0; u < ATT_VU; ++u) {
-                    if (!live[u]) continue;
-#pragma unroll
-                    for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
-                        const int d = lane + 32 * e;
-                        if (d < head_dim) acc[e] = fmaf(pj[u], vv[u][e], acc[e]);
-                    }
-                }
+            for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
+                const int d = lane + 32 * e;
+                if (d < head_dim) wacc[warp][d] = acc[e];
             }
-            m = m_new;
         }
         if (lane == 0) { wm[warp] = m; wl[warp] = l; }
-#pragma unroll
-        for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
-            const int d = lane + 32 * e;
-            if (d < head_dim) wacc[warp][d] = acc[e];
-        }
         __syncthreads();
         float M = NEG_INF;
         for (int w2 = 0; w2 < ATT_WARPS; ++w2) M = fmaxf(M, wm[w2]);
