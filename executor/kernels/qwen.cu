@@ -117,10 +117,8 @@ extern "C" __global__ void qwen_embed(
 // `hidden_states = residual + hidden_states`); then out = bf16(bf16(r * inv) * w), inv =
 // 1 / sqrt(mean(r^2) + eps). One warp per row. `source` ROWS_PADDED: rows 0..padded,
 // row i in, row i out; ROWS_LOGITS: row j reads row gather[j] and residual is not
-// written (the final norm on the logits rows only). Rows of up to 32 * RMS_C elements are
-// held in registers; longer ones take two passes of RMS_U loads ahead.
+// written (the final norm on the logits rows only).
 #define RMS_U 8
-#define RMS_C 64
 extern "C" __global__ void qwen_rmsnorm(
     const int* __restrict__ counts, int source,
     const int* __restrict__ gather,
@@ -135,41 +133,6 @@ extern "C" __global__ void qwen_rmsnorm(
     for (int j = blockIdx.x * warps + (threadIdx.x >> 5); j < rows; j += gridDim.x * warps) {
         const long long in_row = (long long)(source == ROWS_LOGITS ? gather[j] : j) * hidden;
         const long long out_row = (long long)j * hidden;
-        if (hidden <= 32 * RMS_C) {
-            // The whole row in registers (lane l holds elements l, l+32, ...): its residual,
-            // delta and weight loads all issued at once, one memory round trip per row; the
-            // same sum in the same order as the loop below.
-            float v[RMS_C], wv[RMS_C];
-#pragma unroll
-            for (int u = 0; u < RMS_C; u++) {
-                const int i = lane + 32 * u;
-                v[u] = 0.0f;
-                wv[u] = 0.0f;
-                if (i < hidden) {
-                    float r = bf2f(residual[in_row + i]);
-                    if (add) r = round_bf(bf2f(delta[in_row + i]) + r);
-                    v[u] = r;
-                    wv[u] = bf2f(weight[i]);
-                }
-            }
-            float ss = 0.0f;
-#pragma unroll
-            for (int u = 0; u < RMS_C; u++) {
-                const int i = lane + 32 * u;
-                if (i < hidden) {
-                    if (add && source == ROWS_PADDED) residual[in_row + i] = f2bf(v[u]);
-                    ss = fmaf(v[u], v[u], ss);
-                }
-            }
-            ss = warp_butterfly_sum(ss);
-            const float inv = 1.0f / sqrtf(ss / (float)hidden + eps);
-#pragma unroll
-            for (int u = 0; u < RMS_C; u++) {
-                const int i = lane + 32 * u;
-                if (i < hidden) out[out_row + i] = f2bf(round_bf(v[u] * inv) * wv[u]);
-            }
-            continue;
-        }
         // Lane l sums r[l]^2, r[l+32]^2, ... in that order (the CPU twin's strided order);
         // the loads of RMS_U elements are issued before the dependent fmaf chain, so a row
         // costs hidden / (32 * RMS_U) memory latencies, not hidden / 32.
