@@ -192,7 +192,7 @@ device() {
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage qwen-invariance 240 "$OUT/qwen.log" bash scripts/qwen-invariance-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows 1,4,64 --json "$OUT/bench-gemm.json"
-    stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --json "$OUT/qwen-bench.json"
+    stage qwen-bench 120 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --kernels proven,candidate --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
 
     local failed=0 s name rc secs json="" sep=""
@@ -210,7 +210,7 @@ device() {
         grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
         grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
         grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after |gpu generate )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
-        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|qwen-generate|generated|identical|  +[0-9]+ |  profile|[a-z_]+_proj |lm_head )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 140
+        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|kernels |qwen-generate|generated|identical|  +[0-9]+ |  profile|[a-z_]+_proj |lm_head )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 140
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"

@@ -13,6 +13,7 @@ use specreplay_executor::builders::{self, agreement, timing};
 use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
+use specreplay_executor::model::gpu::KernelPlan;
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
@@ -228,6 +229,10 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// Graph replays timed per batch size.
         #[arg(long, default_value_t = 200)]
         replays: usize,
+        /// Kernel plans to time, each over every batch size (`proven`, `candidate`: see
+        /// `KernelPlan`); the n-gram comparison runs with the first.
+        #[arg(long, value_delimiter = ',', default_value = "proven")]
+        kernels: Vec<KernelPlan>,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -701,7 +706,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(if unequal == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        GpuCmd::BenchQwen { random_model, batch, steps, replays, json } => {
+        GpuCmd::BenchQwen { random_model, batch, steps, replays, kernels, json } => {
             let cfg = preset_config(&random_model)?;
             let dev = Device::open(0)?;
             let t0 = Instant::now();
@@ -712,53 +717,58 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 dev.info.name,
                 t0.elapsed().as_secs_f64()
             );
-            println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");
             let mut rows = Vec::new();
-            for &b in &batch {
-                let prompts: Vec<Vec<u32>> =
-                    (0..b).map(|i| (0..32).map(|j| 1000 + 97 * i + 13 * j).collect()).collect();
-                let mut profile = Vec::new();
-                let mut run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
-                    let sc = bench_scenario(&prompts, max_tokens, 0)?;
-                    let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
-                    let t = Instant::now();
-                    engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
-                    let secs = t.elapsed().as_secs_f64();
-                    let key = format!(
-                        "FULL/{}",
-                        qd.graph_keys()
-                            .iter()
-                            .filter_map(|k| k.strip_prefix("FULL/")?.parse::<usize>().ok())
-                            .filter(|&s| s >= b as usize)
-                            .min()
-                            .unwrap_or(b as usize)
-                    );
-                    let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
-                    if max_tokens > 8 {
-                        profile = qd.profile_ops(4)?;
-                    }
-                    Ok((secs, g))
-                };
-                let (short, _) = run(8)?;
-                let (long, graph_ms) = run(8 + steps)?;
-                let engine_ms = (long - short) * 1e3 / f64::from(steps);
-                let g = graph_ms.unwrap_or(f64::NAN);
-                println!("{b:>6} {g:>14.3} {engine_ms:>16.3} {:>14.0}", gb / (g / 1e3));
-                let total: f64 = profile.iter().map(|(_, n, us)| *n as f64 * us).sum();
-                let mut ops = Vec::new();
-                for (kind, n, us) in &profile {
-                    let ms = *n as f64 * us / 1e3;
-                    println!(
+            for &plan in &kernels {
+                println!("kernels {}", plan.name());
+                println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");
+                for &b in &batch {
+                    let prompts: Vec<Vec<u32>> =
+                        (0..b).map(|i| (0..32).map(|j| 1000 + 97 * i + 13 * j).collect()).collect();
+                    let mut profile = Vec::new();
+                    let mut run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
+                        let sc = bench_scenario(&prompts, max_tokens, 0)?;
+                        let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+                        qd.set_kernels(plan);
+                        let t = Instant::now();
+                        engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
+                        let secs = t.elapsed().as_secs_f64();
+                        let key = format!(
+                            "FULL/{}",
+                            qd.graph_keys()
+                                .iter()
+                                .filter_map(|k| k.strip_prefix("FULL/")?.parse::<usize>().ok())
+                                .filter(|&s| s >= b as usize)
+                                .min()
+                                .unwrap_or(b as usize)
+                        );
+                        let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
+                        if max_tokens > 8 {
+                            profile = qd.profile_ops(4)?;
+                        }
+                        Ok((secs, g))
+                    };
+                    let (short, _) = run(8)?;
+                    let (long, graph_ms) = run(8 + steps)?;
+                    let engine_ms = (long - short) * 1e3 / f64::from(steps);
+                    let g = graph_ms.unwrap_or(f64::NAN);
+                    println!("{b:>6} {g:>14.3} {engine_ms:>16.3} {:>14.0}", gb / (g / 1e3));
+                    let total: f64 = profile.iter().map(|(_, n, us)| *n as f64 * us).sum();
+                    let mut ops = Vec::new();
+                    for (kind, n, us) in &profile {
+                        let ms = *n as f64 * us / 1e3;
+                        println!(
                         "  profile batch {b:>3} {kind:<16} {n:>3} x {us:>8.2} us = {ms:>7.3} ms ({:>4.1}% of the ops' sum)",
                         100.0 * ms * 1e3 / total.max(1e-9)
                     );
-                    ops.push(serde_json::json!({"op": kind, "launches": n, "us_per_launch": us}));
-                }
-                println!(
+                        ops.push(serde_json::json!({"op": kind, "launches": n, "us_per_launch": us}));
+                    }
+                    println!(
                     "  profile batch {b:>3} ops' sum {:.3} ms; graph step {g:.3} ms (the rest: bookkeeping, sampler, gaps between kernels)",
                     total / 1e3
                 );
-                rows.push(serde_json::json!({"batch": b, "graph_ms_per_step": g, "engine_ms_per_step": engine_ms, "ops": ops}));
+                    rows.push(serde_json::json!({"kernels": plan, "batch": b, "graph_ms_per_step": g,
+                    "engine_ms_per_step": engine_ms, "ops": ops}));
+                }
             }
             // n-gram speculation on a repetitive prompt vs plain decoding, batch 1.
             let rep: Vec<u32> = (0..64).map(|j| 500 + (j % 8)).collect();
@@ -766,6 +776,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             for k in [0u32, 3] {
                 let sc = bench_scenario(std::slice::from_ref(&rep), 256, k)?;
                 let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+                qd.set_kernels(kernels.first().copied().unwrap_or_default());
                 let t = Instant::now();
                 let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
                 let secs = t.elapsed().as_secs_f64();

@@ -117,9 +117,13 @@ extern "C" __global__ void qwen_embed(
 // `hidden_states = residual + hidden_states`); then out = bf16(bf16(r * inv) * w), inv =
 // 1 / sqrt(mean(r^2) + eps). One warp per row. `source` ROWS_PADDED: rows 0..padded,
 // row i in, row i out; ROWS_LOGITS: row j reads row gather[j] and residual is not
-// written (the final norm on the logits rows only).
+// written (the final norm on the logits rows only). Two passes of RMS_U loads ahead; the
+// candidate `qwen_rmsnorm_cached` (KernelPlan::Candidate) holds rows of up to 32 * RMS_C
+// elements in registers instead.
 #define RMS_U 8
-extern "C" __global__ void qwen_rmsnorm(
+#define RMS_C 32
+template <bool CACHED>
+__device__ __forceinline__ void rmsnorm_rows(
     const int* __restrict__ counts, int source,
     const int* __restrict__ gather,
     const bf16_t* __restrict__ delta,
@@ -133,6 +137,41 @@ extern "C" __global__ void qwen_rmsnorm(
     for (int j = blockIdx.x * warps + (threadIdx.x >> 5); j < rows; j += gridDim.x * warps) {
         const long long in_row = (long long)(source == ROWS_LOGITS ? gather[j] : j) * hidden;
         const long long out_row = (long long)j * hidden;
+        if (CACHED && hidden <= 32 * RMS_C) {
+            // The whole row in registers, lane l holding elements l, l+32, ...: every load
+            // of the row (residual, delta, weight) is issued before any arithmetic, with no
+            // branch around it (lanes past `hidden` read element 0 and discard it), so the
+            // row waits for memory once. The sum and its order are those of the loop below.
+            bf16_t rr[RMS_C], dd[RMS_C], ww[RMS_C];
+#pragma unroll
+            for (int u = 0; u < RMS_C; u++) {
+                const int i = lane + 32 * u < hidden ? lane + 32 * u : 0;
+                rr[u] = residual[in_row + i];
+                dd[u] = delta[in_row + i];
+                ww[u] = weight[i];
+            }
+            float v[RMS_C];
+            float ss = 0.0f;
+#pragma unroll
+            for (int u = 0; u < RMS_C; u++) {
+                const int i = lane + 32 * u;
+                float r = bf2f(rr[u]);
+                if (add) r = round_bf(bf2f(dd[u]) + r);
+                v[u] = r;
+                if (i < hidden) {
+                    if (add && source == ROWS_PADDED) residual[in_row + i] = f2bf(r);
+                    ss = fmaf(r, r, ss);
+                }
+            }
+            ss = warp_butterfly_sum(ss);
+            const float inv = 1.0f / sqrtf(ss / (float)hidden + eps);
+#pragma unroll
+            for (int u = 0; u < RMS_C; u++) {
+                const int i = lane + 32 * u;
+                if (i < hidden) out[out_row + i] = f2bf(round_bf(v[u] * inv) * bf2f(ww[u]));
+            }
+            continue;
+        }
         // Lane l sums r[l]^2, r[l+32]^2, ... in that order (the CPU twin's strided order);
         // the loads of RMS_U elements are issued before the dependent fmaf chain, so a row
         // costs hidden / (32 * RMS_U) memory latencies, not hidden / 32.
@@ -183,6 +222,20 @@ extern "C" __global__ void qwen_rmsnorm(
         }
     }
 }
+
+#define RMSNORM_ENTRY(NAME, CACHED)                                                            \
+    extern "C" __global__ void NAME(const int* __restrict__ counts, int source,                \
+                                    const int* __restrict__ gather,                            \
+                                    const bf16_t* __restrict__ delta,                          \
+                                    bf16_t* __restrict__ residual,                             \
+                                    const bf16_t* __restrict__ weight, int hidden, float eps,  \
+                                    int add, bf16_t* __restrict__ out)                         \
+    {                                                                                          \
+        rmsnorm_rows<CACHED>(counts, source, gather, delta, residual, weight, hidden, eps, add, \
+                             out);                                                             \
+    }
+RMSNORM_ENTRY(qwen_rmsnorm, false)
+RMSNORM_ENTRY(qwen_rmsnorm_cached, true)
 
 // y[m, n] = sum_k x[m, k] * w[n, k] (torch's `F.linear`, w is [N, K] row-major), bf16 in,
 // f32 accumulation in the fixed chunk order above, out as bf16 (`y`) or, with `f32_out`,
@@ -260,7 +313,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
 // any of them is used (more loads in flight at small batch). `qwen_gemm_v` picks the
 // tiling from the row count, which the kernel reads from `counts` (never from the host):
 // the choice changes speed only.
-template <int NC, int MT, int U>
+template <int NC, int MT, int U, bool XPRE>
 __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x, int K,
                                           const bf16_t* __restrict__ w, int N,
                                           bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
@@ -277,7 +330,12 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                 for (int b = 0; b < NC; ++b) acc[a][b] = 0.0f;
             const int mt = rows - m0 < MT ? rows - m0 : MT;
             for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+                // XPRE (candidate tilings): x chunks loaded with the weights, before any is
+                // used (no branch around a load: out-of-range rows and chunks read a valid
+                // address and are discarded), so a round of U chunks waits for memory once.
+                // Otherwise x is loaded where it is used.
                 uint4 wv[U][NC];
+                uint4 xv[XPRE ? U : 1][XPRE ? MT : 1];
 #pragma unroll
                 for (int u = 0; u < U; ++u) {
                     const int c = c0 + 32 * u < chunks ? c0 + 32 * u : c0;
@@ -285,6 +343,13 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                     for (int b = 0; b < NC; ++b) {
                         const int n = n0 + b < N ? n0 + b : N - 1;
                         wv[u][b] = *(const uint4*)(w + (long long)n * K + (c << 3));
+                    }
+                    if (XPRE) {
+#pragma unroll
+                        for (int a = 0; a < (XPRE ? MT : 1); ++a) {
+                            const int row = m0 + (a < mt ? a : 0);
+                            xv[XPRE ? u : 0][a] = *(const uint4*)(x + (long long)row * K + (c << 3));
+                        }
                     }
                 }
 #pragma unroll
@@ -298,7 +363,9 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                         for (int a = 0; a < MT; ++a) {
                             if (a < mt) {
                                 float xf[8];
-                                unpack8(*(const uint4*)(x + (long long)(m0 + a) * K + (c << 3)), xf);
+                                unpack8(XPRE ? xv[XPRE ? u : 0][XPRE ? a : 0]
+                                             : *(const uint4*)(x + (long long)(m0 + a) * K + (c << 3)),
+                                        xf);
 #pragma unroll
                                 for (int e = 0; e < 8; ++e)
 #pragma unroll
@@ -325,14 +392,15 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
     }
 }
 
-#define GEMM_VARIANT(NAME, NC, MT, U)                                                          \
+#define GEMM_VARIANT_X(NAME, NC, MT, U, XPRE)                                                  \
     extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
         const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
         const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
         int f32_out)                                                                           \
     {                                                                                          \
-        gemm_body<NC, MT, U>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);            \
+        gemm_body<NC, MT, U, XPRE>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);      \
     }
+#define GEMM_VARIANT(NAME, NC, MT, U) GEMM_VARIANT_X(NAME, NC, MT, U, false)
 
 GEMM_VARIANT(qwen_gemm_2_16_2, 2, 16, 2)
 GEMM_VARIANT(qwen_gemm_2_4_4, 2, 4, 4)
@@ -342,6 +410,8 @@ GEMM_VARIANT(qwen_gemm_4_8_2, 4, 8, 2)
 GEMM_VARIANT(qwen_gemm_8_8_1, 8, 8, 1)
 GEMM_VARIANT(qwen_gemm_4_16_1, 4, 16, 1)
 GEMM_VARIANT(qwen_gemm_8_4_2, 8, 4, 2)
+// Candidate (KernelPlan::Candidate, not yet measured on the device): one row, x in flight.
+GEMM_VARIANT_X(qwen_gemm_2_1_8, 2, 1, 8, true)
 
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when

@@ -52,6 +52,7 @@ pub const MODULES: &[KernelModule] = &[
         entries: &[
             "qwen_embed",
             "qwen_rmsnorm",
+            "qwen_rmsnorm_cached",
             "qwen_gemm",
             "qwen_gemm_2_16_2",
             "qwen_gemm_2_4_4",
@@ -61,6 +62,7 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_8_8_1",
             "qwen_gemm_4_16_1",
             "qwen_gemm_8_4_2",
+            "qwen_gemm_2_1_8",
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
             "qwen_silu_mul",
@@ -343,7 +345,9 @@ mod tests {
                 assert!(
                     m.source.contains(&format!("__global__ void {e}("))
                         || m.source.contains(&format!(") {e}("))
-                        || m.source.contains(&format!("\nGEMM_VARIANT({e}, ")),
+                        || m.source.contains(&format!("\nGEMM_VARIANT({e}, "))
+                        || m.source.contains(&format!("\nGEMM_VARIANT_X({e}, "))
+                        || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),
                     "{}: no entry {e}",
                     m.name
                 );

@@ -404,6 +404,15 @@ impl<'d> QwenDevice<'d> {
         Ok(d)
     }
 
+    /// Launches the forward pass with `plan`'s entry points from the next step on; graphs
+    /// captured before are dropped (they hold the previous entries) and captured again.
+    pub fn set_kernels(&mut self, plan: crate::model::gpu::KernelPlan) {
+        if self.model.kernels != plan {
+            self.graphs.clear();
+            self.model.kernels = plan;
+        }
+    }
+
     /// The poison probe: now, every KV-cache slot (so a slot no step wrote is NaN), and
     /// before every step, the activation scratch and the logits rows, hold NaN. A correct
     /// forward pass reads only what the step's own kernels and the written KV slots hold,

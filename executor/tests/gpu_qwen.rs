@@ -4,6 +4,7 @@
 //! `SPECREPLAY_REQUIRE_GPU=1`. Failures print the (request, context) rows that differ.
 
 use specreplay_executor::device::test_device;
+use specreplay_executor::model::gpu::KernelPlan;
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
 use specreplay_executor::model::ModelConfig;
 use specreplay_executor::qwen_device::*;
@@ -18,8 +19,18 @@ fn weights(cfg: &ModelConfig, seed: u64) -> HostWeights {
 }
 
 fn gpu_run(sc: &Scenario, w: &HostWeights, eager: bool) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
+    gpu_run_with(sc, w, eager, KernelPlan::Proven)
+}
+
+fn gpu_run_with(
+    sc: &Scenario,
+    w: &HostWeights,
+    eager: bool,
+    plan: KernelPlan,
+) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
     let dev = test_device();
     let mut d = QwenDevice::new(&dev, sc, w).unwrap();
+    d.set_kernels(plan);
     d.record_logits = true;
     d.force_eager = eager;
     let r = engine::run_on(sc, &mut d).unwrap();
@@ -97,6 +108,29 @@ fn qwen3_0_6b_shapes_match_the_cpu_twin_bitwise() {
     let (c, cl) = cpu_run(&sc, &w);
     assert_eq!(g.trace.outputs, c.trace.outputs);
     assert_same_logits("qwen3-0.6b shapes GPU vs CPU twin", &gl, &cl, 10);
+}
+
+/// The candidate entry points (`KernelPlan::Candidate`: RMSNorm rows loaded whole, one-row
+/// GEMMs with x in flight) equal the CPU twin bit for bit, like the proven ones: on the
+/// tiny model (FULL/1 replays use the one-row tiling) and on Qwen3-0.6B shapes (hidden
+/// 1,024: the register-held norm row).
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn candidate_kernels_match_the_cpu_twin_bitwise() {
+    let w = weights(&tiny_config(), 7);
+    let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 40, 0, &[1, 2, 4, 8]);
+    let (g, gl, _) = gpu_run_with(&sc, &w, false, KernelPlan::Candidate);
+    let (c, cl) = cpu_run(&sc, &w);
+    assert!(diff::compare(&c.trace, &g.trace).identical(), "candidate kernels: trace differs from the CPU twin");
+    assert_same_logits("candidate kernels, tiny model, GPU vs CPU twin", &gl, &cl, 100);
+    let mut cfg = ModelConfig::qwen3_0_6b();
+    cfg.num_layers = 2;
+    let w = weights(&cfg, 3);
+    let sc = test_scenario(&[(P0, 1), (P2, 2)], 6, 0, &[1, 2, 4]);
+    let (g, gl, _) = gpu_run_with(&sc, &w, false, KernelPlan::Candidate);
+    let (c, cl) = cpu_run(&sc, &w);
+    assert_eq!(g.trace.outputs, c.trace.outputs);
+    assert_same_logits("candidate kernels, qwen3-0.6b shapes, GPU vs CPU twin", &gl, &cl, 10);
 }
 
 /// A GPU model run replays on the simulator from its recorded greedy tokens.

@@ -21,6 +21,7 @@ pub const GEMM_VARIANTS: &[(&str, usize)] = &[
     ("qwen_gemm_8_8_1", 8),
     ("qwen_gemm_4_16_1", 4),
     ("qwen_gemm_8_4_2", 8),
+    ("qwen_gemm_2_1_8", 2),
 ];
 
 /// One timed (shape, rows, tiling).

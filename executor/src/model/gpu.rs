@@ -66,6 +66,62 @@ pub struct GpuModel {
     /// order, so this changes speed only, never a bit: a grid sized by the capacity
     /// launched thousands of idle blocks per op at batch 1 (device log run 5).
     pub grid_rows: usize,
+    /// Which kernel entry points the forward pass launches (every choice sums in the same
+    /// order: the plan changes speed only).
+    pub kernels: KernelPlan,
+}
+
+/// The forward pass's kernel entry points: the ones measured on the device, or candidates
+/// awaiting a device run. Every entry sums in the same order as the CPU twin, so a plan
+/// never changes a bit; `gpu bench-qwen --kernels proven,candidate` times both in one call
+/// and the `qwen-kernels` GPU tests check both against the twin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelPlan {
+    /// Measured and proven bitwise on the device (BENCHMARKS.md device log).
+    #[default]
+    Proven,
+    /// Session 8's batch-1 candidates: the RMSNorm row loaded whole before any arithmetic
+    /// (`qwen_rmsnorm_cached`) and one-row layer products with x in flight
+    /// (`qwen_gemm_2_1_8`).
+    Candidate,
+}
+
+impl KernelPlan {
+    /// The RMSNorm entry point.
+    pub fn rmsnorm(self) -> &'static str {
+        match self {
+            KernelPlan::Proven => "qwen_rmsnorm",
+            KernelPlan::Candidate => "qwen_rmsnorm_cached",
+        }
+    }
+
+    /// The GEMM entry point (and columns per warp) for `rows` x `n`.
+    pub fn gemm(self, rows: usize, n: usize) -> (&'static str, usize) {
+        match self {
+            KernelPlan::Candidate if rows == 1 && n <= 8192 => ("qwen_gemm_2_1_8", 2),
+            _ => gemm_tiling(rows, n),
+        }
+    }
+
+    /// `proven` / `candidate`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPlan::Proven => "proven",
+            KernelPlan::Candidate => "candidate",
+        }
+    }
+}
+
+impl std::str::FromStr for KernelPlan {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "proven" => Ok(KernelPlan::Proven),
+            "candidate" => Ok(KernelPlan::Candidate),
+            _ => Err(format!("unknown kernel plan {s:?} (expected proven or candidate)")),
+        }
+    }
 }
 
 /// The GEMM entry point (and its columns per warp) for `rows` rows of a product with `n`
@@ -73,6 +129,7 @@ pub struct GpuModel {
 /// fastest of nine tilings per shape): one row, 2x4 tiles with 4 chunks in flight on every
 /// shape; from 2 rows on, 1x4 tiles with 8 in flight for the narrow products (qkv, o_proj,
 /// down_proj: N <= 4096) and 2x4 for the wide ones (gate_up, lm_head). All bit-equal.
+/// ([`KernelPlan::Candidate`] picks otherwise at one row.)
 pub fn gemm_tiling(rows: usize, n: usize) -> (&'static str, usize) {
     if rows >= 2 && n <= 4096 {
         ("qwen_gemm_1_4_8", 1)
@@ -142,6 +199,7 @@ impl GpuModel {
             s,
             weight_bytes: w.bytes(),
             grid_rows: cap.max_tokens,
+            kernels: KernelPlan::default(),
             kv,
             cfg: c,
         };
@@ -186,11 +244,11 @@ impl GpuModel {
             Op::LmHead => vocab,
             _ => h,
         } as usize;
-        let (gemm, cols_per_warp) = gemm_tiling(if op == Op::LmHead { logit_rows } else { rows }, gemm_n);
+        let (gemm, cols_per_warp) = self.kernels.gemm(if op == Op::LmHead { logit_rows } else { rows }, gemm_n);
         let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_WARPS * cols_per_warp), 128);
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
-            Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => "qwen_rmsnorm",
+            Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => self.kernels.rmsnorm(),
             Op::Qkv(_) | Op::OProj(_) | Op::GateUp(_) | Op::Down(_) | Op::LmHead => gemm,
             Op::RopeKv(_) => "qwen_qk_norm_rope_kv",
             Op::Attention(_) => "qwen_attention",
@@ -291,5 +349,29 @@ mod tests {
         // From two rows on the narrow products change tiling, the wide ones do not.
         assert_ne!(gemm_tiling(4, 1024), gemm_tiling(1, 1024));
         assert_eq!(gemm_tiling(64, 151_936), gemm_tiling(1, 151_936));
+    }
+
+    #[test]
+    fn every_plan_launches_loaded_and_benchmarked_entries() {
+        let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
+        for plan in [KernelPlan::Proven, KernelPlan::Candidate] {
+            assert!(qwen.entries.contains(&plan.rmsnorm()), "{plan:?}: {} is not loaded", plan.rmsnorm());
+            assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
+            for rows in [1, 2, 64] {
+                for n in [1024, 4096, 6144, 151_936] {
+                    let (entry, nc) = plan.gemm(rows, n);
+                    assert!(qwen.entries.contains(&entry), "{plan:?}: {entry} is not loaded");
+                    assert!(super::super::gemm_bench::GEMM_VARIANTS.contains(&(entry, nc)));
+                    // The plans differ only at one row of a layer product.
+                    if rows > 1 || n > 8192 {
+                        assert_eq!((entry, nc), gemm_tiling(rows, n));
+                    }
+                }
+            }
+        }
+        assert_eq!(KernelPlan::Proven.gemm(1, 1024), gemm_tiling(1, 1024));
+        assert_ne!(KernelPlan::Candidate.gemm(1, 1024), gemm_tiling(1, 1024));
+        assert_ne!(KernelPlan::Candidate.rmsnorm(), KernelPlan::Proven.rmsnorm());
+        assert!("fast".parse::<KernelPlan>().is_err());
     }
 }
