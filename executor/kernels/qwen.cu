@@ -313,15 +313,25 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
 // any of them is used (more loads in flight at small batch). `qwen_gemm_v` picks the
 // tiling from the row count, which the kernel reads from `counts` (never from the host):
 // the choice changes speed only.
-template <int NC, int MT, int U, bool XPRE>
+//
+// GLU (candidate, with NC = 2): the gate_up product with qwen_silu_mul as its epilogue. A
+// warp owns the pair (gate column i, up column I + i), I = N / 2, sums both in the order
+// above, rounds each to bf16 as the gate_up buffer holds them, and writes act[m, i] =
+// bf16(bf16(silu(g)) * u) into y ([rows, I]) exactly as qwen_silu_mul computes it: the same
+// bits with one launch fewer.
+template <int NC, int MT, int U, bool XPRE, bool GLU = false>
 __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x, int K,
                                           const bf16_t* __restrict__ w, int N,
                                           bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
 {
+    static_assert(!GLU || NC == 2, "a GLU warp owns one (gate, up) pair");
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int chunks = K >> 3;
-    for (int n0 = (blockIdx.x * GEMM_WARPS + warp) * NC; n0 < N; n0 += gridDim.x * GEMM_WARPS * NC) {
+    // GLU: n0 walks the I pairs, a warp owns one; column b of the pair is n0 + b * I.
+    const int n_end = GLU ? N / 2 : N;
+    const int n_step = GLU ? 1 : NC;
+    for (int n0 = (blockIdx.x * GEMM_WARPS + warp) * n_step; n0 < n_end; n0 += gridDim.x * GEMM_WARPS * n_step) {
         for (int m0 = 0; m0 < rows; m0 += MT) {
             float acc[MT][NC];
 #pragma unroll
@@ -341,7 +351,7 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                     const int c = c0 + 32 * u < chunks ? c0 + 32 * u : c0;
 #pragma unroll
                     for (int b = 0; b < NC; ++b) {
-                        const int n = n0 + b < N ? n0 + b : N - 1;
+                        const int n = GLU ? n0 + b * (N / 2) : (n0 + b < N ? n0 + b : N - 1);
                         wv[u][b] = *(const uint4*)(w + (long long)n * K + (c << 3));
                     }
                     if (XPRE) {
@@ -375,6 +385,21 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                     }
                 }
             }
+            if (GLU) {
+#pragma unroll
+                for (int a = 0; a < MT; ++a) {
+                    if (a < mt) {
+                        // The butterfly leaves each sum in every lane.
+                        const float g = round_bf(warp_butterfly_sum(acc[a][0]));
+                        const float up = round_bf(warp_butterfly_sum(acc[a][NC - 1]));
+                        if (lane == 0) {
+                            const float sg = round_bf(g / (1.0f + exp_f(-g)));
+                            y[(long long)(m0 + a) * (N / 2) + n0] = f2bf(sg * up);
+                        }
+                    }
+                }
+                continue;
+            }
 #pragma unroll
             for (int a = 0; a < MT; ++a) {
                 if (a < mt) {
@@ -392,15 +417,15 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
     }
 }
 
-#define GEMM_VARIANT_X(NAME, NC, MT, U, XPRE)                                                  \
+#define GEMM_ENTRY(NAME, NC, MT, U, XPRE, GLU)                                                 \
     extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
         const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
         const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
         int f32_out)                                                                           \
     {                                                                                          \
-        gemm_body<NC, MT, U, XPRE>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);      \
+        gemm_body<NC, MT, U, XPRE, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out); \
     }
-#define GEMM_VARIANT(NAME, NC, MT, U) GEMM_VARIANT_X(NAME, NC, MT, U, false)
+#define GEMM_VARIANT(NAME, NC, MT, U) GEMM_ENTRY(NAME, NC, MT, U, false, false)
 
 GEMM_VARIANT(qwen_gemm_2_16_2, 2, 16, 2)
 GEMM_VARIANT(qwen_gemm_2_4_4, 2, 4, 4)
@@ -410,8 +435,11 @@ GEMM_VARIANT(qwen_gemm_4_8_2, 4, 8, 2)
 GEMM_VARIANT(qwen_gemm_8_8_1, 8, 8, 1)
 GEMM_VARIANT(qwen_gemm_4_16_1, 4, 16, 1)
 GEMM_VARIANT(qwen_gemm_8_4_2, 8, 4, 2)
-// Candidate (KernelPlan::Candidate, not yet measured on the device): one row, x in flight.
-GEMM_VARIANT_X(qwen_gemm_2_1_8, 2, 1, 8, true)
+// Candidates (KernelPlan::Candidate, not yet measured on the device): one row with x in
+// flight; the gate_up products with the SiLU-mul epilogue (one row / more rows).
+GEMM_ENTRY(qwen_gemm_2_1_8, 2, 1, 8, true, false)
+GEMM_ENTRY(qwen_gemm_glu_1_8, 2, 1, 8, true, true)
+GEMM_ENTRY(qwen_gemm_glu_4_4, 2, 4, 4, false, true)
 
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when

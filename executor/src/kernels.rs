@@ -63,6 +63,8 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_4_16_1",
             "qwen_gemm_8_4_2",
             "qwen_gemm_2_1_8",
+            "qwen_gemm_glu_1_8",
+            "qwen_gemm_glu_4_4",
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
             "qwen_silu_mul",
@@ -346,7 +348,7 @@ mod tests {
                     m.source.contains(&format!("__global__ void {e}("))
                         || m.source.contains(&format!(") {e}("))
                         || m.source.contains(&format!("\nGEMM_VARIANT({e}, "))
-                        || m.source.contains(&format!("\nGEMM_VARIANT_X({e}, "))
+                        || m.source.contains(&format!("\nGEMM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),
                     "{}: no entry {e}",
                     m.name

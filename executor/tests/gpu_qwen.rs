@@ -111,9 +111,10 @@ fn qwen3_0_6b_shapes_match_the_cpu_twin_bitwise() {
 }
 
 /// The candidate entry points (`KernelPlan::Candidate`: RMSNorm rows loaded whole, one-row
-/// GEMMs with x in flight) equal the CPU twin bit for bit, like the proven ones: on the
-/// tiny model (FULL/1 replays use the one-row tiling) and on Qwen3-0.6B shapes (hidden
-/// 1,024: the register-held norm row).
+/// GEMMs with x in flight, the gate_up product with the SiLU-mul epilogue and no
+/// `qwen_silu_mul` launch) equal the CPU twin bit for bit, like the proven ones: on the
+/// tiny model (FULL/1 replays use the one-row kernels, prefill steps the many-row fused
+/// one) and on Qwen3-0.6B shapes (hidden 1,024: the register-held norm row).
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
 fn candidate_kernels_match_the_cpu_twin_bitwise() {

@@ -81,9 +81,10 @@ pub enum KernelPlan {
     /// Measured and proven bitwise on the device (BENCHMARKS.md device log).
     #[default]
     Proven,
-    /// Session 8's batch-1 candidates: the RMSNorm row loaded whole before any arithmetic
-    /// (`qwen_rmsnorm_cached`) and one-row layer products with x in flight
-    /// (`qwen_gemm_2_1_8`).
+    /// Session 8's candidates: the RMSNorm row loaded whole before any arithmetic
+    /// (`qwen_rmsnorm_cached`), one-row layer products with x in flight
+    /// (`qwen_gemm_2_1_8`), and the gate_up product with `qwen_silu_mul` as its epilogue
+    /// (`qwen_gemm_glu_*`: one launch fewer per layer).
     Candidate,
 }
 
@@ -101,6 +102,16 @@ impl KernelPlan {
         match self {
             KernelPlan::Candidate if rows == 1 && n <= 8192 => ("qwen_gemm_2_1_8", 2),
             _ => gemm_tiling(rows, n),
+        }
+    }
+
+    /// The gate_up product with the SiLU-mul epilogue (writes `act`, and `SiluMul` launches
+    /// nothing), or `None` for the plain product followed by `qwen_silu_mul`.
+    pub fn fused_gate_up(self, rows: usize) -> Option<(&'static str, usize)> {
+        match self {
+            KernelPlan::Proven => None,
+            KernelPlan::Candidate if rows == 1 => Some(("qwen_gemm_glu_1_8", 2)),
+            KernelPlan::Candidate => Some(("qwen_gemm_glu_4_4", 2)),
         }
     }
 
@@ -244,7 +255,14 @@ impl GpuModel {
             Op::LmHead => vocab,
             _ => h,
         } as usize;
-        let (gemm, cols_per_warp) = self.kernels.gemm(if op == Op::LmHead { logit_rows } else { rows }, gemm_n);
+        let fused = self.kernels.fused_gate_up(rows);
+        if fused.is_some() && matches!(op, Op::SiluMul(_)) {
+            return Ok(()); // the gate_up product wrote `act` already
+        }
+        let (gemm, cols_per_warp) = match (op, fused) {
+            (Op::GateUp(_), Some(f)) => f,
+            _ => self.kernels.gemm(if op == Op::LmHead { logit_rows } else { rows }, gemm_n),
+        };
         let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_WARPS * cols_per_warp), 128);
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
@@ -286,7 +304,8 @@ impl GpuModel {
             }
             Op::GateUp(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.x).arg(&h).arg(&self.layers[i].gate_up).arg(&n_gu);
-                l.arg(&mut s.gate_up).arg(&mut b.logits).arg(&zero);
+                // Fused: the kernel writes act ([rows, I]) instead of gate_up.
+                l.arg(if fused.is_some() { &mut s.act } else { &mut s.gate_up }).arg(&mut b.logits).arg(&zero);
                 gemm_grid(n_gu)
             }
             Op::Down(i) => {
@@ -372,6 +391,12 @@ mod tests {
         assert_eq!(KernelPlan::Proven.gemm(1, 1024), gemm_tiling(1, 1024));
         assert_ne!(KernelPlan::Candidate.gemm(1, 1024), gemm_tiling(1, 1024));
         assert_ne!(KernelPlan::Candidate.rmsnorm(), KernelPlan::Proven.rmsnorm());
+        assert_eq!(KernelPlan::Proven.fused_gate_up(1), None);
+        for rows in [1, 2, 64] {
+            let (entry, nc) = KernelPlan::Candidate.fused_gate_up(rows).expect("candidate fuses");
+            assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
+            assert_eq!(nc, 2, "a GLU warp owns one (gate, up) pair: two columns");
+        }
         assert!("fast".parse::<KernelPlan>().is_err());
     }
 }
