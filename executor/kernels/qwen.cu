@@ -319,12 +319,23 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
 // above, rounds each to bf16 as the gate_up buffer holds them, and writes act[m, i] =
 // bf16(bf16(silu(g)) * u) into y ([rows, I]) exactly as qwen_silu_mul computes it: the same
 // bits with one launch fewer.
-template <int NC, int MT, int U, bool XPRE, bool GLU = false>
+//
+// NORM (candidate): x is the residual stream and the GEMM applies the RMSNorm that
+// qwen_rmsnorm (add 0) would have written first: each warp computes a row's sum of squares
+// in the norm's order (lane l: elements l, l+32, ... with fmaf, then the butterfly), inv =
+// 1 / sqrt(ss / K + eps), and each x element as bf16(bf16(r * inv) * norm_w): the values the
+// norm kernel stores, so the same bits without its launch.
+// RESADD (candidate): y is the residual stream and the epilogue adds into it what the next
+// qwen_rmsnorm (add 1) would have: y = bf16(bf16(sum) + y), each element read and written
+// by the one lane that computes it (no other warp of the launch reads y).
+template <int NC, int MT, int U, bool XPRE, bool GLU = false, bool NORM = false, bool RESADD = false>
 __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x, int K,
                                           const bf16_t* __restrict__ w, int N,
-                                          bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
+                                          bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out,
+                                          const bf16_t* __restrict__ norm_w = nullptr, float eps = 0.0f)
 {
     static_assert(!GLU || NC == 2, "a GLU warp owns one (gate, up) pair");
+    static_assert(!(NORM && RESADD), "a GEMM reads the residual stream or adds into it, not both");
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int chunks = K >> 3;
@@ -339,6 +350,31 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
 #pragma unroll
                 for (int b = 0; b < NC; ++b) acc[a][b] = 0.0f;
             const int mt = rows - m0 < MT ? rows - m0 : MT;
+            float inv[MT];
+#pragma unroll
+            for (int a = 0; a < MT; ++a) inv[a] = 0.0f;
+            if (NORM) {
+#pragma unroll
+                for (int a = 0; a < MT; ++a) {
+                    const long long row = (long long)(m0 + (a < mt ? a : 0)) * K;
+                    float ss = 0.0f;
+                    for (int base = 0; base < K; base += 32 * 32) {
+                        bf16_t rv[32];
+#pragma unroll
+                        for (int u = 0; u < 32; ++u) {
+                            const int i = base + lane + 32 * u;
+                            rv[u] = x[row + (i < K ? i : 0)];
+                        }
+#pragma unroll
+                        for (int u = 0; u < 32; ++u) {
+                            const float r = bf2f(rv[u]);
+                            if (base + lane + 32 * u < K) ss = fmaf(r, r, ss);
+                        }
+                    }
+                    ss = warp_butterfly_sum(ss);
+                    inv[a] = 1.0f / sqrtf(ss / (float)K + eps);
+                }
+            }
             for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
                 // XPRE (candidate tilings): x chunks loaded with the weights, before any is
                 // used (no branch around a load: out-of-range rows and chunks read a valid
@@ -346,6 +382,7 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                 // Otherwise x is loaded where it is used.
                 uint4 wv[U][NC];
                 uint4 xv[XPRE ? U : 1][XPRE ? MT : 1];
+                uint4 nw[NORM ? U : 1];
 #pragma unroll
                 for (int u = 0; u < U; ++u) {
                     const int c = c0 + 32 * u < chunks ? c0 + 32 * u : c0;
@@ -354,6 +391,7 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                         const int n = GLU ? n0 + b * (N / 2) : (n0 + b < N ? n0 + b : N - 1);
                         wv[u][b] = *(const uint4*)(w + (long long)n * K + (c << 3));
                     }
+                    if (NORM) nw[NORM ? u : 0] = *(const uint4*)(norm_w + (c << 3));
                     if (XPRE) {
 #pragma unroll
                         for (int a = 0; a < (XPRE ? MT : 1); ++a) {
@@ -366,9 +404,10 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                 for (int u = 0; u < U; ++u) {
                     const int c = c0 + 32 * u;
                     if (c < chunks) {
-                        float wf[NC][8];
+                        float wf[NC][8], nf[8];
 #pragma unroll
                         for (int b = 0; b < NC; ++b) unpack8(wv[u][b], wf[b]);
+                        if (NORM) unpack8(nw[NORM ? u : 0], nf);
 #pragma unroll
                         for (int a = 0; a < MT; ++a) {
                             if (a < mt) {
@@ -376,6 +415,10 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                                 unpack8(XPRE ? xv[XPRE ? u : 0][XPRE ? a : 0]
                                              : *(const uint4*)(x + (long long)(m0 + a) * K + (c << 3)),
                                         xf);
+                                if (NORM) {
+#pragma unroll
+                                    for (int e = 0; e < 8; ++e) xf[e] = round_bf(round_bf(xf[e] * inv[a]) * nf[e]);
+                                }
 #pragma unroll
                                 for (int e = 0; e < 8; ++e)
 #pragma unroll
@@ -408,7 +451,9 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                         const float s = warp_butterfly_sum(acc[a][b]);
                         if (lane == b && n0 + b < N) {
                             const long long o = (long long)(m0 + a) * N + n0 + b;
-                            if (f32_out) yf[o] = round_bf(s); else y[o] = f2bf(s);
+                            if (RESADD) y[o] = f2bf(round_bf(s) + bf2f(y[o]));
+                            else if (f32_out) yf[o] = round_bf(s);
+                            else y[o] = f2bf(s);
                         }
                     }
                 }
@@ -426,6 +471,26 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
         gemm_body<NC, MT, U, XPRE, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out); \
     }
 #define GEMM_VARIANT(NAME, NC, MT, U) GEMM_ENTRY(NAME, NC, MT, U, false, false)
+// The residual stream adding epilogue (RESADD): the plain signature, y the residual.
+#define GEMM_RESADD_ENTRY(NAME, NC, MT, U, XPRE)                                               \
+    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
+        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
+        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
+        int f32_out)                                                                           \
+    {                                                                                          \
+        gemm_body<NC, MT, U, XPRE, false, false, true>(rows_of(counts, source), x, K, w, N, y, \
+                                                        yf, f32_out);                          \
+    }
+// The fused-norm prologue (NORM): x the residual stream, plus the norm's weight and eps.
+#define GEMM_NORM_ENTRY(NAME, NC, MT, U, XPRE, GLU)                                            \
+    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
+        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
+        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
+        int f32_out, const bf16_t* __restrict__ norm_w, float eps)                            \
+    {                                                                                          \
+        gemm_body<NC, MT, U, XPRE, GLU, true, false>(rows_of(counts, source), x, K, w, N, y,  \
+                                                      yf, f32_out, norm_w, eps);               \
+    }
 
 GEMM_VARIANT(qwen_gemm_2_16_2, 2, 16, 2)
 GEMM_VARIANT(qwen_gemm_2_4_4, 2, 4, 4)
@@ -440,6 +505,10 @@ GEMM_VARIANT(qwen_gemm_8_4_2, 8, 4, 2)
 GEMM_ENTRY(qwen_gemm_2_1_8, 2, 1, 8, true, false)
 GEMM_ENTRY(qwen_gemm_glu_1_8, 2, 1, 8, true, true)
 GEMM_ENTRY(qwen_gemm_glu_4_4, 2, 4, 4, false, true)
+// One row (the batch-1 decode): the norms folded into the products that follow them.
+GEMM_NORM_ENTRY(qwen_gemm_norm_2_1_8, 2, 1, 8, true, false)
+GEMM_NORM_ENTRY(qwen_gemm_norm_glu_1_8, 2, 1, 8, true, true)
+GEMM_RESADD_ENTRY(qwen_gemm_resadd_2_1_8, 2, 1, 8, true)
 
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when

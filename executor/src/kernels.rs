@@ -65,6 +65,9 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_2_1_8",
             "qwen_gemm_glu_1_8",
             "qwen_gemm_glu_4_4",
+            "qwen_gemm_norm_2_1_8",
+            "qwen_gemm_norm_glu_1_8",
+            "qwen_gemm_resadd_2_1_8",
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
             "qwen_silu_mul",
@@ -349,6 +352,8 @@ mod tests {
                         || m.source.contains(&format!(") {e}("))
                         || m.source.contains(&format!("\nGEMM_VARIANT({e}, "))
                         || m.source.contains(&format!("\nGEMM_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_NORM_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_RESADD_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),
                     "{}: no entry {e}",
                     m.name

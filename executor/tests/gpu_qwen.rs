@@ -113,8 +113,9 @@ fn qwen3_0_6b_shapes_match_the_cpu_twin_bitwise() {
 /// The candidate entry points (`KernelPlan::Candidate`: RMSNorm rows loaded whole, one-row
 /// GEMMs with x in flight, the gate_up product with the SiLU-mul epilogue and no
 /// `qwen_silu_mul` launch) equal the CPU twin bit for bit, like the proven ones: on the
-/// tiny model (FULL/1 replays use the one-row kernels, prefill steps the many-row fused
-/// one) and on Qwen3-0.6B shapes (hidden 1,024: the register-held norm row).
+/// tiny model (FULL/1 replays use the one-row kernels with the norms folded into the
+/// products, prefill steps the many-row fused gate_up) and on Qwen3-0.6B shapes (hidden
+/// 1,024: the register-held norm row; a lone request's one-row decode steps).
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
 fn candidate_kernels_match_the_cpu_twin_bitwise() {
@@ -132,6 +133,15 @@ fn candidate_kernels_match_the_cpu_twin_bitwise() {
     let (c, cl) = cpu_run(&sc, &w);
     assert_eq!(g.trace.outputs, c.trace.outputs);
     assert_same_logits("candidate kernels, qwen3-0.6b shapes, GPU vs CPU twin", &gl, &cl, 10);
+    // One request alone: every decode step is one row, so the norms are folded into the
+    // products (qwen_gemm_norm_*, qwen_gemm_resadd_*), as in graphs and eagerly.
+    let sc = test_scenario(&[(P0, 1)], 8, 0, &[1, 2]);
+    let (c, cl) = cpu_run(&sc, &w);
+    for eager in [false, true] {
+        let (g, gl, _) = gpu_run_with(&sc, &w, eager, KernelPlan::Candidate);
+        assert_eq!(g.trace.outputs, c.trace.outputs);
+        assert_same_logits(&format!("candidate kernels, one row, eager {eager}, GPU vs CPU twin"), &gl, &cl, 8);
+    }
 }
 
 /// A GPU model run replays on the simulator from its recorded greedy tokens.

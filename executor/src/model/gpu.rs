@@ -82,9 +82,9 @@ pub enum KernelPlan {
     #[default]
     Proven,
     /// Session 8's candidates: the RMSNorm row loaded whole before any arithmetic
-    /// (`qwen_rmsnorm_cached`), one-row layer products with x in flight
-    /// (`qwen_gemm_2_1_8`), and the gate_up product with `qwen_silu_mul` as its epilogue
-    /// (`qwen_gemm_glu_*`: one launch fewer per layer).
+    /// (`qwen_rmsnorm_cached`), the gate_up product with `qwen_silu_mul` as its epilogue
+    /// (`qwen_gemm_glu_*`: one launch fewer per layer), and at one row the norms folded
+    /// into the products (`folds_norms`: three launches fewer per layer).
     Candidate,
 }
 
@@ -113,6 +113,16 @@ impl KernelPlan {
             KernelPlan::Candidate if rows == 1 => Some(("qwen_gemm_glu_1_8", 2)),
             KernelPlan::Candidate => Some(("qwen_gemm_glu_4_4", 2)),
         }
+    }
+
+    /// The norms folded into the products around them at `rows` rows: the input and post
+    /// norms launch nothing, o_proj and down_proj add into the residual stream
+    /// (`qwen_gemm_resadd_2_1_8`), qkv and gate_up normalise it as they read it
+    /// (`qwen_gemm_norm_*`), and the final norm adds nothing (the residual already holds
+    /// the last sum). One row only (the batch-1 decode): every product warp recomputes its
+    /// row's sum of squares.
+    pub fn folds_norms(self, rows: usize) -> bool {
+        self == KernelPlan::Candidate && rows == 1
     }
 
     /// `proven` / `candidate`.
@@ -256,13 +266,23 @@ impl GpuModel {
             _ => h,
         } as usize;
         let fused = self.kernels.fused_gate_up(rows);
-        if fused.is_some() && matches!(op, Op::SiluMul(_)) {
-            return Ok(()); // the gate_up product wrote `act` already
+        let folded = self.kernels.folds_norms(rows);
+        match op {
+            // The gate_up product wrote `act` already.
+            Op::SiluMul(_) if fused.is_some() => return Ok(()),
+            // The products around them apply these norms (`KernelPlan::folds_norms`).
+            Op::InputNorm(_) | Op::PostNorm(_) if folded => return Ok(()),
+            _ => {}
         }
         let (gemm, cols_per_warp) = match (op, fused) {
+            (Op::Qkv(_), _) if folded => ("qwen_gemm_norm_2_1_8", 2),
+            (Op::GateUp(_), _) if folded => ("qwen_gemm_norm_glu_1_8", 2),
+            (Op::OProj(_) | Op::Down(_), _) if folded => ("qwen_gemm_resadd_2_1_8", 2),
             (Op::GateUp(_), Some(f)) => f,
             _ => self.kernels.gemm(if op == Op::LmHead { logit_rows } else { rows }, gemm_n),
         };
+        // Folded steps: the residual stream already holds each sum when a norm would add it.
+        let final_add = if folded { zero } else { one };
         let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_WARPS * cols_per_warp), 128);
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
@@ -289,28 +309,38 @@ impl GpuModel {
             }
             Op::FinalNorm => {
                 l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&b.logits_indices).arg(&s.delta).arg(&mut s.residual);
-                l.arg(&self.final_norm).arg(&h).arg(&eps).arg(&one).arg(&mut s.final_x);
+                l.arg(&self.final_norm).arg(&h).arg(&eps).arg(&final_add).arg(&mut s.final_x);
                 cfg(logit_rows.div_ceil(4).min(4096), 128)
             }
             Op::Qkv(i) => {
-                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.x).arg(&h).arg(&self.layers[i].qkv).arg(&n_qkv);
+                // Folded: x is the residual stream, normalised by the kernel (input norm).
+                let x = if folded { &s.residual } else { &s.x };
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(x).arg(&h).arg(&self.layers[i].qkv).arg(&n_qkv);
                 l.arg(&mut s.qkv).arg(&mut b.logits).arg(&zero);
+                if folded {
+                    l.arg(&self.layers[i].input_norm).arg(&eps);
+                }
                 gemm_grid(n_qkv)
             }
             Op::OProj(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.attn).arg(&k_o).arg(&self.layers[i].o).arg(&h);
-                l.arg(&mut s.delta).arg(&mut b.logits).arg(&zero);
+                // Folded: the kernel adds into the residual stream instead of writing delta.
+                l.arg(if folded { &mut s.residual } else { &mut s.delta }).arg(&mut b.logits).arg(&zero);
                 gemm_grid(h)
             }
             Op::GateUp(i) => {
-                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.x).arg(&h).arg(&self.layers[i].gate_up).arg(&n_gu);
+                let x = if folded { &s.residual } else { &s.x };
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(x).arg(&h).arg(&self.layers[i].gate_up).arg(&n_gu);
                 // Fused: the kernel writes act ([rows, I]) instead of gate_up.
                 l.arg(if fused.is_some() { &mut s.act } else { &mut s.gate_up }).arg(&mut b.logits).arg(&zero);
+                if folded {
+                    l.arg(&self.layers[i].post_norm).arg(&eps);
+                }
                 gemm_grid(n_gu)
             }
             Op::Down(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.act).arg(&inter).arg(&self.layers[i].down).arg(&h);
-                l.arg(&mut s.delta).arg(&mut b.logits).arg(&zero);
+                l.arg(if folded { &mut s.residual } else { &mut s.delta }).arg(&mut b.logits).arg(&zero);
                 gemm_grid(h)
             }
             Op::LmHead => {
@@ -392,6 +422,11 @@ mod tests {
         assert_ne!(KernelPlan::Candidate.gemm(1, 1024), gemm_tiling(1, 1024));
         assert_ne!(KernelPlan::Candidate.rmsnorm(), KernelPlan::Proven.rmsnorm());
         assert_eq!(KernelPlan::Proven.fused_gate_up(1), None);
+        assert!(KernelPlan::Candidate.folds_norms(1));
+        assert!(!KernelPlan::Candidate.folds_norms(2) && !KernelPlan::Proven.folds_norms(1));
+        for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_2_1_8"] {
+            assert!(qwen.entries.contains(&e), "{e} is not loaded");
+        }
         for rows in [1, 2, 64] {
             let (entry, nc) = KernelPlan::Candidate.fused_gate_up(rows).expect("candidate fuses");
             assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
