@@ -508,7 +508,10 @@ GEMM_ENTRY(qwen_gemm_glu_4_4, 2, 4, 4, false, true)
 // One row (the batch-1 decode): the norms folded into the products that follow them.
 GEMM_NORM_ENTRY(qwen_gemm_norm_2_1_8, 2, 1, 8, true, false)
 GEMM_NORM_ENTRY(qwen_gemm_norm_glu_1_8, 2, 1, 8, true, true)
-GEMM_RESADD_ENTRY(qwen_gemm_resadd_2_1_8, 2, 1, 8, true)
+// o_proj and down_proj (N = hidden, K up to 3,072) at one row: one column per warp (twice
+// the warps of NC 2 on 1,024 columns) and 16 chunks in flight (one round for K <= 4,096).
+GEMM_RESADD_ENTRY(qwen_gemm_resadd_1_1_16, 1, 1, 16, true)
+GEMM_ENTRY(qwen_gemm_1_1_16, 1, 1, 16, true, false)
 
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when

@@ -22,6 +22,7 @@ pub const GEMM_VARIANTS: &[(&str, usize)] = &[
     ("qwen_gemm_4_16_1", 4),
     ("qwen_gemm_8_4_2", 8),
     ("qwen_gemm_2_1_8", 2),
+    ("qwen_gemm_1_1_16", 1),
 ];
 
 /// One timed (shape, rows, tiling).

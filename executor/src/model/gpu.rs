@@ -117,7 +117,7 @@ impl KernelPlan {
 
     /// The norms folded into the products around them at `rows` rows: the input and post
     /// norms launch nothing, o_proj and down_proj add into the residual stream
-    /// (`qwen_gemm_resadd_2_1_8`), qkv and gate_up normalise it as they read it
+    /// (`qwen_gemm_resadd_1_1_16`), qkv and gate_up normalise it as they read it
     /// (`qwen_gemm_norm_*`), and the final norm adds nothing (the residual already holds
     /// the last sum). One row only (the batch-1 decode): every product warp recomputes its
     /// row's sum of squares.
@@ -277,7 +277,7 @@ impl GpuModel {
         let (gemm, cols_per_warp) = match (op, fused) {
             (Op::Qkv(_), _) if folded => ("qwen_gemm_norm_2_1_8", 2),
             (Op::GateUp(_), _) if folded => ("qwen_gemm_norm_glu_1_8", 2),
-            (Op::OProj(_) | Op::Down(_), _) if folded => ("qwen_gemm_resadd_2_1_8", 2),
+            (Op::OProj(_) | Op::Down(_), _) if folded => ("qwen_gemm_resadd_1_1_16", 1),
             (Op::GateUp(_), Some(f)) => f,
             _ => self.kernels.gemm(if op == Op::LmHead { logit_rows } else { rows }, gemm_n),
         };
@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(KernelPlan::Proven.fused_gate_up(1), None);
         assert!(KernelPlan::Candidate.folds_norms(1));
         assert!(!KernelPlan::Candidate.folds_norms(2) && !KernelPlan::Proven.folds_norms(1));
-        for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_2_1_8"] {
+        for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16"] {
             assert!(qwen.entries.contains(&e), "{e} is not loaded");
         }
         for rows in [1, 2, 64] {
