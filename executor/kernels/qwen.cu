@@ -500,10 +500,11 @@ GEMM_VARIANT(qwen_gemm_4_8_2, 4, 8, 2)
 GEMM_VARIANT(qwen_gemm_8_8_1, 8, 8, 1)
 GEMM_VARIANT(qwen_gemm_4_16_1, 4, 16, 1)
 GEMM_VARIANT(qwen_gemm_8_4_2, 8, 4, 2)
-// Candidates (KernelPlan::Candidate, not yet measured on the device): one row with x in
-// flight; the gate_up products with the SiLU-mul epilogue (one row / more rows).
+// Candidates (KernelPlan::Candidate, not yet measured on the device). One-row tilings
+// with x in flight, timed by `gpu bench-gemm` (the folded kernels below use them):
 GEMM_ENTRY(qwen_gemm_2_1_8, 2, 1, 8, true, false)
-GEMM_ENTRY(qwen_gemm_glu_1_8, 2, 1, 8, true, true)
+GEMM_ENTRY(qwen_gemm_1_1_16, 1, 1, 16, true, false)
+// The gate_up product with the SiLU-mul epilogue, from two rows on:
 GEMM_ENTRY(qwen_gemm_glu_4_4, 2, 4, 4, false, true)
 // One row (the batch-1 decode): the norms folded into the products that follow them.
 GEMM_NORM_ENTRY(qwen_gemm_norm_2_1_8, 2, 1, 8, true, false)
@@ -511,7 +512,6 @@ GEMM_NORM_ENTRY(qwen_gemm_norm_glu_1_8, 2, 1, 8, true, true)
 // o_proj and down_proj (N = hidden, K up to 3,072) at one row: one column per warp (twice
 // the warps of NC 2 on 1,024 columns) and 16 chunks in flight (one round for K <= 4,096).
 GEMM_RESADD_ENTRY(qwen_gemm_resadd_1_1_16, 1, 1, 16, true)
-GEMM_ENTRY(qwen_gemm_1_1_16, 1, 1, 16, true, false)
 
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when
@@ -611,6 +611,21 @@ __device__ __forceinline__ int row_of(const int* cu, int n, int i) {
     return lo;
 }
 
+// One 32-key tile's online-softmax step, the order both attention paths and the CPU twin
+// (`attention_head`) share: s is this lane's score (-inf when its key is skipped), `live`
+// whether it counts. Returns false, l untouched, when every key of the tile is skipped;
+// else `m_new` is the running max (the caller's m once the tile is summed), `corr` rescales
+// the earlier sums, `p` is this lane's weight and l the running denominator.
+__device__ __forceinline__ bool softmax_tile(float s, bool live, float m, float* m_new, float* l, float* corr,
+                                             float* p) {
+    *m_new = fmaxf(m, warp_butterfly_max(s));
+    if (*m_new == __int_as_float(0xff800000)) return false;
+    *corr = exp_f(m - *m_new);
+    *p = live ? exp_f(s - *m_new) : 0.0f;
+    *l = *l * *corr + warp_butterfly_sum(*p);
+    return true;
+}
+
 // The V dimensions one lane holds in `att_tiles_fast` (EPL contiguous bf16).
 template <int EPL> struct VPart;
 template <> struct VPart<2> {
@@ -681,12 +696,8 @@ __device__ __forceinline__ void att_tiles_fast(
             }
             s = dot * scale;
         }
-        const float mt = warp_butterfly_max(s);
-        const float m_new = fmaxf(m, mt);
-        if (m_new == NEG_INF) continue;  // every key of the tile skipped
-        const float corr = exp_f(m - m_new);
-        const float p = slot >= 0 ? exp_f(s - m_new) : 0.0f;
-        l = l * corr + warp_butterfly_sum(p);
+        float m_new, corr, p;
+        if (!softmax_tile(s, slot >= 0, m, &m_new, &l, &corr, &p)) continue;
 #pragma unroll
         for (int e = 0; e < EPL; ++e) acc[e] = acc[e] * corr;
 #pragma unroll
@@ -776,12 +787,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
                         s = dot * scale;
                     }
                 }
-                const float mt = warp_butterfly_max(s);
-                const float m_new = fmaxf(m, mt);
-                if (m_new == NEG_INF) continue;  // every key of the tile skipped
-                const float corr = exp_f(m - m_new);
-                const float p = slot >= 0 ? exp_f(s - m_new) : 0.0f;
-                l = l * corr + warp_butterfly_sum(p);
+                float m_new, corr, p;
+                if (!softmax_tile(s, slot >= 0, m, &m_new, &l, &corr, &p)) continue;
 #pragma unroll
                 for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = acc[e] * corr;
                 // Keys j = 0..31 in order for every acc[e]; the V rows of ATT_VU keys are

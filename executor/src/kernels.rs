@@ -64,7 +64,6 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_8_4_2",
             "qwen_gemm_2_1_8",
             "qwen_gemm_1_1_16",
-            "qwen_gemm_glu_1_8",
             "qwen_gemm_glu_4_4",
             "qwen_gemm_norm_2_1_8",
             "qwen_gemm_norm_glu_1_8",

@@ -97,20 +97,12 @@ impl KernelPlan {
         }
     }
 
-    /// The GEMM entry point (and columns per warp) for `rows` x `n`.
-    pub fn gemm(self, rows: usize, n: usize) -> (&'static str, usize) {
-        match self {
-            KernelPlan::Candidate if rows == 1 && n <= 8192 => ("qwen_gemm_2_1_8", 2),
-            _ => gemm_tiling(rows, n),
-        }
-    }
-
     /// The gate_up product with the SiLU-mul epilogue (writes `act`, and `SiluMul` launches
-    /// nothing), or `None` for the plain product followed by `qwen_silu_mul`.
-    pub fn fused_gate_up(self, rows: usize) -> Option<(&'static str, usize)> {
+    /// nothing), or `None` for the plain product followed by `qwen_silu_mul`. (At one row
+    /// the candidate's folded norm variant, `qwen_gemm_norm_glu_1_8`, takes its place.)
+    pub fn fused_gate_up(self) -> Option<(&'static str, usize)> {
         match self {
             KernelPlan::Proven => None,
-            KernelPlan::Candidate if rows == 1 => Some(("qwen_gemm_glu_1_8", 2)),
             KernelPlan::Candidate => Some(("qwen_gemm_glu_4_4", 2)),
         }
     }
@@ -150,7 +142,6 @@ impl std::str::FromStr for KernelPlan {
 /// fastest of nine tilings per shape): one row, 2x4 tiles with 4 chunks in flight on every
 /// shape; from 2 rows on, 1x4 tiles with 8 in flight for the narrow products (qkv, o_proj,
 /// down_proj: N <= 4096) and 2x4 for the wide ones (gate_up, lm_head). All bit-equal.
-/// ([`KernelPlan::Candidate`] picks otherwise at one row.)
 pub fn gemm_tiling(rows: usize, n: usize) -> (&'static str, usize) {
     if rows >= 2 && n <= 4096 {
         ("qwen_gemm_1_4_8", 1)
@@ -265,7 +256,7 @@ impl GpuModel {
             Op::LmHead => vocab,
             _ => h,
         } as usize;
-        let fused = self.kernels.fused_gate_up(rows);
+        let fused = self.kernels.fused_gate_up();
         let folded = self.kernels.folds_norms(rows);
         match op {
             // The gate_up product wrote `act` already.
@@ -279,7 +270,7 @@ impl GpuModel {
             (Op::GateUp(_), _) if folded => ("qwen_gemm_norm_glu_1_8", 2),
             (Op::OProj(_) | Op::Down(_), _) if folded => ("qwen_gemm_resadd_1_1_16", 1),
             (Op::GateUp(_), Some(f)) => f,
-            _ => self.kernels.gemm(if op == Op::LmHead { logit_rows } else { rows }, gemm_n),
+            _ => gemm_tiling(if op == Op::LmHead { logit_rows } else { rows }, gemm_n),
         };
         // Folded steps: the residual stream already holds each sum when a norm would add it.
         let final_add = if folded { zero } else { one };
@@ -406,32 +397,17 @@ mod tests {
         for plan in [KernelPlan::Proven, KernelPlan::Candidate] {
             assert!(qwen.entries.contains(&plan.rmsnorm()), "{plan:?}: {} is not loaded", plan.rmsnorm());
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
-            for rows in [1, 2, 64] {
-                for n in [1024, 4096, 6144, 151_936] {
-                    let (entry, nc) = plan.gemm(rows, n);
-                    assert!(qwen.entries.contains(&entry), "{plan:?}: {entry} is not loaded");
-                    assert!(super::super::gemm_bench::GEMM_VARIANTS.contains(&(entry, nc)));
-                    // The plans differ only at one row of a layer product.
-                    if rows > 1 || n > 8192 {
-                        assert_eq!((entry, nc), gemm_tiling(rows, n));
-                    }
-                }
-            }
         }
-        assert_eq!(KernelPlan::Proven.gemm(1, 1024), gemm_tiling(1, 1024));
-        assert_ne!(KernelPlan::Candidate.gemm(1, 1024), gemm_tiling(1, 1024));
         assert_ne!(KernelPlan::Candidate.rmsnorm(), KernelPlan::Proven.rmsnorm());
-        assert_eq!(KernelPlan::Proven.fused_gate_up(1), None);
+        assert_eq!(KernelPlan::Proven.fused_gate_up(), None);
         assert!(KernelPlan::Candidate.folds_norms(1));
         assert!(!KernelPlan::Candidate.folds_norms(2) && !KernelPlan::Proven.folds_norms(1));
         for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16"] {
             assert!(qwen.entries.contains(&e), "{e} is not loaded");
         }
-        for rows in [1, 2, 64] {
-            let (entry, nc) = KernelPlan::Candidate.fused_gate_up(rows).expect("candidate fuses");
-            assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
-            assert_eq!(nc, 2, "a GLU warp owns one (gate, up) pair: two columns");
-        }
+        let (entry, nc) = KernelPlan::Candidate.fused_gate_up().expect("candidate fuses");
+        assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
+        assert_eq!(nc, 2, "a GLU warp owns one (gate, up) pair: two columns");
         assert!("fast".parse::<KernelPlan>().is_err());
     }
 }
