@@ -253,6 +253,12 @@ __device__ __forceinline__ void unpack8(uint4 v, float* f) {
     f[6] = __uint_as_float(v.w << 16); f[7] = __uint_as_float(v.w & 0xffff0000u);
 }
 
+// Element e (0..7) of an 8-element bf16 chunk, as f32 (unpack8's value).
+__device__ __forceinline__ float bf16_at(uint4 v, int e) {
+    const unsigned int u = e < 2 ? v.x : e < 4 ? v.y : e < 6 ? v.z : v.w;
+    return __uint_as_float((e & 1) ? (u & 0xffff0000u) : (u << 16));
+}
+
 extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
     const int* __restrict__ counts, int source,
     const bf16_t* __restrict__ x, int K,
@@ -512,6 +518,134 @@ GEMM_NORM_ENTRY(qwen_gemm_norm_glu_1_8, 2, 1, 8, true, true)
 // o_proj and down_proj (N = hidden, K up to 3,072) at one row: one column per warp (twice
 // the warps of NC 2 on 1,024 columns) and 16 chunks in flight (one round for K <= 4,096).
 GEMM_RESADD_ENTRY(qwen_gemm_resadd_1_1_16, 1, 1, 16, true)
+
+// Register-tiled GEMM for many rows (candidate, from 8 rows on): the same sums as
+// qwen_gemm (lane l of the warp owns chunks l, l + 32, ... of K, elements in order with
+// fmaf, then warp_butterfly_sum), so the same bits; what changes is how many sums a warp
+// carries at once. A warp owns a tile of MT rows x NC columns (MT * NC accumulators per
+// lane, each x chunk used for NC columns and each weight chunk for MT rows: about one
+// conversion per 4 fmaf instead of one per 2) and the tiles are walked grid-stride with the
+// row tile fastest, so the warps of a block share the weight chunks through L1. The
+// butterfly of MT * NC sums is a reduce-scatter: at each xor step s a lane keeps half of
+// its sums and sends the other half, adding its partner's partial as `own + other` exactly
+// as warp_butterfly_sum does, so each sum ends in one lane with warp_butterfly_sum's value
+// (every step of it is the same addition of the same two partials) at about a fifth of the
+// shuffles. Lane l ends with sums o = l * P / 32 + j (P = MT * NC, j < P / 32), o = a * NC + b.
+// GLU (P = 64): tile column b is gate column n0 + b / 2 when b is even, up column
+// I + n0 + b / 2 when odd, so a lane ends with a (gate, up) pair of one row and writes
+// qwen_silu_mul's value into act ([rows, I]).
+// One step of the reduce-scatter butterfly: the lane keeps sums [HALF, 2 HALF) when bit s
+// of its lane is set, [0, HALF) otherwise, each as `own + partner's` (warp_butterfly_sum's
+// addition), into acc[0, HALF).
+template <int HALF>
+__device__ __forceinline__ void reduce_scatter_step(float* acc, int lane, int s) {
+    const bool upper = (lane & s) != 0;
+#pragma unroll
+    for (int i = 0; i < HALF; ++i) {
+        const float keep = upper ? acc[i + HALF] : acc[i];
+        const float send = upper ? acc[i] : acc[i + HALF];
+        acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, s);
+    }
+}
+
+template <int MT, int NC, bool GLU>
+__device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restrict__ x, int K,
+                                                const bf16_t* __restrict__ w, int N,
+                                                bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
+{
+    constexpr int P = MT * NC;
+    static_assert(P % 32 == 0 && P <= 64, "the reduce-scatter needs 32 or 64 sums per lane");
+    static_assert(!GLU || (P == 64 && NC % 2 == 0), "a GLU lane ends with one (gate, up) pair");
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int chunks = K >> 3;
+    const int cols = GLU ? N / 2 : N;                  // GLU: pairs
+    const int col_step = GLU ? NC / 2 : NC;            // columns (pairs) per tile
+    const int col_tiles = (cols + col_step - 1) / col_step;
+    const int row_tiles = (rows + MT - 1) / MT;
+    const int tiles = col_tiles * row_tiles;
+    for (int t = blockIdx.x * GEMM_WARPS + warp; t < tiles; t += gridDim.x * GEMM_WARPS) {
+        const int m0 = (t % row_tiles) * MT;
+        const int n0 = (t / row_tiles) * col_step;
+        long long wrow[NC], xrow[MT];
+#pragma unroll
+        for (int b = 0; b < NC; ++b) {
+            int n;
+            if (GLU) {
+                const int pair = n0 + b / 2 < cols ? n0 + b / 2 : cols - 1;
+                n = (b & 1) ? cols + pair : pair;
+            } else {
+                n = n0 + b < N ? n0 + b : N - 1;
+            }
+            wrow[b] = (long long)n * K;
+        }
+#pragma unroll
+        for (int a = 0; a < MT; ++a) xrow[a] = (long long)(m0 + a < rows ? m0 + a : rows - 1) * K;
+        float acc[P];
+#pragma unroll
+        for (int i = 0; i < P; ++i) acc[i] = 0.0f;
+        for (int c = lane; c < chunks; c += 32) {
+            uint4 wv[NC], xv[MT];
+#pragma unroll
+            for (int b = 0; b < NC; ++b) wv[b] = *(const uint4*)(w + wrow[b] + (c << 3));
+#pragma unroll
+            for (int a = 0; a < MT; ++a) xv[a] = *(const uint4*)(x + xrow[a] + (c << 3));
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                float wf[NC], xf[MT];
+#pragma unroll
+                for (int b = 0; b < NC; ++b) wf[b] = bf16_at(wv[b], e);
+#pragma unroll
+                for (int a = 0; a < MT; ++a) xf[a] = bf16_at(xv[a], e);
+#pragma unroll
+                for (int a = 0; a < MT; ++a)
+#pragma unroll
+                    for (int b = 0; b < NC; ++b) acc[a * NC + b] = fmaf(xf[a], wf[b], acc[a * NC + b]);
+            }
+        }
+        // Reduce-scatter: after the step of xor s the lane holds P * s / 32 sums.
+        reduce_scatter_step<P / 2>(acc, lane, 16);
+        reduce_scatter_step<P / 4>(acc, lane, 8);
+        reduce_scatter_step<P / 8>(acc, lane, 4);
+        reduce_scatter_step<P / 16>(acc, lane, 2);
+        reduce_scatter_step<P / 32>(acc, lane, 1);
+        constexpr int J = P / 32;
+        if (GLU) {
+            const int o = lane * J;  // (gate, up) = (acc[0], acc[1]), row a, pair b / 2
+            const int a = o / NC, pair = n0 + (o % NC) / 2;
+            if (m0 + a < rows && pair < cols) {
+                const float g = round_bf(acc[0]);
+                const float up = round_bf(acc[1]);
+                const float sg = round_bf(g / (1.0f + exp_f(-g)));
+                y[(long long)(m0 + a) * cols + pair] = f2bf(sg * up);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < J; ++j) {
+                const int o = lane * J + j;
+                const int a = o / NC, n = n0 + o % NC;
+                if (m0 + a < rows && n < N) {
+                    const long long idx = (long long)(m0 + a) * N + n;
+                    if (f32_out) yf[idx] = round_bf(acc[j]); else y[idx] = f2bf(acc[j]);
+                }
+            }
+        }
+    }
+}
+
+#define GEMM_TILED_ENTRY(NAME, MT, NC, GLU)                                                    \
+    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
+        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
+        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
+        int f32_out)                                                                           \
+    {                                                                                          \
+        gemm_tiled_body<MT, NC, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);     \
+    }
+GEMM_TILED_ENTRY(qwen_gemm_t_8_8, 8, 8, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_4_8, 4, 8, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_8_4, 8, 4, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_16_4, 16, 4, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8, 8, 8, true)
 
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when

@@ -68,6 +68,11 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_norm_2_1_8",
             "qwen_gemm_norm_glu_1_8",
             "qwen_gemm_resadd_1_1_16",
+            "qwen_gemm_t_8_8",
+            "qwen_gemm_t_4_8",
+            "qwen_gemm_t_8_4",
+            "qwen_gemm_t_16_4",
+            "qwen_gemm_t_glu_8_8",
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
             "qwen_silu_mul",
@@ -354,6 +359,7 @@ mod tests {
                         || m.source.contains(&format!("\nGEMM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_NORM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_RESADD_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_TILED_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),
                     "{}: no entry {e}",
                     m.name

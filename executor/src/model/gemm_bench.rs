@@ -6,23 +6,28 @@
 
 use cudarc::driver::{sys, CudaSlice, LaunchConfig, PushKernelArg};
 
+use super::gpu::Tiling;
 use super::ModelConfig;
 use crate::device::Device;
 use crate::error::Result;
 
-/// The tilings: (entry point, columns per warp).
-pub const GEMM_VARIANTS: &[(&str, usize)] = &[
-    ("qwen_gemm", 2),
-    ("qwen_gemm_2_16_2", 2),
-    ("qwen_gemm_2_4_4", 2),
-    ("qwen_gemm_1_4_8", 1),
-    ("qwen_gemm_4_4_4", 4),
-    ("qwen_gemm_4_8_2", 4),
-    ("qwen_gemm_8_8_1", 8),
-    ("qwen_gemm_4_16_1", 4),
-    ("qwen_gemm_8_4_2", 8),
-    ("qwen_gemm_2_1_8", 2),
-    ("qwen_gemm_1_1_16", 1),
+/// The tilings, each checked bit-equal to the first (`qwen_gemm`).
+pub const GEMM_VARIANTS: &[Tiling] = &[
+    Tiling::walk("qwen_gemm", 2),
+    Tiling::walk("qwen_gemm_2_16_2", 2),
+    Tiling::walk("qwen_gemm_2_4_4", 2),
+    Tiling::walk("qwen_gemm_1_4_8", 1),
+    Tiling::walk("qwen_gemm_4_4_4", 4),
+    Tiling::walk("qwen_gemm_4_8_2", 4),
+    Tiling::walk("qwen_gemm_8_8_1", 8),
+    Tiling::walk("qwen_gemm_4_16_1", 4),
+    Tiling::walk("qwen_gemm_8_4_2", 8),
+    Tiling::walk("qwen_gemm_2_1_8", 2),
+    Tiling::walk("qwen_gemm_1_1_16", 1),
+    Tiling::tiled("qwen_gemm_t_8_8", 8, 8),
+    Tiling::tiled("qwen_gemm_t_4_8", 4, 8),
+    Tiling::tiled("qwen_gemm_t_8_4", 8, 4),
+    Tiling::tiled("qwen_gemm_t_16_4", 16, 4),
 ];
 
 /// One timed (shape, rows, tiling).
@@ -89,10 +94,11 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
             let counts = dev.stream.clone_htod(&counts_host)?;
             let source = 0i32;
             let mut reference: Option<(Vec<u16>, Vec<f32>)> = None;
-            for &(kernel, nc) in GEMM_VARIANTS {
+            for tiling in GEMM_VARIANTS {
+                let kernel = tiling.entry;
                 let f = dev.function(kernel)?;
                 let lc = LaunchConfig {
-                    grid_dim: (n.div_ceil(4 * nc).clamp(1, 1 << 20) as u32, 1, 1),
+                    grid_dim: (tiling.grid(n, rows).clamp(1, 1 << 20) as u32, 1, 1),
                     block_dim: (128, 1, 1),
                     shared_mem_bytes: 0,
                 };

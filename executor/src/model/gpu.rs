@@ -97,13 +97,26 @@ impl KernelPlan {
         }
     }
 
-    /// The gate_up product with the SiLU-mul epilogue (writes `act`, and `SiluMul` launches
-    /// nothing), or `None` for the plain product followed by `qwen_silu_mul`. (At one row
-    /// the candidate's folded norm variant, `qwen_gemm_norm_glu_1_8`, takes its place.)
-    pub fn fused_gate_up(self) -> Option<(&'static str, usize)> {
+    /// The gate_up product with the SiLU-mul epilogue at `rows` rows (writes `act`, and
+    /// `SiluMul` launches nothing), or `None` for the plain product followed by
+    /// `qwen_silu_mul`. (At one row the candidate's folded norm variant,
+    /// `qwen_gemm_norm_glu_1_8`, takes its place.)
+    pub fn fused_gate_up(self, rows: usize) -> Option<Tiling> {
         match self {
             KernelPlan::Proven => None,
-            KernelPlan::Candidate => Some(("qwen_gemm_glu_4_4", 2)),
+            KernelPlan::Candidate if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
+            KernelPlan::Candidate => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
+        }
+    }
+
+    /// The GEMM tiling of a product with `n` output columns at `rows` rows (the fused
+    /// gate_up and the folded one-row products aside): [`gemm_tiling`]'s measured choice,
+    /// or for the candidate from [`TILED_FROM_ROWS`] rows on the register-tiled
+    /// `qwen_gemm_t_8_8` (same sums, same bits).
+    pub fn gemm(self, rows: usize, n: usize) -> Tiling {
+        match self {
+            KernelPlan::Candidate if rows >= TILED_FROM_ROWS => Tiling::tiled("qwen_gemm_t_8_8", 8, 8),
+            _ => gemm_tiling(rows, n),
         }
     }
 
@@ -137,16 +150,50 @@ impl std::str::FromStr for KernelPlan {
     }
 }
 
+/// Rows from which the candidate plan's products use the register-tiled GEMMs.
+pub const TILED_FROM_ROWS: usize = 8;
+
+/// A GEMM entry point and how its warps split the output: `cols` columns per warp and,
+/// for the register-tiled entries (`qwen_gemm_t_*`), `rows` rows per warp tile (0: the warp
+/// walks every row, as `qwen_gemm_NC_MT_U` do). The grid follows from it ([`Tiling::grid`]);
+/// every tiling walks its work grid-stride, so the grid changes speed only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    pub entry: &'static str,
+    pub cols: usize,
+    pub rows: usize,
+}
+
+impl Tiling {
+    /// A warp owns `cols` columns and walks every row.
+    pub const fn walk(entry: &'static str, cols: usize) -> Tiling {
+        Tiling { entry, cols, rows: 0 }
+    }
+
+    /// A warp owns tiles of `rows` x `cols`.
+    pub const fn tiled(entry: &'static str, rows: usize, cols: usize) -> Tiling {
+        Tiling { entry, cols, rows }
+    }
+
+    /// Blocks of `GEMM_WARPS` warps for `n` output columns and `rows` rows: one warp per
+    /// column group (walking tilings) or per tile.
+    pub fn grid(&self, n: usize, rows: usize) -> usize {
+        let col_groups = n.div_ceil(self.cols);
+        let row_tiles = if self.rows == 0 { 1 } else { rows.max(1).div_ceil(self.rows) };
+        (col_groups * row_tiles).div_ceil(GEMM_WARPS)
+    }
+}
+
 /// The GEMM entry point (and its columns per warp) for `rows` rows of a product with `n`
 /// output columns, from `gpu bench-gemm` on the H100 (BENCHMARKS.md, device log run 5, the
 /// fastest of nine tilings per shape): one row, 2x4 tiles with 4 chunks in flight on every
 /// shape; from 2 rows on, 1x4 tiles with 8 in flight for the narrow products (qkv, o_proj,
 /// down_proj: N <= 4096) and 2x4 for the wide ones (gate_up, lm_head). All bit-equal.
-pub fn gemm_tiling(rows: usize, n: usize) -> (&'static str, usize) {
+pub fn gemm_tiling(rows: usize, n: usize) -> Tiling {
     if rows >= 2 && n <= 4096 {
-        ("qwen_gemm_1_4_8", 1)
+        Tiling::walk("qwen_gemm_1_4_8", 1)
     } else {
-        ("qwen_gemm_2_4_4", 2)
+        Tiling::walk("qwen_gemm_2_4_4", 2)
     }
 }
 
@@ -256,7 +303,7 @@ impl GpuModel {
             Op::LmHead => vocab,
             _ => h,
         } as usize;
-        let fused = self.kernels.fused_gate_up();
+        let fused = self.kernels.fused_gate_up(rows);
         let folded = self.kernels.folds_norms(rows);
         match op {
             // The gate_up product wrote `act` already.
@@ -265,16 +312,18 @@ impl GpuModel {
             Op::InputNorm(_) | Op::PostNorm(_) if folded => return Ok(()),
             _ => {}
         }
-        let (gemm, cols_per_warp) = match (op, fused) {
-            (Op::Qkv(_), _) if folded => ("qwen_gemm_norm_2_1_8", 2),
-            (Op::GateUp(_), _) if folded => ("qwen_gemm_norm_glu_1_8", 2),
-            (Op::OProj(_) | Op::Down(_), _) if folded => ("qwen_gemm_resadd_1_1_16", 1),
+        let gemm_rows = if op == Op::LmHead { logit_rows } else { rows };
+        let tiling = match (op, fused) {
+            (Op::Qkv(_), _) if folded => Tiling::walk("qwen_gemm_norm_2_1_8", 2),
+            (Op::GateUp(_), _) if folded => Tiling::walk("qwen_gemm_norm_glu_1_8", 2),
+            (Op::OProj(_) | Op::Down(_), _) if folded => Tiling::walk("qwen_gemm_resadd_1_1_16", 1),
             (Op::GateUp(_), Some(f)) => f,
-            _ => gemm_tiling(if op == Op::LmHead { logit_rows } else { rows }, gemm_n),
+            _ => self.kernels.gemm(gemm_rows, gemm_n),
         };
+        let gemm = tiling.entry;
         // Folded steps: the residual stream already holds each sum when a norm would add it.
         let final_add = if folded { zero } else { one };
-        let gemm_grid = |n: i32| cfg((n as usize).div_ceil(GEMM_WARPS * cols_per_warp), 128);
+        let gemm_grid = |n: i32| cfg(tiling.grid(n as usize, gemm_rows), 128);
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
             Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => self.kernels.rmsnorm(),
@@ -376,19 +425,34 @@ mod tests {
     #[test]
     fn every_tiling_the_forward_pass_picks_is_a_qwen_entry_and_benchmarked() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for rows in [1, 4, 16, 17, 64, 512] {
-            for n in [1024, 4096, 6144, 151_936] {
-                let (entry, nc) = gemm_tiling(rows, n);
-                assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
-                assert!(
-                    super::super::gemm_bench::GEMM_VARIANTS.contains(&(entry, nc)),
-                    "{entry} with {nc} columns per warp is not what bench-gemm measured"
-                );
+        for plan in [KernelPlan::Proven, KernelPlan::Candidate] {
+            for rows in [1, 4, 7, 8, 16, 17, 64, 512] {
+                for n in [1024, 4096, 6144, 151_936] {
+                    let t = plan.gemm(rows, n);
+                    assert!(qwen.entries.contains(&t.entry), "{} is not loaded", t.entry);
+                    assert!(
+                        super::super::gemm_bench::GEMM_VARIANTS.contains(&t),
+                        "{t:?} is not what bench-gemm measures"
+                    );
+                }
             }
         }
         // From two rows on the narrow products change tiling, the wide ones do not.
         assert_ne!(gemm_tiling(4, 1024), gemm_tiling(1, 1024));
         assert_eq!(gemm_tiling(64, 151_936), gemm_tiling(1, 151_936));
+        assert_eq!(KernelPlan::Candidate.gemm(7, 1024), gemm_tiling(7, 1024));
+        assert_eq!(KernelPlan::Candidate.gemm(8, 1024).rows, 8);
+    }
+
+    #[test]
+    fn grids_cover_every_column_group_and_row_tile_once() {
+        let walk = Tiling::walk("qwen_gemm_2_4_4", 2);
+        assert_eq!(walk.grid(1024, 64), 1024 / (2 * GEMM_WARPS));
+        assert_eq!(walk.grid(1025, 1), 129, "a partial column group still gets a warp");
+        let tiled = Tiling::tiled("qwen_gemm_t_8_8", 8, 8);
+        assert_eq!(tiled.grid(1024, 64), 128 * 8 / GEMM_WARPS);
+        assert_eq!(tiled.grid(1024, 9), 128 * 2 / GEMM_WARPS, "9 rows are two row tiles");
+        assert_eq!(tiled.grid(8, 0), 1, "an empty step still launches one block");
     }
 
     #[test]
@@ -399,15 +463,19 @@ mod tests {
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
         }
         assert_ne!(KernelPlan::Candidate.rmsnorm(), KernelPlan::Proven.rmsnorm());
-        assert_eq!(KernelPlan::Proven.fused_gate_up(), None);
+        assert_eq!(KernelPlan::Proven.fused_gate_up(64), None);
         assert!(KernelPlan::Candidate.folds_norms(1));
         assert!(!KernelPlan::Candidate.folds_norms(2) && !KernelPlan::Proven.folds_norms(1));
         for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16"] {
             assert!(qwen.entries.contains(&e), "{e} is not loaded");
         }
-        let (entry, nc) = KernelPlan::Candidate.fused_gate_up().expect("candidate fuses");
-        assert!(qwen.entries.contains(&entry), "{entry} is not loaded");
-        assert_eq!(nc, 2, "a GLU warp owns one (gate, up) pair: two columns");
+        for rows in [2, 7, 8, 64] {
+            let t = KernelPlan::Candidate.fused_gate_up(rows).expect("candidate fuses");
+            assert!(qwen.entries.contains(&t.entry), "{} is not loaded", t.entry);
+            assert!(t.entry.contains("glu"), "{t:?} must be a SiLU-mul epilogue entry");
+            assert_eq!(t.cols % 2, 0, "a GLU warp owns whole (gate, up) pairs");
+            assert_eq!(t.rows == 0, rows < TILED_FROM_ROWS);
+        }
         assert!("fast".parse::<KernelPlan>().is_err());
     }
 }
