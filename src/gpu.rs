@@ -229,9 +229,9 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// Graph replays timed per batch size.
         #[arg(long, default_value_t = 200)]
         replays: usize,
-        /// Kernel plans to time, each over every batch size (`proven`, `candidate`: see
+        /// Kernel plans to time, each over every batch size (`fused`, the default, and `unfused`: see
         /// `KernelPlan`); the n-gram comparison runs with the first.
-        #[arg(long, value_delimiter = ',', default_value = "proven")]
+        #[arg(long, value_delimiter = ',', default_value = "fused")]
         kernels: Vec<KernelPlan>,
         #[arg(long)]
         json: Option<PathBuf>,

@@ -783,7 +783,7 @@ template <> struct VPart<4> {
 // tile's block-table entry while this tile computes: a tile costs one memory round trip,
 // not one per few keys. Only which lane holds which accumulator changes (lane owns dims
 // lane*EPL ..); every sum keeps its order, so the bits are the generic loop's.
-template <int HD>
+template <int HD, int SPLIT>
 __device__ __forceinline__ void att_tiles_fast(
     const float* __restrict__ qs, const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache,
     long long cache_slots, const int* __restrict__ bt_row, int block_size, int num_kv_heads, int kvh,
@@ -808,38 +808,58 @@ __device__ __forceinline__ void att_tiles_fast(
         const long long key_next = key + 32 * ATT_WARPS;
         if (key_next < nk) blk = bt_row[key_next / block_size];
         const unsigned live = __ballot_sync(0xffffffffu, slot >= 0);
-        uint4 kraw[HD / 8];
+        // SPLIT parts of K and of V: part 0 of both requested first, later parts after the
+        // previous part's arithmetic (fewer registers, more blocks per SM; same order).
+        constexpr int KC = HD / 8 / SPLIT, VJ = 32 / SPLIT;
         const uint4* kr = (const uint4*)(k_cache + (slot >= 0 ? (slot * num_kv_heads + kvh) * HD : 0));
+        uint4 kraw[KC];
 #pragma unroll
-        for (int c = 0; c < HD / 8; ++c) kraw[c] = slot >= 0 ? kr[c] : make_uint4(0u, 0u, 0u, 0u);
-        VPart<EPL> vr[32];
+        for (int c = 0; c < KC; ++c) kraw[c] = slot >= 0 ? kr[c] : make_uint4(0u, 0u, 0u, 0u);
+        VPart<EPL> vr[VJ];
 #pragma unroll
-        for (int j = 0; j < 32; ++j) {
+        for (int j = 0; j < VJ; ++j) {
             const long long sj = __shfl_sync(0xffffffffu, slot, j);
             if (sj >= 0) vr[j].load(v_cache + (sj * num_kv_heads + kvh) * HD + lane * EPL);
         }
         float s = NEG_INF;
-        if (slot >= 0) {
-            float dot = 0.0f;
+        float dot = 0.0f;
 #pragma unroll
-            for (int c = 0; c < HD / 8; ++c) {
-                float kf[8];
-                unpack8(kraw[c], kf);
+        for (int part = 0; part < SPLIT; ++part) {
+            if (part > 0) {
 #pragma unroll
-                for (int e = 0; e < 8; ++e) dot = fmaf(qs[c * 8 + e], kf[e], dot);
+                for (int c = 0; c < KC; ++c) kraw[c] = slot >= 0 ? kr[part * KC + c] : make_uint4(0u, 0u, 0u, 0u);
             }
-            s = dot * scale;
+            if (slot >= 0) {
+#pragma unroll
+                for (int c = 0; c < KC; ++c) {
+                    float kf[8];
+                    unpack8(kraw[c], kf);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) dot = fmaf(qs[(part * KC + c) * 8 + e], kf[e], dot);
+                }
+            }
         }
+        if (slot >= 0) s = dot * scale;
         float m_new, corr, p;
         if (!softmax_tile(s, slot >= 0, m, &m_new, &l, &corr, &p)) continue;
 #pragma unroll
         for (int e = 0; e < EPL; ++e) acc[e] = acc[e] * corr;
 #pragma unroll
-        for (int j = 0; j < 32; ++j) {
-            const float pj = __shfl_sync(0xffffffffu, p, j);
-            if (!((live >> j) & 1u)) continue;
+        for (int part = 0; part < SPLIT; ++part) {
+            if (part > 0) {
 #pragma unroll
-            for (int e = 0; e < EPL; ++e) acc[e] = fmaf(pj, vr[j].get(e), acc[e]);
+                for (int j = 0; j < VJ; ++j) {
+                    const long long sj = __shfl_sync(0xffffffffu, slot, part * VJ + j);
+                    if (sj >= 0) vr[j].load(v_cache + (sj * num_kv_heads + kvh) * HD + lane * EPL);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < VJ; ++j) {
+                const float pj = __shfl_sync(0xffffffffu, p, part * VJ + j);
+                if (!((live >> (part * VJ + j)) & 1u)) continue;
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) acc[e] = fmaf(pj, vr[j].get(e), acc[e]);
+            }
         }
         m = m_new;
     }
@@ -849,7 +869,8 @@ __device__ __forceinline__ void att_tiles_fast(
     for (int e = 0; e < EPL; ++e) wacc_row[lane * EPL + e] = acc[e];
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
+template <int SPLIT>
+__device__ __forceinline__ void attention_body(
     const int* __restrict__ counts,
     const bf16_t* __restrict__ q,
     const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache, long long cache_slots,
@@ -888,10 +909,10 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
         float m = NEG_INF, l = 0.0f;
         const int* bt_row = block_table + (long long)r * blocks_per_row;
         if (head_dim == 128) {
-            att_tiles_fast<128>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+            att_tiles_fast<128, SPLIT>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
                                 scale, warp, lane, counters, wacc[warp], &m, &l);
         } else if (head_dim == 64) {
-            att_tiles_fast<64>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+            att_tiles_fast<64, SPLIT>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
                                scale, warp, lane, counters, wacc[warp], &m, &l);
         } else {
             float acc[ATT_MAX_HD / 32];
@@ -976,6 +997,26 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(
             out[((long long)t * num_heads + h) * head_dim + d] = f2bf(L > 0.0f ? o / L : 0.0f);
         }
     }
+}
+
+#define ATTENTION_ARGS                                                                           \
+    const int* __restrict__ counts, const bf16_t* __restrict__ q, const bf16_t* __restrict__ k_cache, \
+        const bf16_t* __restrict__ v_cache, long long cache_slots, const int* __restrict__ cu_seqlens_q, \
+        const int* __restrict__ seqused_k, const int* __restrict__ block_table, int blocks_per_row,   \
+        int block_size, const long long* __restrict__ positions, int num_heads, int num_kv_heads,     \
+        int head_dim, bf16_t* __restrict__ out, unsigned int* __restrict__ counters
+#define ATTENTION_PASS                                                                           \
+    counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row, \
+        block_size, positions, num_heads, num_kv_heads, head_dim, out, counters
+// Every K and V row of a tile in flight at once (the most latency hidden per block: few
+// blocks, as at batch 1).
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(ATTENTION_ARGS) {
+    attention_body<1>(ATTENTION_PASS);
+}
+// Half a tile's K and V rows at a time: fewer registers, so more blocks per SM when the step
+// has many (token, head) items. Same sums in the same order, so the same bits.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32, 4) qwen_attention_lean(ATTENTION_ARGS) {
+    attention_body<2>(ATTENTION_PASS);
 }
 
 // act = bf16(bf16(silu(gate)) * up) over the padded rows; gate_up is [T, 2I] = [gate | up]

@@ -75,6 +75,7 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_t_glu_8_8",
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
+            "qwen_attention_lean",
             "qwen_silu_mul",
         ],
     },

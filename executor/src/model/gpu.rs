@@ -71,52 +71,73 @@ pub struct GpuModel {
     pub kernels: KernelPlan,
 }
 
-/// The forward pass's kernel entry points: the ones measured on the device, or candidates
-/// awaiting a device run. Every entry sums in the same order as the CPU twin, so a plan
-/// never changes a bit; `gpu bench-qwen --kernels proven,candidate` times both in one call
-/// and the `qwen-kernels` GPU tests check both against the twin.
+/// The forward pass's kernel entry points. Every entry sums in the same order as the CPU
+/// twin, so a plan never changes a bit (the `qwen-kernels` GPU tests check both plans
+/// against the twin); `gpu bench-qwen --kernels fused,unfused` times both in one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelPlan {
-    /// Measured and proven bitwise on the device (BENCHMARKS.md device log).
+    /// The default (device log, session 9: batch 1 1.37x and batch 64 3.2x faster than
+    /// `Unfused` on the H100, bitwise equal): the RMSNorm row loaded whole before any
+    /// arithmetic (`qwen_rmsnorm_cached`); at one row the input and post norms folded into
+    /// the products around them ([`KernelPlan::folds_norms`]); from two rows on the gate_up
+    /// product with `qwen_silu_mul` as its epilogue; from [`TILED_FROM_ROWS`] rows on the
+    /// register-tiled GEMMs (`qwen_gemm_t_*`).
     #[default]
-    Proven,
-    /// Session 8's candidates: the RMSNorm row loaded whole before any arithmetic
-    /// (`qwen_rmsnorm_cached`), the gate_up product with `qwen_silu_mul` as its epilogue
-    /// (`qwen_gemm_glu_*`: one launch fewer per layer), and at one row the norms folded
-    /// into the products (`folds_norms`: three launches fewer per layer).
-    Candidate,
+    Fused,
+    /// Session 7's kernels, kept as the same-run baseline: one launch per op (separate
+    /// norms and SiLU-mul), every GEMM a warp walking all rows of its columns
+    /// ([`gemm_tiling`]).
+    Unfused,
 }
 
 impl KernelPlan {
     /// The RMSNorm entry point.
     pub fn rmsnorm(self) -> &'static str {
         match self {
-            KernelPlan::Proven => "qwen_rmsnorm",
-            KernelPlan::Candidate => "qwen_rmsnorm_cached",
+            KernelPlan::Unfused => "qwen_rmsnorm",
+            KernelPlan::Fused => "qwen_rmsnorm_cached",
         }
     }
 
     /// The gate_up product with the SiLU-mul epilogue at `rows` rows (writes `act`, and
     /// `SiluMul` launches nothing), or `None` for the plain product followed by
-    /// `qwen_silu_mul`. (At one row the candidate's folded norm variant,
-    /// `qwen_gemm_norm_glu_1_8`, takes its place.)
+    /// `qwen_silu_mul`. (At one row the folded norm variant, `qwen_gemm_norm_glu_1_8`,
+    /// takes its place.)
     pub fn fused_gate_up(self, rows: usize) -> Option<Tiling> {
         match self {
-            KernelPlan::Proven => None,
-            KernelPlan::Candidate if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
-            KernelPlan::Candidate => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
+            KernelPlan::Unfused => None,
+            KernelPlan::Fused if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
+            KernelPlan::Fused => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
         }
     }
 
     /// The GEMM tiling of a product with `n` output columns at `rows` rows (the fused
-    /// gate_up and the folded one-row products aside): [`gemm_tiling`]'s measured choice,
-    /// or for the candidate from [`TILED_FROM_ROWS`] rows on the register-tiled
-    /// `qwen_gemm_t_8_8` (same sums, same bits).
+    /// gate_up and the folded one-row products aside). `Unfused`: [`gemm_tiling`]. `Fused`,
+    /// from `gpu bench-gemm` on the H100 (device log, session 9): from [`TILED_FROM_ROWS`]
+    /// rows on the register-tiled `qwen_gemm_t_8_4` (at 64 rows 3.3-7x the walking
+    /// tilings), and from 2 rows on for the wide products (N > 1,024: at 4 rows 1.1-1.4x);
+    /// the narrow ones (o_proj, down_proj) keep x in flight with `qwen_gemm_2_1_8` below 8
+    /// rows. All sum in qwen_gemm's order.
     pub fn gemm(self, rows: usize, n: usize) -> Tiling {
         match self {
-            KernelPlan::Candidate if rows >= TILED_FROM_ROWS => Tiling::tiled("qwen_gemm_t_8_8", 8, 8),
+            KernelPlan::Fused if rows >= TILED_FROM_ROWS || (rows >= 2 && n > 1024) => {
+                Tiling::tiled("qwen_gemm_t_8_4", 8, 4)
+            }
+            KernelPlan::Fused if rows >= 2 => Tiling::walk("qwen_gemm_2_1_8", 2),
             _ => gemm_tiling(rows, n),
+        }
+    }
+
+    /// The attention entry point at `rows` rows: `qwen_attention` holds every K and V row
+    /// of a tile in flight (222 registers: 2 blocks per SM, the least latency per block, as
+    /// at batch 1); the fused plan switches to `qwen_attention_lean` (half a tile at a
+    /// time, 128 registers: 4 blocks per SM) from [`LEAN_ATTENTION_FROM_ROWS`] rows, where
+    /// the (token, head) items outnumber two blocks per SM. Same sums, same bits.
+    pub fn attention(self, rows: usize) -> &'static str {
+        match self {
+            KernelPlan::Fused if rows >= LEAN_ATTENTION_FROM_ROWS => "qwen_attention_lean",
+            _ => "qwen_attention",
         }
     }
 
@@ -127,14 +148,14 @@ impl KernelPlan {
     /// the last sum). One row only (the batch-1 decode): every product warp recomputes its
     /// row's sum of squares.
     pub fn folds_norms(self, rows: usize) -> bool {
-        self == KernelPlan::Candidate && rows == 1
+        self == KernelPlan::Fused && rows == 1
     }
 
-    /// `proven` / `candidate`.
+    /// `fused` / `unfused`.
     pub fn name(self) -> &'static str {
         match self {
-            KernelPlan::Proven => "proven",
-            KernelPlan::Candidate => "candidate",
+            KernelPlan::Fused => "fused",
+            KernelPlan::Unfused => "unfused",
         }
     }
 }
@@ -143,15 +164,18 @@ impl std::str::FromStr for KernelPlan {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "proven" => Ok(KernelPlan::Proven),
-            "candidate" => Ok(KernelPlan::Candidate),
-            _ => Err(format!("unknown kernel plan {s:?} (expected proven or candidate)")),
+            "fused" => Ok(KernelPlan::Fused),
+            "unfused" => Ok(KernelPlan::Unfused),
+            _ => Err(format!("unknown kernel plan {s:?} (expected fused or unfused)")),
         }
     }
 }
 
-/// Rows from which the candidate plan's products use the register-tiled GEMMs.
+/// Rows from which the fused plan's products all use the register-tiled GEMMs.
 pub const TILED_FROM_ROWS: usize = 8;
+
+/// Rows from which the fused plan launches `qwen_attention_lean`.
+pub const LEAN_ATTENTION_FROM_ROWS: usize = 16;
 
 /// A GEMM entry point and how its warps split the output: `cols` columns per warp and,
 /// for the register-tiled entries (`qwen_gemm_t_*`), `rows` rows per warp tile (0: the warp
@@ -329,7 +353,7 @@ impl GpuModel {
             Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => self.kernels.rmsnorm(),
             Op::Qkv(_) | Op::OProj(_) | Op::GateUp(_) | Op::Down(_) | Op::LmHead => gemm,
             Op::RopeKv(_) => "qwen_qk_norm_rope_kv",
-            Op::Attention(_) => "qwen_attention",
+            Op::Attention(_) => self.kernels.attention(rows),
             Op::SiluMul(_) => "qwen_silu_mul",
         })?;
         let mut l = dev.stream.launch_builder(f);
@@ -425,8 +449,8 @@ mod tests {
     #[test]
     fn every_tiling_the_forward_pass_picks_is_a_qwen_entry_and_benchmarked() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Proven, KernelPlan::Candidate] {
-            for rows in [1, 4, 7, 8, 16, 17, 64, 512] {
+        for plan in [KernelPlan::Fused, KernelPlan::Unfused] {
+            for rows in [1, 2, 4, 7, 8, 16, 17, 64, 512] {
                 for n in [1024, 4096, 6144, 151_936] {
                     let t = plan.gemm(rows, n);
                     assert!(qwen.entries.contains(&t.entry), "{} is not loaded", t.entry);
@@ -437,11 +461,14 @@ mod tests {
                 }
             }
         }
-        // From two rows on the narrow products change tiling, the wide ones do not.
+        // Unfused: from two rows on the narrow products change tiling, the wide ones do not.
         assert_ne!(gemm_tiling(4, 1024), gemm_tiling(1, 1024));
         assert_eq!(gemm_tiling(64, 151_936), gemm_tiling(1, 151_936));
-        assert_eq!(KernelPlan::Candidate.gemm(7, 1024), gemm_tiling(7, 1024));
-        assert_eq!(KernelPlan::Candidate.gemm(8, 1024).rows, 8);
+        // Fused: tiled from 8 rows on, and below that for the wide products only.
+        assert_eq!(KernelPlan::Fused.gemm(8, 1024).rows, 8);
+        assert_eq!(KernelPlan::Fused.gemm(4, 4096).rows, 8);
+        assert_eq!(KernelPlan::Fused.gemm(7, 1024).rows, 0);
+        assert_eq!(KernelPlan::Fused.gemm(1, 151_936), gemm_tiling(1, 151_936));
     }
 
     #[test]
@@ -458,19 +485,23 @@ mod tests {
     #[test]
     fn every_plan_launches_loaded_and_benchmarked_entries() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Proven, KernelPlan::Candidate] {
+        for plan in [KernelPlan::Fused, KernelPlan::Unfused] {
             assert!(qwen.entries.contains(&plan.rmsnorm()), "{plan:?}: {} is not loaded", plan.rmsnorm());
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
         }
-        assert_ne!(KernelPlan::Candidate.rmsnorm(), KernelPlan::Proven.rmsnorm());
-        assert_eq!(KernelPlan::Proven.fused_gate_up(64), None);
-        assert!(KernelPlan::Candidate.folds_norms(1));
-        assert!(!KernelPlan::Candidate.folds_norms(2) && !KernelPlan::Proven.folds_norms(1));
-        for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16"] {
+        assert_eq!(KernelPlan::default(), KernelPlan::Fused);
+        assert_ne!(KernelPlan::Fused.rmsnorm(), KernelPlan::Unfused.rmsnorm());
+        assert_eq!(KernelPlan::Unfused.fused_gate_up(64), None);
+        assert!(KernelPlan::Fused.folds_norms(1));
+        assert!(!KernelPlan::Fused.folds_norms(2) && !KernelPlan::Unfused.folds_norms(1));
+        assert_eq!(KernelPlan::Fused.attention(1), "qwen_attention");
+        assert_eq!(KernelPlan::Fused.attention(64), "qwen_attention_lean");
+        assert_eq!(KernelPlan::Unfused.attention(64), "qwen_attention");
+        for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16", "qwen_attention_lean"] {
             assert!(qwen.entries.contains(&e), "{e} is not loaded");
         }
         for rows in [2, 7, 8, 64] {
-            let t = KernelPlan::Candidate.fused_gate_up(rows).expect("candidate fuses");
+            let t = KernelPlan::Fused.fused_gate_up(rows).expect("the fused plan fuses");
             assert!(qwen.entries.contains(&t.entry), "{} is not loaded", t.entry);
             assert!(t.entry.contains("glu"), "{t:?} must be a SiLU-mul epilogue entry");
             assert_eq!(t.cols % 2, 0, "a GLU warp owns whole (gate, up) pairs");
