@@ -359,29 +359,10 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
             float inv[MT];
 #pragma unroll
             for (int a = 0; a < MT; ++a) inv[a] = 0.0f;
-            if (NORM) {
-#pragma unroll
-                for (int a = 0; a < MT; ++a) {
-                    const long long row = (long long)(m0 + (a < mt ? a : 0)) * K;
-                    float ss = 0.0f;
-                    for (int base = 0; base < K; base += 32 * 32) {
-                        bf16_t rv[32];
-#pragma unroll
-                        for (int u = 0; u < 32; ++u) {
-                            const int i = base + lane + 32 * u;
-                            rv[u] = x[row + (i < K ? i : 0)];
-                        }
-#pragma unroll
-                        for (int u = 0; u < 32; ++u) {
-                            const float r = bf2f(rv[u]);
-                            if (base + lane + 32 * u < K) ss = fmaf(r, r, ss);
-                        }
-                    }
-                    ss = warp_butterfly_sum(ss);
-                    inv[a] = 1.0f / sqrtf(ss / (float)K + eps);
-                }
-            }
-            for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+            // NORM: the round condition is the warp's (c0 - lane), not the lane's: every lane
+            // runs every round (the norm's butterfly needs all 32); a lane past the last chunk
+            // loads chunk 0 and discards it.
+            for (int c0 = lane; (NORM ? c0 - lane : c0) < chunks; c0 += 32 * U) {
                 // XPRE (candidate tilings): x chunks loaded with the weights, before any is
                 // used (no branch around a load: out-of-range rows and chunks read a valid
                 // address and are discarded), so a round of U chunks waits for memory once.
@@ -391,7 +372,7 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                 uint4 nw[NORM ? U : 1];
 #pragma unroll
                 for (int u = 0; u < U; ++u) {
-                    const int c = c0 + 32 * u < chunks ? c0 + 32 * u : c0;
+                    const int c = c0 + 32 * u < chunks ? c0 + 32 * u : NORM ? 0 : c0;
 #pragma unroll
                     for (int b = 0; b < NC; ++b) {
                         const int n = GLU ? n0 + b * (N / 2) : (n0 + b < N ? n0 + b : N - 1);
@@ -404,6 +385,30 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                             const int row = m0 + (a < mt ? a : 0);
                             xv[XPRE ? u : 0][a] = *(const uint4*)(x + (long long)row * K + (c << 3));
                         }
+                    }
+                }
+                // NORM: the row's sum of squares is computed once, in the first round, after
+                // that round's weight loads are issued (they do not depend on it).
+                if (NORM && c0 == lane) {
+#pragma unroll
+                    for (int a = 0; a < MT; ++a) {
+                        const long long row = (long long)(m0 + (a < mt ? a : 0)) * K;
+                        float ss = 0.0f;
+                        for (int base = 0; base < K; base += 32 * 32) {
+                            bf16_t rv[32];
+#pragma unroll
+                            for (int u = 0; u < 32; ++u) {
+                                const int i = base + lane + 32 * u;
+                                rv[u] = x[row + (i < K ? i : 0)];
+                            }
+#pragma unroll
+                            for (int u = 0; u < 32; ++u) {
+                                const float r = bf2f(rv[u]);
+                                if (base + lane + 32 * u < K) ss = fmaf(r, r, ss);
+                            }
+                        }
+                        ss = warp_butterfly_sum(ss);
+                        inv[a] = 1.0f / sqrtf(ss / (float)K + eps);
                     }
                 }
 #pragma unroll
