@@ -553,10 +553,7 @@ __device__ __forceinline__ void reduce_scatter_step(float* acc, int lane, int s)
     }
 }
 
-// BR: how the block's GEMM_WARPS warps tile the output, BR row tiles x GEMM_WARPS / BR column
-// tiles (BR = GEMM_WARPS: the warps share one column tile, its weight chunks reused through
-// L1; BR = 2: a 2 x 2 square, every x and weight chunk read by two warps of the block).
-template <int MT, int NC, bool GLU, int BR = GEMM_WARPS>
+template <int MT, int NC, bool GLU>
 __device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restrict__ x, int K,
                                                 const bf16_t* __restrict__ w, int N,
                                                 bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
@@ -571,20 +568,10 @@ __device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restri
     const int col_step = GLU ? NC / 2 : NC;            // columns (pairs) per tile
     const int col_tiles = (cols + col_step - 1) / col_step;
     const int row_tiles = (rows + MT - 1) / MT;
-    // BR = GEMM_WARPS: warp tiles numbered row tile fastest, GEMM_WARPS consecutive ones per
-    // block (the warps of a block share a column tile while there are enough row tiles).
-    // Otherwise the block takes BR x BC squares of tiles, row squares fastest.
-    constexpr int BC = GEMM_WARPS / BR;
-    static_assert(BR * BC == GEMM_WARPS, "BR must divide GEMM_WARPS");
-    const int row_blocks = (row_tiles + BR - 1) / BR;
-    const int units = BR == GEMM_WARPS ? col_tiles * row_tiles : row_blocks * ((col_tiles + BC - 1) / BC);
-    const int per_block = BR == GEMM_WARPS ? GEMM_WARPS : 1;
-    for (int u = blockIdx.x * per_block + (BR == GEMM_WARPS ? warp : 0); u < units; u += gridDim.x * per_block) {
-        const int rt = BR == GEMM_WARPS ? u % row_tiles : (u % row_blocks) * BR + warp % BR;
-        const int ct = BR == GEMM_WARPS ? u / row_tiles : (u / row_blocks) * BC + warp / BR;
-        if (rt >= row_tiles || ct >= col_tiles) continue;
-        const int m0 = rt * MT;
-        const int n0 = ct * col_step;
+    const int tiles = col_tiles * row_tiles;
+    for (int t = blockIdx.x * GEMM_WARPS + warp; t < tiles; t += gridDim.x * GEMM_WARPS) {
+        const int m0 = (t % row_tiles) * MT;
+        const int n0 = (t / row_tiles) * col_step;
         long long wrow[NC], xrow[MT];
 #pragma unroll
         for (int b = 0; b < NC; ++b) {
@@ -651,23 +638,19 @@ __device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restri
     }
 }
 
-#define GEMM_TILED_ENTRY(NAME, MT, NC, GLU, BR)                                                \
+#define GEMM_TILED_ENTRY(NAME, MT, NC, GLU)                                                    \
     extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
         const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
         const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
         int f32_out)                                                                           \
     {                                                                                          \
-        gemm_tiled_body<MT, NC, GLU, BR>(rows_of(counts, source), x, K, w, N, y, yf, f32_out); \
+        gemm_tiled_body<MT, NC, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);     \
     }
-GEMM_TILED_ENTRY(qwen_gemm_t_8_8, 8, 8, false, 4)
-GEMM_TILED_ENTRY(qwen_gemm_t_4_8, 4, 8, false, 4)
-GEMM_TILED_ENTRY(qwen_gemm_t_8_4, 8, 4, false, 4)
-GEMM_TILED_ENTRY(qwen_gemm_t_16_4, 16, 4, false, 4)
-GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8, 8, 8, true, 4)
-// 2 x 2 warp squares (candidates for 16 rows and more, timed by bench-gemm):
-GEMM_TILED_ENTRY(qwen_gemm_t_8_4_sq, 8, 4, false, 2)
-GEMM_TILED_ENTRY(qwen_gemm_t_8_8_sq, 8, 8, false, 2)
-GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8_sq, 8, 8, true, 2)
+GEMM_TILED_ENTRY(qwen_gemm_t_8_8, 8, 8, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_4_8, 4, 8, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_8_4, 8, 4, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_16_4, 16, 4, false)
+GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8, 8, 8, true)
 
 // Per token and head of the fused qkv row ([q heads | k heads | v heads], head_dim each):
 // q and k heads get RMSNorm over head_dim (Qwen3's q_norm / k_norm; skipped when

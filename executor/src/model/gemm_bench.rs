@@ -28,8 +28,6 @@ pub const GEMM_VARIANTS: &[Tiling] = &[
     Tiling::tiled("qwen_gemm_t_4_8", 4, 8),
     Tiling::tiled("qwen_gemm_t_8_4", 8, 4),
     Tiling::tiled("qwen_gemm_t_16_4", 16, 4),
-    Tiling::tiled("qwen_gemm_t_8_4_sq", 8, 4),
-    Tiling::tiled("qwen_gemm_t_8_8_sq", 8, 8),
 ];
 
 /// One timed (shape, rows, tiling).

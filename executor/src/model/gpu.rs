@@ -89,12 +89,6 @@ pub enum KernelPlan {
     /// norms and SiLU-mul), every GEMM a warp walking all rows of its columns
     /// ([`gemm_tiling`]).
     Unfused,
-    /// Candidate (session 9, awaiting a device run): `Fused` with the block's four warps
-    /// in a 2 x 2 square of 8 x 8 tiles from [`SQUARE_FROM_ROWS`] rows on
-    /// (`qwen_gemm_t_8_8_sq`, `qwen_gemm_t_glu_8_8_sq`: every x and weight chunk read by two
-    /// warps of a block instead of one or four).
-    #[serde(rename = "fused-square")]
-    FusedSquare,
 }
 
 impl KernelPlan {
@@ -102,7 +96,7 @@ impl KernelPlan {
     pub fn rmsnorm(self) -> &'static str {
         match self {
             KernelPlan::Unfused => "qwen_rmsnorm",
-            KernelPlan::Fused | KernelPlan::FusedSquare => "qwen_rmsnorm_cached",
+            KernelPlan::Fused => "qwen_rmsnorm_cached",
         }
     }
 
@@ -113,11 +107,8 @@ impl KernelPlan {
     pub fn fused_gate_up(self, rows: usize) -> Option<Tiling> {
         match self {
             KernelPlan::Unfused => None,
-            KernelPlan::FusedSquare if rows >= SQUARE_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8_sq", 8, 8)),
-            KernelPlan::Fused | KernelPlan::FusedSquare if rows >= TILED_FROM_ROWS => {
-                Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8))
-            }
-            KernelPlan::Fused | KernelPlan::FusedSquare => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
+            KernelPlan::Fused if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
+            KernelPlan::Fused => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
         }
     }
 
@@ -130,10 +121,10 @@ impl KernelPlan {
     /// rows. All sum in qwen_gemm's order.
     pub fn gemm(self, rows: usize, n: usize) -> Tiling {
         match self {
-            KernelPlan::Unfused => gemm_tiling(rows, n),
-            KernelPlan::FusedSquare if rows >= SQUARE_FROM_ROWS => Tiling::tiled("qwen_gemm_t_8_8_sq", 8, 8),
-            _ if rows >= TILED_FROM_ROWS || (rows >= 2 && n > 1024) => Tiling::tiled("qwen_gemm_t_8_4", 8, 4),
-            _ if rows >= 2 => Tiling::walk("qwen_gemm_2_1_8", 2),
+            KernelPlan::Fused if rows >= TILED_FROM_ROWS || (rows >= 2 && n > 1024) => {
+                Tiling::tiled("qwen_gemm_t_8_4", 8, 4)
+            }
+            KernelPlan::Fused if rows >= 2 => Tiling::walk("qwen_gemm_2_1_8", 2),
             _ => gemm_tiling(rows, n),
         }
     }
@@ -145,7 +136,7 @@ impl KernelPlan {
     /// the (token, head) items outnumber two blocks per SM. Same sums, same bits.
     pub fn attention(self, rows: usize) -> &'static str {
         match self {
-            KernelPlan::Fused | KernelPlan::FusedSquare if rows >= LEAN_ATTENTION_FROM_ROWS => "qwen_attention_lean",
+            KernelPlan::Fused if rows >= LEAN_ATTENTION_FROM_ROWS => "qwen_attention_lean",
             _ => "qwen_attention",
         }
     }
@@ -157,7 +148,7 @@ impl KernelPlan {
     /// the last sum). One row only (the batch-1 decode): every product warp recomputes its
     /// row's sum of squares.
     pub fn folds_norms(self, rows: usize) -> bool {
-        self != KernelPlan::Unfused && rows == 1
+        self == KernelPlan::Fused && rows == 1
     }
 
     /// `fused` / `unfused`.
@@ -165,7 +156,6 @@ impl KernelPlan {
         match self {
             KernelPlan::Fused => "fused",
             KernelPlan::Unfused => "unfused",
-            KernelPlan::FusedSquare => "fused-square",
         }
     }
 }
@@ -176,8 +166,7 @@ impl std::str::FromStr for KernelPlan {
         match s {
             "fused" => Ok(KernelPlan::Fused),
             "unfused" => Ok(KernelPlan::Unfused),
-            "fused-square" => Ok(KernelPlan::FusedSquare),
-            _ => Err(format!("unknown kernel plan {s:?} (expected fused, unfused or fused-square)")),
+            _ => Err(format!("unknown kernel plan {s:?} (expected fused or unfused)")),
         }
     }
 }
@@ -185,10 +174,7 @@ impl std::str::FromStr for KernelPlan {
 /// Rows from which the fused plan's products all use the register-tiled GEMMs.
 pub const TILED_FROM_ROWS: usize = 8;
 
-/// Rows from which the fused-square plan's products use the 2 x 2 warp squares.
-pub const SQUARE_FROM_ROWS: usize = 16;
-
-/// Rows from which the fused plans launch `qwen_attention_lean`.
+/// Rows from which the fused plan launches `qwen_attention_lean`.
 pub const LEAN_ATTENTION_FROM_ROWS: usize = 16;
 
 /// A GEMM entry point and how its warps split the output: `cols` columns per warp and,
@@ -463,7 +449,7 @@ mod tests {
     #[test]
     fn every_tiling_the_forward_pass_picks_is_a_qwen_entry_and_benchmarked() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Fused, KernelPlan::Unfused, KernelPlan::FusedSquare] {
+        for plan in [KernelPlan::Fused, KernelPlan::Unfused] {
             for rows in [1, 2, 4, 7, 8, 16, 17, 64, 512] {
                 for n in [1024, 4096, 6144, 151_936] {
                     let t = plan.gemm(rows, n);
@@ -499,7 +485,7 @@ mod tests {
     #[test]
     fn every_plan_launches_loaded_and_benchmarked_entries() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Fused, KernelPlan::Unfused, KernelPlan::FusedSquare] {
+        for plan in [KernelPlan::Fused, KernelPlan::Unfused] {
             assert!(qwen.entries.contains(&plan.rmsnorm()), "{plan:?}: {} is not loaded", plan.rmsnorm());
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
         }
@@ -514,12 +500,7 @@ mod tests {
         for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16", "qwen_attention_lean"] {
             assert!(qwen.entries.contains(&e), "{e} is not loaded");
         }
-        assert_eq!(KernelPlan::FusedSquare.gemm(64, 1024).entry, "qwen_gemm_t_8_8_sq");
-        assert_eq!(KernelPlan::FusedSquare.gemm(8, 1024), KernelPlan::Fused.gemm(8, 1024));
-        assert!(KernelPlan::FusedSquare.folds_norms(1));
         for rows in [2, 7, 8, 64] {
-            let sq = KernelPlan::FusedSquare.fused_gate_up(rows).expect("the fused-square plan fuses");
-            assert!(qwen.entries.contains(&sq.entry) && sq.entry.contains("glu"), "{sq:?}");
             let t = KernelPlan::Fused.fused_gate_up(rows).expect("the fused plan fuses");
             assert!(qwen.entries.contains(&t.entry), "{} is not loaded", t.entry);
             assert!(t.entry.contains("glu"), "{t:?} must be a SiLU-mul epilogue entry");
