@@ -91,6 +91,27 @@ __device__ __forceinline__ int rows_of(const int* counts, int source) {
     return source == ROWS_LOGITS ? counts[C_NUM_LOGITS] : counts[C_PADDED_TOKENS];
 }
 
+// Programmatic dependent launch (KernelPlan::FusedPdl; executor/src/model/launch.rs). Every
+// kernel lets the next one in the stream launch at once (pdl_launch_dependents) and waits
+// for the previous one to complete, its writes visible, before it reads anything an earlier
+// kernel wrote (pdl_wait); before the wait a GEMM only prefetches its first weight rows into
+// L2 (gemm_prefetch). Launched without the attribute (the other plans) both are no-ops: the
+// wait returns at once. No value changes either way.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_begin() {
+    pdl_launch_dependents();
+    pdl_wait();
+}
+
 // Embedding gather over the padded tokens: residual[t] = embed[input_ids[t]]. An id
 // outside the vocabulary gives a zero row (stale padded slots may hold anything); for a
 // real token (t < meta_tokens) it also counts as out of range.
@@ -101,6 +122,7 @@ extern "C" __global__ void qwen_embed(
     bf16_t* __restrict__ residual,
     unsigned int* __restrict__ counters)
 {
+    pdl_begin();
     const int rows = counts[C_PADDED_TOKENS];
     const int real = counts[C_META_TOKENS];
     for (int t = blockIdx.x; t < rows; t += gridDim.x) {
@@ -231,6 +253,7 @@ __device__ __forceinline__ void rmsnorm_rows(
                                     const bf16_t* __restrict__ weight, int hidden, float eps,  \
                                     int add, bf16_t* __restrict__ out)                         \
     {                                                                                          \
+        pdl_begin();                                                                           \
         rmsnorm_rows<CACHED>(counts, source, gather, delta, residual, weight, hidden, eps, add, \
                              out);                                                             \
     }
@@ -265,6 +288,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
     const bf16_t* __restrict__ w, int N,
     bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
 {
+    pdl_begin();
     const int rows = rows_of(counts, source);
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -334,6 +358,28 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
 // RESADD (candidate): y is the residual stream and the epilogue adds into it what the next
 // qwen_rmsnorm (add 1) would have: y = bf16(bf16(sum) + y), each element read and written
 // by the one lane that computes it (no other warp of the launch reads y).
+// Before pdl_wait: the weight bytes of the warp's first column group that gemm_body's first
+// round reads (its first 32 * U chunks of each row), prefetched into L2, one 128-byte line
+// per lane. Weights are never written, so this may run while the previous kernel does.
+template <int NC, int U, bool GLU>
+__device__ __forceinline__ void gemm_prefetch(int K, const bf16_t* __restrict__ w, int N) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int n0 = (blockIdx.x * GEMM_WARPS + warp) * (GLU ? 1 : NC);
+    if (n0 >= (GLU ? N / 2 : N)) return;
+    const int round_chunks = (K >> 3) < 32 * U ? (K >> 3) : 32 * U;
+    const int lines = (round_chunks * 16 + 127) / 128;
+#pragma unroll
+    for (int b = 0; b < NC; ++b) {
+        const int n = GLU ? n0 + b * (N / 2) : (n0 + b < N ? n0 + b : N - 1);
+        const char* row = (const char*)(w + (long long)n * K);
+        for (int line = lane; line < lines; line += 32)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (long long)line * 128));
+    }
+#endif
+}
+
 template <int NC, int MT, int U, bool XPRE, bool GLU = false, bool NORM = false, bool RESADD = false>
 __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x, int K,
                                           const bf16_t* __restrict__ w, int N,
@@ -479,6 +525,9 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
         const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
         int f32_out)                                                                           \
     {                                                                                          \
+        pdl_launch_dependents();                                                               \
+        gemm_prefetch<NC, U, GLU>(K, w, N);                                                    \
+        pdl_wait();                                                                            \
         gemm_body<NC, MT, U, XPRE, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out); \
     }
 #define GEMM_VARIANT(NAME, NC, MT, U) GEMM_ENTRY(NAME, NC, MT, U, false, false)
@@ -489,6 +538,9 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
         const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
         int f32_out)                                                                           \
     {                                                                                          \
+        pdl_launch_dependents();                                                               \
+        gemm_prefetch<NC, U, false>(K, w, N);                                                  \
+        pdl_wait();                                                                            \
         gemm_body<NC, MT, U, XPRE, false, false, true>(rows_of(counts, source), x, K, w, N, y, \
                                                         yf, f32_out);                          \
     }
@@ -499,6 +551,9 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
         const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
         int f32_out, const bf16_t* __restrict__ norm_w, float eps)                            \
     {                                                                                          \
+        pdl_launch_dependents();                                                               \
+        gemm_prefetch<NC, U, GLU>(K, w, N);                                                    \
+        pdl_wait();                                                                            \
         gemm_body<NC, MT, U, XPRE, GLU, true, false>(rows_of(counts, source), x, K, w, N, y,  \
                                                       yf, f32_out, norm_w, eps);               \
     }
@@ -644,6 +699,7 @@ __device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restri
         const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
         int f32_out)                                                                           \
     {                                                                                          \
+        pdl_begin();                                                                           \
         gemm_tiled_body<MT, NC, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);     \
     }
 GEMM_TILED_ENTRY(qwen_gemm_t_8_8, 8, 8, false)
@@ -670,6 +726,7 @@ extern "C" __global__ void qwen_qk_norm_rope_kv(
     bf16_t* __restrict__ k_cache, bf16_t* __restrict__ v_cache, long long cache_slots,
     unsigned int* __restrict__ counters)
 {
+    pdl_begin();
     __shared__ float vals[4][256];
     const int rows = counts[C_PADDED_TOKENS];
     const int real = counts[C_META_TOKENS];
@@ -1016,11 +1073,13 @@ __device__ __forceinline__ void attention_body(
 // Every K and V row of a tile in flight at once (the most latency hidden per block: few
 // blocks, as at batch 1).
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(ATTENTION_ARGS) {
+    pdl_begin();
     attention_body<1>(ATTENTION_PASS);
 }
 // Half a tile's K and V rows at a time: fewer registers, so more blocks per SM when the step
 // has many (token, head) items. Same sums in the same order, so the same bits.
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32, 4) qwen_attention_lean(ATTENTION_ARGS) {
+    pdl_begin();
     attention_body<2>(ATTENTION_PASS);
 }
 
@@ -1031,6 +1090,7 @@ extern "C" __global__ void qwen_silu_mul(
     const bf16_t* __restrict__ gate_up, int inter,
     bf16_t* __restrict__ act)
 {
+    pdl_begin();
     const long long n = (long long)counts[C_PADDED_TOKENS] * inter;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
         const long long t = e / inter;

@@ -8,11 +8,12 @@
 //! `prepare_inputs` / `prepare_rows` / `build_metadata`) and receive the logits, which
 //! `argmax_rows` and `rejection_greedy` (`sample.cu`) turn into the sampler's rows.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::host::{forward_ops, Op};
 use super::kernels_ref::rope_table;
 use super::kv_cache::KvLayout;
+use super::launch::RawArgs;
 use super::weights::HostWeights;
 use crate::device::Device;
 use crate::error::Result;
@@ -89,6 +90,12 @@ pub enum KernelPlan {
     /// norms and SiLU-mul), every GEMM a warp walking all rows of its columns
     /// ([`gemm_tiling`]).
     Unfused,
+    /// Candidate (session 9, awaiting a device run): `Fused`'s kernels launched with
+    /// programmatic dependent launch ([`super::launch`]): each kernel may start while the
+    /// previous one finishes, a GEMM prefetching its first weight rows into L2 before it
+    /// waits for the previous kernel's results. Same kernels, same values.
+    #[serde(rename = "fused-pdl")]
+    FusedPdl,
 }
 
 impl KernelPlan {
@@ -96,7 +103,7 @@ impl KernelPlan {
     pub fn rmsnorm(self) -> &'static str {
         match self {
             KernelPlan::Unfused => "qwen_rmsnorm",
-            KernelPlan::Fused => "qwen_rmsnorm_cached",
+            KernelPlan::Fused | KernelPlan::FusedPdl => "qwen_rmsnorm_cached",
         }
     }
 
@@ -107,8 +114,8 @@ impl KernelPlan {
     pub fn fused_gate_up(self, rows: usize) -> Option<Tiling> {
         match self {
             KernelPlan::Unfused => None,
-            KernelPlan::Fused if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
-            KernelPlan::Fused => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
+            _ if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
+            _ => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
         }
     }
 
@@ -121,10 +128,9 @@ impl KernelPlan {
     /// rows. All sum in qwen_gemm's order.
     pub fn gemm(self, rows: usize, n: usize) -> Tiling {
         match self {
-            KernelPlan::Fused if rows >= TILED_FROM_ROWS || (rows >= 2 && n > 1024) => {
-                Tiling::tiled("qwen_gemm_t_8_4", 8, 4)
-            }
-            KernelPlan::Fused if rows >= 2 => Tiling::walk("qwen_gemm_2_1_8", 2),
+            KernelPlan::Unfused => gemm_tiling(rows, n),
+            _ if rows >= TILED_FROM_ROWS || (rows >= 2 && n > 1024) => Tiling::tiled("qwen_gemm_t_8_4", 8, 4),
+            _ if rows >= 2 => Tiling::walk("qwen_gemm_2_1_8", 2),
             _ => gemm_tiling(rows, n),
         }
     }
@@ -136,7 +142,8 @@ impl KernelPlan {
     /// the (token, head) items outnumber two blocks per SM. Same sums, same bits.
     pub fn attention(self, rows: usize) -> &'static str {
         match self {
-            KernelPlan::Fused if rows >= LEAN_ATTENTION_FROM_ROWS => "qwen_attention_lean",
+            KernelPlan::Unfused => "qwen_attention",
+            _ if rows >= LEAN_ATTENTION_FROM_ROWS => "qwen_attention_lean",
             _ => "qwen_attention",
         }
     }
@@ -148,7 +155,12 @@ impl KernelPlan {
     /// the last sum). One row only (the batch-1 decode): every product warp recomputes its
     /// row's sum of squares.
     pub fn folds_norms(self, rows: usize) -> bool {
-        self == KernelPlan::Fused && rows == 1
+        self != KernelPlan::Unfused && rows == 1
+    }
+
+    /// Whether the forward pass's launches carry programmatic stream serialization.
+    pub fn pdl(self) -> bool {
+        self == KernelPlan::FusedPdl
     }
 
     /// `fused` / `unfused`.
@@ -156,6 +168,7 @@ impl KernelPlan {
         match self {
             KernelPlan::Fused => "fused",
             KernelPlan::Unfused => "unfused",
+            KernelPlan::FusedPdl => "fused-pdl",
         }
     }
 }
@@ -166,7 +179,8 @@ impl std::str::FromStr for KernelPlan {
         match s {
             "fused" => Ok(KernelPlan::Fused),
             "unfused" => Ok(KernelPlan::Unfused),
-            _ => Err(format!("unknown kernel plan {s:?} (expected fused or unfused)")),
+            "fused-pdl" => Ok(KernelPlan::FusedPdl),
+            _ => Err(format!("unknown kernel plan {s:?} (expected fused, unfused or fused-pdl)")),
         }
     }
 }
@@ -356,31 +370,31 @@ impl GpuModel {
             Op::Attention(_) => self.kernels.attention(rows),
             Op::SiluMul(_) => "qwen_silu_mul",
         })?;
-        let mut l = dev.stream.launch_builder(f);
+        let mut l = RawArgs::new(&dev.stream);
         // GEMM arguments: (counts, source, x, K, w, N, y, yf, f32_out).
         let lc = match op {
             Op::Embed => {
                 l.arg(&b.counts).arg(&b.input_ids).arg(&self.embed).arg(&vocab).arg(&h);
-                l.arg(&mut s.residual).arg(&mut b.counters);
+                l.out(&mut s.residual).out(&mut b.counters);
                 cfg(rows.min(4096), 128)
             }
             Op::InputNorm(i) | Op::PostNorm(i) => {
                 let lw = &self.layers[i];
                 let w = if let Op::InputNorm(_) = op { &lw.input_norm } else { &lw.post_norm };
-                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&b.logits_indices).arg(&s.delta).arg(&mut s.residual);
-                l.arg(w).arg(&h).arg(&eps).arg(&add).arg(&mut s.x);
+                l.arg(&b.counts).arg(&ROWS_PADDED).arg(&b.logits_indices).arg(&s.delta).out(&mut s.residual);
+                l.arg(w).arg(&h).arg(&eps).arg(&add).out(&mut s.x);
                 cfg(rows.div_ceil(4).min(4096), 128)
             }
             Op::FinalNorm => {
-                l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&b.logits_indices).arg(&s.delta).arg(&mut s.residual);
-                l.arg(&self.final_norm).arg(&h).arg(&eps).arg(&final_add).arg(&mut s.final_x);
+                l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&b.logits_indices).arg(&s.delta).out(&mut s.residual);
+                l.arg(&self.final_norm).arg(&h).arg(&eps).arg(&final_add).out(&mut s.final_x);
                 cfg(logit_rows.div_ceil(4).min(4096), 128)
             }
             Op::Qkv(i) => {
                 // Folded: x is the residual stream, normalised by the kernel (input norm).
                 let x = if folded { &s.residual } else { &s.x };
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(x).arg(&h).arg(&self.layers[i].qkv).arg(&n_qkv);
-                l.arg(&mut s.qkv).arg(&mut b.logits).arg(&zero);
+                l.out(&mut s.qkv).out(&mut b.logits).arg(&zero);
                 if folded {
                     l.arg(&self.layers[i].input_norm).arg(&eps);
                 }
@@ -389,14 +403,14 @@ impl GpuModel {
             Op::OProj(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.attn).arg(&k_o).arg(&self.layers[i].o).arg(&h);
                 // Folded: the kernel adds into the residual stream instead of writing delta.
-                l.arg(if folded { &mut s.residual } else { &mut s.delta }).arg(&mut b.logits).arg(&zero);
+                l.out(if folded { &mut s.residual } else { &mut s.delta }).out(&mut b.logits).arg(&zero);
                 gemm_grid(h)
             }
             Op::GateUp(i) => {
                 let x = if folded { &s.residual } else { &s.x };
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(x).arg(&h).arg(&self.layers[i].gate_up).arg(&n_gu);
                 // Fused: the kernel writes act ([rows, I]) instead of gate_up.
-                l.arg(if fused.is_some() { &mut s.act } else { &mut s.gate_up }).arg(&mut b.logits).arg(&zero);
+                l.out(if fused.is_some() { &mut s.act } else { &mut s.gate_up }).out(&mut b.logits).arg(&zero);
                 if folded {
                     l.arg(&self.layers[i].post_norm).arg(&eps);
                 }
@@ -404,32 +418,32 @@ impl GpuModel {
             }
             Op::Down(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.act).arg(&inter).arg(&self.layers[i].down).arg(&h);
-                l.arg(if folded { &mut s.residual } else { &mut s.delta }).arg(&mut b.logits).arg(&zero);
+                l.out(if folded { &mut s.residual } else { &mut s.delta }).out(&mut b.logits).arg(&zero);
                 gemm_grid(h)
             }
             Op::LmHead => {
                 let w = self.lm_head.as_ref().unwrap_or(&self.embed);
                 l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&s.final_x).arg(&h).arg(w).arg(&vocab);
-                l.arg(&mut s.x).arg(&mut b.logits).arg(&one);
+                l.out(&mut s.x).out(&mut b.logits).arg(&one);
                 gemm_grid(vocab)
             }
             Op::RopeKv(i) => {
                 let lw = &mut self.layers[i];
                 l.arg(&b.counts).arg(&s.qkv).arg(&b.positions).arg(&b.slot_mapping);
                 l.arg(&lw.q_norm).arg(&lw.k_norm).arg(&qk).arg(&eps).arg(&self.rope).arg(&rope_len);
-                l.arg(&nh).arg(&nkv).arg(&hd).arg(&mut s.q).arg(&mut lw.k_cache).arg(&mut lw.v_cache).arg(&slots);
-                l.arg(&mut b.counters);
+                l.arg(&nh).arg(&nkv).arg(&hd).out(&mut s.q).out(&mut lw.k_cache).out(&mut lw.v_cache).arg(&slots);
+                l.out(&mut b.counters);
                 cfg((rows * heads as usize).div_ceil(4).min(8192), 128)
             }
             Op::Attention(i) => {
                 let lw = &self.layers[i];
                 l.arg(&b.counts).arg(&s.q).arg(&lw.k_cache).arg(&lw.v_cache).arg(&slots);
                 l.arg(&b.cu_seqlens_q).arg(&b.seqused_k).arg(&b.meta_block_table).arg(&bpr).arg(&bs);
-                l.arg(&b.positions).arg(&nh).arg(&nkv).arg(&hd).arg(&mut s.attn).arg(&mut b.counters);
+                l.arg(&b.positions).arg(&nh).arg(&nkv).arg(&hd).out(&mut s.attn).out(&mut b.counters);
                 cfg((rows * nh as usize).min(16384), 128)
             }
             Op::SiluMul(_) => {
-                l.arg(&b.counts).arg(&s.gate_up).arg(&inter).arg(&mut s.act);
+                l.arg(&b.counts).arg(&s.gate_up).arg(&inter).out(&mut s.act);
                 cfg((rows * inter as usize).div_ceil(256).min(4096), 256)
             }
         };
@@ -437,7 +451,7 @@ impl GpuModel {
         // have the capacities the kernels index within (rows < max_tokens, logits rows <
         // max_logits, cache slots < kv.slots(), positions < rope_len, all checked in-kernel
         // or by `StepInput::validate`).
-        unsafe { l.launch(lc) }?;
+        unsafe { l.launch(f, lc, self.kernels.pdl()) }?;
         Ok(())
     }
 }
@@ -449,7 +463,7 @@ mod tests {
     #[test]
     fn every_tiling_the_forward_pass_picks_is_a_qwen_entry_and_benchmarked() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Fused, KernelPlan::Unfused] {
+        for plan in [KernelPlan::Fused, KernelPlan::Unfused, KernelPlan::FusedPdl] {
             for rows in [1, 2, 4, 7, 8, 16, 17, 64, 512] {
                 for n in [1024, 4096, 6144, 151_936] {
                     let t = plan.gemm(rows, n);
@@ -485,11 +499,19 @@ mod tests {
     #[test]
     fn every_plan_launches_loaded_and_benchmarked_entries() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Fused, KernelPlan::Unfused] {
+        for plan in [KernelPlan::Fused, KernelPlan::Unfused, KernelPlan::FusedPdl] {
             assert!(qwen.entries.contains(&plan.rmsnorm()), "{plan:?}: {} is not loaded", plan.rmsnorm());
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
         }
         assert_eq!(KernelPlan::default(), KernelPlan::Fused);
+        assert!(KernelPlan::FusedPdl.pdl() && !KernelPlan::Fused.pdl() && !KernelPlan::Unfused.pdl());
+        for rows in [1, 2, 8, 64] {
+            let (a, b) = (KernelPlan::Fused, KernelPlan::FusedPdl);
+            assert_eq!(a.gemm(rows, 4096), b.gemm(rows, 4096), "fused-pdl launches fused's kernels");
+            assert_eq!(a.fused_gate_up(rows), b.fused_gate_up(rows));
+            assert_eq!(a.attention(rows), b.attention(rows));
+            assert_eq!(a.folds_norms(rows), b.folds_norms(rows));
+        }
         assert_ne!(KernelPlan::Fused.rmsnorm(), KernelPlan::Unfused.rmsnorm());
         assert_eq!(KernelPlan::Unfused.fused_gate_up(64), None);
         assert!(KernelPlan::Fused.folds_norms(1));

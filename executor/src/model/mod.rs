@@ -103,4 +103,5 @@ pub mod gpu;
 pub mod host;
 pub mod kernels_ref;
 pub mod kv_cache;
+pub mod launch;
 pub mod weights;
