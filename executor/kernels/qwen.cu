@@ -693,6 +693,107 @@ __device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restri
     }
 }
 
+// Candidate, timed by `gpu bench-gemm` only (not in a plan yet): the register tile of
+// gemm_tiled_body with 8 rows, and the block's x rows staged in shared memory as f32, one
+// round (32 chunks) at a time: the block's 4 warps share one row tile and take 4 column
+// tiles, each warp converts 2 of the 8 rows of the round, and every lane then reads its
+// chunk's 8 floats per row from shared memory instead of converting them itself (about one
+// conversion per 8 fmaf instead of one per 2.7 at 8 x 4; SASS of qwen_gemm_t_8_4: 256 FFMA in
+// 393 instructions per chunk). Sums as qwen_gemm: chunks l, l + 32, ... per lane, elements
+// in order, then the reduce-scatter butterfly. Every warp of a block runs every round and
+// barrier; a warp past the last column tile computes on clamped columns and writes nothing.
+template <int NC>
+__device__ __forceinline__ void gemm_xs_body(int rows, const bf16_t* __restrict__ x, int K,
+                                             const bf16_t* __restrict__ w, int N,
+                                             bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
+{
+    constexpr int MT = 8, P = MT * NC;
+    static_assert(GEMM_WARPS * 2 == MT, "each warp stages two rows of the tile");
+    static_assert(P % 32 == 0 && P <= 64, "the reduce-scatter needs 32 or 64 sums per lane");
+    __shared__ float4 xs[MT][2][32];
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int chunks = K >> 3;
+    const int col_tiles = (N + NC - 1) / NC;
+    const int col_blocks = (col_tiles + GEMM_WARPS - 1) / GEMM_WARPS;
+    const int row_tiles = (rows + MT - 1) / MT;
+    const int units = row_tiles * col_blocks;
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+        const int m0 = (u % row_tiles) * MT;
+        const int ct = (u / row_tiles) * GEMM_WARPS + warp;
+        const int n0 = ct * NC;
+        long long wrow[NC];
+#pragma unroll
+        for (int b = 0; b < NC; ++b) wrow[b] = (long long)(n0 + b < N ? n0 + b : N - 1) * K;
+        float acc[P];
+#pragma unroll
+        for (int i = 0; i < P; ++i) acc[i] = 0.0f;
+        for (int r0 = 0; r0 < chunks; r0 += 32) {
+            const int c = r0 + lane;
+            uint4 wv[NC];
+#pragma unroll
+            for (int b = 0; b < NC; ++b) wv[b] = *(const uint4*)(w + wrow[b] + ((c < chunks ? c : 0) << 3));
+            __syncthreads();  // the previous round's readers are done with xs
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int a = 2 * warp + i;
+                const int row = m0 + a < rows ? m0 + a : rows - 1;
+                float f[8];
+                unpack8(c < chunks ? *(const uint4*)(x + (long long)row * K + (c << 3)) : make_uint4(0u, 0u, 0u, 0u), f);
+                xs[a][0][lane] = make_float4(f[0], f[1], f[2], f[3]);
+                xs[a][1][lane] = make_float4(f[4], f[5], f[6], f[7]);
+            }
+            __syncthreads();
+            if (c < chunks) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    float wf[NC][4];
+#pragma unroll
+                    for (int b = 0; b < NC; ++b)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) wf[b][e] = bf16_at(wv[b], half * 4 + e);
+#pragma unroll
+                    for (int a = 0; a < MT; ++a) {
+                        const float4 xa = xs[a][half][lane];
+                        const float xe[4] = {xa.x, xa.y, xa.z, xa.w};
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+#pragma unroll
+                            for (int b = 0; b < NC; ++b) acc[a * NC + b] = fmaf(xe[e], wf[b][e], acc[a * NC + b]);
+                    }
+                }
+            }
+        }
+        reduce_scatter_step<P / 2>(acc, lane, 16);
+        reduce_scatter_step<P / 4>(acc, lane, 8);
+        reduce_scatter_step<P / 8>(acc, lane, 4);
+        reduce_scatter_step<P / 16>(acc, lane, 2);
+        reduce_scatter_step<P / 32>(acc, lane, 1);
+        constexpr int J = P / 32;
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+            const int o = lane * J + j;
+            const int a = o / NC, n = n0 + o % NC;
+            if (ct < col_tiles && m0 + a < rows && n < N) {
+                const long long idx = (long long)(m0 + a) * N + n;
+                if (f32_out) yf[idx] = round_bf(acc[j]); else y[idx] = f2bf(acc[j]);
+            }
+        }
+    }
+}
+
+#define GEMM_XS_ENTRY(NAME, NC)                                                                \
+    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
+        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
+        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
+        int f32_out)                                                                           \
+    {                                                                                          \
+        pdl_begin();                                                                           \
+        gemm_xs_body<NC>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);                 \
+    }
+GEMM_XS_ENTRY(qwen_gemm_xs_8_8, 8)
+GEMM_XS_ENTRY(qwen_gemm_xs_8_4, 4)
+
 #define GEMM_TILED_ENTRY(NAME, MT, NC, GLU)                                                    \
     extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
         const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \

@@ -73,6 +73,8 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_t_8_4",
             "qwen_gemm_t_16_4",
             "qwen_gemm_t_glu_8_8",
+            "qwen_gemm_xs_8_8",
+            "qwen_gemm_xs_8_4",
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
             "qwen_attention_lean",
@@ -361,6 +363,7 @@ mod tests {
                         || m.source.contains(&format!("\nGEMM_NORM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_RESADD_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_TILED_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_XS_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),
                     "{}: no entry {e}",
                     m.name

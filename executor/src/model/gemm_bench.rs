@@ -28,6 +28,8 @@ pub const GEMM_VARIANTS: &[Tiling] = &[
     Tiling::tiled("qwen_gemm_t_4_8", 4, 8),
     Tiling::tiled("qwen_gemm_t_8_4", 8, 4),
     Tiling::tiled("qwen_gemm_t_16_4", 16, 4),
+    Tiling::tiled("qwen_gemm_xs_8_8", 8, 8),
+    Tiling::tiled("qwen_gemm_xs_8_4", 8, 4),
 ];
 
 /// One timed (shape, rows, tiling).
