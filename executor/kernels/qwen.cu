@@ -95,7 +95,7 @@ __device__ __forceinline__ int rows_of(const int* counts, int source) {
 // kernel lets the next one in the stream launch at once (pdl_launch_dependents) and waits
 // for the previous one to complete, its writes visible, before it reads anything an earlier
 // kernel wrote (pdl_wait); before the wait a GEMM only prefetches its first weight rows into
-// L2 (gemm_prefetch). Launched without the attribute (the other plans) both are no-ops: the
+// L2 (gemm_pdl_prologue). Launched without the attribute (the other plans) both are no-ops: the
 // wait returns at once. No value changes either way.
 __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -338,6 +338,32 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
     }
 }
 
+// A walking GEMM's start under PDL: let the next kernel launch, prefetch into L2 the weight
+// bytes of the warp's first column group that gemm_body's first round reads (its first
+// 32 * U chunks of each row, one 128-byte line per lane; weights are never written, so this
+// may run while the previous kernel does), then wait for the previous kernel.
+template <int NC, int U, bool GLU>
+__device__ __forceinline__ void gemm_pdl_prologue(int K, const bf16_t* __restrict__ w, int N) {
+    pdl_launch_dependents();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int n0 = (blockIdx.x * GEMM_WARPS + warp) * (GLU ? 1 : NC);
+    if (n0 < (GLU ? N / 2 : N)) {
+        const int round_chunks = (K >> 3) < 32 * U ? (K >> 3) : 32 * U;
+        const int lines = (round_chunks * 16 + 127) / 128;
+#pragma unroll
+        for (int b = 0; b < NC; ++b) {
+            const int n = GLU ? n0 + b * (N / 2) : (n0 + b < N ? n0 + b : N - 1);
+            const char* row = (const char*)(w + (long long)n * K);
+            for (int line = lane; line < lines; line += 32)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (long long)line * 128));
+        }
+    }
+#endif
+    pdl_wait();
+}
+
 // The same GEMM with other tilings (same order of every sum, so the same bits): each warp
 // owns NC columns and walks the rows in tiles of MT; U chunks' weights are loaded before
 // any of them is used (more loads in flight at small batch). `qwen_gemm_v` picks the
@@ -358,28 +384,6 @@ extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) qwen_gemm(
 // RESADD (candidate): y is the residual stream and the epilogue adds into it what the next
 // qwen_rmsnorm (add 1) would have: y = bf16(bf16(sum) + y), each element read and written
 // by the one lane that computes it (no other warp of the launch reads y).
-// Before pdl_wait: the weight bytes of the warp's first column group that gemm_body's first
-// round reads (its first 32 * U chunks of each row), prefetched into L2, one 128-byte line
-// per lane. Weights are never written, so this may run while the previous kernel does.
-template <int NC, int U, bool GLU>
-__device__ __forceinline__ void gemm_prefetch(int K, const bf16_t* __restrict__ w, int N) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int n0 = (blockIdx.x * GEMM_WARPS + warp) * (GLU ? 1 : NC);
-    if (n0 >= (GLU ? N / 2 : N)) return;
-    const int round_chunks = (K >> 3) < 32 * U ? (K >> 3) : 32 * U;
-    const int lines = (round_chunks * 16 + 127) / 128;
-#pragma unroll
-    for (int b = 0; b < NC; ++b) {
-        const int n = GLU ? n0 + b * (N / 2) : (n0 + b < N ? n0 + b : N - 1);
-        const char* row = (const char*)(w + (long long)n * K);
-        for (int line = lane; line < lines; line += 32)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (long long)line * 128));
-    }
-#endif
-}
-
 template <int NC, int MT, int U, bool XPRE, bool GLU = false, bool NORM = false, bool RESADD = false>
 __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x, int K,
                                           const bf16_t* __restrict__ w, int N,
@@ -519,41 +523,33 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
     }
 }
 
+// Every GEMM entry point's declaration and parameters (the order gpu.rs passes them).
+#define GEMM_KERNEL(NAME) extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME
+#define GEMM_PARAMS                                                                            \
+    const int *__restrict__ counts, int source, const bf16_t *__restrict__ x, int K,           \
+        const bf16_t *__restrict__ w, int N, bf16_t *__restrict__ y, float *__restrict__ yf,   \
+        int f32_out
+
 #define GEMM_ENTRY(NAME, NC, MT, U, XPRE, GLU)                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
-        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
-        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
-        int f32_out)                                                                           \
+    GEMM_KERNEL(NAME)(GEMM_PARAMS)                                                             \
     {                                                                                          \
-        pdl_launch_dependents();                                                               \
-        gemm_prefetch<NC, U, GLU>(K, w, N);                                                    \
-        pdl_wait();                                                                            \
+        gemm_pdl_prologue<NC, U, GLU>(K, w, N);                                          \
         gemm_body<NC, MT, U, XPRE, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out); \
     }
 #define GEMM_VARIANT(NAME, NC, MT, U) GEMM_ENTRY(NAME, NC, MT, U, false, false)
 // The residual stream adding epilogue (RESADD): the plain signature, y the residual.
 #define GEMM_RESADD_ENTRY(NAME, NC, MT, U, XPRE)                                               \
-    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
-        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
-        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
-        int f32_out)                                                                           \
+    GEMM_KERNEL(NAME)(GEMM_PARAMS)                                                             \
     {                                                                                          \
-        pdl_launch_dependents();                                                               \
-        gemm_prefetch<NC, U, false>(K, w, N);                                                  \
-        pdl_wait();                                                                            \
+        gemm_pdl_prologue<NC, U, false>(K, w, N);                                        \
         gemm_body<NC, MT, U, XPRE, false, false, true>(rows_of(counts, source), x, K, w, N, y, \
                                                         yf, f32_out);                          \
     }
 // The fused-norm prologue (NORM): x the residual stream, plus the norm's weight and eps.
 #define GEMM_NORM_ENTRY(NAME, NC, MT, U, XPRE, GLU)                                            \
-    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
-        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
-        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
-        int f32_out, const bf16_t* __restrict__ norm_w, float eps)                            \
+    GEMM_KERNEL(NAME)(GEMM_PARAMS, const bf16_t* __restrict__ norm_w, float eps)               \
     {                                                                                          \
-        pdl_launch_dependents();                                                               \
-        gemm_prefetch<NC, U, GLU>(K, w, N);                                                    \
-        pdl_wait();                                                                            \
+        gemm_pdl_prologue<NC, U, GLU>(K, w, N);                                          \
         gemm_body<NC, MT, U, XPRE, GLU, true, false>(rows_of(counts, source), x, K, w, N, y,  \
                                                       yf, f32_out, norm_w, eps);               \
     }
@@ -783,10 +779,7 @@ __device__ __forceinline__ void gemm_xs_body(int rows, const bf16_t* __restrict_
 }
 
 #define GEMM_XS_ENTRY(NAME, NC)                                                                \
-    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
-        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
-        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
-        int f32_out)                                                                           \
+    GEMM_KERNEL(NAME)(GEMM_PARAMS)                                                             \
     {                                                                                          \
         pdl_begin();                                                                           \
         gemm_xs_body<NC>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);                 \
@@ -795,10 +788,7 @@ GEMM_XS_ENTRY(qwen_gemm_xs_8_8, 8)
 GEMM_XS_ENTRY(qwen_gemm_xs_8_4, 4)
 
 #define GEMM_TILED_ENTRY(NAME, MT, NC, GLU)                                                    \
-    extern "C" __global__ void __launch_bounds__(GEMM_WARPS * 32) NAME(                        \
-        const int* __restrict__ counts, int source, const bf16_t* __restrict__ x, int K,      \
-        const bf16_t* __restrict__ w, int N, bf16_t* __restrict__ y, float* __restrict__ yf, \
-        int f32_out)                                                                           \
+    GEMM_KERNEL(NAME)(GEMM_PARAMS)                                                             \
     {                                                                                          \
         pdl_begin();                                                                           \
         gemm_tiled_body<MT, NC, GLU>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);     \
