@@ -14,6 +14,9 @@
 # Usage: scripts/qwen-generate-check.sh SPECREPLAY WORKDIR OUTDIR
 set -uo pipefail
 bin=$1 work=$2 out=$3
+# QWEN_KERNELS=PLAN: every `gpu generate` here runs that kernel plan (default: the default plan).
+kern=()
+[ -n "${QWEN_KERNELS:-}" ] && kern=(--kernels "$QWEN_KERNELS")
 mkdir -p "$work" "$out"
 sc=scenarios/gpu/qwen_mixed.json
 ck="$work/qwen3-0.6b-seed1"
@@ -26,14 +29,14 @@ for k in ("method", "num_speculative_tokens", "prompt_lookup_min", "prompt_looku
 json.dump(d, open(sys.argv[2], "w"))
 PY
 fail=0
-"$bin" gpu generate --model "$ck" --scenario "$sc" --trace "$out/qwen_mixed_gpu.json" >"$work/spec.txt" || exit 1
+"$bin" gpu generate ${kern[@]+"${kern[@]}"} --model "$ck" --scenario "$sc" --trace "$out/qwen_mixed_gpu.json" >"$work/spec.txt" || exit 1
 cat "$work/spec.txt"
 "$bin" replay "$out/qwen_mixed_gpu.json" || { echo "qwen-generate: CPU replay FAILED"; fail=1; }
 "$bin" show "$out/qwen_mixed_gpu.json" | grep -icE "preempt" | sed 's/^/qwen-generate: preemption lines in show: /'
-"$bin" gpu generate --model "$ck" --scenario "$sc" --trace "$work/again.json" >/dev/null || exit 1
+"$bin" gpu generate ${kern[@]+"${kern[@]}"} --model "$ck" --scenario "$sc" --trace "$work/again.json" >/dev/null || exit 1
 if cmp -s "$out/qwen_mixed_gpu.json" "$work/again.json"; then echo "qwen-generate: second run, same trace bytes"; else echo "qwen-generate: second run DIFFERENT bytes"; fail=1; fi
-"$bin" gpu generate --model "$ck" --scenario "$work/nospec.json" >"$work/plain.txt" || exit 1
-"$bin" gpu generate --model "$ck" --scenario "$sc" --eager >"$work/eager.txt" || exit 1
+"$bin" gpu generate ${kern[@]+"${kern[@]}"} --model "$ck" --scenario "$work/nospec.json" >"$work/plain.txt" || exit 1
+"$bin" gpu generate ${kern[@]+"${kern[@]}"} --model "$ck" --scenario "$sc" --eager >"$work/eager.txt" || exit 1
 toks() { grep -E '^q[0-9]+: ' "$1"; }
 if [ "$(toks "$work/spec.txt")" = "$(toks "$work/plain.txt")" ]; then
     echo "qwen-generate: speculative output identical to plain greedy output ($(toks "$work/spec.txt" | wc -l) requests)"
@@ -45,7 +48,7 @@ if [ "$(toks "$work/spec.txt")" = "$(toks "$work/eager.txt")" ]; then
 else
     echo "qwen-generate: eager output DIFFERS"; fail=1
 fi
-"$bin" gpu generate --model "$ck" --scenario "$sc" --poison --trace "$work/poison.json" >/dev/null || exit 1
+"$bin" gpu generate ${kern[@]+"${kern[@]}"} --model "$ck" --scenario "$sc" --poison --trace "$work/poison.json" >/dev/null || exit 1
 if cmp -s "$out/qwen_mixed_gpu.json" "$work/poison.json"; then echo "qwen-generate: --poison run, same trace bytes"; else echo "qwen-generate: --poison run DIFFERENT"; "$bin" diff "$out/qwen_mixed_gpu.json" "$work/poison.json" | head -20; fail=1; fi
 for t in "$out/qwen_mixed_gpu.json" traces/qwen3_0.6b_mixed_gpu.json; do
     if "$bin" gpu replay --model "$ck" "$t" >"$work/replay-model.txt" 2>&1; then

@@ -13,6 +13,9 @@
 # Usage: scripts/qwen-invariance-check.sh SPECREPLAY WORKDIR OUTDIR
 set -uo pipefail
 bin=$1 work=$2 out=$3
+# QWEN_KERNELS=PLAN: every `gpu generate` here runs that kernel plan (default: the default plan).
+kern=()
+[ -n "${QWEN_KERNELS:-}" ] && kern=(--kernels "$QWEN_KERNELS")
 mkdir -p "$work" "$out"
 ck="$work/qwen3-0.6b-seed1"
 [ -d "$ck" ] || "$bin" gpu make-checkpoint --preset qwen3-0.6b --seed 1 "$ck" >/dev/null || exit 1
@@ -62,7 +65,7 @@ for tag, seed in (("a", 1), ("b", 2)):
 PY
 fail=0
 gen() { # NAME: runs the scenario $work/NAME.json, trace $work/NAME.trace.json
-    if "$bin" gpu generate --model "$ck" --scenario "$work/$1.json" --trace "$work/$1.trace.json" \
+    if "$bin" gpu generate ${kern[@]+"${kern[@]}"} --model "$ck" --scenario "$work/$1.json" --trace "$work/$1.trace.json" \
         >"$work/$1.txt" 2>"$work/$1.err"; then
         echo "qwen-invariance: $1: $(grep '^generated' "$work/$1.txt")"
     else

@@ -208,9 +208,14 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// without it (compare the two with `specreplay diff`).
         #[arg(long)]
         poison: bool,
+        /// The forward pass's kernels: `fused` (CUDA cores) or `tensor` (tensor cores, a
+        /// different order of the sums and so different logits bits; both batch invariant and
+        /// matched bit for bit by the CPU twin); `unfused` and `fused-pdl` sum as `fused`.
+        #[arg(long, default_value_t = KernelPlan::default())]
+        kernels: KernelPlan,
         /// Record the run's trace, JSON only (its oracle: the greedy tokens sampled, so
         /// `specreplay replay` re-simulates it on any machine; its header: backend, device,
-        /// checkpoint and module hashes; each step: every logits row's digest, top-1 token
+        /// checkpoint, module hashes and kernel plan; each step: every logits row's digest, top-1 token
         /// and logit, and top-1/top-2 margin, read back from the device).
         #[arg(long)]
         trace: Option<PathBuf>,
@@ -589,6 +594,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             prompt_lookup_max,
             eager,
             poison,
+            kernels,
             trace,
         } => {
             let cfg = match (&model, random_model.as_deref()) {
@@ -635,6 +641,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             };
             let dev = Device::open(0)?;
             let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
+            qd.set_kernels(kernels)?;
             qd.force_eager = eager;
             qd.record_logits = trace.is_some();
             if poison {
@@ -671,6 +678,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 let mut t = generation_trace(r.trace, &sc, &qd.greedy, &qd.logits);
                 replay::mark_gpu(&mut t, &dev.info.name, &dev.module_hashes(), dev.variant);
                 t.checkpoint = JsonOnly(Some(checkpoint));
+                t.kernels = JsonOnly(kernels.name().to_string());
                 crate::write_trace(&path, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
             }
             Ok(ExitCode::SUCCESS)
@@ -728,7 +736,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     let mut run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
                         let sc = bench_scenario(&prompts, max_tokens, 0)?;
                         let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
-                        qd.set_kernels(plan);
+                        qd.set_kernels(plan)?;
                         let t = Instant::now();
                         engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
                         let secs = t.elapsed().as_secs_f64();
@@ -776,7 +784,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             for k in [0u32, 3] {
                 let sc = bench_scenario(std::slice::from_ref(&rep), 256, k)?;
                 let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
-                qd.set_kernels(kernels.first().copied().unwrap_or_default());
+                qd.set_kernels(kernels.first().copied().unwrap_or_default())?;
                 let t = Instant::now();
                 let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
                 let secs = t.elapsed().as_secs_f64();

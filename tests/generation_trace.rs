@@ -336,3 +336,33 @@ fn requests_listed_out_of_arrival_order_keep_their_rows_and_oracle() {
     let (code, out, err) = cli(&["replay", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// The header's `kernels` names the plan a model trace was made with, and `replay --model`
+/// re-runs that plan: a tensor-core run of the CPU twin replays identical with its header,
+/// and the same trace claiming the CUDA-core order (the header member removed, as in traces
+/// made before it existed) diverges in its logits rows — the plan is part of the numerics.
+#[test]
+fn a_model_replay_reruns_the_kernel_plan_its_header_names() {
+    use specreplay_executor::model::gpu::KernelPlan;
+    use specreplay_executor::model_replay::{replay, Backend};
+    let sc = test_scenario(&[(P0, 1), (P1, 2)], 16, 2, &[2, 4]);
+    let cfg = tiny_config();
+    let w = HostWeights::load(&cfg, &random_weights(&cfg, 7)).unwrap();
+    let mut d = QwenHostDevice::new(&sc, w.clone()).unwrap();
+    d.set_kernels(KernelPlan::Tensor).unwrap();
+    let r = engine::run_on(&sc, &mut d).unwrap();
+    let mut t = generation_trace(r.trace, &sc, &d.greedy, &d.logits);
+    t.backend = JsonOnly("cpu-twin".into());
+    t.kernels = JsonOnly("tensor".into());
+    let json = trace::to_json(&t);
+    assert!(json.contains("\n  \"kernels\": \"tensor\",\n"), "the plan is written in the header");
+    assert_eq!(trace::from_json(&json).unwrap(), t);
+    let (_, rep) = replay(&t, w.clone(), Backend::CpuTwin).unwrap();
+    assert!(rep.identical(), "tensor plan re-run: {:?}", rep.first);
+    t.kernels = JsonOnly::default();
+    let (_, rep) = replay(&t, w.clone(), Backend::CpuTwin).unwrap();
+    assert!(!rep.identical(), "the CUDA-core order must not reproduce a tensor-core trace");
+    t.kernels = JsonOnly("warp-drive".into());
+    let e = replay(&t, w, Backend::CpuTwin).unwrap_err().to_string();
+    assert!(e.contains("trace header `kernels`") && e.contains("warp-drive"), "{e}");
+}

@@ -689,104 +689,6 @@ __device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restri
     }
 }
 
-// Candidate, timed by `gpu bench-gemm` only (not in a plan yet): the register tile of
-// gemm_tiled_body with 8 rows, and the block's x rows staged in shared memory as f32, one
-// round (32 chunks) at a time: the block's 4 warps share one row tile and take 4 column
-// tiles, each warp converts 2 of the 8 rows of the round, and every lane then reads its
-// chunk's 8 floats per row from shared memory instead of converting them itself (about one
-// conversion per 8 fmaf instead of one per 2.7 at 8 x 4; SASS of qwen_gemm_t_8_4: 256 FFMA in
-// 393 instructions per chunk). Sums as qwen_gemm: chunks l, l + 32, ... per lane, elements
-// in order, then the reduce-scatter butterfly. Every warp of a block runs every round and
-// barrier; a warp past the last column tile computes on clamped columns and writes nothing.
-template <int NC>
-__device__ __forceinline__ void gemm_xs_body(int rows, const bf16_t* __restrict__ x, int K,
-                                             const bf16_t* __restrict__ w, int N,
-                                             bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out)
-{
-    constexpr int MT = 8, P = MT * NC;
-    static_assert(GEMM_WARPS * 2 == MT, "each warp stages two rows of the tile");
-    static_assert(P % 32 == 0 && P <= 64, "the reduce-scatter needs 32 or 64 sums per lane");
-    __shared__ float4 xs[MT][2][32];
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int chunks = K >> 3;
-    const int col_tiles = (N + NC - 1) / NC;
-    const int col_blocks = (col_tiles + GEMM_WARPS - 1) / GEMM_WARPS;
-    const int row_tiles = (rows + MT - 1) / MT;
-    const int units = row_tiles * col_blocks;
-    for (int u = blockIdx.x; u < units; u += gridDim.x) {
-        const int m0 = (u % row_tiles) * MT;
-        const int ct = (u / row_tiles) * GEMM_WARPS + warp;
-        const int n0 = ct * NC;
-        long long wrow[NC];
-#pragma unroll
-        for (int b = 0; b < NC; ++b) wrow[b] = (long long)(n0 + b < N ? n0 + b : N - 1) * K;
-        float acc[P];
-#pragma unroll
-        for (int i = 0; i < P; ++i) acc[i] = 0.0f;
-        for (int r0 = 0; r0 < chunks; r0 += 32) {
-            const int c = r0 + lane;
-            uint4 wv[NC];
-#pragma unroll
-            for (int b = 0; b < NC; ++b) wv[b] = *(const uint4*)(w + wrow[b] + ((c < chunks ? c : 0) << 3));
-            __syncthreads();  // the previous round's readers are done with xs
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const int a = 2 * warp + i;
-                const int row = m0 + a < rows ? m0 + a : rows - 1;
-                float f[8];
-                unpack8(c < chunks ? *(const uint4*)(x + (long long)row * K + (c << 3)) : make_uint4(0u, 0u, 0u, 0u), f);
-                xs[a][0][lane] = make_float4(f[0], f[1], f[2], f[3]);
-                xs[a][1][lane] = make_float4(f[4], f[5], f[6], f[7]);
-            }
-            __syncthreads();
-            if (c < chunks) {
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    float wf[NC][4];
-#pragma unroll
-                    for (int b = 0; b < NC; ++b)
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) wf[b][e] = bf16_at(wv[b], half * 4 + e);
-#pragma unroll
-                    for (int a = 0; a < MT; ++a) {
-                        const float4 xa = xs[a][half][lane];
-                        const float xe[4] = {xa.x, xa.y, xa.z, xa.w};
-#pragma unroll
-                        for (int e = 0; e < 4; ++e)
-#pragma unroll
-                            for (int b = 0; b < NC; ++b) acc[a * NC + b] = fmaf(xe[e], wf[b][e], acc[a * NC + b]);
-                    }
-                }
-            }
-        }
-        reduce_scatter_step<P / 2>(acc, lane, 16);
-        reduce_scatter_step<P / 4>(acc, lane, 8);
-        reduce_scatter_step<P / 8>(acc, lane, 4);
-        reduce_scatter_step<P / 16>(acc, lane, 2);
-        reduce_scatter_step<P / 32>(acc, lane, 1);
-        constexpr int J = P / 32;
-#pragma unroll
-        for (int j = 0; j < J; ++j) {
-            const int o = lane * J + j;
-            const int a = o / NC, n = n0 + o % NC;
-            if (ct < col_tiles && m0 + a < rows && n < N) {
-                const long long idx = (long long)(m0 + a) * N + n;
-                if (f32_out) yf[idx] = round_bf(acc[j]); else y[idx] = f2bf(acc[j]);
-            }
-        }
-    }
-}
-
-#define GEMM_XS_ENTRY(NAME, NC)                                                                \
-    GEMM_KERNEL(NAME)(GEMM_PARAMS)                                                             \
-    {                                                                                          \
-        pdl_begin();                                                                           \
-        gemm_xs_body<NC>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);                 \
-    }
-GEMM_XS_ENTRY(qwen_gemm_xs_8_8, 8)
-GEMM_XS_ENTRY(qwen_gemm_xs_8_4, 4)
-
 #define GEMM_TILED_ENTRY(NAME, MT, NC, GLU)                                                    \
     GEMM_KERNEL(NAME)(GEMM_PARAMS)                                                             \
     {                                                                                          \
@@ -1192,3 +1094,346 @@ extern "C" __global__ void qwen_silu_mul(
         act[e] = f2bf(sg * u);
     }
 }
+
+// Tensor-core probe (bench and model-fitting only, launched by the GPU test
+// `tensor_core_block_model_matches_the_mma`): warp c executes ONE
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 on case c's A (16 x 16 bf16, row
+// major), B (8 columns x 16 k, bf16, k contiguous: a weight matrix's rows) and C (16 x 8
+// f32, row major), writing D (16 x 8 f32, row major). Fragment layout from the PTX ISA
+// ("Matrix Fragments for mma.m16n8k16 with floating point type"): g = lane / 4,
+// t = lane % 4; a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..);
+// b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g); c0 c1 (g, 2t..2t+1), c2 c3 (g+8, 2t..);
+// the lower k index sits in the lower 16 bits.
+__device__ __forceinline__ unsigned int pack_bf2(bf16_t lo, bf16_t hi) {
+    return (unsigned int)lo | ((unsigned int)hi << 16);
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float* d, const unsigned int* a, const unsigned int* b, const float* c) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+#endif
+}
+
+extern "C" __global__ void mma_probe(int cases, const bf16_t* __restrict__ a, const bf16_t* __restrict__ b,
+                                     const float* __restrict__ c, float* __restrict__ d) {
+    const int cs = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    const int lane = (int)(threadIdx.x & 31);
+    if (cs >= cases) return;
+    const int g = lane >> 2, t = lane & 3;
+    const bf16_t* A = a + (size_t)cs * 256;
+    const bf16_t* B = b + (size_t)cs * 128;
+    const float* C = c + (size_t)cs * 128;
+    float* D = d + (size_t)cs * 128;
+    unsigned int ar[4], br[2];
+    float cr[4], dr[4];
+    ar[0] = pack_bf2(A[g * 16 + 2 * t], A[g * 16 + 2 * t + 1]);
+    ar[1] = pack_bf2(A[(g + 8) * 16 + 2 * t], A[(g + 8) * 16 + 2 * t + 1]);
+    ar[2] = pack_bf2(A[g * 16 + 2 * t + 8], A[g * 16 + 2 * t + 9]);
+    ar[3] = pack_bf2(A[(g + 8) * 16 + 2 * t + 8], A[(g + 8) * 16 + 2 * t + 9]);
+    br[0] = pack_bf2(B[g * 16 + 2 * t], B[g * 16 + 2 * t + 1]);
+    br[1] = pack_bf2(B[g * 16 + 2 * t + 8], B[g * 16 + 2 * t + 9]);
+    cr[0] = C[g * 8 + 2 * t];
+    cr[1] = C[g * 8 + 2 * t + 1];
+    cr[2] = C[(g + 8) * 8 + 2 * t];
+    cr[3] = C[(g + 8) * 8 + 2 * t + 1];
+    mma_bf16_16816(dr, ar, br, cr);
+    D[g * 8 + 2 * t] = dr[0];
+    D[g * 8 + 2 * t + 1] = dr[1];
+    D[(g + 8) * 8 + 2 * t] = dr[2];
+    D[(g + 8) * 8 + 2 * t + 1] = dr[3];
+}
+
+// TENSOR-CORE GEMMs (KernelPlan::Tensor): y = x W^T with mma.sync m16n8k16 bf16 -> f32. The
+// order of every output's sum is fixed by K alone (never by the rows, the grid or the
+// tiling), so the products stay batch invariant, and the CPU twin
+// (kernels_ref.rs `dot_tensor`, tensor_core.rs `TcModel::HOPPER`) reproduces it bit for bit:
+//   * K is cut into MMA_SPLIT slices of 32-element chunks: slice s holds chunks
+//     [s C / S, (s + 1) C / S) of C = K / 32 (empty slices add +0).
+//   * In a slice, an accumulator starts at +0 and takes two block FMAs per chunk k0: first
+//     the 16 products k0 + 8t + j, then k0 + 8t + 4 + j (t < 4, j < 4). (A lane loads 8
+//     consecutive elements, x and W alike, and hands elements 0-3 to the first mma, 4-7 to
+//     the second: the fragment layout makes those its k pairs (2t, 2t+1) and (2t+8, 2t+9).)
+//   * The slices' sums are added in slice order with f32 additions: ((p0 + p1) + p2) ...
+// Two bodies compute that order. MMA_SPLIT_WARPS: a block of MMA_SPLIT warps shares one tile
+// of 16 MF rows x 8 NT columns, warp s takes slice s, the partial sums meet in shared
+// memory (few rows: the weights stream through 8x more warps). Otherwise: each warp owns a
+// tile and walks all slices, adding slice s's sum into its total when the slice ends (many
+// rows: the block's warps take neighbouring column tiles of one row group, so they read the
+// same x rows at once). Rows past `rows` load zeros and are not stored; a row's sums
+// depend on its own x row only (an mma output is a function of its row of A).
+#define MMA_SPLIT 8
+
+template <int NT, int MF>
+__device__ __forceinline__ void mma_chunk(float (*acc)[NT][4], const uint4* wv, const uint4 (*xv)[2]) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const unsigned int b[2] = {half ? wv[nt].z : wv[nt].x, half ? wv[nt].w : wv[nt].y};
+#pragma unroll
+            for (int mf = 0; mf < MF; ++mf) {
+                const unsigned int a[4] = {half ? xv[mf][0].z : xv[mf][0].x, half ? xv[mf][1].z : xv[mf][1].x,
+                                           half ? xv[mf][0].w : xv[mf][0].y, half ? xv[mf][1].w : xv[mf][1].y};
+                mma_bf16_16816(acc[mf][nt], a, b, acc[mf][nt]);
+            }
+        }
+    }
+}
+
+// Output (row, column) of fragment element e (0-3) of lane (g, t): rows g / g + 8, columns
+// 2t / 2t + 1.
+__device__ __forceinline__ int frag_row(int g, int e) { return g + ((e >> 1) << 3); }
+__device__ __forceinline__ int frag_col(int t, int e) { return 2 * t + (e & 1); }
+
+// The 8 bf16 of `xv` normalised as qwen_rmsnorm stores them: bf16(bf16(r * inv) * w).
+__device__ __forceinline__ uint4 norm8(uint4 xv, uint4 nw, float inv) {
+    unsigned int o[4];
+#pragma unroll
+    for (int p = 0; p < 4; ++p)
+        o[p] = pack_bf2(f2bf(round_bf(bf16_at(xv, 2 * p) * inv) * bf16_at(nw, 2 * p)),
+                        f2bf(round_bf(bf16_at(xv, 2 * p + 1) * inv) * bf16_at(nw, 2 * p + 1)));
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+// NORM and RESADD as in gemm_body (the one-row folded norms, KernelPlan::folds_norms): NORM
+// reads the residual stream as x and normalises each element as it loads it (the warp first
+// computes the row's sum of squares in the norm's order); RESADD adds bf16(sum) into y, the
+// residual stream, where the next norm would have.
+template <int NT, int MF, int U, bool SPLIT_WARPS, bool GLU, bool NORM = false, bool RESADD = false>
+__device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict__ x, int K,
+                                              const bf16_t* __restrict__ w, int N,
+                                              bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out,
+                                              const bf16_t* __restrict__ norm_w = nullptr, float eps = 0.0f)
+{
+    static_assert(!GLU || NT == 2, "a GLU tile is 8 gate and the 8 matching up columns");
+    static_assert(!NORM || MF == 1, "a folded norm normalises one fragment's rows");
+    constexpr int TR = MF * 16;
+    __shared__ float part[SPLIT_WARPS ? MMA_SPLIT : 1][TR][NT * 8 + 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int chunks = K >> 5;
+    const int cols = GLU ? N / 2 : N;
+    const int tile_cols = GLU ? 8 : NT * 8;
+    const int col_tiles = (cols + tile_cols - 1) / tile_cols;
+    const int row_tiles = (rows + TR - 1) / TR;
+    const int tiles = col_tiles * row_tiles;
+    const int per_block = SPLIT_WARPS ? 1 : MMA_SPLIT;  // tiles a block takes at once
+    for (int base = blockIdx.x * per_block; base < tiles; base += gridDim.x * per_block) {
+        const int tile = SPLIT_WARPS ? base : base + warp;
+        // Neighbouring tiles share a row group: tile = row_tile * col_tiles + col_tile.
+        const int m0 = (tile / col_tiles) * TR;
+        const int n0 = (tile % col_tiles) * tile_cols;
+        const bool live = tile < tiles;
+        long long wrow[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            int n;
+            if (GLU) {
+                const int pair = n0 + g < cols ? n0 + g : cols - 1;
+                n = nt ? cols + pair : pair;
+            } else {
+                n = n0 + nt * 8 + g < N ? n0 + nt * 8 + g : N - 1;
+            }
+            wrow[nt] = (long long)n * K + 8 * t;
+        }
+        long long xrow[MF][2];
+        bool xok[MF][2];
+#pragma unroll
+        for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = m0 + mf * 16 + g + 8 * h;
+                xok[mf][h] = live && r < rows;
+                xrow[mf][h] = (long long)(xok[mf][h] ? r : 0) * K + 8 * t;
+            }
+        // NORM: 1 / rms of the fragment's rows g and g + 8 (every lane joins each row's sum).
+        float inv[2] = {0.0f, 0.0f};
+        if (NORM) {
+            for (int r = 0; r < 16 && live && m0 + r < rows; ++r) {
+                const long long row = (long long)(m0 + r) * K;
+                float ss = 0.0f;
+                for (int base = 0; base < K; base += 32 * 32) {
+                    bf16_t rv[32];
+#pragma unroll
+                    for (int u = 0; u < 32; ++u) {
+                        const int i = base + lane + 32 * u;
+                        rv[u] = x[row + (i < K ? i : 0)];
+                    }
+#pragma unroll
+                    for (int u = 0; u < 32; ++u) {
+                        const float v = bf2f(rv[u]);
+                        if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
+                    }
+                }
+                ss = warp_butterfly_sum(ss);
+                const float iv = 1.0f / sqrtf(ss / (float)K + eps);
+                if (r == g) inv[0] = iv;
+                if (r == g + 8) inv[1] = iv;
+            }
+        }
+        float total[MF][NT][4];
+        const int s_first = SPLIT_WARPS ? warp : 0;
+        const int s_last = SPLIT_WARPS ? warp : (live ? MMA_SPLIT - 1 : -1);
+        for (int s = s_first; s <= s_last; ++s) {
+            float acc[MF][NT][4];
+#pragma unroll
+            for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) acc[mf][nt][e] = 0.0f;
+            const int c_end = (s + 1) * chunks / MMA_SPLIT;
+            int c = s * chunks / MMA_SPLIT;
+            for (; c + U <= c_end; c += U) {
+                uint4 wv[U][NT], xv[U][MF][2];
+#pragma unroll
+                for (int u = 0; u < U; ++u) {
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt) wv[u][nt] = *(const uint4*)(w + wrow[nt] + ((c + u) << 5));
+#pragma unroll
+                    for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+                        for (int h = 0; h < 2; ++h)
+                            xv[u][mf][h] = xok[mf][h] ? *(const uint4*)(x + xrow[mf][h] + ((c + u) << 5))
+                                                      : make_uint4(0u, 0u, 0u, 0u);
+                }
+                if (NORM) {
+#pragma unroll
+                    for (int u = 0; u < U; ++u) {
+                        const uint4 nw = *(const uint4*)(norm_w + ((c + u) << 5) + 8 * t);
+#pragma unroll
+                        for (int h = 0; h < 2; ++h)
+                            if (xok[0][h]) xv[u][0][h] = norm8(xv[u][0][h], nw, inv[h]);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < U; ++u) mma_chunk<NT, MF>(acc, wv[u], xv[u]);
+            }
+            for (; c < c_end; ++c) {
+                uint4 wv[NT], xv[MF][2];
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) wv[nt] = *(const uint4*)(w + wrow[nt] + (c << 5));
+#pragma unroll
+                for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+                        xv[mf][h] = xok[mf][h] ? *(const uint4*)(x + xrow[mf][h] + (c << 5)) : make_uint4(0u, 0u, 0u, 0u);
+                if (NORM) {
+                    const uint4 nw = *(const uint4*)(norm_w + (c << 5) + 8 * t);
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+                        if (xok[0][h]) xv[0][h] = norm8(xv[0][h], nw, inv[h]);
+                }
+                mma_chunk<NT, MF>(acc, wv, xv);
+            }
+#pragma unroll
+            for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        total[mf][nt][e] = s == s_first ? acc[mf][nt][e] : total[mf][nt][e] + acc[mf][nt][e];
+        }
+        if (SPLIT_WARPS) {
+#pragma unroll
+            for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        part[warp][mf * 16 + frag_row(g, e)][nt * 8 + frag_col(t, e)] = total[mf][nt][e];
+            __syncthreads();
+            // Thread i adds output i's slices in order (all warps' partials are in `part`).
+            for (int i = threadIdx.x; i < TR * tile_cols; i += MMA_SPLIT * 32) {
+                const int r = i / tile_cols, j = i % tile_cols;
+                if (m0 + r >= rows || n0 + j >= cols) continue;
+                float v[2];
+#pragma unroll
+                for (int nt = 0; nt < (GLU ? 2 : 1); ++nt) {
+                    const int pc = GLU ? nt * 8 + j : j;
+                    float sum = part[0][r][pc];
+#pragma unroll
+                    for (int q = 1; q < MMA_SPLIT; ++q) sum = sum + part[q][r][pc];
+                    v[nt] = sum;
+                }
+                const long long row = m0 + r;
+                if (GLU) {
+                    const float gt = round_bf(v[0]);
+                    const float up = round_bf(v[1]);
+                    const float sg = round_bf(gt / (1.0f + exp_f(-gt)));
+                    y[row * cols + n0 + j] = f2bf(sg * up);
+                } else {
+                    const long long idx = row * N + n0 + j;
+                    if (RESADD) y[idx] = f2bf(round_bf(v[0]) + bf2f(y[idx]));
+                    else if (f32_out) yf[idx] = round_bf(v[0]);
+                    else y[idx] = f2bf(v[0]);
+                }
+            }
+            __syncthreads();
+        } else if (live) {
+#pragma unroll
+            for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const long long row = m0 + mf * 16 + frag_row(g, e);
+                    if (row >= rows) continue;
+                    if (GLU) {
+                        const int pair = n0 + frag_col(t, e);
+                        if (pair >= cols) continue;
+                        const float gt = round_bf(total[mf][0][e]);
+                        const float up = round_bf(total[mf][1][e]);
+                        const float sg = round_bf(gt / (1.0f + exp_f(-gt)));
+                        y[row * cols + pair] = f2bf(sg * up);
+                    } else {
+#pragma unroll
+                        for (int nt = 0; nt < NT; ++nt) {
+                            const int n = n0 + nt * 8 + frag_col(t, e);
+                            if (n >= N) continue;
+                            const long long idx = row * N + n;
+                            const float v = total[mf][nt][e];
+                            if (RESADD) y[idx] = f2bf(round_bf(v) + bf2f(y[idx]));
+                            else if (f32_out) yf[idx] = round_bf(v);
+                            else y[idx] = f2bf(v);
+                        }
+                    }
+                }
+        }
+    }
+}
+
+#define GEMM_MMA_ENTRY(NAME, NT, MF, U, SPLIT_WARPS, GLU)                                      \
+    extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS)             \
+    {                                                                                          \
+        pdl_begin();                                                                           \
+        gemm_mma_body<NT, MF, U, SPLIT_WARPS, GLU>(rows_of(counts, source), x, K, w, N, y, yf, \
+                                                   f32_out);                                   \
+    }
+#define GEMM_MMA_FOLDED_ENTRY(NAME, NT, GLU, NORM, RESADD)                                       \
+    extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS,                \
+                                                                       const bf16_t* __restrict__ norm_w, float eps) \
+    {                                                                                            \
+        pdl_begin();                                                                             \
+        gemm_mma_body<NT, 1, 2, true, GLU, NORM, RESADD>(rows_of(counts, source), x, K, w, N, y, yf, \
+                                                         f32_out, norm_w, eps);                  \
+    }
+// The one-row folded products of the tensor plan (KernelPlan::folds_norms).
+GEMM_MMA_FOLDED_ENTRY(qwen_gemm_mma_norm_s_1_1, 1, false, true, false)
+GEMM_MMA_FOLDED_ENTRY(qwen_gemm_mma_norm_glu_1, 2, true, true, false)
+GEMM_MMA_FOLDED_ENTRY(qwen_gemm_mma_resadd_s_1_1, 1, false, false, true)
+// qwen_gemm_mma_s_NT_MF: slices across the block's warps; qwen_gemm_mma_w_NT_MF: a warp per tile.
+GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_1, 1, 1, 4, true, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_s_2_1, 2, 1, 2, true, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_4, 1, 4, 2, true, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_s_2_4, 2, 4, 1, true, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_2, 1, 2, 2, true, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_w_1_1, 1, 1, 4, false, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_w_1_2, 1, 2, 4, false, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_w_1_4, 1, 4, 2, false, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_w_2_4, 2, 4, 2, false, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_w_2_2, 2, 2, 2, false, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_s_glu_1, 2, 1, 2, true, true)

@@ -12,6 +12,7 @@ use specreplay_sim::{engine, Trace};
 
 use crate::device::Device;
 use crate::error::{ExecError, Result};
+use crate::model::gpu::KernelPlan;
 use crate::model::weights::HostWeights;
 use crate::model::Checkpoint;
 use crate::qwen_device::{GenerationDevice, QwenDevice, QwenHostDevice};
@@ -48,9 +49,19 @@ pub fn rerun(trace: &Trace, weights: HostWeights, backend: Backend<'_>) -> Resul
         ));
     }
     let sc = trace.scenario();
+    // The recorded plan: it fixes the order of the sums, so the logits bits.
+    let plan = KernelPlan::recorded(&trace.kernels)?;
     match backend {
-        Backend::Cuda(dev) => run(&sc, &mut QwenDevice::new(dev, &sc, &weights)?),
-        Backend::CpuTwin => run(&sc, &mut QwenHostDevice::new(&sc, weights)?),
+        Backend::Cuda(dev) => {
+            let mut d = QwenDevice::new(dev, &sc, &weights)?;
+            d.set_kernels(plan)?;
+            run(&sc, &mut d)
+        }
+        Backend::CpuTwin => {
+            let mut d = QwenHostDevice::new(&sc, weights)?;
+            d.set_kernels(plan)?;
+            run(&sc, &mut d)
+        }
     }
 }
 

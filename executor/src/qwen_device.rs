@@ -225,6 +225,14 @@ pub struct QwenHostDevice {
 }
 
 impl QwenHostDevice {
+    /// Computes the products in `plan`'s order ([`crate::model::gpu::KernelPlan::gemm_order`]),
+    /// the twin of [`QwenDevice::set_kernels`].
+    pub fn set_kernels(&mut self, plan: crate::model::gpu::KernelPlan) -> Result<()> {
+        plan.check(&self.model.w.cfg)?;
+        self.model.order = plan.gemm_order();
+        Ok(())
+    }
+
     pub fn new(scenario: &Scenario, w: HostWeights) -> Result<QwenHostDevice> {
         let cap = qwen_capacity(scenario, w.cfg.vocab_size)?;
         Ok(QwenHostDevice {
@@ -406,11 +414,13 @@ impl<'d> QwenDevice<'d> {
 
     /// Launches the forward pass with `plan`'s entry points from the next step on; graphs
     /// captured before are dropped (they hold the previous entries) and captured again.
-    pub fn set_kernels(&mut self, plan: crate::model::gpu::KernelPlan) {
+    pub fn set_kernels(&mut self, plan: crate::model::gpu::KernelPlan) -> Result<()> {
+        plan.check(&self.model.cfg)?;
         if self.model.kernels != plan {
             self.graphs.clear();
             self.model.kernels = plan;
         }
+        Ok(())
     }
 
     /// The poison probe: now, every KV-cache slot (so a slot no step wrote is NaN), and
@@ -724,6 +734,7 @@ pub fn test_scenario(prompts: &[(&[u32], u64)], max_tokens: u32, k: u32, capture
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::gpu::KernelPlan;
     use crate::model::weights::{random_weights, tiny_config};
     use specreplay_sim::diff;
 
@@ -766,6 +777,36 @@ mod tests {
             .collect();
         let (common, bad) = digest_mismatches(&remap, &ds.logits);
         assert!(common >= 40 && bad.is_empty(), "{common} common, {bad:?}");
+    }
+
+    /// The tensor-core plan's twin (the Hopper block FMA model, another K order): n-gram
+    /// verify rows still equal plain decode rows bit for bit, and its logits are not the
+    /// CUDA-core plans' (a different order is a different function, so traces name it).
+    #[test]
+    fn the_tensor_core_twin_is_batch_invariant_and_differs_from_the_lane_order() {
+        let prompts: &[(&[u32], u64)] = &[(P0, 1), (P1, 2)];
+        let run_t = |sc: &Scenario| {
+            let mut d = QwenHostDevice::new(sc, weights()).unwrap();
+            d.set_kernels(KernelPlan::Tensor).unwrap();
+            (engine::run_on(sc, &mut d).unwrap(), d)
+        };
+        let (plain, dp) = run_t(&test_scenario(prompts, 24, 0, &[1, 2, 4]));
+        let (spec, ds) = run_t(&test_scenario(prompts, 24, 3, &[4, 8]));
+        assert_eq!(plain.trace.outputs, spec.trace.outputs);
+        assert!(spec.stats.num_accepted_tokens > 0, "{:?}", spec.stats);
+        let (common, bad) = digest_mismatches(&dp.logits, &ds.logits);
+        assert!(common >= 40 && bad.is_empty(), "{common} common, {bad:?}");
+        let (_, dl) = run(&test_scenario(prompts, 24, 0, &[1, 2, 4]));
+        let (common, bad) = digest_mismatches(&dp.logits, &dl.logits);
+        // Both round every product to bf16, so on this tiny model most rows agree; some do not.
+        assert!(common >= 40 && !bad.is_empty(), "{} of {common} rows differ between the orders", bad.len());
+        // A K that is not a multiple of 32 is refused by the plan, not computed wrong.
+        let mut cfg = tiny_config();
+        cfg.intermediate_size = 120;
+        let w = HostWeights::load(&cfg, &random_weights(&cfg, 7)).unwrap();
+        let mut d = QwenHostDevice::new(&test_scenario(prompts, 4, 0, &[1]), w).unwrap();
+        let e = d.set_kernels(KernelPlan::Tensor).unwrap_err().to_string();
+        assert!(e.contains("multiples of 32"), "{e}");
     }
 
     /// The digests can tell rows apart: a different model (seed) changes them.

@@ -30,8 +30,8 @@ pub fn mark_gpu(trace: &mut Trace, device_name: &str, modules: &[(String, String
 }
 
 /// Moves the header's model evidence (`backend`, `device`, `checkpoint`,
-/// `module_hashes`), which only JSON traces hold, into notes (`backend: cuda`,
-/// `device: NAME`, `checkpoint: SOURCE [sha256 H]`, `module NAME sha256 H`): how a
+/// `module_hashes`, `kernels`), which only JSON traces hold, into notes (`backend: cuda`,
+/// `device: NAME`, `checkpoint: SOURCE [sha256 H]`, `module NAME sha256 H`, `kernels: P`): how a
 /// bincode (`.bin`) trace records where it ran. Per-step logits rows have no such
 /// form: a trace with them can only be written as JSON.
 pub fn evidence_to_notes(trace: &mut Trace) {
@@ -49,7 +49,11 @@ pub fn evidence_to_notes(trace: &mut Trace) {
         });
     }
     notes.extend(trace.module_hashes.iter().map(|(name, sha)| format!("module {name} sha256 {sha}")));
+    if !trace.kernels.is_empty() {
+        notes.push(format!("kernels: {}", trace.kernels.0));
+    }
     trace.backend = JsonOnly::default();
+    trace.kernels = JsonOnly::default();
     trace.device = JsonOnly::default();
     trace.module_hashes = JsonOnly::default();
     notes.append(&mut trace.notes);

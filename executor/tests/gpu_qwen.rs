@@ -30,7 +30,7 @@ fn gpu_run_with(
 ) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
     let dev = test_device();
     let mut d = QwenDevice::new(&dev, sc, w).unwrap();
-    d.set_kernels(plan);
+    d.set_kernels(plan).unwrap();
     d.record_logits = true;
     d.force_eager = eager;
     let r = engine::run_on(sc, &mut d).unwrap();
@@ -39,7 +39,12 @@ fn gpu_run_with(
 }
 
 fn cpu_run(sc: &Scenario, w: &HostWeights) -> (engine::RunResult, Vec<StepLogits>) {
+    cpu_run_with(sc, w, KernelPlan::default())
+}
+
+fn cpu_run_with(sc: &Scenario, w: &HostWeights, plan: KernelPlan) -> (engine::RunResult, Vec<StepLogits>) {
     let mut d = QwenHostDevice::new(sc, w.clone()).unwrap();
+    d.set_kernels(plan).unwrap();
     let r = engine::run_on(sc, &mut d).unwrap();
     (r, d.logits)
 }
@@ -172,6 +177,59 @@ fn programmatic_dependent_launch_matches_the_cpu_twin_bitwise() {
     assert_same_logits("fused-pdl kernels, qwen3-0.6b shapes, GPU vs CPU twin", &gl, &cl, 10);
 }
 
+/// The tensor-core plan (`KernelPlan::Tensor`: every product on mma.sync, one K order for
+/// every row count) equals its CPU twin bit for bit — the twin models the Hopper block FMA
+/// (`TcModel::HOPPER`) — on the tiny model (k 0 and 3: decode rows on the K-splitting
+/// kernels, prefill rows on the warp-tile kernels; graphs and eager) and on Qwen3-0.6B
+/// shapes; and it is batch invariant: n-gram verify rows equal plain decode rows, a
+/// request alone equals it among batch mates.
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
+    let t = KernelPlan::Tensor;
+    let w = weights(&tiny_config(), 7);
+    for (k, capture) in [(0u32, &[1u32, 2, 4, 8][..]), (3, &[4, 8, 16][..])] {
+        let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 40, k, capture);
+        let (c, cl) = cpu_run_with(&sc, &w, t);
+        for eager in [false, true] {
+            let (g, gl, _) = gpu_run_with(&sc, &w, eager, t);
+            let rep = diff::compare(&c.trace, &g.trace);
+            assert!(rep.identical(), "tensor plan, k={k}: GPU trace differs from the CPU twin: {:?}", rep.first);
+            assert_same_logits(
+                &format!("tensor kernels, tiny model, k={k}, eager {eager}, GPU vs CPU twin"),
+                &gl,
+                &cl,
+                100,
+            );
+        }
+    }
+    let prompts: &[(&[u32], u64)] = &[(P0, 1), (P1, 2), (P2, 4)];
+    let (plain, pl, _) = gpu_run_with(&test_scenario(prompts, 60, 0, &[1, 2, 4, 8]), &w, false, t);
+    let (spec, sl, _) = gpu_run_with(&test_scenario(prompts, 60, 3, &[4, 8, 16]), &w, false, t);
+    assert_eq!(plain.trace.outputs, spec.trace.outputs, "tensor plan: speculation changed greedy output");
+    assert_same_logits("tensor kernels, plain vs n-gram verify", &pl, &sl, 150);
+    let (_, al, _) = gpu_run_with(&test_scenario(&[(P1, 1)], 60, 3, &[4, 8, 16]), &w, false, t);
+    let remap: Vec<StepLogits> =
+        al.iter().map(|s| StepLogits { keys: s.keys.iter().map(|&(_, c)| (1, c)).collect(), ..s.clone() }).collect();
+    assert_same_logits("tensor kernels, alone vs with batch mates", &remap, &sl, 60);
+    let mut cfg = ModelConfig::qwen3_0_6b();
+    cfg.num_layers = 2;
+    let w = weights(&cfg, 3);
+    let sc = test_scenario(&[(P0, 1), (P2, 2)], 6, 2, &[1, 2, 4]);
+    let (c, cl) = cpu_run_with(&sc, &w, t);
+    let (g, gl, _) = gpu_run_with(&sc, &w, false, t);
+    assert_eq!(g.trace.outputs, c.trace.outputs);
+    assert_same_logits("tensor kernels, qwen3-0.6b shapes, GPU vs CPU twin", &gl, &cl, 10);
+    // A lone request: every decode step is one row, the norms folded into the products.
+    let sc = test_scenario(&[(P0, 1)], 8, 0, &[1, 2]);
+    let (c, cl) = cpu_run_with(&sc, &w, t);
+    for eager in [false, true] {
+        let (g, gl, _) = gpu_run_with(&sc, &w, eager, t);
+        assert_eq!(g.trace.outputs, c.trace.outputs);
+        assert_same_logits(&format!("tensor kernels, one row, eager {eager}, GPU vs CPU twin"), &gl, &cl, 8);
+    }
+}
+
 /// A GPU model run replays on the simulator from its recorded greedy tokens.
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
@@ -184,4 +242,126 @@ fn a_gpu_model_run_replays_on_the_simulator() {
     rec.oracle = cpu.trace.oracle.clone();
     let rep = diff::compare(&rec, &cpu.trace);
     assert!(rep.identical(), "{:?}", rep.first);
+}
+
+/// Operands for the tensor-core probe: per case a spread of exponents (0 to 40 binades),
+/// zeros, near-cancelling pairs and accumulators from negligible to dominant, so that the
+/// alignment width, the rounding and where `c` joins are all exercised.
+fn mma_operands(cases: usize, seed: u64) -> (Vec<u16>, Vec<u16>, Vec<f32>) {
+    let mut s = seed;
+    let mut next = move || {
+        s = specreplay_sim::splitmix::splitmix(s);
+        s
+    };
+    let (mut a, mut b, mut c) = (vec![0u16; cases * 256], vec![0u16; cases * 128], vec![0f32; cases * 128]);
+    for cs in 0..cases {
+        let r = next();
+        let spread = [0u64, 1, 3, 8, 16, 40][(r % 6) as usize];
+        let base = 127 - 10 + (r >> 8) % 12;
+        let mut val = |zero_odds: u64| -> u16 {
+            let r = next();
+            if r % zero_odds == 0 {
+                return 0;
+            }
+            let e = (base + (r >> 8) % (spread + 1)).saturating_sub(spread / 2).clamp(1, 254);
+            (((r >> 60) & 1) << 15) as u16 | ((e as u16) << 7) | ((r >> 20) & 0x7f) as u16
+        };
+        for i in 0..256 {
+            a[cs * 256 + i] = val(16);
+        }
+        for i in 0..128 {
+            b[cs * 128 + i] = val(16);
+        }
+        if r & (1 << 40) != 0 {
+            // Near-cancelling pairs: k and k + 1 of every B column differ only in sign and
+            // the last mantissa bit, and A's row repeats the same value at k and k + 1.
+            for n in 0..8 {
+                for k in (0..16).step_by(2) {
+                    let v = b[cs * 128 + n * 16 + k];
+                    b[cs * 128 + n * 16 + k + 1] = (v ^ 0x8000) ^ (next() & 1) as u16;
+                }
+            }
+            for m in 0..16 {
+                for k in (0..16).step_by(2) {
+                    a[cs * 256 + m * 16 + k + 1] = a[cs * 256 + m * 16 + k];
+                }
+            }
+        }
+        for i in 0..128 {
+            let r = next();
+            let shift = (r % 48) as i32 - 24; // relative to the products' scale
+            let e = ((2 * base as i32 - 127) + shift).clamp(1, 254) as u32;
+            c[cs * 128 + i] = if r % 7 == 0 {
+                0.0
+            } else {
+                f32::from_bits(((r >> 63) as u32) << 31 | e << 23 | ((r >> 8) as u32 & 0x7f_ffff))
+            };
+        }
+    }
+    (a, b, c)
+}
+
+/// The tensor-core block FMA's CPU model (`model::tensor_core::TcModel::HOPPER`) equals
+/// `mma.sync.m16n8k16` bf16 -> f32 bit for bit on 1,048,576 outputs; every candidate model
+/// is scored first (printed, best first), so a different GPU shows which one it follows.
+/// With SPECREPLAY_MMA_DUMP=DIR the operands and results are written there.
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn tensor_core_block_model_matches_the_mma() {
+    use cudarc::driver::{LaunchConfig, PushKernelArg};
+    use specreplay_executor::model::tensor_core::TcModel;
+    let dev = test_device();
+    let cases = 8192usize;
+    let (a, b, c) = mma_operands(cases, 0x7c0de);
+    let (da, db, dc) =
+        (dev.stream.clone_htod(&a).unwrap(), dev.stream.clone_htod(&b).unwrap(), dev.stream.clone_htod(&c).unwrap());
+    let mut dd = dev.stream.alloc_zeros::<f32>(cases * 128).unwrap();
+    let f = dev.function("mma_probe").unwrap();
+    let n = cases as i32;
+    let mut l = dev.stream.launch_builder(f);
+    l.arg(&n).arg(&da).arg(&db).arg(&dc).arg(&mut dd);
+    let lc = LaunchConfig { grid_dim: (cases.div_ceil(4) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: mma_probe(cases, a[cases*256], b[cases*128], c[cases*128], d[cases*128]).
+    unsafe { l.launch(lc) }.unwrap();
+    let d = dev.stream.clone_dtoh(&dd).unwrap();
+    if let Ok(dir) = std::env::var("SPECREPLAY_MMA_DUMP") {
+        let bytes = |v: Vec<u8>, name: &str| std::fs::write(std::path::Path::new(&dir).join(name), v).unwrap();
+        bytes(a.iter().flat_map(|x| x.to_le_bytes()).collect(), "mma_a.bin");
+        bytes(b.iter().flat_map(|x| x.to_le_bytes()).collect(), "mma_b.bin");
+        bytes(c.iter().flat_map(|x| x.to_le_bytes()).collect(), "mma_c.bin");
+        bytes(d.iter().flat_map(|x| x.to_le_bytes()).collect(), "mma_d.bin");
+    }
+    let model_out = |m: &TcModel, cs: usize, i: usize| -> f32 {
+        let (row, col) = (i / 8, i % 8);
+        m.fma(c[cs * 128 + i], &a[cs * 256 + row * 16..][..16], &b[cs * 128 + col * 16..][..16])
+    };
+    let mismatches = |m: &TcModel, upto: usize| -> usize {
+        (0..upto)
+            .flat_map(|cs| (0..128).map(move |i| (cs, i)))
+            .filter(|&(cs, i)| model_out(m, cs, i).to_bits() != d[cs * 128 + i].to_bits())
+            .count()
+    };
+    let mut scored: Vec<(usize, TcModel)> = TcModel::candidates().iter().map(|m| (mismatches(m, 256), *m)).collect();
+    scored.sort_by_key(|s| s.0);
+    for (bad, m) in scored.iter().take(12) {
+        eprintln!("tensor-core model candidate {m:?}: {bad} of 32768 outputs differ");
+    }
+    let bad = mismatches(&TcModel::HOPPER, cases);
+    eprintln!("TcModel::HOPPER vs mma.sync m16n8k16 bf16: {} outputs, {bad} differ", cases * 128);
+    if bad > 0 {
+        let (cs, i) = (0..cases)
+            .flat_map(|cs| (0..128).map(move |i| (cs, i)))
+            .find(|&(cs, i)| model_out(&TcModel::HOPPER, cs, i).to_bits() != d[cs * 128 + i].to_bits())
+            .unwrap();
+        let (row, col) = (i / 8, i % 8);
+        panic!(
+            "first difference: case {cs} output ({row},{col}): c {:e}, a {:04x?}, b {:04x?}: gpu {:e} ({:08x}), model {:e}",
+            c[cs * 128 + i],
+            &a[cs * 256 + row * 16..][..16],
+            &b[cs * 128 + col * 16..][..16],
+            d[cs * 128 + i],
+            d[cs * 128 + i].to_bits(),
+            model_out(&TcModel::HOPPER, cs, i)
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! `specreplay gpu bench-gemm`: the forward pass's GEMM tilings (`qwen_gemm` and the
 //! `qwen_gemm_NC_MT_U` variants of `executor/kernels/qwen.cu`) timed on the model's shapes,
 //! each checked bit-equal to `qwen_gemm` (a tiling changes which thread computes an
-//! element, never the order of its sum). Weights are cycled over enough copies that they
+//! element, never the order of its sum); the tensor-core entries (`qwen_gemm_mma_*`, another
+//! order) are checked against the CPU twin's `dot_tensor` on sampled columns and against each
+//! other. Weights are cycled over enough copies that they
 //! come from HBM, as in a step; time per launch from CUDA events around a run of launches.
 
 use cudarc::driver::{sys, CudaSlice, LaunchConfig, PushKernelArg};
@@ -28,8 +30,16 @@ pub const GEMM_VARIANTS: &[Tiling] = &[
     Tiling::tiled("qwen_gemm_t_4_8", 4, 8),
     Tiling::tiled("qwen_gemm_t_8_4", 8, 4),
     Tiling::tiled("qwen_gemm_t_16_4", 16, 4),
-    Tiling::tiled("qwen_gemm_xs_8_8", 8, 8),
-    Tiling::tiled("qwen_gemm_xs_8_4", 8, 4),
+    Tiling::mma("qwen_gemm_mma_s_1_1", 8, 16, true),
+    Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true),
+    Tiling::mma("qwen_gemm_mma_s_1_4", 8, 64, true),
+    Tiling::mma("qwen_gemm_mma_s_2_4", 16, 64, true),
+    Tiling::mma("qwen_gemm_mma_s_1_2", 8, 32, true),
+    Tiling::mma("qwen_gemm_mma_w_1_1", 8, 16, false),
+    Tiling::mma("qwen_gemm_mma_w_1_2", 8, 32, false),
+    Tiling::mma("qwen_gemm_mma_w_1_4", 8, 64, false),
+    Tiling::mma("qwen_gemm_mma_w_2_4", 16, 64, false),
+    Tiling::mma("qwen_gemm_mma_w_2_2", 16, 32, false),
 ];
 
 /// One timed (shape, rows, tiling).
@@ -45,7 +55,8 @@ pub struct GemmRow {
     pub weight_gb_s: f64,
     /// FMA rate in TFLOP/s (2 flops per multiply-add).
     pub tflops: f64,
-    /// Output bit-equal to `qwen_gemm`'s.
+    /// Output bit-equal to `qwen_gemm`'s (tensor-core entries: to the CPU twin's
+    /// `dot_tensor` on sampled columns, and to the first tensor-core entry's output).
     pub equal: bool,
 }
 
@@ -73,6 +84,29 @@ fn bf16_noise(seed: u64, n: usize, scale: f32) -> Vec<u16> {
         .collect()
 }
 
+/// The tensor-core output on 16 leading and 16 trailing columns of every row equals the CPU
+/// twin's `dot_tensor` bit for bit (stored as the kernels store: bf16, or bf16-rounded f32).
+fn twin_sample_equal(
+    x: &[u16],
+    w: &[u16],
+    rows: usize,
+    k: usize,
+    n: usize,
+    f32_out: bool,
+    got: &(Vec<u16>, Vec<f32>),
+) -> bool {
+    use super::kernels_ref::{dot_tensor, f32_to_bf16, round_bf};
+    let cols = (0..n.min(16)).chain(n.saturating_sub(16).max(16)..n);
+    cols.flat_map(|j| (0..rows).map(move |m| (m, j))).all(|(m, j)| {
+        let v = dot_tensor(&x[m * k..(m + 1) * k], &w[j * k..(j + 1) * k]);
+        if f32_out {
+            got.1[m * n + j].to_bits() == round_bf(v).to_bits()
+        } else {
+            got.0[m * n + j] == f32_to_bf16(v)
+        }
+    })
+}
+
 /// Times every tiling on every shape at every row count (`launches` per measurement).
 pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize) -> Result<Vec<GemmRow>> {
     let mut out = Vec::new();
@@ -85,7 +119,8 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
         for _ in 0..copies {
             ws.push(dev.stream.clone_htod(&w_host)?);
         }
-        let x = dev.stream.clone_htod(&bf16_noise(0x51 ^ k as u64, max_rows * k, 1.0))?;
+        let x_host = bf16_noise(0x51 ^ k as u64, max_rows * k, 1.0);
+        let x = dev.stream.clone_htod(&x_host)?;
         let mut y: CudaSlice<u16> = dev.stream.alloc_zeros(max_rows * n)?;
         let mut yf: CudaSlice<f32> = dev.stream.alloc_zeros(max_rows * n)?;
         let f32_out = i32::from(shape == "lm_head");
@@ -96,12 +131,13 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
             let counts = dev.stream.clone_htod(&counts_host)?;
             let source = 0i32;
             let mut reference: Option<(Vec<u16>, Vec<f32>)> = None;
+            let mut mma_reference: Option<(Vec<u16>, Vec<f32>)> = None;
             for tiling in GEMM_VARIANTS {
                 let kernel = tiling.entry;
                 let f = dev.function(kernel)?;
                 let lc = LaunchConfig {
                     grid_dim: (tiling.grid(n, rows).clamp(1, 1 << 20) as u32, 1, 1),
-                    block_dim: (128, 1, 1),
+                    block_dim: (tiling.threads(), 1, 1),
                     shared_mem_bytes: 0,
                 };
                 let (ki, ni) = (k as i32, n as i32);
@@ -119,12 +155,21 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
                 dev.stream.memset_zeros(&mut yf)?;
                 go(&ws[0], &mut y, &mut yf)?;
                 let got = (dev.stream.clone_dtoh(&y.slice(..rows * n))?, dev.stream.clone_dtoh(&yf.slice(..rows * n))?);
-                let equal = match &reference {
+                let same = |r: &(Vec<u16>, Vec<f32>)| {
+                    r.0 == got.0 && r.1.iter().map(|v| v.to_bits()).eq(got.1.iter().map(|v| v.to_bits()))
+                };
+                let slot = if tiling.mma_split.is_some() { &mut mma_reference } else { &mut reference };
+                let equal = match slot {
+                    Some(r) => same(r),
+                    None if tiling.mma_split.is_some() => {
+                        let ok = twin_sample_equal(&x_host, &w_host, rows, k, n, f32_out != 0, &got);
+                        *slot = Some(got);
+                        ok
+                    }
                     None => {
-                        reference = Some(got);
+                        *slot = Some(got);
                         true
                     }
-                    Some(r) => r.0 == got.0 && r.1.iter().map(|v| v.to_bits()).eq(got.1.iter().map(|v| v.to_bits())),
                 };
                 for i in 0..copies.min(8) {
                     go(&ws[i % copies], &mut y, &mut yf)?;

@@ -11,7 +11,7 @@
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::host::{forward_ops, Op};
-use super::kernels_ref::rope_table;
+use super::kernels_ref::{rope_table, GemmOrder};
 use super::kv_cache::KvLayout;
 use super::launch::RawArgs;
 use super::weights::HostWeights;
@@ -97,6 +97,13 @@ pub enum KernelPlan {
     /// faster, inside run-to-run spread, so not the default).
     #[serde(rename = "fused-pdl")]
     FusedPdl,
+    /// Every product on the tensor cores (`qwen_gemm_mma_*`: mma.sync m16n8k16 bf16 ->
+    /// f32) in one K order for every row count (qwen.cu "TENSOR-CORE GEMMs"), so still
+    /// batch invariant, and still matched bit for bit by the CPU twin, which models the
+    /// Hopper block FMA exactly ([`super::tensor_core::TcModel::HOPPER`], fitted on the
+    /// device). Its sums differ from the other plans' (another order, another rounding), so
+    /// its logits do too: [`KernelPlan::gemm_order`] names the order a trace was made with.
+    Tensor,
 }
 
 impl KernelPlan {
@@ -104,7 +111,28 @@ impl KernelPlan {
     pub fn rmsnorm(self) -> &'static str {
         match self {
             KernelPlan::Unfused => "qwen_rmsnorm",
-            KernelPlan::Fused | KernelPlan::FusedPdl => "qwen_rmsnorm_cached",
+            KernelPlan::Fused | KernelPlan::FusedPdl | KernelPlan::Tensor => "qwen_rmsnorm_cached",
+        }
+    }
+
+    /// Whether the plan can run `c`: the tensor-core products take K in chunks of 32, so
+    /// the hidden, attention-output and intermediate sizes must be multiples of 32.
+    pub fn check(self, c: &super::ModelConfig) -> Result<()> {
+        let ks = [c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size];
+        if self == KernelPlan::Tensor && ks.iter().any(|k| k % 32 != 0) {
+            return Err(crate::error::ExecError::Input(format!(
+                "--kernels tensor needs the products' K (hidden {}, heads x head_dim {}, intermediate {}) to be multiples of 32",
+                ks[0], ks[1], ks[2]
+            )));
+        }
+        Ok(())
+    }
+
+    /// The order of the products' sums (the CPU twin's [`GemmOrder`]).
+    pub fn gemm_order(self) -> GemmOrder {
+        match self {
+            KernelPlan::Tensor => GemmOrder::Tensor,
+            _ => GemmOrder::Lanes,
         }
     }
 
@@ -115,6 +143,7 @@ impl KernelPlan {
     pub fn fused_gate_up(self, rows: usize) -> Option<Tiling> {
         match self {
             KernelPlan::Unfused => None,
+            KernelPlan::Tensor => Some(Tiling::mma("qwen_gemm_mma_s_glu_1", 16, 16, true)),
             _ if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
             _ => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
         }
@@ -130,6 +159,7 @@ impl KernelPlan {
     pub fn gemm(self, rows: usize, n: usize) -> Tiling {
         match self {
             KernelPlan::Unfused => gemm_tiling(rows, n),
+            KernelPlan::Tensor => mma_tiling(rows, n),
             _ if rows >= TILED_FROM_ROWS || (rows >= 2 && n > 1024) => Tiling::tiled("qwen_gemm_t_8_4", 8, 4),
             _ if rows >= 2 => Tiling::walk("qwen_gemm_2_1_8", 2),
             _ => gemm_tiling(rows, n),
@@ -159,6 +189,20 @@ impl KernelPlan {
         self != KernelPlan::Unfused && rows == 1
     }
 
+    /// The folded one-row product of `op` ([`KernelPlan::folds_norms`]): qkv and gate_up
+    /// normalise the residual stream as they read it, o_proj and down_proj add into it.
+    pub fn folded(self, op: Op) -> Tiling {
+        let tensor = self == KernelPlan::Tensor;
+        match op {
+            Op::Qkv(_) if tensor => Tiling::mma("qwen_gemm_mma_norm_s_1_1", 8, 16, true),
+            Op::Qkv(_) => Tiling::walk("qwen_gemm_norm_2_1_8", 2),
+            Op::GateUp(_) if tensor => Tiling::mma("qwen_gemm_mma_norm_glu_1", 16, 16, true),
+            Op::GateUp(_) => Tiling::walk("qwen_gemm_norm_glu_1_8", 2),
+            _ if tensor => Tiling::mma("qwen_gemm_mma_resadd_s_1_1", 8, 16, true),
+            _ => Tiling::walk("qwen_gemm_resadd_1_1_16", 1),
+        }
+    }
+
     /// Whether the forward pass's launches carry programmatic stream serialization.
     pub fn pdl(self) -> bool {
         self == KernelPlan::FusedPdl
@@ -170,7 +214,25 @@ impl KernelPlan {
             KernelPlan::Fused => "fused",
             KernelPlan::Unfused => "unfused",
             KernelPlan::FusedPdl => "fused-pdl",
+            KernelPlan::Tensor => "tensor",
         }
+    }
+}
+
+impl std::fmt::Display for KernelPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl KernelPlan {
+    /// The plan a generation trace names in its header `kernels` (absent: traces made
+    /// before it was recorded, all with the CUDA-core order, i.e. `fused`).
+    pub fn recorded(kernels: &str) -> Result<KernelPlan> {
+        if kernels.is_empty() {
+            return Ok(KernelPlan::Fused);
+        }
+        kernels.parse().map_err(|e| crate::error::ExecError::Input(format!("trace header `kernels`: {e}")))
     }
 }
 
@@ -181,13 +243,39 @@ impl std::str::FromStr for KernelPlan {
             "fused" => Ok(KernelPlan::Fused),
             "unfused" => Ok(KernelPlan::Unfused),
             "fused-pdl" => Ok(KernelPlan::FusedPdl),
-            _ => Err(format!("unknown kernel plan {s:?} (expected fused, unfused or fused-pdl)")),
+            "tensor" => Ok(KernelPlan::Tensor),
+            _ => Err(format!("unknown kernel plan {s:?} (expected fused, unfused, fused-pdl or tensor)")),
         }
     }
 }
 
+impl KernelPlan {
+    /// Every plan.
+    pub const ALL: [KernelPlan; 4] = [KernelPlan::Fused, KernelPlan::Unfused, KernelPlan::FusedPdl, KernelPlan::Tensor];
+}
+
 /// Rows from which the fused plan's products all use the register-tiled GEMMs.
 pub const TILED_FROM_ROWS: usize = 8;
+
+/// Rows from which the tensor plan gives each warp its own tile (`qwen_gemm_mma_w_*`) on
+/// the LM head; below, and on every other product, a block's warps split K
+/// (`qwen_gemm_mma_s_*`).
+pub const MMA_WARP_TILES_FROM_ROWS: usize = 16;
+
+/// The tensor plan's tiling of a product with `n` columns at `rows` rows, from `gpu
+/// bench-gemm` on the H100 (device log, session 10): K split over a block's 8 warps, one
+/// 16-row fragment per tile, 8 columns up to 16 rows (qkv 6.1-6.5 us at 1-16 rows) and 16
+/// beyond (at 64 rows qkv 13.1, o 8.0, down 10.7 us); the LM head from 16 rows on a warp
+/// per 32 x 16 tile (64 rows: 254 us, 2.8x qwen_gemm_t_8_4). Same sums whichever.
+pub fn mma_tiling(rows: usize, n: usize) -> Tiling {
+    if rows >= MMA_WARP_TILES_FROM_ROWS && n > 65_536 {
+        Tiling::mma("qwen_gemm_mma_w_2_2", 16, 32, false)
+    } else if rows <= 16 {
+        Tiling::mma("qwen_gemm_mma_s_1_1", 8, 16, true)
+    } else {
+        Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true)
+    }
+}
 
 /// Rows from which the fused plan launches `qwen_attention_lean`.
 pub const LEAN_ATTENTION_FROM_ROWS: usize = 16;
@@ -201,17 +289,32 @@ pub struct Tiling {
     pub entry: &'static str,
     pub cols: usize,
     pub rows: usize,
+    /// Tensor-core entries (`qwen_gemm_mma_*`, blocks of `MMA_SPLIT` warps): whether the
+    /// block's warps split K of one tile (true) or take a tile each (false). None: the
+    /// CUDA-core entries (blocks of `GEMM_WARPS` warps, a warp per column group or tile).
+    pub mma_split: Option<bool>,
 }
 
 impl Tiling {
     /// A warp owns `cols` columns and walks every row.
     pub const fn walk(entry: &'static str, cols: usize) -> Tiling {
-        Tiling { entry, cols, rows: 0 }
+        Tiling { entry, cols, rows: 0, mma_split: None }
     }
 
     /// A warp owns tiles of `rows` x `cols`.
     pub const fn tiled(entry: &'static str, rows: usize, cols: usize) -> Tiling {
-        Tiling { entry, cols, rows }
+        Tiling { entry, cols, rows, mma_split: None }
+    }
+
+    /// A tensor-core entry: tiles of `rows` x `cols` (weight rows: a GLU tile counts its
+    /// gate and up columns), a block's warps splitting K of one tile or taking one each.
+    pub const fn mma(entry: &'static str, cols: usize, rows: usize, split: bool) -> Tiling {
+        Tiling { entry, cols, rows, mma_split: Some(split) }
+    }
+
+    /// Threads per block.
+    pub fn threads(&self) -> u32 {
+        32 * if self.mma_split.is_some() { MMA_SPLIT as u32 } else { GEMM_WARPS as u32 }
     }
 
     /// Blocks of `GEMM_WARPS` warps for `n` output columns and `rows` rows: one warp per
@@ -219,7 +322,11 @@ impl Tiling {
     pub fn grid(&self, n: usize, rows: usize) -> usize {
         let col_groups = n.div_ceil(self.cols);
         let row_tiles = if self.rows == 0 { 1 } else { rows.max(1).div_ceil(self.rows) };
-        (col_groups * row_tiles).div_ceil(GEMM_WARPS)
+        match self.mma_split {
+            Some(true) => col_groups * row_tiles,
+            Some(false) => (col_groups * row_tiles).div_ceil(MMA_SPLIT),
+            None => (col_groups * row_tiles).div_ceil(GEMM_WARPS),
+        }
     }
 }
 
@@ -240,6 +347,8 @@ const ROWS_PADDED: i32 = 0;
 const ROWS_LOGITS: i32 = 1;
 /// Warps per GEMM block (`GEMM_WARPS`).
 const GEMM_WARPS: usize = 4;
+/// Warps per tensor-core GEMM block (`MMA_SPLIT`).
+const MMA_SPLIT: usize = super::kernels_ref::MMA_SPLIT;
 
 fn cfg(blocks: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks.clamp(1, 1 << 20) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
@@ -353,16 +462,14 @@ impl GpuModel {
         }
         let gemm_rows = if op == Op::LmHead { logit_rows } else { rows };
         let tiling = match (op, fused) {
-            (Op::Qkv(_), _) if folded => Tiling::walk("qwen_gemm_norm_2_1_8", 2),
-            (Op::GateUp(_), _) if folded => Tiling::walk("qwen_gemm_norm_glu_1_8", 2),
-            (Op::OProj(_) | Op::Down(_), _) if folded => Tiling::walk("qwen_gemm_resadd_1_1_16", 1),
+            (Op::Qkv(_) | Op::GateUp(_) | Op::OProj(_) | Op::Down(_), _) if folded => self.kernels.folded(op),
             (Op::GateUp(_), Some(f)) => f,
             _ => self.kernels.gemm(gemm_rows, gemm_n),
         };
         let gemm = tiling.entry;
         // Folded steps: the residual stream already holds each sum when a norm would add it.
         let final_add = if folded { zero } else { one };
-        let gemm_grid = |n: i32| cfg(tiling.grid(n as usize, gemm_rows), 128);
+        let gemm_grid = |n: i32| cfg(tiling.grid(n as usize, gemm_rows), tiling.threads());
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
             Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => self.kernels.rmsnorm(),
@@ -464,7 +571,7 @@ mod tests {
     #[test]
     fn every_tiling_the_forward_pass_picks_is_a_qwen_entry_and_benchmarked() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Fused, KernelPlan::Unfused, KernelPlan::FusedPdl] {
+        for plan in KernelPlan::ALL {
             for rows in [1, 2, 4, 7, 8, 16, 17, 64, 512] {
                 for n in [1024, 4096, 6144, 151_936] {
                     let t = plan.gemm(rows, n);
@@ -500,10 +607,27 @@ mod tests {
     #[test]
     fn every_plan_launches_loaded_and_benchmarked_entries() {
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
-        for plan in [KernelPlan::Fused, KernelPlan::Unfused, KernelPlan::FusedPdl] {
+        for plan in KernelPlan::ALL {
             assert!(qwen.entries.contains(&plan.rmsnorm()), "{plan:?}: {} is not loaded", plan.rmsnorm());
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
+            if plan.folds_norms(1) {
+                for op in [Op::Qkv(0), Op::GateUp(0), Op::OProj(0), Op::Down(0)] {
+                    let t = plan.folded(op);
+                    assert!(qwen.entries.contains(&t.entry), "{plan:?}: {} is not loaded", t.entry);
+                    assert_eq!(t.mma_split.is_some(), plan == KernelPlan::Tensor, "{t:?}");
+                }
+            }
+            // A plan's products all sum in its order: the tensor plan's on the tensor cores only.
+            for rows in [1, 2, 16, 17, 64] {
+                let mut ts = vec![plan.gemm(rows, 4096), plan.gemm(rows, 151_936)];
+                ts.extend(plan.fused_gate_up(rows));
+                for t in ts {
+                    assert_eq!(t.mma_split.is_some(), plan.gemm_order() == GemmOrder::Tensor, "{plan:?}: {t:?}");
+                }
+            }
         }
+        assert_eq!(KernelPlan::Tensor.gemm_order(), GemmOrder::Tensor);
+        assert_eq!(KernelPlan::Fused.gemm_order(), GemmOrder::Lanes);
         assert_eq!(KernelPlan::default(), KernelPlan::Fused);
         assert!(KernelPlan::FusedPdl.pdl() && !KernelPlan::Fused.pdl() && !KernelPlan::Unfused.pdl());
         for rows in [1, 2, 8, 64] {

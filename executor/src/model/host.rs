@@ -101,6 +101,8 @@ pub struct HostModel {
     pub rope: Vec<u16>,
     pub rope_len: usize,
     pub s: Scratch,
+    /// The order of the GEMMs' sums: the plan's ([`super::gpu::KernelPlan::gemm_order`]).
+    pub order: k::GemmOrder,
 }
 
 impl HostModel {
@@ -135,6 +137,7 @@ impl HostModel {
             kv,
             s,
             w,
+            order: k::GemmOrder::default(),
         }
     }
 
@@ -153,9 +156,10 @@ impl HostModel {
         let heads = c.num_heads + 2 * c.num_kv_heads;
         let padded = b.counts[C_PADDED_TOKENS].max(0) as usize;
         let real = b.counts[C_META_TOKENS].max(0) as usize;
+        let order = self.order;
         let s = &mut self.s;
         let gemm_bf16 = |x: &[u16], k: usize, w: &[u16], n: usize, out: &mut [u16]| {
-            let y = k::gemm(x, padded, k, w, n);
+            let y = k::gemm_in(order, x, padded, k, w, n);
             for (o, v) in out.iter_mut().zip(y) {
                 *o = f32_to_bf16(v);
             }
@@ -293,7 +297,7 @@ impl HostModel {
             Op::LmHead => {
                 let rows = b.counts[C_NUM_LOGITS].max(0) as usize;
                 let vocab = c.vocab_size;
-                let y = k::gemm(&s.final_x, rows, h, self.w.lm_head(), vocab);
+                let y = k::gemm_in(order, &s.final_x, rows, h, self.w.lm_head(), vocab);
                 for (o, v) in b.logits[..rows * vocab].iter_mut().zip(y) {
                     *o = round_bf(v);
                 }

@@ -86,6 +86,62 @@ pub fn dot_chunked(x: &[u16], w: &[u16]) -> f32 {
     butterfly_sum(lanes)
 }
 
+/// Slices of the tensor-core GEMMs' K split (`MMA_SPLIT` in qwen.cu).
+pub const MMA_SPLIT: usize = 8;
+
+/// The tensor-core GEMMs' dot product of one output element (qwen.cu "TENSOR-CORE GEMMs"):
+/// K in [`MMA_SPLIT`] slices of 32-element chunks (slice s: chunks `s C / S .. (s+1) C / S`),
+/// in a slice two Hopper block FMAs per chunk (elements `8t + j`, then `8t + 4 + j`, t, j < 4)
+/// chained from +0, the slices' sums added in order. `x.len() % 32 == 0`.
+pub fn dot_tensor(x: &[u16], w: &[u16]) -> f32 {
+    debug_assert_eq!(x.len(), w.len());
+    debug_assert_eq!(x.len() % 32, 0);
+    let model = super::tensor_core::TcModel::HOPPER;
+    let chunks = x.len() / 32;
+    let mut total = 0f32;
+    for s in 0..MMA_SPLIT {
+        let mut acc = 0f32;
+        for c in s * chunks / MMA_SPLIT..(s + 1) * chunks / MMA_SPLIT {
+            let (xc, wc) = (&x[c * 32..][..32], &w[c * 32..][..32]);
+            for half in 0..2 {
+                let (mut a, mut b) = ([0u16; 16], [0u16; 16]);
+                for t in 0..4 {
+                    for j in 0..4 {
+                        a[t * 4 + j] = xc[8 * t + 4 * half + j];
+                        b[t * 4 + j] = wc[8 * t + 4 * half + j];
+                    }
+                }
+                acc = model.fma(acc, &a, &b);
+            }
+        }
+        total = if s == 0 { acc } else { total + acc };
+    }
+    total
+}
+
+/// How a plan's GEMMs order their sums: [`dot_chunked`] (the CUDA-core kernels) or
+/// [`dot_tensor`] (the tensor-core kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmOrder {
+    #[default]
+    Lanes,
+    Tensor,
+}
+
+/// The GEMM of either order: `x` `[rows, k]`, `w` `[n, k]`; returns the f32 sums `[rows, n]`.
+pub fn gemm_in(order: GemmOrder, x: &[u16], rows: usize, k: usize, w: &[u16], n: usize) -> Vec<f32> {
+    let dot = match order {
+        GemmOrder::Lanes => dot_chunked,
+        GemmOrder::Tensor => dot_tensor,
+    };
+    let mut y = Vec::with_capacity(rows * n);
+    for m in 0..rows {
+        let xr = &x[m * k..(m + 1) * k];
+        y.extend((0..n).map(|j| dot(xr, &w[j * k..(j + 1) * k])));
+    }
+    y
+}
+
 /// `qwen_gemm` over `rows` rows: `x` `[rows, k]`, `w` `[n, k]`; returns the f32 sums
 /// `[rows, n]` (the kernel stores `f32_to_bf16` of them, or `round_bf` for logits).
 pub fn gemm(x: &[u16], rows: usize, k: usize, w: &[u16], n: usize) -> Vec<f32> {
@@ -326,6 +382,35 @@ mod tests {
         // Row 1 alone gives the same bits as row 1 among others.
         let alone = gemm(&x[k..], 1, k, &w, 3);
         assert_eq!(alone, y[3..].to_vec());
+    }
+
+    #[test]
+    fn tensor_dot_is_exact_on_integers_and_truncates_like_the_block_fma() {
+        // Small integers: every order sums them exactly.
+        let x: Vec<u16> = (0..96).map(|i| bf((i % 7) as f32 - 3.0)).collect();
+        let w: Vec<u16> = (0..96).map(|i| bf((i % 5) as f32 - 2.0)).collect();
+        let exact: f32 = (0..96).map(|i| ((i % 7) as f32 - 3.0) * ((i % 5) as f32 - 2.0)).sum();
+        assert_eq!(dot_tensor(&x, &w), exact);
+        assert_eq!(dot_chunked(&x, &w), exact);
+        // 1 + 15 products of 2^-24 (elements 1-15 of a 32-chunk with x = w = 2^-12): the
+        // first block holds element 0 and 7 of them (1-3, 8-11), the second 8 (4-7, 12-15).
+        // Block 1: exact 1 + 7 * 2^-24, cut toward zero to 24 bits: 1 + 3 * 2^-23. Block 2
+        // adds 8 * 2^-24 = 4 * 2^-23 exactly: 1 + 7 * 2^-23. IEEE fmaf in order would round
+        // every 1 + 2^-24 back to 1 (a tie, to even).
+        let mut x = vec![0u16; 32];
+        x[0] = bf(1.0);
+        for v in &mut x[1..16] {
+            *v = bf(2f32.powi(-12));
+        }
+        let want = 1.0 + 7.0 * 2f32.powi(-23);
+        assert_eq!(dot_tensor(&x, &x), want);
+        let ieee = x.iter().fold(0f32, |s, &v| bf16_to_f32(v).mul_add(bf16_to_f32(v), s));
+        assert_eq!(ieee, 1.0);
+        // The slices: K = 256 is 8 chunks, one per slice; moving a chunk's values to another
+        // chunk changes the grouping, never the exact integer result.
+        let x: Vec<u16> = (0..256).map(|i| bf(((i * 3) % 11) as f32)).collect();
+        assert_eq!(dot_tensor(&x, &x), (0..256).map(|i| (((i * 3) % 11) * ((i * 3) % 11)) as f32).sum::<f32>());
+        assert_eq!(gemm_in(GemmOrder::Tensor, &x, 1, 256, &x, 1), vec![dot_tensor(&x, &x)]);
     }
 
     #[test]

@@ -104,4 +104,5 @@ pub mod host;
 pub mod kernels_ref;
 pub mod kv_cache;
 pub mod launch;
+pub mod tensor_core;
 pub mod weights;

@@ -14,7 +14,7 @@ use super::stream::{Item, Src};
 use super::{check_header, Header, Step, JSON_VALUE_LIMIT};
 use crate::error::TraceError;
 
-const HEADER_MEMBERS: [&str; 11] = [
+const HEADER_MEMBERS: [&str; 12] = [
     "format",
     "version",
     "recorded_by",
@@ -23,12 +23,13 @@ const HEADER_MEMBERS: [&str; 11] = [
     "device",
     "checkpoint",
     "module_hashes",
+    "kernels",
     "config",
     "requests",
     "oracle",
 ];
 const ALL_MEMBERS: &str = "`format`, `version`, `recorded_by`, `notes`, `backend`, `device`, `checkpoint`, \
-`module_hashes`, `config`, `requests`, `oracle`, `steps`, `outputs`";
+`module_hashes`, `kernels`, `config`, `requests`, `oracle`, `steps`, `outputs`";
 /// Deeper nesting than serde_json's own limit (128) stops the scanner; serde then
 /// reports the recursion limit at the right place.
 const MAX_DEPTH: usize = 256;
@@ -63,6 +64,10 @@ pub(crate) fn write_header<W: Write>(w: &mut W, h: &Header) -> std::io::Result<(
     if !h.module_hashes.is_empty() {
         w.write_all(b",\n  \"module_hashes\": ")?;
         put(w, &h.module_hashes)?;
+    }
+    if !h.kernels.is_empty() {
+        w.write_all(b",\n  \"kernels\": ")?;
+        put(w, &h.kernels)?;
     }
     w.write_all(b",\n  \"config\": ")?;
     put(w, &h.config)?;
@@ -345,6 +350,7 @@ pub(crate) fn open<R: Read>(src: &mut Src<R>) -> Result<(Header, u32, JsonBody),
         device: member(&raw, "device")?.unwrap_or_default(),
         checkpoint: member(&raw, "checkpoint")?.unwrap_or_default(),
         module_hashes: member(&raw, "module_hashes")?.unwrap_or_default(),
+        kernels: member(&raw, "kernels")?.unwrap_or_default(),
         config: member(&raw, "config")?.ok_or_else(|| missing("config"))?,
         requests: member(&raw, "requests")?.ok_or_else(|| missing("requests"))?,
         oracle: member(&raw, "oracle")?.ok_or_else(|| missing("oracle"))?,

@@ -91,6 +91,11 @@ pub struct Trace {
     /// sha256 of each compiled device module (CUBIN), by module name; absent in simulator traces.
     #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
     pub module_hashes: JsonOnly<BTreeMap<String, String>>,
+    /// The forward pass's kernel plan (`fused`, `tensor`, ...), which fixes the order of
+    /// its sums and so its logits bits; absent in simulator traces and in model traces made
+    /// before it was recorded (those used the CUDA-core order).
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub kernels: JsonOnly<String>,
     pub config: Config,
     pub requests: Vec<RequestSpec>,
     pub oracle: OracleSpec,
@@ -124,6 +129,11 @@ pub struct Header {
     /// sha256 of each compiled device module (CUBIN), by module name; absent in simulator traces.
     #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
     pub module_hashes: JsonOnly<BTreeMap<String, String>>,
+    /// The forward pass's kernel plan (`fused`, `tensor`, ...), which fixes the order of
+    /// its sums and so its logits bits; absent in simulator traces and in model traces made
+    /// before it was recorded (those used the CUDA-core order).
+    #[serde(default, skip_serializing_if = "JsonOnly::is_empty")]
+    pub kernels: JsonOnly<String>,
     pub config: Config,
     pub requests: Vec<RequestSpec>,
     pub oracle: OracleSpec,
@@ -141,6 +151,7 @@ impl Header {
             device: JsonOnly::default(),
             checkpoint: JsonOnly::default(),
             module_hashes: JsonOnly::default(),
+            kernels: JsonOnly::default(),
             config: scenario.config.clone(),
             requests: scenario.requests.clone(),
             oracle: scenario.oracle.clone(),
@@ -170,6 +181,7 @@ impl Trace {
             device: h.device,
             checkpoint: h.checkpoint,
             module_hashes: h.module_hashes,
+            kernels: h.kernels,
             config: h.config,
             requests: h.requests,
             oracle: h.oracle,
@@ -189,6 +201,7 @@ impl Trace {
             device: self.device.clone(),
             checkpoint: self.checkpoint.clone(),
             module_hashes: self.module_hashes.clone(),
+            kernels: self.kernels.clone(),
             config: self.config.clone(),
             requests: self.requests.clone(),
             oracle: self.oracle.clone(),
