@@ -208,11 +208,12 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// without it (compare the two with `specreplay diff`).
         #[arg(long)]
         poison: bool,
-        /// The forward pass's kernels: `fused` (CUDA cores) or `tensor` (tensor cores, a
-        /// different order of the sums and so different logits bits; both batch invariant and
-        /// matched bit for bit by the CPU twin); `unfused` and `fused-pdl` sum as `fused`.
-        #[arg(long, default_value_t = KernelPlan::default())]
-        kernels: KernelPlan,
+        /// The forward pass's kernels: `tensor` (tensor cores; the default where the model's
+        /// K sizes are multiples of 32) or `fused` (CUDA cores: another order of the sums, so
+        /// other logits bits; both batch invariant and matched bit for bit by the CPU twin);
+        /// `unfused` and `fused-pdl` sum as `fused`. The trace header records the plan.
+        #[arg(long)]
+        kernels: Option<KernelPlan>,
         /// Record the run's trace, JSON only (its oracle: the greedy tokens sampled, so
         /// `specreplay replay` re-simulates it on any machine; its header: backend, device,
         /// checkpoint, module hashes and kernel plan; each step: every logits row's digest, top-1 token
@@ -234,9 +235,9 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// Graph replays timed per batch size.
         #[arg(long, default_value_t = 200)]
         replays: usize,
-        /// Kernel plans to time, each over every batch size (`fused`, the default, and `unfused`: see
-        /// `KernelPlan`); the n-gram comparison runs with the first.
-        #[arg(long, value_delimiter = ',', default_value = "fused")]
+        /// Kernel plans to time, each over every batch size (`tensor`, the default, `fused`,
+        /// `fused-pdl`, `unfused`: see `KernelPlan`); the n-gram comparison runs with the first.
+        #[arg(long, value_delimiter = ',', default_value = "tensor")]
         kernels: Vec<KernelPlan>,
         #[arg(long)]
         json: Option<PathBuf>,
@@ -641,7 +642,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             };
             let dev = Device::open(0)?;
             let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
-            qd.set_kernels(kernels)?;
+            if let Some(plan) = kernels {
+                qd.set_kernels(plan)?;
+            }
             qd.force_eager = eager;
             qd.record_logits = trace.is_some();
             if poison {
@@ -678,7 +681,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 let mut t = generation_trace(r.trace, &sc, &qd.greedy, &qd.logits);
                 replay::mark_gpu(&mut t, &dev.info.name, &dev.module_hashes(), dev.variant);
                 t.checkpoint = JsonOnly(Some(checkpoint));
-                t.kernels = JsonOnly(kernels.name().to_string());
+                t.kernels = JsonOnly(qd.kernels().name().to_string());
                 crate::write_trace(&path, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
             }
             Ok(ExitCode::SUCCESS)

@@ -376,7 +376,8 @@ mod tests {
                         || m.source.contains(&format!("\nGEMM_NORM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_RESADD_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_TILED_ENTRY({e}, "))
-                        || m.source.contains(&format!("\nGEMM_XS_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_MMA_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_MMA_FOLDED_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),
                     "{}: no entry {e}",
                     m.name

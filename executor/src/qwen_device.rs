@@ -414,6 +414,11 @@ impl<'d> QwenDevice<'d> {
 
     /// Launches the forward pass with `plan`'s entry points from the next step on; graphs
     /// captured before are dropped (they hold the previous entries) and captured again.
+    /// The plan the forward pass launches.
+    pub fn kernels(&self) -> crate::model::gpu::KernelPlan {
+        self.model.kernels
+    }
+
     pub fn set_kernels(&mut self, plan: crate::model::gpu::KernelPlan) -> Result<()> {
         plan.check(&self.model.cfg)?;
         if self.model.kernels != plan {
@@ -796,8 +801,13 @@ mod tests {
         assert!(spec.stats.num_accepted_tokens > 0, "{:?}", spec.stats);
         let (common, bad) = digest_mismatches(&dp.logits, &ds.logits);
         assert!(common >= 40 && bad.is_empty(), "{common} common, {bad:?}");
-        let (_, dl) = run(&test_scenario(prompts, 24, 0, &[1, 2, 4]));
+        let sc = test_scenario(prompts, 24, 0, &[1, 2, 4]);
+        let mut dl = QwenHostDevice::new(&sc, weights()).unwrap();
+        dl.set_kernels(KernelPlan::Fused).unwrap();
+        engine::run_on(&sc, &mut dl).unwrap();
         let (common, bad) = digest_mismatches(&dp.logits, &dl.logits);
+        // The default is the tensor plan (the model's K sizes allow it).
+        assert_eq!(KernelPlan::for_model(&tiny_config()), KernelPlan::Tensor);
         // Both round every product to bf16, so on this tiny model most rows agree; some do not.
         assert!(common >= 40 && !bad.is_empty(), "{} of {common} rows differ between the orders", bad.len());
         // A K that is not a multiple of 32 is refused by the plan, not computed wrong.

@@ -365,3 +365,27 @@ fn tensor_core_block_model_matches_the_mma() {
         );
     }
 }
+
+/// A launch whose argument list does not fit the kernel's parameters is an error naming
+/// both lists, not a launch that reads past the list (session 10: a folded entry declared
+/// two parameters more than the forward pass passed, and the process crashed).
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn a_launch_with_the_wrong_arguments_is_an_error() {
+    use cudarc::driver::LaunchConfig;
+    use specreplay_executor::model::launch::RawArgs;
+    let dev = test_device();
+    let f = dev.function("qwen_silu_mul").unwrap();
+    let buf = dev.stream.alloc_zeros::<u16>(64).unwrap();
+    let lc = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+    let mut l = RawArgs::new(&dev.stream);
+    l.arg(&buf).arg(&buf).arg(&0i32);
+    // SAFETY: the check refuses the launch before the driver reads the list.
+    let e = unsafe { l.launch(f, lc, false) }.unwrap_err().to_string();
+    assert!(e.contains("3 arguments") && e.contains("takes 4 parameters"), "{e}");
+    let mut l = RawArgs::new(&dev.stream);
+    l.arg(&buf).arg(&buf).arg(&0i64).arg(&buf);
+    // SAFETY: as above (the third parameter is an int, 4 bytes, not 8).
+    let e = unsafe { l.launch(f, lc, false) }.unwrap_err().to_string();
+    assert!(e.contains("[8, 8, 8, 8]"), "{e}");
+}

@@ -78,13 +78,12 @@ pub struct GpuModel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelPlan {
-    /// The default (device log, session 9: batch 1 1.37x and batch 64 3.2x faster than
-    /// `Unfused` on the H100, bitwise equal): the RMSNorm row loaded whole before any
+    /// Session 9's default (batch 1 1.37x and batch 64 3.2x faster than `Unfused` on the
+    /// H100, bitwise equal), the CUDA-core order's fastest plan: the RMSNorm row loaded whole before any
     /// arithmetic (`qwen_rmsnorm_cached`); at one row the input and post norms folded into
     /// the products around them ([`KernelPlan::folds_norms`]); from two rows on the gate_up
     /// product with `qwen_silu_mul` as its epilogue; from [`TILED_FROM_ROWS`] rows on the
     /// register-tiled GEMMs (`qwen_gemm_t_*`).
-    #[default]
     Fused,
     /// Session 7's kernels, kept as the same-run baseline: one launch per op (separate
     /// norms and SiLU-mul), every GEMM a warp walking all rows of its columns
@@ -97,12 +96,15 @@ pub enum KernelPlan {
     /// faster, inside run-to-run spread, so not the default).
     #[serde(rename = "fused-pdl")]
     FusedPdl,
-    /// Every product on the tensor cores (`qwen_gemm_mma_*`: mma.sync m16n8k16 bf16 ->
+    /// The default where the model's products allow it ([`KernelPlan::for_model`]; device
+    /// log, session 10, H100: batch 64 2.73 ms/step against `Fused`'s 4.21, batch 1 within
+    /// 8 %). Every product on the tensor cores (`qwen_gemm_mma_*`: mma.sync m16n8k16 bf16 ->
     /// f32) in one K order for every row count (qwen.cu "TENSOR-CORE GEMMs"), so still
     /// batch invariant, and still matched bit for bit by the CPU twin, which models the
     /// Hopper block FMA exactly ([`super::tensor_core::TcModel::HOPPER`], fitted on the
     /// device). Its sums differ from the other plans' (another order, another rounding), so
     /// its logits do too: [`KernelPlan::gemm_order`] names the order a trace was made with.
+    #[default]
     Tensor,
 }
 
@@ -126,6 +128,16 @@ impl KernelPlan {
             )));
         }
         Ok(())
+    }
+
+    /// The plan a model runs unless told otherwise: the default ([`KernelPlan::Tensor`])
+    /// where [`KernelPlan::check`] accepts the model, else [`KernelPlan::Fused`].
+    pub fn for_model(c: &super::ModelConfig) -> KernelPlan {
+        if KernelPlan::default().check(c).is_ok() {
+            KernelPlan::default()
+        } else {
+            KernelPlan::Fused
+        }
     }
 
     /// The order of the products' sums (the CPU twin's [`GemmOrder`]).
@@ -406,7 +418,7 @@ impl GpuModel {
             s,
             weight_bytes: w.bytes(),
             grid_rows: cap.max_tokens,
-            kernels: KernelPlan::default(),
+            kernels: KernelPlan::for_model(&c),
             kv,
             cfg: c,
         };
@@ -628,7 +640,11 @@ mod tests {
         }
         assert_eq!(KernelPlan::Tensor.gemm_order(), GemmOrder::Tensor);
         assert_eq!(KernelPlan::Fused.gemm_order(), GemmOrder::Lanes);
-        assert_eq!(KernelPlan::default(), KernelPlan::Fused);
+        assert_eq!(KernelPlan::default(), KernelPlan::Tensor);
+        let mut odd = crate::model::weights::tiny_config();
+        assert_eq!(KernelPlan::for_model(&odd), KernelPlan::Tensor);
+        odd.intermediate_size = 120;
+        assert_eq!(KernelPlan::for_model(&odd), KernelPlan::Fused, "K % 32 != 0: the CUDA-core plan");
         assert!(KernelPlan::FusedPdl.pdl() && !KernelPlan::Fused.pdl() && !KernelPlan::Unfused.pdl());
         for rows in [1, 2, 8, 64] {
             let (a, b) = (KernelPlan::Fused, KernelPlan::FusedPdl);

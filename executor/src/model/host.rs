@@ -129,6 +129,7 @@ impl HostModel {
             act: vec![0; t * c.intermediate_size],
             final_x: vec![0; cap.max_logits * c.hidden_size],
         };
+        let order = super::gpu::KernelPlan::for_model(&w.cfg).gemm_order();
         HostModel {
             rope: k::rope_table(c.rope_theta, c.head_dim, cap.max_model_len),
             rope_len: cap.max_model_len,
@@ -137,7 +138,7 @@ impl HostModel {
             kv,
             s,
             w,
-            order: k::GemmOrder::default(),
+            order,
         }
     }
 

@@ -58,6 +58,30 @@ impl<'s> RawArgs<'s> {
         self
     }
 
+    /// The argument list fits `f`'s parameters (count and byte sizes, from
+    /// `cuFuncGetParamInfo`): a mismatch is an error, not a launch that reads past the list.
+    fn check_params(&self, f: &CudaFunction) -> Result<()> {
+        let info = |i: usize| -> Option<usize> {
+            let (mut offset, mut size) = (0usize, 0usize);
+            // SAFETY: a loaded function and two out-pointers to live locals.
+            let r = unsafe { sys::cuFuncGetParamInfo(f.cu_function(), i, &mut offset, &mut size) };
+            (r == sys::CUresult::CUDA_SUCCESS).then_some(size)
+        };
+        let sizes: Vec<Option<usize>> = (0..=self.vals.len()).map(info).collect();
+        let fits = sizes[..self.vals.len()].iter().zip(&self.vals).all(|(s, v)| *s == Some(v.len()))
+            && sizes[self.vals.len()].is_none();
+        if fits {
+            return Ok(());
+        }
+        let takes = (0..64).take_while(|&i| info(i).is_some()).count();
+        Err(crate::error::ExecError::Input(format!(
+            "kernel launch with {} arguments of {:?} bytes, but the kernel takes {takes} parameters of {:?} bytes",
+            self.vals.len(),
+            self.vals.iter().map(|v| v.len()).collect::<Vec<_>>(),
+            (0..takes).map(|i| info(i).unwrap_or(0)).collect::<Vec<_>>()
+        )))
+    }
+
     /// Launches `f` on the stream, with programmatic stream serialization when `pdl`.
     ///
     /// # Safety
@@ -65,6 +89,7 @@ impl<'s> RawArgs<'s> {
     /// kernel indexes, as for `cudarc`'s `LaunchArgs::launch`.
     pub unsafe fn launch(&mut self, f: &CudaFunction, cfg: LaunchConfig, pdl: bool) -> Result<()> {
         self.stream.context().bind_to_thread()?;
+        self.check_params(f)?;
         let mut params: Vec<*mut std::ffi::c_void> =
             self.vals.iter_mut().map(|b| b.as_mut_ptr().cast::<std::ffi::c_void>()).collect();
         // SAFETY: a zeroed attribute is a valid "ignore" value; we set the id and the one
