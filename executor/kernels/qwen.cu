@@ -1185,9 +1185,6 @@ __device__ __forceinline__ void mma_chunk(float (*acc)[NT][4], const uint4* wv, 
     }
 }
 
-// The first slice a warp sums: its own (SPLIT_WARPS) or slice 0 (it walks them all).
-__device__ __forceinline__ int s_first_of(int warp, bool split) { return split ? warp : 0; }
-
 // Output (row, column) of fragment element e (0-3) of lane (g, t): rows g / g + 8, columns
 // 2t / 2t + 1.
 __device__ __forceinline__ int frag_row(int g, int e) { return g + ((e >> 1) << 3); }
@@ -1257,15 +1254,6 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
         // NORM: 1 / rms of the fragment's rows g and g + 8 (every lane joins each row's sum).
         float inv[2] = {0.0f, 0.0f};
         if (NORM) {
-            // The slice's weights start for L2 while the sum of squares is computed (a hint:
-            // no value changes).
-            if (live) {
-                const int c_end = (s_first_of(warp, SPLIT_WARPS) + 1) * chunks / MMA_SPLIT;
-                for (int c = s_first_of(warp, SPLIT_WARPS) * chunks / MMA_SPLIT; c < c_end; ++c)
-#pragma unroll
-                    for (int nt = 0; nt < NT; ++nt)
-                        asm volatile("prefetch.global.L2 [%0];" ::"l"(w + wrow[nt] + (c << 5)));
-            }
             for (int r = 0; r < 16 && live && m0 + r < rows; ++r) {
                 const long long row = (long long)(m0 + r) * K;
                 float ss = 0.0f;
@@ -1430,7 +1418,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
                                                                        const bf16_t* __restrict__ norm_w, float eps) \
     {                                                                                            \
         pdl_begin();                                                                             \
-        gemm_mma_body<NT, 1, 4, true, GLU, NORM, RESADD>(rows_of(counts, source), x, K, w, N, y, yf, \
+        gemm_mma_body<NT, 1, 2, true, GLU, NORM, RESADD>(rows_of(counts, source), x, K, w, N, y, yf, \
                                                          f32_out, norm_w, eps);                  \
     }
 // The one-row folded products of the tensor plan (KernelPlan::folds_norms).
@@ -1440,7 +1428,7 @@ GEMM_MMA_FOLDED_ENTRY(qwen_gemm_mma_norm_glu_1, 2, true, true, false)
 extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resadd_s_1_1(GEMM_PARAMS)
 {
     pdl_begin();
-    gemm_mma_body<1, 1, 4, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);
+    gemm_mma_body<1, 1, 2, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);
 }
 // qwen_gemm_mma_s_NT_MF: slices across the block's warps; qwen_gemm_mma_w_NT_MF: a warp per tile.
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_1, 1, 1, 4, true, false)
