@@ -50,7 +50,7 @@ else
 fi
 "$bin" gpu generate ${kern[@]+"${kern[@]}"} --model "$ck" --scenario "$sc" --poison --trace "$work/poison.json" >/dev/null || exit 1
 if cmp -s "$out/qwen_mixed_gpu.json" "$work/poison.json"; then echo "qwen-generate: --poison run, same trace bytes"; else echo "qwen-generate: --poison run DIFFERENT"; "$bin" diff "$out/qwen_mixed_gpu.json" "$work/poison.json" | head -20; fail=1; fi
-for t in "$out/qwen_mixed_gpu.json" traces/qwen3_0.6b_mixed_gpu.json; do
+for t in "$out/qwen_mixed_gpu.json" traces/qwen3_0.6b_mixed_gpu.json traces/qwen3_0.6b_mixed_gpu_tensor.json; do
     if "$bin" gpu replay --model "$ck" "$t" >"$work/replay-model.txt" 2>&1; then
         echo "qwen-generate: gpu replay --model $t: $(tail -n 1 "$work/replay-model.txt")"
     else

@@ -187,11 +187,19 @@ fn diff_classifies_the_first_divergence_of_two_generation_traces() {
 /// asks of it, read from the trace itself, and the simulator replays it identically with the
 /// oracle built from its recorded target tokens.
 #[test]
-fn the_committed_gpu_trace_covers_the_cases_and_replays_on_the_cpu() {
+fn the_committed_gpu_traces_cover_the_cases_and_replay_on_the_cpu() {
+    // Session 6's recording (CUDA-core order, no `kernels` in its header) and session 10's
+    // with the default tensor plan (device log run 18).
+    check_committed_gpu_trace("traces/qwen3_0.6b_mixed_gpu.json", "");
+    check_committed_gpu_trace("traces/qwen3_0.6b_mixed_gpu_tensor.json", "tensor");
+}
+
+fn check_committed_gpu_trace(rel: &str, kernels: &str) {
     use specreplay_sim::trace::CudagraphMode;
-    let path = common::root().join("traces/qwen3_0.6b_mixed_gpu.json");
+    let path = common::root().join(rel);
     let t = trace::read(&path).unwrap();
     assert_eq!(t.backend.0, "cuda");
+    assert_eq!(t.kernels.0, kernels, "{rel}: the header's kernel plan");
     assert!(!t.device.0.is_empty() && t.checkpoint.0.as_ref().is_some_and(|c| c.sha256.is_some()));
     assert!(t.module_hashes.0.contains_key("qwen"), "the forward pass's module is hashed");
     // >= 4 requests, staggered arrivals.
