@@ -84,25 +84,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn matvec(w: &[u16], x: &[f32], rows: usize) -> Vec<f32> {
     let cols = x.len();
     let mut y = vec![0f32; rows];
-    let threads =
-        if rows * cols >= 1 << 21 { std::thread::available_parallelism().map_or(1, |n| n.get()).min(16) } else { 1 };
-    if threads <= 1 {
-        for (r, out) in y.iter_mut().enumerate() {
-            *out = dot_bf16(&w[r * cols..(r + 1) * cols], x);
-        }
-        return y;
-    }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (ci, chunk) in y.chunks_mut(per).enumerate() {
-            s.spawn(move || {
-                for (k, out) in chunk.iter_mut().enumerate() {
-                    let r = ci * per + k;
-                    *out = dot_bf16(&w[r * cols..(r + 1) * cols], x);
-                }
-            });
-        }
-    });
+    super::kernels_ref::fill_parallel(&mut y, rows * cols, |r| dot_bf16(&w[r * cols..(r + 1) * cols], x));
     y
 }
 
