@@ -115,32 +115,35 @@ fn qwen3_0_6b_shapes_match_the_cpu_twin_bitwise() {
     assert_same_logits("qwen3-0.6b shapes GPU vs CPU twin", &gl, &cl, 10);
 }
 
-/// Both kernel plans equal the CPU twin bit for bit. The default (`KernelPlan::Fused`) on
-/// the tiny model (FULL/1 replays use the one-row kernels with the norms folded into the
-/// products, prefill steps the register-tiled GEMMs and the fused gate_up) is checked by
-/// the tests above; here the baseline plan (`KernelPlan::Unfused`: one launch per op,
-/// row-walking GEMMs) on the tiny model and on Qwen3-0.6B shapes, and the fused plan on a
-/// lone request whose every decode step is one row (the norms folded into the products:
-/// qwen_gemm_norm_*, qwen_gemm_resadd_*), in graphs and eagerly.
+/// The CUDA-core plans equal the CPU twin of their order (`GemmOrder::Lanes`) bit for bit
+/// (the tests above run the default, `KernelPlan::Tensor`): `Fused` and the baseline
+/// `Unfused` (one launch per op, row-walking GEMMs) on the tiny model (FULL/1 replays:
+/// Fused's one-row kernels with the norms folded into the products; prefill steps its
+/// register-tiled GEMMs and fused gate_up), `Unfused` on Qwen3-0.6B shapes, and the fused
+/// plans on a lone request whose every decode step is one row (qwen_gemm_norm_*,
+/// qwen_gemm_resadd_*), in graphs and eagerly.
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
 fn both_kernel_plans_match_the_cpu_twin_bitwise() {
     let w = weights(&tiny_config(), 7);
     let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 40, 0, &[1, 2, 4, 8]);
-    let (g, gl, _) = gpu_run_with(&sc, &w, false, KernelPlan::Unfused);
-    let (c, cl) = cpu_run(&sc, &w);
-    assert!(diff::compare(&c.trace, &g.trace).identical(), "unfused kernels: trace differs from the CPU twin");
-    assert_same_logits("unfused kernels, tiny model, GPU vs CPU twin", &gl, &cl, 100);
+    for plan in [KernelPlan::Unfused, KernelPlan::Fused] {
+        let (g, gl, _) = gpu_run_with(&sc, &w, false, plan);
+        let (c, cl) = cpu_run_with(&sc, &w, plan);
+        let what = format!("{} kernels, tiny model, GPU vs CPU twin", plan.name());
+        assert!(diff::compare(&c.trace, &g.trace).identical(), "{what}: trace differs");
+        assert_same_logits(&what, &gl, &cl, 100);
+    }
     let mut cfg = ModelConfig::qwen3_0_6b();
     cfg.num_layers = 2;
     let w = weights(&cfg, 3);
     let sc = test_scenario(&[(P0, 1), (P2, 2)], 6, 0, &[1, 2, 4]);
     let (g, gl, _) = gpu_run_with(&sc, &w, false, KernelPlan::Unfused);
-    let (c, cl) = cpu_run(&sc, &w);
+    let (c, cl) = cpu_run_with(&sc, &w, KernelPlan::Unfused);
     assert_eq!(g.trace.outputs, c.trace.outputs);
     assert_same_logits("unfused kernels, qwen3-0.6b shapes, GPU vs CPU twin", &gl, &cl, 10);
     let sc = test_scenario(&[(P0, 1)], 8, 0, &[1, 2]);
-    let (c, cl) = cpu_run(&sc, &w);
+    let (c, cl) = cpu_run_with(&sc, &w, KernelPlan::Fused);
     for plan in [KernelPlan::Fused, KernelPlan::FusedPdl] {
         for eager in [false, true] {
             let (g, gl, _) = gpu_run_with(&sc, &w, eager, plan);
@@ -161,7 +164,7 @@ fn both_kernel_plans_match_the_cpu_twin_bitwise() {
 fn programmatic_dependent_launch_matches_the_cpu_twin_bitwise() {
     let w = weights(&tiny_config(), 7);
     let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 40, 3, &[4, 8, 16]);
-    let (c, cl) = cpu_run(&sc, &w);
+    let (c, cl) = cpu_run_with(&sc, &w, KernelPlan::FusedPdl);
     for eager in [false, true] {
         let (g, gl, _) = gpu_run_with(&sc, &w, eager, KernelPlan::FusedPdl);
         assert!(diff::compare(&c.trace, &g.trace).identical(), "fused-pdl kernels: trace differs from the CPU twin");
@@ -171,7 +174,7 @@ fn programmatic_dependent_launch_matches_the_cpu_twin_bitwise() {
     cfg.num_layers = 2;
     let w = weights(&cfg, 3);
     let sc = test_scenario(&[(P0, 1), (P2, 2)], 6, 0, &[1, 2, 4]);
-    let (c, cl) = cpu_run(&sc, &w);
+    let (c, cl) = cpu_run_with(&sc, &w, KernelPlan::FusedPdl);
     let (g, gl, _) = gpu_run_with(&sc, &w, false, KernelPlan::FusedPdl);
     assert_eq!(g.trace.outputs, c.trace.outputs);
     assert_same_logits("fused-pdl kernels, qwen3-0.6b shapes, GPU vs CPU twin", &gl, &cl, 10);
