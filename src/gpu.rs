@@ -691,15 +691,15 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             let dev = Device::open(0)?;
             println!("{} | GEMM tilings on {random_model}'s shapes", dev.info.name);
             println!(
-                "{:<13} {:>5} {:>6} {:>5} {:<18} {:>10} {:>8} {:>7} {:>6}",
-                "shape", "K", "N", "rows", "kernel", "us/launch", "GB/s", "TFLOP/s", "bits"
+                "{:<13} {:>5} {:>6} {:>5} {:<22} {:>10} {:>8} {:>7} {:>6} {:>9}",
+                "shape", "K", "N", "rows", "kernel", "us/launch", "GB/s", "TFLOP/s", "bits", "regs/lmem"
             );
             let table = specreplay_executor::model::gemm_bench::bench(&dev, &cfg, &rows, launches)?;
             let mut unequal = 0;
             for r in &table {
                 unequal += usize::from(!r.equal);
                 println!(
-                    "{:<13} {:>5} {:>6} {:>5} {:<18} {:>10.2} {:>8.0} {:>7.2} {:>6}",
+                    "{:<13} {:>5} {:>6} {:>5} {:<22} {:>10.2} {:>8.0} {:>7.2} {:>6} {:>5}/{:<3}",
                     r.shape,
                     r.k,
                     r.n,
@@ -708,7 +708,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     r.us_per_launch,
                     r.weight_gb_s,
                     r.tflops,
-                    if r.equal { "equal" } else { "DIFFER" }
+                    if r.equal { "equal" } else { "DIFFER" },
+                    r.regs,
+                    r.local_bytes
                 );
             }
             if let Some(path) = json {

@@ -838,18 +838,23 @@ template <> struct VPart<4> {
 // tile's block-table entry while this tile computes: a tile costs one memory round trip,
 // not one per few keys. Only which lane holds which accumulator changes (lane owns dims
 // lane*EPL ..); every sum keeps its order, so the bits are the generic loop's.
-template <int HD, int SPLIT>
+template <int HD, int SPLIT, int G>
 __device__ __forceinline__ void att_tiles_fast(
-    const float* __restrict__ qs, const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache,
+    const float (*__restrict__ qs)[ATT_MAX_HD], const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache,
     long long cache_slots, const int* __restrict__ bt_row, int block_size, int num_kv_heads, int kvh,
     long long nk, float scale, int warp, int lane, unsigned int* __restrict__ counters,
-    float* __restrict__ wacc_row, float* m_out, float* l_out)
+    float (*__restrict__ wacc)[ATT_WARPS][ATT_MAX_HD], float* m_out, float* l_out)
 {
     constexpr int EPL = HD / 32;
     const float NEG_INF = __int_as_float(0xff800000);
-    float m = NEG_INF, l = 0.0f, acc[EPL];
+    float m[G], l[G], acc[G][EPL];
 #pragma unroll
-    for (int e = 0; e < EPL; ++e) acc[e] = 0.0f;
+    for (int gi = 0; gi < G; ++gi) {
+        m[gi] = NEG_INF;
+        l[gi] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) acc[gi][e] = 0.0f;
+    }
     const long long tiles = (nk + 31) >> 5;
     long long key = (long long)warp * 32 + lane;
     int blk = key < nk ? bt_row[key / block_size] : -1;
@@ -876,8 +881,11 @@ __device__ __forceinline__ void att_tiles_fast(
             const long long sj = __shfl_sync(0xffffffffu, slot, j);
             if (sj >= 0) vr[j].load(v_cache + (sj * num_kv_heads + kvh) * HD + lane * EPL);
         }
-        float s = NEG_INF;
-        float dot = 0.0f;
+        // G query heads of one KV head (GQA) share every K and V load; each head's sums
+        // keep the one-head order.
+        float dot[G];
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) dot[gi] = 0.0f;
 #pragma unroll
         for (int part = 0; part < SPLIT; ++part) {
             if (part > 0) {
@@ -890,15 +898,26 @@ __device__ __forceinline__ void att_tiles_fast(
                     float kf[8];
                     unpack8(kraw[c], kf);
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) dot = fmaf(qs[(part * KC + c) * 8 + e], kf[e], dot);
+                    for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+                        for (int e = 0; e < 8; ++e) dot[gi] = fmaf(qs[gi][(part * KC + c) * 8 + e], kf[e], dot[gi]);
                 }
             }
         }
-        if (slot >= 0) s = dot * scale;
-        float m_new, corr, p;
-        if (!softmax_tile(s, slot >= 0, m, &m_new, &l, &corr, &p)) continue;
+        float p[G];
+        bool any[G];
 #pragma unroll
-        for (int e = 0; e < EPL; ++e) acc[e] = acc[e] * corr;
+        for (int gi = 0; gi < G; ++gi) {
+            p[gi] = 0.0f;
+            const float sc = slot >= 0 ? dot[gi] * scale : NEG_INF;
+            float m_new, corr;
+            any[gi] = softmax_tile(sc, slot >= 0, m[gi], &m_new, &l[gi], &corr, &p[gi]);
+            if (any[gi]) {
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) acc[gi][e] = acc[gi][e] * corr;
+                m[gi] = m_new;
+            }
+        }
 #pragma unroll
         for (int part = 0; part < SPLIT; ++part) {
             if (part > 0) {
@@ -910,21 +929,29 @@ __device__ __forceinline__ void att_tiles_fast(
             }
 #pragma unroll
             for (int j = 0; j < VJ; ++j) {
-                const float pj = __shfl_sync(0xffffffffu, p, part * VJ + j);
                 if (!((live >> (part * VJ + j)) & 1u)) continue;
 #pragma unroll
-                for (int e = 0; e < EPL; ++e) acc[e] = fmaf(pj, vr[j].get(e), acc[e]);
+                for (int gi = 0; gi < G; ++gi) {
+                    const float pj = __shfl_sync(0xffffffffu, p[gi], part * VJ + j);
+                    if (!any[gi]) continue;
+#pragma unroll
+                    for (int e = 0; e < EPL; ++e) acc[gi][e] = fmaf(pj, vr[j].get(e), acc[gi][e]);
+                }
             }
         }
-        m = m_new;
     }
-    *m_out = m;
-    *l_out = l;
 #pragma unroll
-    for (int e = 0; e < EPL; ++e) wacc_row[lane * EPL + e] = acc[e];
+    for (int gi = 0; gi < G; ++gi) {
+        m_out[gi] = m[gi];
+        l_out[gi] = l[gi];
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) wacc[gi][warp][lane * EPL + e] = acc[gi][e];
+    }
 }
 
-template <int SPLIT>
+// Items are (token, group of G query heads sharing one KV head): G = 1 is every head alone;
+// G > 1 (qwen_attention_gqa) loads each K and V row once for the group.
+template <int SPLIT, int G>
 __device__ __forceinline__ void attention_body(
     const int* __restrict__ counts,
     const bf16_t* __restrict__ q,
@@ -936,22 +963,23 @@ __device__ __forceinline__ void attention_body(
     bf16_t* __restrict__ out,
     unsigned int* __restrict__ counters)
 {
-    __shared__ float qs[ATT_MAX_HD];
-    __shared__ float wm[ATT_WARPS], wl[ATT_WARPS];
-    __shared__ float wacc[ATT_WARPS][ATT_MAX_HD];
+    __shared__ float qs[G][ATT_MAX_HD];
+    __shared__ float wm[G][ATT_WARPS], wl[G][ATT_WARPS];
+    __shared__ float wacc[G][ATT_WARPS][ATT_MAX_HD];
     const int num_reqs = counts[C_NUM_REQS];
     if (num_reqs <= 0) return;
     const int total = cu_seqlens_q[num_reqs];
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int group = num_heads / num_kv_heads;
+    const int groups = num_heads / G;
     const float scale = 1.0f / sqrtf((float)head_dim);
     const float NEG_INF = __int_as_float(0xff800000);
-    const long long items = (long long)total * num_heads;
+    const long long items = (long long)total * groups;
     for (long long it = blockIdx.x; it < items; it += gridDim.x) {
-        const int t = (int)(it / num_heads);
-        const int h = (int)(it % num_heads);
-        const int kvh = h / group;
+        const int t = (int)(it / groups);
+        const int h0 = (int)(it % groups) * G;
+        const int kvh = h0 / group;
         const int r = row_of(cu_seqlens_q, num_reqs, t);
         long long nk = positions[t] + 1;
         if (nk > seqused_k[r] || nk < 1) {
@@ -959,17 +987,22 @@ __device__ __forceinline__ void attention_body(
             nk = nk < 1 ? 0 : seqused_k[r];
         }
         __syncthreads();
-        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) qs[d] = bf2f(q[((long long)t * num_heads + h) * head_dim + d]);
+        for (int i = threadIdx.x; i < G * head_dim; i += blockDim.x)
+            qs[i / head_dim][i % head_dim] = bf2f(q[((long long)t * num_heads + h0) * head_dim + i]);
         __syncthreads();
-        float m = NEG_INF, l = 0.0f;
+        float m[G], l[G];
         const int* bt_row = block_table + (long long)r * blocks_per_row;
         if (head_dim == 128) {
-            att_tiles_fast<128, SPLIT>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
-                                scale, warp, lane, counters, wacc[warp], &m, &l);
+            att_tiles_fast<128, SPLIT, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+                                          scale, warp, lane, counters, wacc, m, l);
         } else if (head_dim == 64) {
-            att_tiles_fast<64, SPLIT>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
-                               scale, warp, lane, counters, wacc[warp], &m, &l);
+            att_tiles_fast<64, SPLIT, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+                                         scale, warp, lane, counters, wacc, m, l);
         } else {
+#pragma unroll 1
+          for (int gi = 0; gi < G; ++gi) {
+            m[gi] = NEG_INF;
+            l[gi] = 0.0f;
             float acc[ATT_MAX_HD / 32];
 #pragma unroll
             for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = 0.0f;
@@ -982,7 +1015,7 @@ __device__ __forceinline__ void attention_body(
                     const int blk = block_table[(long long)r * blocks_per_row + key / block_size];
                     slot = (long long)blk * block_size + key % block_size;
                     if (blk < 0 || slot >= cache_slots) {
-                        atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+                        if (gi == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
                         slot = -1;
                     } else {
                         const bf16_t* kr = k_cache + (slot * num_kv_heads + kvh) * head_dim;
@@ -992,13 +1025,13 @@ __device__ __forceinline__ void attention_body(
                             float kf[8];
                             unpack8(*(const uint4*)(kr + d), kf);
 #pragma unroll
-                            for (int e = 0; e < 8; ++e) dot = fmaf(qs[d + e], kf[e], dot);
+                            for (int e = 0; e < 8; ++e) dot = fmaf(qs[gi][d + e], kf[e], dot);
                         }
                         s = dot * scale;
                     }
                 }
                 float m_new, corr, p;
-                if (!softmax_tile(s, slot >= 0, m, &m_new, &l, &corr, &p)) continue;
+                if (!softmax_tile(s, slot >= 0, m[gi], &m_new, &l[gi], &corr, &p)) continue;
 #pragma unroll
                 for (int e = 0; e < ATT_MAX_HD / 32; ++e) acc[e] = acc[e] * corr;
                 // Keys j = 0..31 in order for every acc[e]; the V rows of ATT_VU keys are
@@ -1028,28 +1061,35 @@ __device__ __forceinline__ void attention_body(
                         }
                     }
                 }
-                m = m_new;
+                m[gi] = m_new;
             }
 #pragma unroll
             for (int e = 0; e < ATT_MAX_HD / 32; ++e) {
                 const int d = lane + 32 * e;
-                if (d < head_dim) wacc[warp][d] = acc[e];
+                if (d < head_dim) wacc[gi][warp][d] = acc[e];
             }
+          }
         }
-        if (lane == 0) { wm[warp] = m; wl[warp] = l; }
+        if (lane == 0) {
+#pragma unroll
+            for (int gi = 0; gi < G; ++gi) { wm[gi][warp] = m[gi]; wl[gi][warp] = l[gi]; }
+        }
         __syncthreads();
-        float M = NEG_INF;
-        for (int w2 = 0; w2 < ATT_WARPS; ++w2) M = fmaxf(M, wm[w2]);
-        float L = 0.0f;
-        float ew[ATT_WARPS];
-        for (int w2 = 0; w2 < ATT_WARPS; ++w2) {
-            ew[w2] = wm[w2] == NEG_INF ? 0.0f : exp_f(wm[w2] - M);
-            L = fmaf(wl[w2], ew[w2], L);
-        }
-        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-            float o = 0.0f;
-            for (int w2 = 0; w2 < ATT_WARPS; ++w2) o = fmaf(wacc[w2][d], ew[w2], o);
-            out[((long long)t * num_heads + h) * head_dim + d] = f2bf(L > 0.0f ? o / L : 0.0f);
+#pragma unroll 1
+        for (int gi = 0; gi < G; ++gi) {
+            float M = NEG_INF;
+            for (int w2 = 0; w2 < ATT_WARPS; ++w2) M = fmaxf(M, wm[gi][w2]);
+            float L = 0.0f;
+            float ew[ATT_WARPS];
+            for (int w2 = 0; w2 < ATT_WARPS; ++w2) {
+                ew[w2] = wm[gi][w2] == NEG_INF ? 0.0f : exp_f(wm[gi][w2] - M);
+                L = fmaf(wl[gi][w2], ew[w2], L);
+            }
+            for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+                float o = 0.0f;
+                for (int w2 = 0; w2 < ATT_WARPS; ++w2) o = fmaf(wacc[gi][w2][d], ew[w2], o);
+                out[((long long)t * num_heads + h0 + gi) * head_dim + d] = f2bf(L > 0.0f ? o / L : 0.0f);
+            }
         }
     }
 }
@@ -1067,13 +1107,19 @@ __device__ __forceinline__ void attention_body(
 // blocks, as at batch 1).
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention(ATTENTION_ARGS) {
     pdl_begin();
-    attention_body<1>(ATTENTION_PASS);
+    attention_body<1, 1>(ATTENTION_PASS);
 }
 // Half a tile's K and V rows at a time: fewer registers, so more blocks per SM when the step
 // has many (token, head) items. Same sums in the same order, so the same bits.
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32, 4) qwen_attention_lean(ATTENTION_ARGS) {
     pdl_begin();
-    attention_body<2>(ATTENTION_PASS);
+    attention_body<2, 1>(ATTENTION_PASS);
+}
+// The lean body for pairs of query heads sharing a KV head (GQA with an even group, launched
+// with half the items): each K and V row read once for both. Same sums per head.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32, 4) qwen_attention_gqa2(ATTENTION_ARGS) {
+    pdl_begin();
+    attention_body<2, 2>(ATTENTION_PASS);
 }
 
 // act = bf16(bf16(silu(gate)) * up) over the padded rows; gate_up is [T, 2I] = [gate | up]
@@ -1204,16 +1250,32 @@ __device__ __forceinline__ uint4 norm8(uint4 xv, uint4 nw, float inv) {
 // reads the residual stream as x and normalises each element as it loads it (the warp first
 // computes the row's sum of squares in the norm's order); RESADD adds bf16(sum) into y, the
 // residual stream, where the next norm would have.
-template <int NT, int MF, int U, bool SPLIT_WARPS, bool GLU, bool NORM = false, bool RESADD = false>
+// XS (x staged, KernelPlan::Tensor from 17 rows): the split-K body with the block's TR x rows
+// copied once into dynamic shared memory (each row padded to an odd multiple of 64 bytes, so
+// a quarter warp's 16-byte reads of rows g and g + 1 fall in disjoint banks), the partial
+// sums after them; a block takes a contiguous run of tiles (row group major) and restages
+// only when the row group changes. Without it every tile re-read its x rows from L2 (at 64
+// rows twice the weights' bytes per tile). The fragments, and so every sum, are the same.
+extern __shared__ __align__(16) unsigned char mma_dyn_smem[];
+
+__host__ __device__ __forceinline__ int xs_stride(int K) { return K + ((K & 63) ? 0 : 32); }
+
+template <int NT, int MF, int U, bool SPLIT_WARPS, bool GLU, bool NORM = false, bool RESADD = false, bool XS = false>
 __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict__ x, int K,
                                               const bf16_t* __restrict__ w, int N,
                                               bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out,
                                               const bf16_t* __restrict__ norm_w = nullptr, float eps = 0.0f)
 {
     static_assert(!GLU || NT == 2, "a GLU tile is 8 gate and the 8 matching up columns");
-    static_assert(!NORM || MF == 1, "a folded norm normalises one fragment's rows");
+    static_assert(!NORM || MF == 1 || XS, "an unstaged folded norm normalises one fragment's rows");
+    static_assert(!XS || SPLIT_WARPS, "x is staged for the split-K body");
     constexpr int TR = MF * 16;
-    __shared__ float part[SPLIT_WARPS ? MMA_SPLIT : 1][TR][NT * 8 + 1];
+    typedef float PartTile[TR][NT * 8 + 1];
+    __shared__ float part_static[SPLIT_WARPS && !XS ? MMA_SPLIT : 1][XS ? 1 : TR][NT * 8 + 1];
+    const int xstride = XS ? xs_stride(K) : 0;
+    bf16_t* xs = (bf16_t*)mma_dyn_smem;
+    PartTile* part = XS ? (PartTile*)(mma_dyn_smem + (size_t)TR * xstride * 2) : (PartTile*)part_static;
+    int staged_m0 = -1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int chunks = K >> 5;
@@ -1223,12 +1285,57 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
     const int row_tiles = (rows + TR - 1) / TR;
     const int tiles = col_tiles * row_tiles;
     const int per_block = SPLIT_WARPS ? 1 : MMA_SPLIT;  // tiles a block takes at once
-    for (int base = blockIdx.x * per_block; base < tiles; base += gridDim.x * per_block) {
+    // XS: block b takes tiles [b T / grid, (b + 1) T / grid).
+    const int first = XS ? (int)((long long)tiles * blockIdx.x / gridDim.x) : blockIdx.x * per_block;
+    const int end = XS ? (int)((long long)tiles * (blockIdx.x + 1) / gridDim.x) : tiles;
+    const int stride = XS ? 1 : gridDim.x * per_block;
+    for (int base = first; base < end; base += stride) {
         const int tile = SPLIT_WARPS ? base : base + warp;
         // Neighbouring tiles share a row group: tile = row_tile * col_tiles + col_tile.
         const int m0 = (tile / col_tiles) * TR;
         const int n0 = (tile % col_tiles) * tile_cols;
         const bool live = tile < tiles;
+        if (XS && m0 != staged_m0) {
+            // Every thread is past its reads of the previous group (the loop ends with a
+            // barrier); rows past `rows` stage as zeros, as the direct loads read them.
+            const int vecs = K >> 3, total = TR * vecs;
+            for (int i0 = threadIdx.x; i0 < total; i0 += 8 * MMA_SPLIT * 32) {
+                uint4 v[8];
+#pragma unroll
+                for (int u = 0; u < 8; ++u) {
+                    const int i = i0 + u * MMA_SPLIT * 32, r = i / vecs;
+                    v[u] = i < total && m0 + r < rows ? *(const uint4*)(x + (long long)(m0 + r) * K + 8 * (i - r * vecs))
+                                                      : make_uint4(0u, 0u, 0u, 0u);
+                }
+#pragma unroll
+                for (int u = 0; u < 8; ++u) {
+                    const int i = i0 + u * MMA_SPLIT * 32, r = i / vecs;
+                    if (i < total) *(uint4*)(xs + r * xstride + 8 * (i - r * vecs)) = v[u];
+                }
+            }
+            __syncthreads();
+            if constexpr (NORM) {
+                // The input / post RMSNorm of the staged rows, in qwen_rmsnorm's order: lane
+                // l sums squares of elements l, l + 32, ... (fmaf), the warp's butterfly
+                // adds the lanes; each element becomes bf16(bf16(r * inv) * w).
+                for (int r = warp; r < TR && m0 + r < rows; r += MMA_SPLIT) {
+                    bf16_t* row = xs + r * xstride;
+                    float ss = 0.0f;
+                    for (int i = lane; i < K; i += 32) {
+                        const float v = bf2f(row[i]);
+                        ss = fmaf(v, v, ss);
+                    }
+                    ss = warp_butterfly_sum(ss);
+                    const float iv = 1.0f / sqrtf(ss / (float)K + eps);
+                    for (int i = lane; i < (K >> 3); i += 32) {
+                        uint4* p = (uint4*)(row + 8 * i);
+                        *p = norm8(*p, *(const uint4*)(norm_w + 8 * i), iv);
+                    }
+                }
+                __syncthreads();
+            }
+            staged_m0 = m0;
+        }
         long long wrow[NT];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
@@ -1253,7 +1360,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
             }
         // NORM: 1 / rms of the fragment's rows g and g + 8 (every lane joins each row's sum).
         float inv[2] = {0.0f, 0.0f};
-        if (NORM) {
+        if (NORM && !XS) {
             for (int r = 0; r < 16 && live && m0 + r < rows; ++r) {
                 const long long row = (long long)(m0 + r) * K;
                 float ss = 0.0f;
@@ -1289,6 +1396,30 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
                     for (int e = 0; e < 4; ++e) acc[mf][nt][e] = 0.0f;
             const int c_end = (s + 1) * chunks / MMA_SPLIT;
             int c = s * chunks / MMA_SPLIT;
+            if constexpr (XS) {
+                // The fragment rows mf * 16 + g (+ 8) at chunk c, from the staged copy.
+                const bf16_t* xl = xs + g * xstride + 8 * t;
+                for (; c < c_end; c += U) {
+                    uint4 wv[U][NT];
+#pragma unroll
+                    for (int u = 0; u < U; ++u)
+#pragma unroll
+                        for (int nt = 0; nt < NT; ++nt)
+                            wv[u][nt] = c + u < c_end ? *(const uint4*)(w + wrow[nt] + ((c + u) << 5))
+                                                      : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                    for (int u = 0; u < U; ++u) {
+                        if (c + u >= c_end) break;
+                        uint4 xv[MF][2];
+#pragma unroll
+                        for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+                            for (int h = 0; h < 2; ++h)
+                                xv[mf][h] = *(const uint4*)(xl + (mf * 16 + 8 * h) * xstride + ((c + u) << 5));
+                        mma_chunk<NT, MF>(acc, wv[u], xv);
+                    }
+                }
+            }
             for (; c + U <= c_end; c += U) {
                 uint4 wv[U][NT], xv[U][MF][2];
 #pragma unroll
@@ -1406,13 +1537,14 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
     }
 }
 
-#define GEMM_MMA_ENTRY(NAME, NT, MF, U, SPLIT_WARPS, GLU)                                      \
+#define GEMM_MMA_ENTRY_X(NAME, NT, MF, U, SPLIT_WARPS, GLU, XS)                                \
     extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS)             \
     {                                                                                          \
         pdl_begin();                                                                           \
-        gemm_mma_body<NT, MF, U, SPLIT_WARPS, GLU>(rows_of(counts, source), x, K, w, N, y, yf, \
-                                                   f32_out);                                   \
+        gemm_mma_body<NT, MF, U, SPLIT_WARPS, GLU, false, false, XS>(rows_of(counts, source), x, K, w, N, \
+                                                                     y, yf, f32_out);          \
     }
+#define GEMM_MMA_ENTRY(NAME, NT, MF, U, SPLIT_WARPS, GLU) GEMM_MMA_ENTRY_X(NAME, NT, MF, U, SPLIT_WARPS, GLU, false)
 #define GEMM_MMA_FOLDED_ENTRY(NAME, NT, GLU, NORM, RESADD)                                       \
     extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS,                \
                                                                        const bf16_t* __restrict__ norm_w, float eps) \
@@ -1430,6 +1562,25 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resad
     pdl_begin();
     gemm_mma_body<1, 1, 2, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);
 }
+// From 17 rows (KernelPlan::folds_norms): o_proj / down_proj add into the residual stream,
+// qkv / gate_up normalise their staged x rows (XS + NORM).
+extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resadd_s_2_1(GEMM_PARAMS)
+{
+    pdl_begin();
+    gemm_mma_body<2, 1, 2, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);
+}
+#define GEMM_MMA_XS_NORM_ENTRY(NAME, MF, GLU)                                                    \
+    extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS,                \
+                                                                       const bf16_t* __restrict__ norm_w, float eps) \
+    {                                                                                            \
+        pdl_begin();                                                                             \
+        gemm_mma_body<2, MF, 4, true, GLU, true, false, true>(rows_of(counts, source), x, K, w, N, y, yf, \
+                                                              f32_out, norm_w, eps);             \
+    }
+GEMM_MMA_XS_NORM_ENTRY(qwen_gemm_mma_xs_norm_2_2, 2, false)
+GEMM_MMA_XS_NORM_ENTRY(qwen_gemm_mma_xs_norm_2_4, 4, false)
+GEMM_MMA_XS_NORM_ENTRY(qwen_gemm_mma_xs_norm_glu_2, 2, true)
+GEMM_MMA_XS_NORM_ENTRY(qwen_gemm_mma_xs_norm_glu_4, 4, true)
 // qwen_gemm_mma_s_NT_MF: slices across the block's warps; qwen_gemm_mma_w_NT_MF: a warp per tile.
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_1, 1, 1, 4, true, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_2_1, 2, 1, 2, true, false)
@@ -1442,3 +1593,8 @@ GEMM_MMA_ENTRY(qwen_gemm_mma_w_1_4, 1, 4, 2, false, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_w_2_4, 2, 4, 2, false, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_w_2_2, 2, 2, 2, false, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_glu_1, 2, 1, 2, true, true)
+// qwen_gemm_mma_xs_NT_MF: x staged (XS above); launched with its dynamic shared memory.
+#define GEMM_MMA_XS_ENTRY(NAME, NT, MF, U, GLU) GEMM_MMA_ENTRY_X(NAME, NT, MF, U, true, GLU, true)
+GEMM_MMA_XS_ENTRY(qwen_gemm_mma_xs_2_2, 2, 2, 4, false)
+GEMM_MMA_XS_ENTRY(qwen_gemm_mma_xs_2_4, 2, 4, 4, false)
+

@@ -172,6 +172,11 @@ impl Device {
         Ok(out)
     }
 
+    /// The most dynamic shared memory one block may opt into (bytes; 227 KiB on Hopper).
+    pub fn shared_optin(&self) -> Result<usize> {
+        Ok(self.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize)
+    }
+
     /// A loaded kernel by entry-point name.
     pub fn function(&self, name: &str) -> Result<&CudaFunction> {
         self.functions.get(name).ok_or_else(|| ExecError::UnknownKernel(name.to_string()))

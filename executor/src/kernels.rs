@@ -76,6 +76,7 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_qk_norm_rope_kv",
             "qwen_attention",
             "qwen_attention_lean",
+            "qwen_attention_gqa2",
             "qwen_silu_mul",
             "mma_probe",
             "qwen_gemm_mma_s_1_1",
@@ -92,6 +93,13 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_mma_norm_s_1_1",
             "qwen_gemm_mma_norm_glu_1",
             "qwen_gemm_mma_resadd_s_1_1",
+            "qwen_gemm_mma_xs_2_2",
+            "qwen_gemm_mma_xs_2_4",
+            "qwen_gemm_mma_resadd_s_2_1",
+            "qwen_gemm_mma_xs_norm_2_2",
+            "qwen_gemm_mma_xs_norm_2_4",
+            "qwen_gemm_mma_xs_norm_glu_2",
+            "qwen_gemm_mma_xs_norm_glu_4",
         ],
     },
 ];
@@ -378,6 +386,8 @@ mod tests {
                         || m.source.contains(&format!("\nGEMM_TILED_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_FOLDED_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_MMA_XS_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_MMA_XS_NORM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),
                     "{}: no entry {e}",
                     m.name

@@ -6,7 +6,7 @@
 //! other. Weights are cycled over enough copies that they
 //! come from HBM, as in a step; time per launch from CUDA events around a run of launches.
 
-use cudarc::driver::{sys, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaSlice, PushKernelArg};
 
 use super::gpu::Tiling;
 use super::ModelConfig;
@@ -40,6 +40,8 @@ pub const GEMM_VARIANTS: &[Tiling] = &[
     Tiling::mma("qwen_gemm_mma_w_1_4", 8, 64, false),
     Tiling::mma("qwen_gemm_mma_w_2_4", 16, 64, false),
     Tiling::mma("qwen_gemm_mma_w_2_2", 16, 32, false),
+    super::gpu::XS_2_2,
+    super::gpu::XS_2_4,
 ];
 
 /// One timed (shape, rows, tiling).
@@ -55,6 +57,9 @@ pub struct GemmRow {
     pub weight_gb_s: f64,
     /// FMA rate in TFLOP/s (2 flops per multiply-add).
     pub tflops: f64,
+    /// Registers per thread and local memory (spills) per thread in bytes, as loaded.
+    pub regs: i32,
+    pub local_bytes: i32,
     /// Output bit-equal to `qwen_gemm`'s (tensor-core entries: to the CPU twin's
     /// `dot_tensor` on sampled columns, and to the first tensor-core entry's output).
     pub equal: bool,
@@ -133,13 +138,12 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
             let mut reference: Option<(Vec<u16>, Vec<f32>)> = None;
             let mut mma_reference: Option<(Vec<u16>, Vec<f32>)> = None;
             for tiling in GEMM_VARIANTS {
+                if tiling.shared_bytes(k) > dev.shared_optin()? {
+                    continue;
+                }
                 let kernel = tiling.entry;
                 let f = dev.function(kernel)?;
-                let lc = LaunchConfig {
-                    grid_dim: (tiling.grid(n, rows).clamp(1, 1 << 20) as u32, 1, 1),
-                    block_dim: (tiling.threads(), 1, 1),
-                    shared_mem_bytes: 0,
-                };
+                let lc = tiling.launch_config(dev, f, n, rows, k)?;
                 let (ki, ni) = (k as i32, n as i32);
                 let go = |w: &CudaSlice<u16>, y: &mut CudaSlice<u16>, yf: &mut CudaSlice<f32>| -> Result<()> {
                     let mut l = dev.stream.launch_builder(f);
@@ -194,6 +198,8 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
                     us_per_launch: us,
                     weight_gb_s: wbytes as f64 / (us * 1e3),
                     tflops: 2.0 * (rows * k * n) as f64 / (us * 1e6),
+                    regs: f.num_regs()?,
+                    local_bytes: f.get_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)?,
                     equal,
                 });
             }

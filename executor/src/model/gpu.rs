@@ -8,7 +8,7 @@
 //! `prepare_inputs` / `prepare_rows` / `build_metadata`) and receive the logits, which
 //! `argmax_rows` and `rejection_greedy` (`sample.cu`) turn into the sampler's rows.
 
-use cudarc::driver::{CudaSlice, LaunchConfig};
+use cudarc::driver::{sys, CudaFunction, CudaSlice, LaunchConfig};
 
 use super::host::{forward_ops, Op};
 use super::kernels_ref::{rope_table, GemmOrder};
@@ -155,7 +155,7 @@ impl KernelPlan {
     pub fn fused_gate_up(self, rows: usize) -> Option<Tiling> {
         match self {
             KernelPlan::Unfused => None,
-            KernelPlan::Tensor => Some(Tiling::mma("qwen_gemm_mma_s_glu_1", 16, 16, true)),
+            KernelPlan::Tensor => Some(S_GLU_1),
             _ if rows >= TILED_FROM_ROWS => Some(Tiling::tiled("qwen_gemm_t_glu_8_8", 8, 8)),
             _ => Some(Tiling::walk("qwen_gemm_glu_4_4", 2)),
         }
@@ -191,21 +191,64 @@ impl KernelPlan {
         }
     }
 
-    /// The norms folded into the products around them at `rows` rows: the input and post
-    /// norms launch nothing, o_proj and down_proj add into the residual stream
-    /// (`qwen_gemm_resadd_1_1_16`), qkv and gate_up normalise it as they read it
-    /// (`qwen_gemm_norm_*`), and the final norm adds nothing (the residual already holds
-    /// the last sum). One row only (the batch-1 decode): every product warp recomputes its
-    /// row's sum of squares.
-    pub fn folds_norms(self, rows: usize) -> bool {
-        self != KernelPlan::Unfused && rows == 1
+    /// [`KernelPlan::attention`] for a model with `group` query heads per KV head, and the
+    /// query heads each block item takes: the tensor plan, from
+    /// [`LEAN_ATTENTION_FROM_ROWS`] rows and with an even group, launches
+    /// `qwen_attention_gqa2` (two query heads of one KV head per item: each K and V row
+    /// read once for both; same sums per head, so the same bits).
+    pub fn attention_for(self, rows: usize, group: usize) -> (&'static str, usize) {
+        if self == KernelPlan::Tensor && rows >= LEAN_ATTENTION_FROM_ROWS && group.is_multiple_of(2) {
+            ("qwen_attention_gqa2", 2)
+        } else {
+            (self.attention(rows), 1)
+        }
     }
 
-    /// The folded one-row product of `op` ([`KernelPlan::folds_norms`]): qkv and gate_up
-    /// normalise the residual stream as they read it, o_proj and down_proj add into it.
-    pub fn folded(self, op: Op) -> Tiling {
+    /// The norms folded into the products around them at `rows` rows: the input and post
+    /// norms launch nothing, o_proj and down_proj add into the residual stream, qkv and
+    /// gate_up normalise it as they read it, and the final norm adds nothing (the residual
+    /// already holds the last sum). One row (the batch-1 decode): every product warp
+    /// recomputes its row's sum of squares. The tensor plan also from
+    /// [`MMA_STAGED_FROM_ROWS`] rows: each block normalises its staged rows once.
+    pub fn folds_norms(self, rows: usize) -> bool {
+        match self {
+            KernelPlan::Unfused => false,
+            KernelPlan::Tensor => rows == 1 || rows >= MMA_STAGED_FROM_ROWS,
+            _ => rows == 1,
+        }
+    }
+
+    /// [`KernelPlan::folds_norms`] for a model of hidden size `hidden` on a device whose
+    /// blocks may opt into `limit` bytes of shared memory (the staged norms need their
+    /// block's rows to fit; where they do not, the norms launch as before).
+    pub fn folds_norms_on(self, rows: usize, hidden: usize, limit: usize) -> bool {
+        self.folds_norms(rows)
+            && (rows == 1 || self.folded(Op::Qkv(0), rows).fitting(hidden, limit).shared_bytes(hidden) <= limit)
+    }
+
+    /// The folded product of `op` at `rows` rows ([`KernelPlan::folds_norms`]): qkv and
+    /// gate_up normalise the residual stream as they read it, o_proj and down_proj add
+    /// into it.
+    pub fn folded(self, op: Op, rows: usize) -> Tiling {
         let tensor = self == KernelPlan::Tensor;
+        let staged = tensor && rows >= MMA_STAGED_FROM_ROWS;
+        let wide = rows > 32;
         match op {
+            Op::Qkv(_) if staged => {
+                if wide {
+                    XS_NORM_2_4
+                } else {
+                    XS_NORM_2_2
+                }
+            }
+            Op::GateUp(_) if staged => {
+                if wide {
+                    XS_NORM_GLU_4
+                } else {
+                    XS_NORM_GLU_2
+                }
+            }
+            _ if staged => RESADD_S_2_1,
             Op::Qkv(_) if tensor => Tiling::mma("qwen_gemm_mma_norm_s_1_1", 8, 16, true),
             Op::Qkv(_) => Tiling::walk("qwen_gemm_norm_2_1_8", 2),
             Op::GateUp(_) if tensor => Tiling::mma("qwen_gemm_mma_norm_glu_1", 16, 16, true),
@@ -289,6 +332,35 @@ pub fn mma_tiling(rows: usize, n: usize) -> Tiling {
     }
 }
 
+/// Rows from which the tensor plan folds the input and post norms into the products
+/// around them ([`KernelPlan::folds_norms`]): qkv and gate_up stage their block's x rows
+/// (the residual stream) in shared memory and normalise them there
+/// (`qwen_gemm_mma_xs_norm_*`, qwen.cu "XS"; K split over the block's warps as in
+/// `qwen_gemm_mma_s_*`, same fragments, same sums), o_proj and down_proj add into the
+/// residual stream (`qwen_gemm_mma_resadd_s_2_1`).
+pub const MMA_STAGED_FROM_ROWS: usize = 17;
+
+const S_GLU_1: Tiling = Tiling::mma("qwen_gemm_mma_s_glu_1", 16, 16, true);
+const RESADD_S_2_1: Tiling = Tiling::mma("qwen_gemm_mma_resadd_s_2_1", 16, 16, true);
+const XS_NORM_2_2: Tiling = Tiling::mma_staged("qwen_gemm_mma_xs_norm_2_2", 16, 32);
+const XS_NORM_2_4: Tiling = Tiling::mma_staged("qwen_gemm_mma_xs_norm_2_4", 16, 64);
+const XS_NORM_GLU_2: Tiling = Tiling::mma_staged("qwen_gemm_mma_xs_norm_glu_2", 16, 32);
+const XS_NORM_GLU_4: Tiling = Tiling::mma_staged("qwen_gemm_mma_xs_norm_glu_4", 16, 64);
+/// The staged products without a norm, for `gpu bench-gemm` (device log, session 12: no
+/// faster than the unstaged ones on their own; the staging pays by carrying the norm).
+pub const XS_2_2: Tiling = Tiling::mma_staged("qwen_gemm_mma_xs_2_2", 16, 32);
+pub const XS_2_4: Tiling = Tiling::mma_staged("qwen_gemm_mma_xs_2_4", 16, 64);
+
+/// Each staged tiling and the one launched instead when its shared memory does not fit the
+/// device (fewer rows per block, then an unstaged entry of the same K order). The 32-row
+/// normalising entries have none: [`KernelPlan::folds_norms_on`] folds only where they fit.
+const STAGED_FALLBACK: [(Tiling, Tiling); 4] = [
+    (XS_NORM_2_4, XS_NORM_2_2),
+    (XS_NORM_GLU_4, XS_NORM_GLU_2),
+    (XS_2_4, XS_2_2),
+    (XS_2_2, Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true)),
+];
+
 /// Rows from which the fused plan launches `qwen_attention_lean`.
 pub const LEAN_ATTENTION_FROM_ROWS: usize = 16;
 
@@ -305,23 +377,78 @@ pub struct Tiling {
     /// block's warps split K of one tile (true) or take a tile each (false). None: the
     /// CUDA-core entries (blocks of `GEMM_WARPS` warps, a warp per column group or tile).
     pub mma_split: Option<bool>,
+    /// Staged tensor-core entries (`qwen_gemm_mma_xs_*`): the block's `rows` x rows live in
+    /// dynamic shared memory ([`Tiling::shared_bytes`]).
+    pub staged: bool,
 }
 
 impl Tiling {
     /// A warp owns `cols` columns and walks every row.
     pub const fn walk(entry: &'static str, cols: usize) -> Tiling {
-        Tiling { entry, cols, rows: 0, mma_split: None }
+        Tiling { entry, cols, rows: 0, mma_split: None, staged: false }
     }
 
     /// A warp owns tiles of `rows` x `cols`.
     pub const fn tiled(entry: &'static str, rows: usize, cols: usize) -> Tiling {
-        Tiling { entry, cols, rows, mma_split: None }
+        Tiling { entry, cols, rows, mma_split: None, staged: false }
     }
 
     /// A tensor-core entry: tiles of `rows` x `cols` (weight rows: a GLU tile counts its
     /// gate and up columns), a block's warps splitting K of one tile or taking one each.
     pub const fn mma(entry: &'static str, cols: usize, rows: usize, split: bool) -> Tiling {
-        Tiling { entry, cols, rows, mma_split: Some(split) }
+        Tiling { entry, cols, rows, mma_split: Some(split), staged: false }
+    }
+
+    /// A staged tensor-core entry (qwen.cu "XS"): K split over the block's warps, the
+    /// block's `rows` x rows copied once into shared memory.
+    pub const fn mma_staged(entry: &'static str, cols: usize, rows: usize) -> Tiling {
+        Tiling { entry, cols, rows, mma_split: Some(true), staged: true }
+    }
+
+    /// Dynamic shared memory of a launch with K = `k`: the staged x rows (each padded as
+    /// qwen.cu `xs_stride` pads it) and the warps' partial sums; 0 unless staged.
+    pub fn shared_bytes(&self, k: usize) -> usize {
+        if !self.staged {
+            return 0;
+        }
+        let stride = k + if k.is_multiple_of(64) { 32 } else { 0 };
+        self.rows * stride * 2 + MMA_SPLIT * self.rows * (self.cols + 1) * 4
+    }
+
+    /// `self`, or when its shared memory at K = `k` exceeds `limit` bytes (the device's
+    /// opt-in maximum per block) the first of its fallbacks that fits.
+    pub fn fitting(self, k: usize, limit: usize) -> Tiling {
+        let mut t = self;
+        while t.shared_bytes(k) > limit {
+            match STAGED_FALLBACK.iter().find(|(s, _)| *s == t) {
+                Some(&(_, f)) => t = f,
+                None => break,
+            }
+        }
+        t
+    }
+
+    /// The launch shape for `n` output columns and `rows` rows with K = `k` on `dev`: the
+    /// grid of [`Tiling::grid`] (a staged entry: at most as many blocks as the device holds
+    /// at once, each taking a contiguous run of tiles), its shared memory allowed on `f`.
+    pub fn launch_config(
+        &self,
+        dev: &Device,
+        f: &CudaFunction,
+        n: usize,
+        rows: usize,
+        k: usize,
+    ) -> Result<LaunchConfig> {
+        let mut lc = cfg(self.grid(n, rows), self.threads());
+        if self.staged {
+            let bytes = self.shared_bytes(k);
+            f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)?;
+            let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(self.threads(), bytes, None)?.max(1);
+            let resident = dev.info.sm_count.max(1) as usize * per_sm as usize;
+            lc.grid_dim.0 = lc.grid_dim.0.min(resident as u32);
+            lc.shared_mem_bytes = bytes as u32;
+        }
+        Ok(lc)
     }
 
     /// Threads per block.
@@ -464,7 +591,7 @@ impl GpuModel {
             _ => h,
         } as usize;
         let fused = self.kernels.fused_gate_up(rows);
-        let folded = self.kernels.folds_norms(rows);
+        let folded = self.kernels.folds_norms_on(rows, c.hidden_size, dev.shared_optin()?);
         match op {
             // The gate_up product wrote `act` already.
             Op::SiluMul(_) if fused.is_some() => return Ok(()),
@@ -473,23 +600,30 @@ impl GpuModel {
             _ => {}
         }
         let gemm_rows = if op == Op::LmHead { logit_rows } else { rows };
+        let gemm_k = match op {
+            Op::OProj(_) => k_o,
+            Op::Down(_) => inter,
+            _ => h,
+        } as usize;
         let tiling = match (op, fused) {
-            (Op::Qkv(_) | Op::GateUp(_) | Op::OProj(_) | Op::Down(_), _) if folded => self.kernels.folded(op),
+            (Op::Qkv(_) | Op::GateUp(_) | Op::OProj(_) | Op::Down(_), _) if folded => self.kernels.folded(op, rows),
             (Op::GateUp(_), Some(f)) => f,
             _ => self.kernels.gemm(gemm_rows, gemm_n),
         };
+        let tiling = if tiling.staged { tiling.fitting(gemm_k, dev.shared_optin()?) } else { tiling };
         let gemm = tiling.entry;
         // Folded steps: the residual stream already holds each sum when a norm would add it.
         let final_add = if folded { zero } else { one };
-        let gemm_grid = |n: i32| cfg(tiling.grid(n as usize, gemm_rows), tiling.threads());
+        let att = self.kernels.attention_for(rows, c.num_heads / c.num_kv_heads.max(1));
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
             Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => self.kernels.rmsnorm(),
             Op::Qkv(_) | Op::OProj(_) | Op::GateUp(_) | Op::Down(_) | Op::LmHead => gemm,
             Op::RopeKv(_) => "qwen_qk_norm_rope_kv",
-            Op::Attention(_) => self.kernels.attention(rows),
+            Op::Attention(_) => att.0,
             Op::SiluMul(_) => "qwen_silu_mul",
         })?;
+        let gemm_grid = |n: i32| tiling.launch_config(dev, f, n as usize, gemm_rows, gemm_k);
         let mut l = RawArgs::new(&dev.stream);
         // GEMM arguments: (counts, source, x, K, w, N, y, yf, f32_out).
         let lc = match op {
@@ -518,13 +652,13 @@ impl GpuModel {
                 if folded {
                     l.arg(&self.layers[i].input_norm).arg(&eps);
                 }
-                gemm_grid(n_qkv)
+                gemm_grid(n_qkv)?
             }
             Op::OProj(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.attn).arg(&k_o).arg(&self.layers[i].o).arg(&h);
                 // Folded: the kernel adds into the residual stream instead of writing delta.
                 l.out(if folded { &mut s.residual } else { &mut s.delta }).out(&mut b.logits).arg(&zero);
-                gemm_grid(h)
+                gemm_grid(h)?
             }
             Op::GateUp(i) => {
                 let x = if folded { &s.residual } else { &s.x };
@@ -534,18 +668,18 @@ impl GpuModel {
                 if folded {
                     l.arg(&self.layers[i].post_norm).arg(&eps);
                 }
-                gemm_grid(n_gu)
+                gemm_grid(n_gu)?
             }
             Op::Down(i) => {
                 l.arg(&b.counts).arg(&ROWS_PADDED).arg(&s.act).arg(&inter).arg(&self.layers[i].down).arg(&h);
                 l.out(if folded { &mut s.residual } else { &mut s.delta }).out(&mut b.logits).arg(&zero);
-                gemm_grid(h)
+                gemm_grid(h)?
             }
             Op::LmHead => {
                 let w = self.lm_head.as_ref().unwrap_or(&self.embed);
                 l.arg(&b.counts).arg(&ROWS_LOGITS).arg(&s.final_x).arg(&h).arg(w).arg(&vocab);
                 l.out(&mut s.x).out(&mut b.logits).arg(&one);
-                gemm_grid(vocab)
+                gemm_grid(vocab)?
             }
             Op::RopeKv(i) => {
                 let lw = &mut self.layers[i];
@@ -560,7 +694,7 @@ impl GpuModel {
                 l.arg(&b.counts).arg(&s.q).arg(&lw.k_cache).arg(&lw.v_cache).arg(&slots);
                 l.arg(&b.cu_seqlens_q).arg(&b.seqused_k).arg(&b.meta_block_table).arg(&bpr).arg(&bs);
                 l.arg(&b.positions).arg(&nh).arg(&nkv).arg(&hd).out(&mut s.attn).out(&mut b.counters);
-                cfg((rows * nh as usize).min(16384), 128)
+                cfg((rows * nh as usize / att.1).min(16384), 128)
             }
             Op::SiluMul(_) => {
                 l.arg(&b.counts).arg(&s.gate_up).arg(&inter).out(&mut s.act);
@@ -606,6 +740,54 @@ mod tests {
     }
 
     #[test]
+    fn staged_tilings_fall_back_to_what_fits_in_shared_memory() {
+        const HOPPER: usize = 232_448; // cudaDevAttrMaxSharedMemoryPerBlockOptin, sm_90
+        const ADA: usize = 101_376; // sm_89
+                                    // 64 rows of K = 1,024 (qkv, gate_up at batch 64): x 64 x (1,024 + 32 pad) bf16,
+                                    // partials 8 warps x 64 x 17 f32.
+        assert_eq!(XS_NORM_2_4.shared_bytes(1024), 64 * 1056 * 2 + 8 * 64 * 17 * 4);
+        assert_eq!(XS_NORM_2_4.fitting(1024, HOPPER), XS_NORM_2_4);
+        // K = 2,048 and 3,072: 32 rows per block.
+        assert_eq!(XS_2_4.fitting(2048, HOPPER), XS_2_2);
+        assert_eq!(XS_2_4.fitting(3072, HOPPER), XS_2_2);
+        assert_eq!(XS_NORM_GLU_4.fitting(3072, HOPPER), XS_NORM_GLU_2);
+        // A K that is an odd multiple of 32 is not padded (its rows already start 64 bytes
+        // apart modulo 128).
+        assert_eq!(XS_2_2.shared_bytes(1056), 32 * 1056 * 2 + 8 * 32 * 17 * 4);
+        // A smaller device falls back to the unstaged entry of the same order...
+        assert_eq!(XS_2_4.fitting(3072, ADA), Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true));
+        // ...and launches the norms where their staged products do not fit.
+        let t = KernelPlan::Tensor;
+        assert!(t.folds_norms_on(64, 1024, HOPPER) && t.folds_norms_on(64, 1024, ADA));
+        assert!(t.folds_norms_on(64, 3072, HOPPER) && !t.folds_norms_on(64, 3072, ADA));
+        assert!(t.folds_norms_on(1, 1 << 16, 0), "one row stages nothing");
+        assert!(!t.folds_norms_on(8, 1024, HOPPER), "2-16 rows launch the norms");
+        let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
+        for (staged, fallback) in STAGED_FALLBACK {
+            assert!(staged.staged && staged.mma_split == Some(true), "{staged:?}");
+            assert!(qwen.entries.contains(&staged.entry) && qwen.entries.contains(&fallback.entry));
+            for k in [1024, 3072] {
+                assert!(fallback.shared_bytes(k) < staged.shared_bytes(k), "{fallback:?} needs less than {staged:?}");
+            }
+        }
+        // The tensor plan's folded products from 17 rows: staged norms (32 rows per block up
+        // to 32 rows, else 64) and residual adds; every one loaded.
+        for rows in [17, 32, 33, 64, 512] {
+            for op in [Op::Qkv(0), Op::GateUp(0), Op::OProj(0), Op::Down(0)] {
+                let f = t.folded(op, rows);
+                assert!(qwen.entries.contains(&f.entry), "{} is not loaded", f.entry);
+                assert_eq!(f.staged, matches!(op, Op::Qkv(_) | Op::GateUp(_)), "{op:?}: {f:?}");
+                assert_eq!(f.entry.contains("glu"), matches!(op, Op::GateUp(_)));
+                if f.staged {
+                    assert_eq!(f.rows, if rows > 32 { 64 } else { 32 });
+                }
+            }
+        }
+        assert_eq!(S_GLU_1.shared_bytes(1024), 0);
+        assert!(!t.gemm(64, 4096).staged && !t.gemm(64, 151_936).staged);
+    }
+
+    #[test]
     fn grids_cover_every_column_group_and_row_tile_once() {
         let walk = Tiling::walk("qwen_gemm_2_4_4", 2);
         assert_eq!(walk.grid(1024, 64), 1024 / (2 * GEMM_WARPS));
@@ -624,7 +806,7 @@ mod tests {
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
             if plan.folds_norms(1) {
                 for op in [Op::Qkv(0), Op::GateUp(0), Op::OProj(0), Op::Down(0)] {
-                    let t = plan.folded(op);
+                    let t = plan.folded(op, 1);
                     assert!(qwen.entries.contains(&t.entry), "{plan:?}: {} is not loaded", t.entry);
                     assert_eq!(t.mma_split.is_some(), plan == KernelPlan::Tensor, "{t:?}");
                 }
@@ -660,6 +842,14 @@ mod tests {
         assert_eq!(KernelPlan::Fused.attention(1), "qwen_attention");
         assert_eq!(KernelPlan::Fused.attention(64), "qwen_attention_lean");
         assert_eq!(KernelPlan::Unfused.attention(64), "qwen_attention");
+        // GQA pairs: the tensor plan from 16 rows with an even group; every other case one
+        // head per item.
+        assert_eq!(KernelPlan::Tensor.attention_for(64, 2), ("qwen_attention_gqa2", 2));
+        assert_eq!(KernelPlan::Tensor.attention_for(16, 4), ("qwen_attention_gqa2", 2));
+        assert_eq!(KernelPlan::Tensor.attention_for(15, 2), ("qwen_attention", 1));
+        assert_eq!(KernelPlan::Tensor.attention_for(64, 3), ("qwen_attention_lean", 1));
+        assert_eq!(KernelPlan::Fused.attention_for(64, 2), ("qwen_attention_lean", 1));
+        assert!(qwen.entries.contains(&"qwen_attention_gqa2"));
         for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16", "qwen_attention_lean"] {
             assert!(qwen.entries.contains(&e), "{e} is not loaded");
         }
