@@ -78,6 +78,19 @@ __device__ __forceinline__ float warp_butterfly_sum(float v) {
     return v;
 }
 
+// 1 / rms of the n bf16 at p, the warp's: lane l sums squares of elements l, l + 32, ...
+// (fmaf), the butterfly adds the lanes (qwen_rmsnorm's order; the q/k norm's and the
+// staged norm's too).
+__device__ __forceinline__ float warp_inv_rms(const bf16_t* p, int n, float eps, int lane) {
+    float ss = 0.0f;
+    for (int i = lane; i < n; i += 32) {
+        const float x = bf2f(p[i]);
+        ss = fmaf(x, x, ss);
+    }
+    ss = warp_butterfly_sum(ss);
+    return 1.0f / sqrtf(ss / (float)n + eps);
+}
+
 __device__ __forceinline__ float warp_butterfly_max(float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
@@ -749,13 +762,7 @@ extern "C" __global__ void qwen_qk_norm_rope_kv(
         float* v = vals[wib];
         if (qk_norm) {
             const bf16_t* nw = is_q ? q_norm : k_norm;
-            float ss = 0.0f;
-            for (int d = lane; d < head_dim; d += 32) {
-                const float x = bf2f(src[d]);
-                ss = fmaf(x, x, ss);
-            }
-            ss = warp_butterfly_sum(ss);
-            const float inv = 1.0f / sqrtf(ss / (float)head_dim + eps);
+            const float inv = warp_inv_rms(src, head_dim, eps, lane);
             for (int d = lane; d < head_dim; d += 32) v[d] = round_bf(round_bf(bf2f(src[d]) * inv) * bf2f(nw[d]));
         } else {
             for (int d = lane; d < head_dim; d += 32) v[d] = bf2f(src[d]);
@@ -1320,13 +1327,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
                 // adds the lanes; each element becomes bf16(bf16(r * inv) * w).
                 for (int r = warp; r < TR && m0 + r < rows; r += MMA_SPLIT) {
                     bf16_t* row = xs + r * xstride;
-                    float ss = 0.0f;
-                    for (int i = lane; i < K; i += 32) {
-                        const float v = bf2f(row[i]);
-                        ss = fmaf(v, v, ss);
-                    }
-                    ss = warp_butterfly_sum(ss);
-                    const float iv = 1.0f / sqrtf(ss / (float)K + eps);
+                    const float iv = warp_inv_rms(row, K, eps, lane);
                     for (int i = lane; i < (K >> 3); i += 32) {
                         uint4* p = (uint4*)(row + 8 * i);
                         *p = norm8(*p, *(const uint4*)(norm_w + 8 * i), iv);

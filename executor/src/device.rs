@@ -87,6 +87,8 @@ pub struct Device {
     pub modules: Vec<CompiledModule>,
     /// The kernel build loaded ([`Variant::Correct`] except in known-bad-variant tests).
     pub variant: Variant,
+    /// The most dynamic shared memory one block may opt into (bytes), read once at open.
+    shared_optin: usize,
 }
 
 impl Device {
@@ -120,7 +122,9 @@ impl Device {
             }
             modules.push(compiled);
         }
-        Ok(Device { ctx, stream, info, functions, modules, variant })
+        let shared_optin =
+            ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize;
+        Ok(Device { ctx, stream, info, functions, modules, variant, shared_optin })
     }
 
     /// The context, stream and device facts, without loading kernels (`gpu info`).
@@ -173,8 +177,8 @@ impl Device {
     }
 
     /// The most dynamic shared memory one block may opt into (bytes; 227 KiB on Hopper).
-    pub fn shared_optin(&self) -> Result<usize> {
-        Ok(self.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize)
+    pub fn shared_optin(&self) -> usize {
+        self.shared_optin
     }
 
     /// A loaded kernel by entry-point name.

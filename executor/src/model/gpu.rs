@@ -598,7 +598,7 @@ impl GpuModel {
             _ => h,
         } as usize;
         let fused = self.kernels.fused_gate_up(rows);
-        let folded = self.kernels.folds_norms_on(rows, c.hidden_size, dev.shared_optin()?);
+        let folded = self.kernels.folds_norms_on(rows, c.hidden_size, dev.shared_optin());
         match op {
             // The gate_up product wrote `act` already.
             Op::SiluMul(_) if fused.is_some() => return Ok(()),
@@ -617,7 +617,7 @@ impl GpuModel {
             (Op::GateUp(_), Some(f)) => f,
             _ => self.kernels.gemm(gemm_rows, gemm_n),
         };
-        let tiling = if tiling.staged { tiling.fitting(gemm_k, dev.shared_optin()?) } else { tiling };
+        let tiling = if tiling.staged { tiling.fitting(gemm_k, dev.shared_optin()) } else { tiling };
         let gemm = tiling.entry;
         // Folded steps: the residual stream already holds each sum when a norm would add it.
         let final_add = if folded { zero } else { one };
