@@ -13,7 +13,7 @@ use specreplay_executor::builders::{self, agreement, timing};
 use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
-use specreplay_executor::model::gpu::KernelPlan;
+use specreplay_executor::model::gpu::{KernelPlan, Launches};
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
@@ -239,6 +239,11 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// `fused-pdl`, `unfused`: see `KernelPlan`); the n-gram comparison runs with the first.
         #[arg(long, value_delimiter = ',', default_value = "tensor")]
         kernels: Vec<KernelPlan>,
+        /// The tensor plan's launch choices to time (speed only: `default`, `base`,
+        /// `staged`, `prefetch`, `staged+prefetch`; see `Launches`); the n-gram comparison
+        /// runs with the first.
+        #[arg(long, value_delimiter = ',', default_value = "default")]
+        launches: Vec<Launches>,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -719,7 +724,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             }
             Ok(if unequal == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        GpuCmd::BenchQwen { random_model, batch, steps, replays, kernels, json } => {
+        GpuCmd::BenchQwen { random_model, batch, steps, replays, kernels, launches, json } => {
             let cfg = preset_config(&random_model)?;
             let dev = Device::open(0)?;
             let t0 = Instant::now();
@@ -731,8 +736,16 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 t0.elapsed().as_secs_f64()
             );
             let mut rows = Vec::new();
-            for &plan in &kernels {
-                println!("kernels {}", plan.name());
+            let first_launches = launches.first().copied().unwrap_or_default();
+            let runs: Vec<(KernelPlan, Launches)> = kernels
+                .iter()
+                .flat_map(|&plan| {
+                    let ls = if plan == KernelPlan::Tensor { launches.clone() } else { vec![Launches::DEFAULT] };
+                    ls.into_iter().map(move |l| (plan, l))
+                })
+                .collect();
+            for &(plan, launch) in &runs {
+                println!("kernels {} launches {launch}", plan.name());
                 println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");
                 for &b in &batch {
                     let prompts: Vec<Vec<u32>> =
@@ -742,6 +755,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         let sc = bench_scenario(&prompts, max_tokens, 0)?;
                         let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
                         qd.set_kernels(plan)?;
+                        qd.set_launches(launch);
                         let t = Instant::now();
                         engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
                         let secs = t.elapsed().as_secs_f64();
@@ -779,7 +793,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     "  profile batch {b:>3} ops' sum {:.3} ms; graph step {g:.3} ms (the rest: bookkeeping, sampler, gaps between kernels)",
                     total / 1e3
                 );
-                    rows.push(serde_json::json!({"kernels": plan, "batch": b, "graph_ms_per_step": g,
+                    rows.push(serde_json::json!({"kernels": plan, "launches": launch.name(), "batch": b, "graph_ms_per_step": g,
                     "engine_ms_per_step": engine_ms, "ops": ops}));
                 }
             }
@@ -790,6 +804,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 let sc = bench_scenario(std::slice::from_ref(&rep), 256, k)?;
                 let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
                 qd.set_kernels(kernels.first().copied().unwrap_or_default())?;
+                qd.set_launches(first_launches);
                 let t = Instant::now();
                 let r = engine::run_on(&sc, &mut qd).map_err(|e| ExecError::Input(e.to_string()))?;
                 let secs = t.elapsed().as_secs_f64();

@@ -81,14 +81,19 @@ __device__ __forceinline__ float warp_butterfly_sum(float v) {
 // 1 / rms of the n bf16 at p, the warp's: lane l sums squares of elements l, l + 32, ...
 // (fmaf), the butterfly adds the lanes (qwen_rmsnorm's order; the q/k norm's and the
 // staged norm's too).
+// 1 / rms from each lane's sum of squares `ss` of a row of n elements: the butterfly adds
+// the lanes, then qwen_rmsnorm's expression.
+__device__ __forceinline__ float lanes_inv_rms(float ss, int n, float eps) {
+    ss = warp_butterfly_sum(ss);
+    return 1.0f / sqrtf(ss / (float)n + eps);
+}
 __device__ __forceinline__ float warp_inv_rms(const bf16_t* p, int n, float eps, int lane) {
     float ss = 0.0f;
     for (int i = lane; i < n; i += 32) {
         const float x = bf2f(p[i]);
         ss = fmaf(x, x, ss);
     }
-    ss = warp_butterfly_sum(ss);
-    return 1.0f / sqrtf(ss / (float)n + eps);
+    return lanes_inv_rms(ss, n, eps);
 }
 
 __device__ __forceinline__ float warp_butterfly_max(float v) {
@@ -1264,10 +1269,12 @@ __device__ __forceinline__ uint4 norm8(uint4 xv, uint4 nw, float inv) {
 // only when the row group changes. Without it every tile re-read its x rows from L2 (at 64
 // rows twice the weights' bytes per tile). The fragments, and so every sum, are the same.
 extern __shared__ __align__(16) unsigned char mma_dyn_smem[];
+#define STAGED_NORM_U 16
 
 __host__ __device__ __forceinline__ int xs_stride(int K) { return K + ((K & 63) ? 0 : 32); }
 
-template <int NT, int MF, int U, bool SPLIT_WARPS, bool GLU, bool NORM = false, bool RESADD = false, bool XS = false>
+template <int NT, int MF, int U, bool SPLIT_WARPS, bool GLU, bool NORM = false, bool RESADD = false, bool XS = false,
+          bool PF = false>
 __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict__ x, int K,
                                               const bf16_t* __restrict__ w, int N,
                                               bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out,
@@ -1276,6 +1283,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
     static_assert(!GLU || NT == 2, "a GLU tile is 8 gate and the 8 matching up columns");
     static_assert(!NORM || MF == 1 || XS, "an unstaged folded norm normalises one fragment's rows");
     static_assert(!XS || SPLIT_WARPS, "x is staged for the split-K body");
+    static_assert(!PF || (SPLIT_WARPS && !XS), "PF requests the warp's first slice chunks");
     constexpr int TR = MF * 16;
     typedef float PartTile[TR][NT * 8 + 1];
     __shared__ float part_static[SPLIT_WARPS && !XS ? MMA_SPLIT : 1][XS ? 1 : TR][NT * 8 + 1];
@@ -1324,13 +1332,38 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
             if constexpr (NORM) {
                 // The input / post RMSNorm of the staged rows, in qwen_rmsnorm's order: lane
                 // l sums squares of elements l, l + 32, ... (fmaf), the warp's butterfly
-                // adds the lanes; each element becomes bf16(bf16(r * inv) * w).
-                for (int r = warp; r < TR && m0 + r < rows; r += MMA_SPLIT) {
-                    bf16_t* row = xs + r * xstride;
-                    const float iv = warp_inv_rms(row, K, eps, lane);
+                // adds the lanes; each element becomes bf16(bf16(r * inv) * w). A warp takes
+                // two rows at a time, each lane's STAGED_NORM_U values of both loaded before
+                // its two fmaf chains (one row at a time was a chain of dependent shared
+                // loads: device log run 22).
+                for (int r = warp; r < TR && m0 + r < rows; r += 2 * MMA_SPLIT) {
+                    const bool two = r + MMA_SPLIT < TR && m0 + r + MMA_SPLIT < rows;
+                    bf16_t* ra = xs + r * xstride;
+                    bf16_t* rb = xs + (two ? r + MMA_SPLIT : r) * xstride;
+                    float sa = 0.0f, sb = 0.0f;
+                    for (int base = lane; base < K; base += 32 * STAGED_NORM_U) {
+                        float va[STAGED_NORM_U], vb[STAGED_NORM_U];
+#pragma unroll
+                        for (int u = 0; u < STAGED_NORM_U; ++u) {
+                            const int i = base + 32 * u < K ? base + 32 * u : 0;
+                            va[u] = bf2f(ra[i]);
+                            vb[u] = bf2f(rb[i]);
+                        }
+#pragma unroll
+                        for (int u = 0; u < STAGED_NORM_U; ++u)
+                            if (base + 32 * u < K) {
+                                sa = fmaf(va[u], va[u], sa);
+                                sb = fmaf(vb[u], vb[u], sb);
+                            }
+                    }
+                    const float ia = lanes_inv_rms(sa, K, eps), ib = lanes_inv_rms(sb, K, eps);
                     for (int i = lane; i < (K >> 3); i += 32) {
-                        uint4* p = (uint4*)(row + 8 * i);
-                        *p = norm8(*p, *(const uint4*)(norm_w + 8 * i), iv);
+                        const uint4 nw = *(const uint4*)(norm_w + 8 * i);
+                        uint4* pa = (uint4*)(ra + 8 * i);
+                        uint4* pb = (uint4*)(rb + 8 * i);
+                        const uint4 a = *pa, b = *pb;
+                        *pa = norm8(a, nw, ia);
+                        if (two) *pb = norm8(b, nw, ib);
                     }
                 }
                 __syncthreads();
@@ -1359,6 +1392,19 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
                 xok[mf][h] = live && r < rows;
                 xrow[mf][h] = (long long)(xok[mf][h] ? r : 0) * K + 8 * t;
             }
+        // PF: the warp's first U weight chunks are requested before anything else (before
+        // the NORM sum of squares below), so the row's norm overlaps their memory latency.
+        uint4 wpre[PF ? U : 1][NT];
+        const int c_begin = SPLIT_WARPS ? warp * chunks / MMA_SPLIT : 0;
+        if constexpr (PF) {
+            const int c_stop = (warp + 1) * chunks / MMA_SPLIT;
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+                    wpre[u][nt] = c_begin + u < c_stop ? *(const uint4*)(w + wrow[nt] + ((c_begin + u) << 5))
+                                                       : make_uint4(0u, 0u, 0u, 0u);
+        }
         // NORM: 1 / rms of the fragment's rows g and g + 8 (every lane joins each row's sum).
         float inv[2] = {0.0f, 0.0f};
         if (NORM && !XS) {
@@ -1423,10 +1469,12 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
             }
             for (; c + U <= c_end; c += U) {
                 uint4 wv[U][NT], xv[U][MF][2];
+                const bool pre = PF && c == c_begin;
 #pragma unroll
                 for (int u = 0; u < U; ++u) {
 #pragma unroll
-                    for (int nt = 0; nt < NT; ++nt) wv[u][nt] = *(const uint4*)(w + wrow[nt] + ((c + u) << 5));
+                    for (int nt = 0; nt < NT; ++nt)
+                        wv[u][nt] = pre ? wpre[u][nt] : *(const uint4*)(w + wrow[nt] + ((c + u) << 5));
 #pragma unroll
                     for (int mf = 0; mf < MF; ++mf)
 #pragma unroll
@@ -1557,6 +1605,24 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
 // The one-row folded products of the tensor plan (KernelPlan::folds_norms).
 GEMM_MMA_FOLDED_ENTRY(qwen_gemm_mma_norm_s_1_1, 1, false, true, false)
 GEMM_MMA_FOLDED_ENTRY(qwen_gemm_mma_norm_glu_1, 2, true, true, false)
+// The one-row products of the tensor plan's prefetching launches (Launches::prefetch): 16
+// columns and 4 chunks in flight per warp (a K = 1,024 slice whole), the normalising ones
+// requesting their weights before the row's sum of squares (PF).
+#define GEMM_MMA_FOLDED_PF_ENTRY(NAME, NT, GLU)                                                  \
+    extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS,                \
+                                                                       const bf16_t* __restrict__ norm_w, float eps) \
+    {                                                                                            \
+        pdl_begin();                                                                             \
+        gemm_mma_body<NT, 1, 4, true, GLU, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, \
+                                                                     yf, f32_out, norm_w, eps);  \
+    }
+GEMM_MMA_FOLDED_PF_ENTRY(qwen_gemm_mma_norm_p_2_1, 2, false)
+GEMM_MMA_FOLDED_PF_ENTRY(qwen_gemm_mma_norm_glu_p_1, 2, true)
+extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resadd_s_1_1_4(GEMM_PARAMS)
+{
+    pdl_begin();
+    gemm_mma_body<1, 1, 4, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);
+}
 // RESADD takes no norm: the plain GEMM parameters (gpu.rs passes nine arguments).
 extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resadd_s_1_1(GEMM_PARAMS)
 {
@@ -1585,6 +1651,7 @@ GEMM_MMA_XS_NORM_ENTRY(qwen_gemm_mma_xs_norm_glu_4, 4, true)
 // qwen_gemm_mma_s_NT_MF: slices across the block's warps; qwen_gemm_mma_w_NT_MF: a warp per tile.
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_1, 1, 1, 4, true, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_2_1, 2, 1, 2, true, false)
+GEMM_MMA_ENTRY(qwen_gemm_mma_s_2_1_4, 2, 1, 4, true, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_4, 1, 4, 2, true, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_2_4, 2, 4, 1, true, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_1_2, 1, 2, 2, true, false)

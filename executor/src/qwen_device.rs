@@ -412,13 +412,13 @@ impl<'d> QwenDevice<'d> {
         Ok(d)
     }
 
-    /// Launches the forward pass with `plan`'s entry points from the next step on; graphs
-    /// captured before are dropped (they hold the previous entries) and captured again.
     /// The plan the forward pass launches.
     pub fn kernels(&self) -> crate::model::gpu::KernelPlan {
         self.model.kernels
     }
 
+    /// Launches the forward pass with `plan`'s entry points from the next step on; graphs
+    /// captured before are dropped (they hold the previous entries) and captured again.
     pub fn set_kernels(&mut self, plan: crate::model::gpu::KernelPlan) -> Result<()> {
         plan.check(&self.model.cfg)?;
         if self.model.kernels != plan {
@@ -426,6 +426,15 @@ impl<'d> QwenDevice<'d> {
             self.model.kernels = plan;
         }
         Ok(())
+    }
+
+    /// The tensor plan's launch choices from the next step on (speed only: the same bits),
+    /// graphs dropped as by [`QwenDevice::set_kernels`].
+    pub fn set_launches(&mut self, l: crate::model::gpu::Launches) {
+        if self.model.launches != l {
+            self.graphs.clear();
+            self.model.launches = l;
+        }
     }
 
     /// The poison probe: now, every KV-cache slot (so a slot no step wrote is NaN), and

@@ -4,7 +4,7 @@
 //! `SPECREPLAY_REQUIRE_GPU=1`. Failures print the (request, context) rows that differ.
 
 use specreplay_executor::device::test_device;
-use specreplay_executor::model::gpu::KernelPlan;
+use specreplay_executor::model::gpu::{KernelPlan, Launches};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
 use specreplay_executor::model::ModelConfig;
 use specreplay_executor::qwen_device::*;
@@ -28,9 +28,20 @@ fn gpu_run_with(
     eager: bool,
     plan: KernelPlan,
 ) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
+    gpu_run_launching(sc, w, eager, plan, Launches::DEFAULT)
+}
+
+fn gpu_run_launching(
+    sc: &Scenario,
+    w: &HostWeights,
+    eager: bool,
+    plan: KernelPlan,
+    launches: Launches,
+) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
     let dev = test_device();
     let mut d = QwenDevice::new(&dev, sc, w).unwrap();
     d.set_kernels(plan).unwrap();
+    d.set_launches(launches);
     d.record_logits = true;
     d.force_eager = eager;
     let r = engine::run_on(sc, &mut d).unwrap();
@@ -185,7 +196,8 @@ fn programmatic_dependent_launch_matches_the_cpu_twin_bitwise() {
 /// (`TcModel::HOPPER`) — on the tiny model (k 0 and 3: decode rows on the K-splitting
 /// kernels, prefill rows on the warp-tile kernels; graphs and eager) and on Qwen3-0.6B
 /// shapes; and it is batch invariant: n-gram verify rows equal plain decode rows, a
-/// request alone equals it among batch mates.
+/// request alone equals it among batch mates. Every [`Launches`] combination (speed only)
+/// against the same twin run.
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
 fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
@@ -194,16 +206,22 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
     for (k, capture) in [(0u32, &[1u32, 2, 4, 8][..]), (3, &[4, 8, 16][..])] {
         let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 40, k, capture);
         let (c, cl) = cpu_run_with(&sc, &w, t);
-        for eager in [false, true] {
-            let (g, gl, _) = gpu_run_with(&sc, &w, eager, t);
-            let rep = diff::compare(&c.trace, &g.trace);
-            assert!(rep.identical(), "tensor plan, k={k}: GPU trace differs from the CPU twin: {:?}", rep.first);
-            assert_same_logits(
-                &format!("tensor kernels, tiny model, k={k}, eager {eager}, GPU vs CPU twin"),
-                &gl,
-                &cl,
-                100,
-            );
+        for l in Launches::ALL {
+            for eager in [false, true] {
+                let (g, gl, _) = gpu_run_launching(&sc, &w, eager, t, l);
+                let rep = diff::compare(&c.trace, &g.trace);
+                assert!(
+                    rep.identical(),
+                    "tensor plan ({l}), k={k}: GPU trace differs from the CPU twin: {:?}",
+                    rep.first
+                );
+                assert_same_logits(
+                    &format!("tensor kernels ({l}), tiny model, k={k}, eager {eager}, GPU vs CPU twin"),
+                    &gl,
+                    &cl,
+                    100,
+                );
+            }
         }
     }
     let prompts: &[(&[u32], u64)] = &[(P0, 1), (P1, 2), (P2, 4)];
@@ -220,16 +238,20 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
     let w = weights(&cfg, 3);
     let sc = test_scenario(&[(P0, 1), (P2, 2)], 6, 2, &[1, 2, 4]);
     let (c, cl) = cpu_run_with(&sc, &w, t);
-    let (g, gl, _) = gpu_run_with(&sc, &w, false, t);
-    assert_eq!(g.trace.outputs, c.trace.outputs);
-    assert_same_logits("tensor kernels, qwen3-0.6b shapes, GPU vs CPU twin", &gl, &cl, 10);
+    for l in Launches::ALL {
+        let (g, gl, _) = gpu_run_launching(&sc, &w, false, t, l);
+        assert_eq!(g.trace.outputs, c.trace.outputs);
+        assert_same_logits(&format!("tensor kernels ({l}), qwen3-0.6b shapes, GPU vs CPU twin"), &gl, &cl, 10);
+    }
     // A lone request: every decode step is one row, the norms folded into the products.
     let sc = test_scenario(&[(P0, 1)], 8, 0, &[1, 2]);
     let (c, cl) = cpu_run_with(&sc, &w, t);
-    for eager in [false, true] {
-        let (g, gl, _) = gpu_run_with(&sc, &w, eager, t);
-        assert_eq!(g.trace.outputs, c.trace.outputs);
-        assert_same_logits(&format!("tensor kernels, one row, eager {eager}, GPU vs CPU twin"), &gl, &cl, 8);
+    for l in Launches::ALL {
+        for eager in [false, true] {
+            let (g, gl, _) = gpu_run_launching(&sc, &w, eager, t, l);
+            assert_eq!(g.trace.outputs, c.trace.outputs);
+            assert_same_logits(&format!("tensor kernels ({l}), one row, eager {eager}, GPU vs CPU twin"), &gl, &cl, 8);
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub const GEMM_VARIANTS: &[Tiling] = &[
     Tiling::tiled("qwen_gemm_t_16_4", 16, 4),
     Tiling::mma("qwen_gemm_mma_s_1_1", 8, 16, true),
     Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true),
+    Tiling::mma("qwen_gemm_mma_s_2_1_4", 16, 16, true),
     Tiling::mma("qwen_gemm_mma_s_1_4", 8, 64, true),
     Tiling::mma("qwen_gemm_mma_s_2_4", 16, 64, true),
     Tiling::mma("qwen_gemm_mma_s_1_2", 8, 32, true),

@@ -70,6 +70,68 @@ pub struct GpuModel {
     /// Which kernel entry points the forward pass launches (every choice sums in the same
     /// order: the plan changes speed only).
     pub kernels: KernelPlan,
+    /// The tensor plan's launch choices ([`Launches`]: speed only).
+    pub launches: Launches,
+}
+
+/// Launch choices of the tensor plan that change speed only, never a bit: each picks
+/// entry points of the same K order (the `qwen-kernels` GPU tests run every combination
+/// against the twin), so `gpu bench-qwen --launches` can time them in one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Launches {
+    /// From [`MMA_STAGED_FROM_ROWS`] rows the input and post norms folded into the products
+    /// (`qwen_gemm_mma_xs_norm_*`, `qwen_gemm_mma_resadd_s_2_1`) instead of launched.
+    pub staged_norms: bool,
+    /// At one row the products with 4 weight chunks in flight per warp
+    /// (`qwen_gemm_mma_norm_p_2_1`, `qwen_gemm_mma_norm_glu_p_1`: 16 columns per block, the
+    /// weights requested before the row's sum of squares; `qwen_gemm_mma_resadd_s_1_1_4`).
+    pub prefetch: bool,
+}
+
+impl Launches {
+    /// What the forward pass launches unless told otherwise ([`STAGED_NORMS`], [`PREFETCH`]).
+    pub const DEFAULT: Launches = Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH };
+    /// Every combination.
+    pub const ALL: [Launches; 4] = [
+        Launches { staged_norms: false, prefetch: false },
+        Launches { staged_norms: true, prefetch: false },
+        Launches { staged_norms: false, prefetch: true },
+        Launches { staged_norms: true, prefetch: true },
+    ];
+
+    /// `base`, `staged`, `prefetch` or `staged+prefetch`.
+    pub fn name(self) -> &'static str {
+        match (self.staged_norms, self.prefetch) {
+            (false, false) => "base",
+            (true, false) => "staged",
+            (false, true) => "prefetch",
+            (true, true) => "staged+prefetch",
+        }
+    }
+}
+
+impl Default for Launches {
+    fn default() -> Self {
+        Launches::DEFAULT
+    }
+}
+
+impl std::fmt::Display for Launches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Launches {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "default" {
+            return Ok(Launches::DEFAULT);
+        }
+        Launches::ALL.into_iter().find(|l| l.name() == s).ok_or_else(|| {
+            format!("unknown launches {s:?} (expected default, base, staged, prefetch or staged+prefetch)")
+        })
+    }
 }
 
 /// The forward pass's kernel entry points. Every entry sums in the same order as the CPU
@@ -209,12 +271,12 @@ impl KernelPlan {
     /// gate_up normalise it as they read it, and the final norm adds nothing (the residual
     /// already holds the last sum). One row (the batch-1 decode): every product warp
     /// recomputes its row's sum of squares. The tensor plan also from
-    /// [`MMA_STAGED_FROM_ROWS`] rows when [`STAGED_NORMS`] is on: each block normalises its
-    /// staged rows once.
-    pub fn folds_norms(self, rows: usize) -> bool {
+    /// [`MMA_STAGED_FROM_ROWS`] rows with [`Launches::staged_norms`]: each block normalises
+    /// its staged rows once.
+    pub fn folds_norms(self, rows: usize, l: Launches) -> bool {
         match self {
             KernelPlan::Unfused => false,
-            KernelPlan::Tensor => rows == 1 || (STAGED_NORMS && rows >= MMA_STAGED_FROM_ROWS),
+            KernelPlan::Tensor => rows == 1 || (l.staged_norms && rows >= MMA_STAGED_FROM_ROWS),
             _ => rows == 1,
         }
     }
@@ -222,19 +284,23 @@ impl KernelPlan {
     /// [`KernelPlan::folds_norms`] for a model of hidden size `hidden` on a device whose
     /// blocks may opt into `limit` bytes of shared memory (the staged norms need their
     /// block's rows to fit; where they do not, the norms launch as before).
-    pub fn folds_norms_on(self, rows: usize, hidden: usize, limit: usize) -> bool {
-        self.folds_norms(rows)
-            && (rows == 1 || self.folded(Op::Qkv(0), rows).fitting(hidden, limit).shared_bytes(hidden) <= limit)
+    pub fn folds_norms_on(self, rows: usize, l: Launches, hidden: usize, limit: usize) -> bool {
+        self.folds_norms(rows, l)
+            && (rows == 1 || self.folded(Op::Qkv(0), rows, l).fitting(hidden, limit).shared_bytes(hidden) <= limit)
     }
 
     /// The folded product of `op` at `rows` rows ([`KernelPlan::folds_norms`]): qkv and
     /// gate_up normalise the residual stream as they read it, o_proj and down_proj add
-    /// into it.
-    pub fn folded(self, op: Op, rows: usize) -> Tiling {
+    /// into it. [`Launches::prefetch`] picks the tensor plan's one-row entries.
+    pub fn folded(self, op: Op, rows: usize, l: Launches) -> Tiling {
         let tensor = self == KernelPlan::Tensor;
         let staged = tensor && rows >= MMA_STAGED_FROM_ROWS;
         let wide = rows > 32;
+        let prefetch = tensor && l.prefetch && rows < MMA_STAGED_FROM_ROWS;
         match op {
+            Op::Qkv(_) if prefetch => Tiling::mma("qwen_gemm_mma_norm_p_2_1", 16, 16, true),
+            Op::GateUp(_) if prefetch => Tiling::mma("qwen_gemm_mma_norm_glu_p_1", 16, 16, true),
+            Op::OProj(_) | Op::Down(_) if prefetch => Tiling::mma("qwen_gemm_mma_resadd_s_1_1_4", 8, 16, true),
             Op::Qkv(_) if staged => {
                 if wide {
                     XS_NORM_2_4
@@ -341,11 +407,14 @@ pub fn mma_tiling(rows: usize, n: usize) -> Tiling {
 /// residual stream (`qwen_gemm_mma_resadd_s_2_1`).
 pub const MMA_STAGED_FROM_ROWS: usize = 17;
 
-/// Whether the tensor plan folds the norms from [`MMA_STAGED_FROM_ROWS`] rows. Off: device
-/// log run 22 (H200) measured the staged norms bit-equal but slower (batch 64 qkv 25.74 and
-/// gate_up 29.48 us, against about 11.6 and 15.6 plus a 5 us norm launch each unfolded:
-/// each warp summed its rows' squares one row after another); the launches stay as before.
+/// [`Launches::staged_norms`] by default. Off: device log run 22 (H200) measured the staged
+/// norms bit-equal but slower (batch 64 qkv 25.74 and gate_up 29.48 us, against about 11.6
+/// and 15.6 plus a 5 us norm launch each unfolded: each warp summed its rows' squares one
+/// row after another); the launches stay as before.
 pub const STAGED_NORMS: bool = false;
+
+/// [`Launches::prefetch`] by default.
+pub const PREFETCH: bool = false;
 
 const S_GLU_1: Tiling = Tiling::mma("qwen_gemm_mma_s_glu_1", 16, 16, true);
 const RESADD_S_2_1: Tiling = Tiling::mma("qwen_gemm_mma_resadd_s_2_1", 16, 16, true);
@@ -553,6 +622,7 @@ impl GpuModel {
             weight_bytes: w.bytes(),
             grid_rows: cap.max_tokens,
             kernels: KernelPlan::for_model(&c),
+            launches: Launches::DEFAULT,
             kv,
             cfg: c,
         };
@@ -598,7 +668,7 @@ impl GpuModel {
             _ => h,
         } as usize;
         let fused = self.kernels.fused_gate_up(rows);
-        let folded = self.kernels.folds_norms_on(rows, c.hidden_size, dev.shared_optin());
+        let folded = self.kernels.folds_norms_on(rows, self.launches, c.hidden_size, dev.shared_optin());
         match op {
             // The gate_up product wrote `act` already.
             Op::SiluMul(_) if fused.is_some() => return Ok(()),
@@ -613,7 +683,9 @@ impl GpuModel {
             _ => h,
         } as usize;
         let tiling = match (op, fused) {
-            (Op::Qkv(_) | Op::GateUp(_) | Op::OProj(_) | Op::Down(_), _) if folded => self.kernels.folded(op, rows),
+            (Op::Qkv(_) | Op::GateUp(_) | Op::OProj(_) | Op::Down(_), _) if folded => {
+                self.kernels.folded(op, rows, self.launches)
+            }
             (Op::GateUp(_), Some(f)) => f,
             _ => self.kernels.gemm(gemm_rows, gemm_n),
         };
@@ -765,12 +837,15 @@ mod tests {
         assert_eq!(XS_2_4.fitting(3072, ADA), Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true));
         // ...and launches the norms where their staged products do not fit.
         let t = KernelPlan::Tensor;
-        assert_eq!(t.folds_norms_on(64, 1024, HOPPER), STAGED_NORMS);
-        assert_eq!(t.folds_norms_on(64, 1024, ADA), STAGED_NORMS);
-        assert_eq!(t.folds_norms_on(64, 3072, HOPPER), STAGED_NORMS);
-        assert!(!t.folds_norms_on(64, 3072, ADA), "32 rows of K = 3,072 do not fit 99 KiB");
-        assert!(t.folds_norms_on(1, 1 << 16, 0), "one row stages nothing");
-        assert!(!t.folds_norms_on(8, 1024, HOPPER), "2-16 rows launch the norms");
+        let (on, off) =
+            (Launches { staged_norms: true, prefetch: false }, Launches { staged_norms: false, prefetch: false });
+        assert!(t.folds_norms_on(64, on, 1024, HOPPER));
+        assert!(t.folds_norms_on(64, on, 1024, ADA));
+        assert!(t.folds_norms_on(64, on, 3072, HOPPER));
+        assert!(!t.folds_norms_on(64, off, 1024, HOPPER), "without staged norms they launch");
+        assert!(!t.folds_norms_on(64, on, 3072, ADA), "32 rows of K = 3,072 do not fit 99 KiB");
+        assert!(t.folds_norms_on(1, off, 1 << 16, 0), "one row stages nothing");
+        assert!(!t.folds_norms_on(8, on, 1024, HOPPER), "2-16 rows launch the norms");
         let qwen = crate::kernels::MODULES.iter().find(|m| m.name == "qwen").expect("qwen module");
         for (staged, fallback) in STAGED_FALLBACK {
             assert!(staged.staged && staged.mma_split == Some(true), "{staged:?}");
@@ -783,7 +858,7 @@ mod tests {
         // to 32 rows, else 64) and residual adds; every one loaded.
         for rows in [17, 32, 33, 64, 512] {
             for op in [Op::Qkv(0), Op::GateUp(0), Op::OProj(0), Op::Down(0)] {
-                let f = t.folded(op, rows);
+                let f = t.folded(op, rows, on);
                 assert!(qwen.entries.contains(&f.entry), "{} is not loaded", f.entry);
                 assert_eq!(f.staged, matches!(op, Op::Qkv(_) | Op::GateUp(_)), "{op:?}: {f:?}");
                 assert_eq!(f.entry.contains("glu"), matches!(op, Op::GateUp(_)));
@@ -813,11 +888,20 @@ mod tests {
         for plan in KernelPlan::ALL {
             assert!(qwen.entries.contains(&plan.rmsnorm()), "{plan:?}: {} is not loaded", plan.rmsnorm());
             assert_eq!(plan.name().parse::<KernelPlan>(), Ok(plan));
-            if plan.folds_norms(1) {
+            for l in Launches::ALL {
+                if !plan.folds_norms(1, l) {
+                    assert_eq!(plan, KernelPlan::Unfused);
+                    continue;
+                }
                 for op in [Op::Qkv(0), Op::GateUp(0), Op::OProj(0), Op::Down(0)] {
-                    let t = plan.folded(op, 1);
+                    let t = plan.folded(op, 1, l);
                     assert!(qwen.entries.contains(&t.entry), "{plan:?}: {} is not loaded", t.entry);
                     assert_eq!(t.mma_split.is_some(), plan == KernelPlan::Tensor, "{t:?}");
+                    let fresh = t.entry.contains("_p_") || t.entry.ends_with("_1_1_4");
+                    assert_eq!(fresh, plan == KernelPlan::Tensor && l.prefetch, "{plan:?} {l}: {t:?}");
+                    if matches!(op, Op::GateUp(_)) {
+                        assert!(t.entry.contains("glu"), "{t:?}");
+                    }
                 }
             }
             // A plan's products all sum in its order: the tensor plan's on the tensor cores only.
@@ -842,12 +926,19 @@ mod tests {
             assert_eq!(a.gemm(rows, 4096), b.gemm(rows, 4096), "fused-pdl launches fused's kernels");
             assert_eq!(a.fused_gate_up(rows), b.fused_gate_up(rows));
             assert_eq!(a.attention(rows), b.attention(rows));
-            assert_eq!(a.folds_norms(rows), b.folds_norms(rows));
+            assert_eq!(a.folds_norms(rows, Launches::DEFAULT), b.folds_norms(rows, Launches::DEFAULT));
         }
         assert_ne!(KernelPlan::Fused.rmsnorm(), KernelPlan::Unfused.rmsnorm());
         assert_eq!(KernelPlan::Unfused.fused_gate_up(64), None);
-        assert!(KernelPlan::Fused.folds_norms(1));
-        assert!(!KernelPlan::Fused.folds_norms(2) && !KernelPlan::Unfused.folds_norms(1));
+        let l = Launches::DEFAULT;
+        assert!(KernelPlan::Fused.folds_norms(1, l));
+        assert!(!KernelPlan::Fused.folds_norms(2, l) && !KernelPlan::Unfused.folds_norms(1, l));
+        for l in Launches::ALL {
+            assert_eq!(l.name().parse::<Launches>(), Ok(l));
+            assert_eq!(KernelPlan::Tensor.folds_norms(64, l), l.staged_norms);
+        }
+        assert_eq!("default".parse::<Launches>(), Ok(Launches::DEFAULT));
+        assert!("fast".parse::<Launches>().is_err());
         assert_eq!(KernelPlan::Fused.attention(1), "qwen_attention");
         assert_eq!(KernelPlan::Fused.attention(64), "qwen_attention_lean");
         assert_eq!(KernelPlan::Unfused.attention(64), "qwen_attention");
