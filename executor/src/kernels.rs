@@ -390,6 +390,7 @@ mod tests {
                         || m.source.contains(&format!("\nGEMM_TILED_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_FOLDED_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_MMA_FOLDED_PF_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_XS_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_XS_NORM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),

@@ -93,10 +93,30 @@ pub const MMA_SPLIT: usize = 8;
 /// K in [`MMA_SPLIT`] slices of 32-element chunks (slice s: chunks `s C / S .. (s+1) C / S`),
 /// in a slice two Hopper block FMAs per chunk (elements `8t + j`, then `8t + 4 + j`, t, j < 4)
 /// chained from +0, the slices' sums added in order. `x.len() % 32 == 0`.
+/// Runs its block FMAs ([`super::tensor_core::hopper_half_chunk`]) with AVX2 where the CPU
+/// has it: the same integer operations, so the same bits (`cargo bench --bench twin`).
 pub fn dot_tensor(x: &[u16], w: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { dot_tensor_avx2(x, w) };
+        }
+    }
+    dot_tensor_body(x, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_tensor_avx2(x: &[u16], w: &[u16]) -> f32 {
+    dot_tensor_body(x, w)
+}
+
+/// [`dot_tensor`] for any CPU (no AVX2).
+#[inline(always)]
+pub(crate) fn dot_tensor_body(x: &[u16], w: &[u16]) -> f32 {
     debug_assert_eq!(x.len(), w.len());
     debug_assert_eq!(x.len() % 32, 0);
-    let model = super::tensor_core::TcModel::HOPPER;
     let chunks = x.len() / 32;
     let mut total = 0f32;
     for s in 0..MMA_SPLIT {
@@ -104,14 +124,7 @@ pub fn dot_tensor(x: &[u16], w: &[u16]) -> f32 {
         for c in s * chunks / MMA_SPLIT..(s + 1) * chunks / MMA_SPLIT {
             let (xc, wc) = (&x[c * 32..][..32], &w[c * 32..][..32]);
             for half in 0..2 {
-                let (mut a, mut b) = ([0u16; 16], [0u16; 16]);
-                for t in 0..4 {
-                    for j in 0..4 {
-                        a[t * 4 + j] = xc[8 * t + 4 * half + j];
-                        b[t * 4 + j] = wc[8 * t + 4 * half + j];
-                    }
-                }
-                acc = model.fma(acc, &a, &b);
+                acc = super::tensor_core::hopper_half_chunk(acc, xc, wc, half);
             }
         }
         total = if s == 0 { acc } else { total + acc };

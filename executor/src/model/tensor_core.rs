@@ -131,6 +131,109 @@ impl TcModel {
     }
 }
 
+/// [`TcModel::HOPPER`]'s block FMA over one half of a 32-element chunk, as the tensor
+/// plan's kernels feed it (`dot_tensor`, qwen.cu `mma_chunk`): `c` plus the products of
+/// elements `8 t + 4 half + j` (t, j in 0..4) of `x` and `w`. The same value as
+/// `TcModel::HOPPER.fma` on those 16 elements, bit for bit (the test
+/// `the_hopper_fast_path_equals_the_model` checks it on random and adversarial operands),
+/// in 64-bit integers: with nominal product exponents every product's lowest bit sits 14
+/// below its alignment exponent, so aligned to 25 bits below the top a product is at most
+/// 2^27 and `c` at most 2^26, and 17 of them fit an i64. Infinities and NaNs go to the
+/// model's own path.
+/// Always inlined, so that a caller compiled for AVX2 (`kernels_ref::dot_tensor`) runs
+/// its 16-lane loops eight lanes at a time.
+#[inline(always)]
+pub fn hopper_half_chunk(c: f32, x: &[u16], w: &[u16], half: usize) -> f32 {
+    const M: TcModel = TcModel::HOPPER;
+    const _: () = assert!(
+        M.frac_bits == 25
+            && matches!(M.product_exp, ProductExp::Nominal)
+            && matches!(M.round, Round::TowardZero)
+            && M.c_joint
+            && M.block == 16
+    );
+    debug_assert!(x.len() >= 32 && w.len() >= 32 && half < 2);
+    let (mut a, mut b) = ([0u16; 16], [0u16; 16]);
+    for t in 0..4 {
+        a[4 * t..4 * t + 4].copy_from_slice(&x[8 * t + 4 * half..][..4]);
+        b[4 * t..4 * t + 4].copy_from_slice(&w[8 * t + 4 * half..][..4]);
+    }
+    // Branch-free over the 16 products in 32-bit lanes: significand with its implicit bit,
+    // nominal exponent (a subnormal's is -126 = 1 - 127).
+    let mut mag = [0u32; 16];
+    let mut exp = [0i32; 16];
+    let mut neg = [0i32; 16];
+    let mut special = 0u32;
+    let mut top = -133i32;
+    for k in 0..16 {
+        let (ea, eb) = (u32::from((a[k] >> 7) & 0xff), u32::from((b[k] >> 7) & 0xff));
+        special |= u32::from(ea == 0xff) | u32::from(eb == 0xff);
+        let ma = u32::from(a[k] & 0x7f) | (u32::from(ea != 0) << 7);
+        let mb = u32::from(b[k] & 0x7f) | (u32::from(eb != 0) << 7);
+        mag[k] = ma * mb;
+        exp[k] = ea.max(1) as i32 + eb.max(1) as i32 - 254;
+        neg[k] = -i32::from((a[k] ^ b[k]) >> 15);
+        // A zero product takes no part in the alignment.
+        top = top.max(if mag[k] != 0 { exp[k] } else { -1000 });
+    }
+    let cu = c.to_bits();
+    if special != 0 || (cu >> 23) & 0xff == 0xff {
+        return M.fma(c, &a, &b);
+    }
+    // c: its actual leading-bit exponent aligns it.
+    let ce = ((cu >> 23) & 0xff) as i32;
+    let cf = u64::from(cu & 0x7f_ffff);
+    let (cmag, clsb) = if ce == 0 { (cf, -149) } else { (cf | 0x80_0000, ce - 150) };
+    if cmag != 0 {
+        top = top.max(clsb + 63 - cmag.leading_zeros() as i32);
+    } else if mag.iter().all(|&m| m == 0) {
+        return c;
+    }
+    let cut = top - M.frac_bits;
+    // A product's lowest bit is 14 below its exponent: aligned, it is mag * 2^(exp - 14 -
+    // cut) = (mag << 11) >> (top - exp), truncated.
+    // Each is below 2^27, so 16 of them fit an i32.
+    let mut sum32: i32 = 0;
+    for k in 0..16 {
+        let v = ((mag[k] << 11) >> (top - exp[k]).clamp(0, 31) as u32) as i32;
+        sum32 += (v ^ neg[k]) - neg[k];
+    }
+    let mut sum = i64::from(sum32);
+    if cmag != 0 {
+        let sh = clsb - cut;
+        let v = if sh >= 0 { cmag << sh } else { cmag >> (-sh).min(63) } as i64;
+        sum += if cu >> 31 != 0 { -v } else { v };
+    }
+    round_f32_toward_zero(sum < 0, sum.unsigned_abs(), cut)
+}
+
+/// [`round_f32`] toward zero for a 64-bit magnitude.
+#[inline]
+fn round_f32_toward_zero(neg: bool, mag: u64, exp2: i32) -> f32 {
+    if mag == 0 {
+        return f32::from_bits(0);
+    }
+    let sign = if neg { 0x8000_0000u32 } else { 0 };
+    let lead = exp2 + 63 - mag.leading_zeros() as i32;
+    let q = if lead >= -126 { lead - 23 } else { -149 };
+    let shift = q - exp2;
+    let m = if shift <= 0 {
+        mag << (-shift)
+    } else if shift >= 64 {
+        0
+    } else {
+        mag >> shift
+    };
+    if q == -149 && m < 1 << 23 {
+        return f32::from_bits(sign | m as u32);
+    }
+    let biased = q + 150;
+    if biased >= 255 {
+        return f32::from_bits(sign | 0x7f7f_ffff);
+    }
+    f32::from_bits(sign | ((biased as u32) << 23) | (m as u32 & 0x7f_ffff))
+}
+
 fn bf(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
@@ -277,6 +380,97 @@ mod tests {
         let want: f32 = (1..=16).map(|i| (i * (17 - i)) as f32).sum::<f32>() + 0.5;
         for m in TcModel::candidates() {
             assert_eq!(m.fma(0.5, &a, &b), want, "{m:?}");
+        }
+    }
+
+    /// A bf16 drawn to hit the model's corners: zeros, subnormals, extreme and clustered
+    /// exponents, now and then an infinity or NaN.
+    fn odd_bf16(s: u64) -> u16 {
+        let sign = ((s >> 60) as u16 & 1) << 15;
+        let frac = (s >> 20) as u16 & 0x7f;
+        let exp = match s % 16 {
+            0 => 0,
+            1 => 0xff * u16::from(s % 97 == 1),
+            2 => 1,
+            3 => 0xfe,
+            4..=9 => 120 + (s >> 40) as u16 % 16,
+            _ => (s >> 32) as u16 % 255,
+        };
+        sign | (exp << 7) | frac
+    }
+
+    #[test]
+    fn the_hopper_fast_path_equals_the_model() {
+        let mut s = 7u64;
+        let mut next = || {
+            s = specreplay_sim::splitmix::splitmix(s);
+            s
+        };
+        for case in 0..200_000 {
+            let (mut x, mut w) = ([0u16; 32], [0u16; 32]);
+            for i in 0..32 {
+                x[i] = odd_bf16(next());
+                w[i] = odd_bf16(next());
+            }
+            let r = next();
+            let c = match case % 5 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::from_bits(r as u32 & 0x807f_ffff), // subnormal
+                3 => f32::from_bits(r as u32),
+                _ => (r % 1000) as f32 * 0.37 - 185.0,
+            };
+            for half in 0..2 {
+                let (mut a, mut b) = ([0u16; 16], [0u16; 16]);
+                for t in 0..4 {
+                    for j in 0..4 {
+                        a[4 * t + j] = x[8 * t + 4 * half + j];
+                        b[4 * t + j] = w[8 * t + 4 * half + j];
+                    }
+                }
+                let want = TcModel::HOPPER.fma(c, &a, &b);
+                let got = hopper_half_chunk(c, &x, &w, half);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "case {case} half {half}: {got:e} vs model {want:e} (c {c:e}, x {x:04x?}, w {w:04x?})"
+                );
+            }
+        }
+    }
+
+    /// `kernels_ref::dot_tensor` (AVX2 where this CPU has it) and its portable body equal
+    /// the general model chained in the tensor plan's order, on operands with every corner.
+    #[test]
+    fn dot_tensor_on_every_cpu_path_equals_the_model() {
+        use super::super::kernels_ref::{dot_tensor, dot_tensor_body, MMA_SPLIT};
+        let mut s = 11u64;
+        let mut next = || {
+            s = specreplay_sim::splitmix::splitmix(s);
+            s
+        };
+        for (case, k) in [32usize, 64, 96, 256, 1024].into_iter().cycle().take(3_000).enumerate() {
+            let x: Vec<u16> = (0..k).map(|_| odd_bf16(next())).collect();
+            let w: Vec<u16> = (0..k).map(|_| odd_bf16(next())).collect();
+            let chunks = k / 32;
+            let mut want = 0f32;
+            for sl in 0..MMA_SPLIT {
+                let mut acc = 0f32;
+                for c in sl * chunks / MMA_SPLIT..(sl + 1) * chunks / MMA_SPLIT {
+                    for half in 0..2 {
+                        let pick = |v: &[u16]| -> Vec<u16> {
+                            (0..16).map(|i| v[c * 32 + 8 * (i / 4) + 4 * half + i % 4]).collect()
+                        };
+                        acc = TcModel::HOPPER.fma(acc, &pick(&x), &pick(&w));
+                    }
+                }
+                want = if sl == 0 { acc } else { want + acc };
+            }
+            for (path, got) in [("dispatch", dot_tensor(&x, &w)), ("portable", dot_tensor_body(&x, &w))] {
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "case {case} K {k} {path}: {got:e} vs model {want:e}"
+                );
+            }
         }
     }
 
