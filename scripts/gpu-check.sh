@@ -192,7 +192,7 @@ device() {
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage qwen-invariance 240 "$OUT/qwen.log" bash scripts/qwen-invariance-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows 1,4,16,32,64 --json "$OUT/bench-gemm.json"
-    stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --kernels tensor,fused --launches "${QWEN_LAUNCHES:-default}" --json "$OUT/qwen-bench.json"
+    stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --kernels "${QWEN_KERNELS:-tensor,fused}" --launches "${QWEN_LAUNCHES:-default}" --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
 
     local failed=0 s name rc secs json="" sep=""
