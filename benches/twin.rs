@@ -1,16 +1,19 @@
 //! The CPU twin's tensor-core dot product (`kernels_ref::dot_tensor`, the order of the
 //! tensor plan's GEMMs): dot products of K = 1,024 per second through the general block-FMA
 //! model (`TcModel::HOPPER.fma`, 128-bit alignment of each block's terms) and through the
-//! Hopper fast path `dot_tensor` now takes (`tensor_core::hopper_half_chunk`, 64-bit; the
-//! test `the_hopper_fast_path_equals_the_model` checks they agree bit for bit). Both run
-//! here on the same operands and must agree. Plain `fn main` (harness = false): `cargo
+//! Hopper fast path `dot_tensor` now takes (`tensor_core::hopper_half_chunk`, 32/64-bit
+//! integers; the test `the_hopper_fast_path_equals_the_model` checks they agree bit for
+//! bit), portable and with each vector extension this CPU has. All run here on the same
+//! operands and must agree. Plain `fn main` (harness = false): `cargo
 //! bench --bench twin` prints a Markdown table; `TWIN_BENCH_MS` sets the time per cell
 //! (default 2000 ms).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use specreplay_executor::model::kernels_ref::{dot_tensor, MMA_SPLIT};
+use specreplay_executor::model::kernels_ref::{dot_tensor, dot_tensor_body, MMA_SPLIT};
+#[cfg(target_arch = "x86_64")]
+use specreplay_executor::model::kernels_ref::{dot_tensor_avx2, dot_tensor_avx512};
 use specreplay_executor::model::tensor_core::TcModel;
 
 const K: usize = 1024;
@@ -69,15 +72,30 @@ fn main() {
     }
     println!("| K = {K}, one thread | dots/s |");
     println!("|---|---:|");
-    let general = rate(budget, |i| {
-        let r = i % rows;
-        black_box(dot_model(black_box(&x[r * K..][..K]), &w[r * K..][..K]));
-    });
+    let time = |f: &dyn Fn(&[u16], &[u16]) -> f32| {
+        rate(budget, |i| {
+            let r = i % rows;
+            black_box(f(black_box(&x[r * K..][..K]), &w[r * K..][..K]));
+        })
+    };
+    let general = time(&dot_model);
     println!("| TcModel::HOPPER.fma (general model) | {general:.0} |");
-    let fast = rate(budget, |i| {
-        let r = i % rows;
-        black_box(dot_tensor(black_box(&x[r * K..][..K]), &w[r * K..][..K]));
-    });
-    println!("| dot_tensor (Hopper fast path) | {fast:.0} |");
+    let portable = time(&dot_tensor_body);
+    println!("| dot_tensor, portable (baseline x86-64) | {portable:.0} |");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            let avx2 = time(&|a, b| unsafe { dot_tensor_avx2(a, b) });
+            println!("| dot_tensor, AVX2 | {avx2:.0} |");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU supports AVX-512 F and BW (checked just above).
+            let avx512 = time(&|a, b| unsafe { dot_tensor_avx512(a, b) });
+            println!("| dot_tensor, AVX-512 | {avx512:.0} |");
+        }
+    }
+    let fast = time(&dot_tensor);
+    println!("| dot_tensor (the path this CPU takes) | {fast:.0} |");
     println!("fast / general: {:.2}x", fast / general);
 }

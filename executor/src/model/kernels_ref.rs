@@ -93,11 +93,16 @@ pub const MMA_SPLIT: usize = 8;
 /// K in [`MMA_SPLIT`] slices of 32-element chunks (slice s: chunks `s C / S .. (s+1) C / S`),
 /// in a slice two Hopper block FMAs per chunk (elements `8t + j`, then `8t + 4 + j`, t, j < 4)
 /// chained from +0, the slices' sums added in order. `x.len() % 32 == 0`.
-/// Runs its block FMAs ([`super::tensor_core::hopper_half_chunk`]) with AVX2 where the CPU
-/// has it: the same integer operations, so the same bits (`cargo bench --bench twin`).
+/// Runs its block FMAs ([`super::tensor_core::hopper_half_chunk`]) with AVX-512 or AVX2 where
+/// the CPU has them: the same integer operations, so the same bits (`cargo bench --bench
+/// twin`).
 pub fn dot_tensor(x: &[u16], w: &[u16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU supports AVX-512 F and BW (checked just above).
+            return unsafe { dot_tensor_avx512(x, w) };
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
             return unsafe { dot_tensor_avx2(x, w) };
@@ -106,15 +111,29 @@ pub fn dot_tensor(x: &[u16], w: &[u16]) -> f32 {
     dot_tensor_body(x, w)
 }
 
+/// [`dot_tensor`] compiled for AVX-512 F and BW.
+///
+/// # Safety
+/// Call it only where the CPU has AVX-512 F and BW (`is_x86_feature_detected!`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot_tensor_avx2(x: &[u16], w: &[u16]) -> f32 {
+#[target_feature(enable = "avx512f,avx512bw")]
+pub fn dot_tensor_avx512(x: &[u16], w: &[u16]) -> f32 {
     dot_tensor_body(x, w)
 }
 
-/// [`dot_tensor`] for any CPU (no AVX2).
+/// [`dot_tensor`] compiled for AVX2.
+///
+/// # Safety
+/// Call it only where the CPU has AVX2 (`is_x86_feature_detected!`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub fn dot_tensor_avx2(x: &[u16], w: &[u16]) -> f32 {
+    dot_tensor_body(x, w)
+}
+
+/// [`dot_tensor`] for any CPU (the baseline instruction set).
 #[inline(always)]
-pub(crate) fn dot_tensor_body(x: &[u16], w: &[u16]) -> f32 {
+pub fn dot_tensor_body(x: &[u16], w: &[u16]) -> f32 {
     debug_assert_eq!(x.len(), w.len());
     debug_assert_eq!(x.len() % 32, 0);
     let chunks = x.len() / 32;

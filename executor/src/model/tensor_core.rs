@@ -140,8 +140,8 @@ impl TcModel {
 /// below its alignment exponent, so aligned to 25 bits below the top a product is at most
 /// 2^27 and `c` at most 2^26, and 17 of them fit an i64. Infinities and NaNs go to the
 /// model's own path.
-/// Always inlined, so that a caller compiled for AVX2 (`kernels_ref::dot_tensor`) runs
-/// its 16-lane loops eight lanes at a time.
+/// Always inlined, so that a caller compiled for AVX2 or AVX-512 (`kernels_ref::dot_tensor`)
+/// runs its 16-lane loops in vector registers.
 #[inline(always)]
 pub fn hopper_half_chunk(c: f32, x: &[u16], w: &[u16], half: usize) -> f32 {
     const M: TcModel = TcModel::HOPPER;
@@ -438,7 +438,7 @@ mod tests {
         }
     }
 
-    /// `kernels_ref::dot_tensor` (AVX2 where this CPU has it) and its portable body equal
+    /// `kernels_ref::dot_tensor` (each vector path this CPU has) and its portable body equal
     /// the general model chained in the tensor plan's order, on operands with every corner.
     #[test]
     fn dot_tensor_on_every_cpu_path_equals_the_model() {
@@ -465,7 +465,20 @@ mod tests {
                 }
                 want = if sl == 0 { acc } else { want + acc };
             }
-            for (path, got) in [("dispatch", dot_tensor(&x, &w)), ("portable", dot_tensor_body(&x, &w))] {
+            let mut paths = vec![("dispatch", dot_tensor(&x, &w)), ("portable", dot_tensor_body(&x, &w))];
+            #[cfg(target_arch = "x86_64")]
+            {
+                use super::super::kernels_ref::{dot_tensor_avx2, dot_tensor_avx512};
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    paths.push(("avx2", unsafe { dot_tensor_avx2(&x, &w) }));
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+                    // SAFETY: the CPU supports AVX-512 F and BW (checked just above).
+                    paths.push(("avx512", unsafe { dot_tensor_avx512(&x, &w) }));
+                }
+            }
+            for (path, got) in paths {
                 assert!(
                     got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
                     "case {case} K {k} {path}: {got:e} vs model {want:e}"
