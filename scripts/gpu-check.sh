@@ -188,11 +188,14 @@ device() {
     stage builders-agree "${AGREE_LIMIT_S:-500}" "$OUT/builders.log" env RUST_LOG=info .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
     # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
     # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
+    # qwen-bench times the plans in $QWEN_KERNELS and the tensor plan's launch choices in
+    # $QWEN_LAUNCHES (gpu.rs `Launches`: `prefetch` changes only batch 1, `staged` only
+    # batches of 17 rows or more, so base vs staged+prefetch separates the two).
     stage qwen-kernels 300 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage qwen-invariance 240 "$OUT/qwen.log" bash scripts/qwen-invariance-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows 1,4,16,32,64 --json "$OUT/bench-gemm.json"
-    stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --kernels "${QWEN_KERNELS:-tensor,fused}" --launches "${QWEN_LAUNCHES:-default}" --json "$OUT/qwen-bench.json"
+    stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --kernels "${QWEN_KERNELS:-tensor,fused}" --launches "${QWEN_LAUNCHES:-base,staged+prefetch}" --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
 
     local failed=0 s name rc secs json="" sep=""
