@@ -1269,6 +1269,18 @@ __device__ __forceinline__ uint4 norm8(uint4 xv, uint4 nw, float inv) {
 // only when the row group changes. Without it every tile re-read its x rows from L2 (at 64
 // rows twice the weights' bytes per tile). The fragments, and so every sum, are the same.
 extern __shared__ __align__(16) unsigned char mma_dyn_smem[];
+
+// The lane's weight vectors of chunks c .. c + U - 1 for its NT weight rows (`wrow`: each
+// row's start plus the lane's 8 elements), zeros from `c_end` on.
+template <int U, int NT>
+__device__ __forceinline__ void load_w_chunks(uint4 (*wv)[NT], const bf16_t* __restrict__ w,
+                                              const long long* wrow, int c, int c_end) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+            wv[u][nt] = c + u < c_end ? *(const uint4*)(w + wrow[nt] + ((c + u) << 5)) : make_uint4(0u, 0u, 0u, 0u);
+}
 #define STAGED_NORM_U 16
 
 __host__ __device__ __forceinline__ int xs_stride(int K) { return K + ((K & 63) ? 0 : 32); }
@@ -1396,15 +1408,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
         // the NORM sum of squares below), so the row's norm overlaps their memory latency.
         uint4 wpre[PF ? U : 1][NT];
         const int c_begin = SPLIT_WARPS ? warp * chunks / MMA_SPLIT : 0;
-        if constexpr (PF) {
-            const int c_stop = (warp + 1) * chunks / MMA_SPLIT;
-#pragma unroll
-            for (int u = 0; u < U; ++u)
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt)
-                    wpre[u][nt] = c_begin + u < c_stop ? *(const uint4*)(w + wrow[nt] + ((c_begin + u) << 5))
-                                                       : make_uint4(0u, 0u, 0u, 0u);
-        }
+        if constexpr (PF) load_w_chunks<U, NT>(wpre, w, wrow, c_begin, (warp + 1) * chunks / MMA_SPLIT);
         // NORM: 1 / rms of the fragment's rows g and g + 8 (every lane joins each row's sum).
         float inv[2] = {0.0f, 0.0f};
         if (NORM && !XS) {
@@ -1424,8 +1428,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
                         if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
                     }
                 }
-                ss = warp_butterfly_sum(ss);
-                const float iv = 1.0f / sqrtf(ss / (float)K + eps);
+                const float iv = lanes_inv_rms(ss, K, eps);
                 if (r == g) inv[0] = iv;
                 if (r == g + 8) inv[1] = iv;
             }
@@ -1448,12 +1451,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict
                 const bf16_t* xl = xs + g * xstride + 8 * t;
                 for (; c < c_end; c += U) {
                     uint4 wv[U][NT];
-#pragma unroll
-                    for (int u = 0; u < U; ++u)
-#pragma unroll
-                        for (int nt = 0; nt < NT; ++nt)
-                            wv[u][nt] = c + u < c_end ? *(const uint4*)(w + wrow[nt] + ((c + u) << 5))
-                                                      : make_uint4(0u, 0u, 0u, 0u);
+                    load_w_chunks<U, NT>(wv, w, wrow, c, c_end);
 #pragma unroll
                     for (int u = 0; u < U; ++u) {
                         if (c + u >= c_end) break;
