@@ -48,30 +48,72 @@
 #define NSA_THREADS 512
 #define NSA_MAX_BS 1024
 
-// Inclusive block-wide scan of one value per thread, unsigned (= wrapping int32): a
-// shuffle scan inside each warp, then one warp scans the warp totals (2 barriers + 1 for
-// the reuse of `s`). `*total` receives the block's sum.
-__device__ __forceinline__ unsigned block_inclusive_scan(unsigned v, unsigned* s, unsigned* total) {
+// Block-wide inclusive scans of three values per thread (unsigned = wrapping int32) and
+// an inclusive running max of a fourth, in one pass: the four shuffle chains of a warp
+// interleave, then warp 0 scans the warp totals (2 barriers + 1 for the reuse of `s`).
+// `tot` / `*tot_max` receive the block's sums and max. `s` holds 4 * NSA_THREADS / 32.
+__device__ __forceinline__ void block_scan3_max(unsigned v[3], int& m, unsigned* s, unsigned tot[3], int* tot_max) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    constexpr int W = NSA_THREADS / 32;
+#pragma unroll
     for (int off = 1; off < 32; off <<= 1) {
-        const unsigned n = __shfl_up_sync(0xffffffffu, v, off);
-        if (lane >= off) v += n;
+        unsigned n[3];
+#pragma unroll
+        for (int k = 0; k < 3; ++k) n[k] = __shfl_up_sync(0xffffffffu, v[k], off);
+        const int nm = __shfl_up_sync(0xffffffffu, m, off);
+        if (lane >= off) {
+#pragma unroll
+            for (int k = 0; k < 3; ++k) v[k] += n[k];
+            m = max(m, nm);
+        }
     }
-    if (lane == 31) s[warp] = v;
+    if (lane == 31) {
+#pragma unroll
+        for (int k = 0; k < 3; ++k) s[k * W + warp] = v[k];
+        s[3 * W + warp] = (unsigned)m;
+    }
     __syncthreads();
     if (warp == 0) {
-        unsigned w = (lane < NSA_THREADS / 32) ? s[lane] : 0u;
+        unsigned w[3];
+#pragma unroll
+        for (int k = 0; k < 3; ++k) w[k] = (lane < W) ? s[k * W + lane] : 0u;
+        int wm = (lane < W) ? (int)s[3 * W + lane] : (int)0x80000000;
+#pragma unroll
         for (int off = 1; off < 32; off <<= 1) {
-            const unsigned n = __shfl_up_sync(0xffffffffu, w, off);
-            if (lane >= off) w += n;
+            unsigned n[3];
+#pragma unroll
+            for (int k = 0; k < 3; ++k) n[k] = __shfl_up_sync(0xffffffffu, w[k], off);
+            const int nm = __shfl_up_sync(0xffffffffu, wm, off);
+            if (lane >= off) {
+#pragma unroll
+                for (int k = 0; k < 3; ++k) w[k] += n[k];
+                wm = max(wm, nm);
+            }
         }
-        if (lane < NSA_THREADS / 32) s[lane] = w;
+        if (lane < W) {
+#pragma unroll
+            for (int k = 0; k < 3; ++k) s[k * W + lane] = w[k];
+            s[3 * W + lane] = (unsigned)wm;
+        }
     }
     __syncthreads();
-    const unsigned r = v + (warp > 0 ? s[warp - 1] : 0u);
-    *total = s[NSA_THREADS / 32 - 1];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        if (warp > 0) v[k] += s[k * W + warp - 1];
+        tot[k] = s[k * W + W - 1];
+    }
+    *tot_max = (int)s[3 * W + W - 1];
     __syncthreads();
-    return r;
+}
+
+// sum over j < q of min(lo + j, topk), as the wrapping int32 sum of the rows' values
+// (torch.cumsum(dtype=int32)): exact in 64 bits, then reduced mod 2^32, which equals the
+// wrapping sum of the same terms in any order. Valid when lo + j never wraps (lo >= INT_MIN);
+// the caller falls back to the row loop otherwise.
+__device__ __forceinline__ unsigned clamped_run_sum(long long lo, long long q, long long topk) {
+    const long long m = min(max(topk - lo, 0ll), q);  // rows below the clamp
+    const long long sum = m * lo + m * (m - 1) / 2 + (q - m) * topk;
+    return (unsigned)(unsigned long long)sum;
 }
 
 // The largest i in [0, n) with cu[i] <= r (cu non-decreasing, cu[0] = 0 <= r).
@@ -91,7 +133,7 @@ __device__ void nsa_meta_case(
     const int* __restrict__ r2t, int r2t_stride,
     int* __restrict__ cache_seqlens, int* __restrict__ cu_seqlens_k, int* __restrict__ page_table,
     int* __restrict__ expanded, int* __restrict__ nsa_cache, int* __restrict__ nsa_cu,
-    int* s_cu, unsigned* s_scan, int* s_max)
+    int* s_cu, unsigned* s_scan)
 {
     const int t = threadIdx.x;
     // gridDim.y blocks share one case: all compute the prefix sums (cheap, bs <= 1024), the
@@ -102,62 +144,67 @@ __device__ void nsa_meta_case(
     const int draft = (mode == 0) ? D : 0;
     const int rows_cap = bs * D;
 
-    // 1. Prefix of the per-request row counts (verify: D; extend: accept_length), the
-    //    prefix of cache_seqlens (cu_seqlens_k), and max(seq_lens).
-    if (t == 0) { s_cu[0] = 0; *s_max = (int)0x80000000; }
-    __syncthreads();
-    unsigned carry_q = 0, carry_k = 0;
-    int local_max = (int)0x80000000;
+    // 1. One thread per request: its row count for the page table and, in the general
+    //    variant, for the expanded rows (verify: D; extend: accept_length[i]); its
+    //    cache_seqlens; the sum of its rows' clamped lengths (closed form). One scan of the
+    //    three gives s_cu (rows), cu_seqlens_k and each request's base in nsa_cu_seqlens_k;
+    //    the running max gives max(seq_lens). Then the thread writes its own rows: row
+    //    values and prefix sums identical to one thread per row (same int32 wrapping).
+    //    uniform-qo: D expanded rows per request at i * D, start kv - D + 1 (seed 001).
+    if (t == 0) s_cu[0] = 0;
+    unsigned carry[3] = {0u, 0u, 0u};
+    int mx = (int)0x80000000;
     for (int base = 0; base < bs; base += NSA_THREADS) {
         const int i = base + t;
-        int q = 0, kv = 0;
+        int q = 0, kv = 0, qe = 0, m = (int)0x80000000;
+        unsigned v[3] = {0u, 0u, 0u}, run = 0u;
         if (i < bs) {
             const int s = seq_lens[req_off + i];
             q = (mode == 0) ? D : accept[req_off + i];
-            kv = s + draft;
-            local_max = max(local_max, s);
-            if (lead) cache_seqlens[req_off + i] = kv;
-        }
-        unsigned tq, tk;
-        const unsigned iq = block_inclusive_scan((unsigned)q, s_scan, &tq);
-        const unsigned ik = block_inclusive_scan((unsigned)kv, s_scan, &tk);
-        if (i < bs) {
-            s_cu[i + 1] = (int)(carry_q + iq);
-            if (lead) cu_seqlens_k[cu_off + 1 + i] = (int)(carry_k + ik);
-        }
-        carry_q += tq;
-        carry_k += tk;
-    }
-    atomicMax(s_max, local_max);  // integer max: order-independent
-    __syncthreads();
-    const int max_k = *s_max + draft;
-    const int n_page = min(s_cu[bs], rows_cap);  // rows the page-table copy writes
-
-    // 2. Expanded rows, their clamp and its prefix sum.
-    const int n_exp = !lead ? 0 : UNIFORM ? rows_cap : min(s_cu[bs], rows_cap);
-    unsigned carry = 0;
-    for (int base = 0; base < n_exp; base += NSA_THREADS) {
-        const int r = base + t;
-        int c = 0;
-        if (r < n_exp) {
-            int v;
-            if (UNIFORM) {
-                const int i = r / D;
-                v = (seq_lens[req_off + i] + draft) - D + 1 + (r - i * D);
+            kv = (int)((unsigned)s + (unsigned)draft);
+            qe = UNIFORM ? D : q;
+            m = s;
+            const long long lo = (long long)kv - qe + 1;
+            if (lo >= (long long)(int)0x80000000) {
+                run = clamped_run_sum(lo, qe, topk);
             } else {
-                const int i = request_of_row(s_cu, bs, r);
-                const int q = s_cu[i + 1] - s_cu[i];
-                v = (seq_lens[req_off + i] + draft) - q + 1 + (r - s_cu[i]);
+                for (int j = 0; j < qe; ++j)
+                    run += (unsigned)min((int)((unsigned)kv - (unsigned)qe + 1u + (unsigned)j), topk);
             }
-            c = min(v, topk);
-            expanded[row_off + r] = v;
-            nsa_cache[row_off + r] = c;
+            v[0] = (unsigned)q;
+            v[1] = (unsigned)kv;
+            v[2] = run;
         }
-        unsigned tc;
-        const unsigned ic = block_inclusive_scan((unsigned)c, s_scan, &tc);
-        if (r < n_exp) nsa_cu[nsa_cu_off + 1 + r] = (int)(carry + ic);
-        carry += tc;
+        unsigned tot[3];
+        int tmax;
+        block_scan3_max(v, m, s_scan, tot, &tmax);
+        if (i < bs) {
+            s_cu[i + 1] = (int)(carry[0] + v[0]);
+            if (lead) {
+                cache_seqlens[req_off + i] = kv;
+                cu_seqlens_k[cu_off + 1 + i] = (int)(carry[1] + v[1]);
+                // 2. This request's expanded rows, their clamp and its prefix sum.
+                unsigned acc = carry[2] + v[2] - run;  // nsa_cu before this request's rows
+                const int r0 = UNIFORM ? i * D : (int)(carry[0] + v[0]) - q;
+                for (int j = 0; j < qe; ++j) {
+                    const int r = r0 + j;
+                    if (r >= rows_cap) break;
+                    const int val = (int)((unsigned)kv - (unsigned)qe + 1u + (unsigned)j);
+                    const int c = min(val, topk);
+                    acc += (unsigned)c;
+                    expanded[row_off + r] = val;
+                    nsa_cache[row_off + r] = c;
+                    nsa_cu[nsa_cu_off + 1 + r] = (int)acc;
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 3; ++k) carry[k] += tot[k];
+        mx = max(mx, tmax);
     }
+    const int max_k = (int)((unsigned)mx + (unsigned)draft);
+    const int n_page = min((int)carry[0], rows_cap);  // rows the page-table copy writes
+    __syncthreads();  // s_cu complete
 
     // 3. The page-table rows: req_to_token[rpi[req(r)], :K], repeated per query row.
     if (write_page && max_k > 0) {
@@ -183,13 +230,12 @@ __device__ __forceinline__ void nsa_meta_cases(
     int* __restrict__ expanded, int* __restrict__ nsa_cache, int* __restrict__ nsa_cu)
 {
     __shared__ int s_cu[NSA_MAX_BS + 1];
-    __shared__ unsigned s_scan[NSA_THREADS];
-    __shared__ int s_max;
+    __shared__ unsigned s_scan[4 * (NSA_THREADS / 32)];
     const int n = meta[0];
     for (int c = blockIdx.x; c < n; c += gridDim.x) {
         nsa_meta_case<UNIFORM>(hdr + (long long)c * NSA_HDR, page_off[c], seq_lens, accept, rpi, r2t,
                                r2t_stride, cache_seqlens, cu_seqlens_k, page_table, expanded, nsa_cache,
-                               nsa_cu, s_cu, s_scan, &s_max);
+                               nsa_cu, s_cu, s_scan);
     }
 }
 
