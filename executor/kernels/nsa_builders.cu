@@ -215,7 +215,17 @@ __device__ void nsa_meta_case(
             const int i = request_of_row(s_cu, bs, r);
             const int* __restrict__ src = r2t + (long long)rpi[req_off + i] * r2t_stride;
             int* __restrict__ dst = page_table + page_off + (long long)r * W;
-            for (int col = t; col < cols; col += NSA_THREADS) dst[col] = src[col];
+            int col0 = 0;
+            if ((((unsigned long long)src | (unsigned long long)dst) & 15ull) == 0ull) {
+                // 16-byte copies, four in flight per thread.
+                const int n4 = cols >> 2;
+                const int4* __restrict__ s4 = reinterpret_cast<const int4*>(src);
+                int4* __restrict__ d4 = reinterpret_cast<int4*>(dst);
+#pragma unroll 4
+                for (int k = t; k < n4; k += NSA_THREADS) d4[k] = s4[k];
+                col0 = n4 << 2;
+            }
+            for (int col = col0 + t; col < cols; col += NSA_THREADS) dst[col] = src[col];
         }
     }
     __syncthreads();

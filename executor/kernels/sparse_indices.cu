@@ -34,6 +34,7 @@
 #define SP_HDR 16
 #define SP_THREADS 256
 #define SP_CHUNK 8192
+#define SP_BATCH 8
 
 __device__ __forceinline__ int sp_case_of(const int* hdr, int n, int w) {
     int lo = 0, hi = n - 1;
@@ -73,9 +74,18 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
         // 1. Mark the heavy indices of this row that fall in [lo, lo + csize).
         for (int k = t; k < csize / 32; k += SP_THREADS) s_bits[k] = 0u;
         __syncthreads();
-        for (int m = t; m < heavy_size; m += SP_THREADS) {
-            const long long idx = heavy_row[m] + (long long)init_offset - lo;
-            if (idx >= 0 && idx < csize) atomicOr(&s_bits[idx >> 5], 1u << (idx & 31));
+        //    SP_BATCH loads in flight per thread before its atomics (the loads are the
+        //    latency: one L2 round trip per batch instead of one per index).
+        for (int m0 = t; m0 < heavy_size; m0 += SP_THREADS * SP_BATCH) {
+            long long idx[SP_BATCH];
+#pragma unroll
+            for (int k = 0; k < SP_BATCH; ++k) {
+                const int m = m0 + k * SP_THREADS;
+                idx[k] = m < heavy_size ? heavy_row[m] + (long long)init_offset - lo : -1ll;
+            }
+#pragma unroll
+            for (int k = 0; k < SP_BATCH; ++k)
+                if (idx[k] >= 0 && idx[k] < csize) atomicOr(&s_bits[idx[k] >> 5], 1u << (idx[k] & 31));
         }
         __syncthreads();
         // 2. Weights: every slot of the chunk, one owner each.
@@ -105,6 +115,7 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
         // 3. The list slots of this chunk, and the length.
         long long* lrow = list + h[9] + (long long)row * L;
         const int lhi = min(lo + csize, L);
+#pragma unroll 4
         for (int off = lo + t; off < lhi; off += SP_THREADS)
             lrow[off] = sp_list_value(off, sink, heavy_size, sk, window, heavy_row, init_offset);
         if (chunk == 0 && t == 0) lens[h[10] + row] = L;
