@@ -112,8 +112,11 @@ __device__ __forceinline__ void block_scan3_max(unsigned v[3], int& m, unsigned*
 // the caller falls back to the row loop otherwise.
 __device__ __forceinline__ unsigned clamped_run_sum(long long lo, long long q, long long topk) {
     const long long m = min(max(topk - lo, 0ll), q);  // rows below the clamp
-    const long long sum = m * lo + m * (m - 1) / 2 + (q - m) * topk;
-    return (unsigned)(unsigned long long)sum;
+    // Mod 2^64 (unsigned) is enough: only the low 32 bits are kept; m (m - 1) / 2 is exact.
+    const unsigned long long sum = (unsigned long long)m * (unsigned long long)lo +
+                                   (unsigned long long)(m * (m - 1) / 2) +
+                                   (unsigned long long)(q - m) * (unsigned long long)topk;
+    return (unsigned)sum;
 }
 
 // The largest i in [0, n) with cu[i] <= r (cu non-decreasing, cu[0] = 0 <= r).

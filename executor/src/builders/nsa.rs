@@ -181,8 +181,11 @@ impl Packed {
         }
     }
 
-    /// The CPU twin of `nsa_meta_general` / `nsa_meta_uniform_qo`: the same index
-    /// arithmetic over the same packed arrays (wrapping int32 sums), one case at a time.
+    /// The CPU twin of `nsa_meta_general` / `nsa_meta_uniform_qo`: the same arithmetic over
+    /// the same packed arrays (wrapping int32 sums), one case at a time, in the kernel's
+    /// form: per request its row count, `cache_seqlens` and the closed-form sum of its rows'
+    /// clamped lengths ([`clamped_run_sum`]); the prefix sums of those; then each request's
+    /// rows from its base (uniform-qo: D rows at `i * D`).
     pub fn run_twin(&mut self, uniform: bool, r2t: &[i32], r2t_stride: usize) {
         for k in 0..self.cases {
             let h: Vec<i32> = self.h(k).to_vec();
@@ -191,36 +194,42 @@ impl Packed {
             let draft = if mode == 0 { d } else { 0 };
             let rows_cap = bs * d as usize;
             let mut cu = vec![0i32; bs + 1];
-            let (mut acc_k, mut mx) = (0i32, i32::MIN);
+            let (mut acc_k, mut acc_c, mut mx) = (0i32, 0i32, i32::MIN);
             for i in 0..bs {
                 let s = self.seq_lens[req + i];
                 let q = if mode == 0 { d } else { self.accept[req + i] };
+                let kv = s.wrapping_add(draft);
+                let qe = if uniform { d } else { q };
                 cu[i + 1] = cu[i].wrapping_add(q);
                 mx = mx.max(s);
-                self.cache_seqlens[req + i] = s + draft;
-                acc_k = acc_k.wrapping_add(s + draft);
+                self.cache_seqlens[req + i] = kv;
+                acc_k = acc_k.wrapping_add(kv);
                 self.cu_seqlens_k[cu_off + 1 + i] = acc_k;
-            }
-            let max_k = mx + draft;
-            let n_page = (cu[bs].max(0) as usize).min(rows_cap);
-            let n_exp = if uniform { rows_cap } else { n_page };
-            let request_of = |r: usize| -> usize { cu[..bs].partition_point(|&c| c as usize <= r) - 1 };
-            let mut acc = 0i32;
-            for r in 0..n_exp {
-                let v = if uniform {
-                    let i = r / d as usize;
-                    self.seq_lens[req + i] + draft - d + 1 + (r - i * d as usize) as i32
+                let lo = i64::from(kv) - i64::from(qe) + 1;
+                let row = |j: i32| kv.wrapping_sub(qe).wrapping_add(1).wrapping_add(j);
+                let run = if lo >= i64::from(i32::MIN) {
+                    clamped_run_sum(lo, i64::from(qe), i64::from(topk))
                 } else {
-                    let i = request_of(r);
-                    let q = cu[i + 1] - cu[i];
-                    self.seq_lens[req + i] + draft - q + 1 + (r as i32 - cu[i])
+                    (0..qe).fold(0i32, |a, j| a.wrapping_add(row(j).min(topk)))
                 };
-                let c = v.min(topk);
-                self.expanded[row_off + r] = v;
-                self.nsa_cache[row_off + r] = c;
-                acc = acc.wrapping_add(c);
-                self.nsa_cu[ncu + 1 + r] = acc;
+                let r0 = if uniform { i * d as usize } else { cu[i] as usize };
+                let mut a = acc_c;
+                for j in 0..qe.max(0) {
+                    let r = r0 + j as usize;
+                    if r >= rows_cap {
+                        break;
+                    }
+                    let (v, c) = (row(j), row(j).min(topk));
+                    a = a.wrapping_add(c);
+                    self.expanded[row_off + r] = v;
+                    self.nsa_cache[row_off + r] = c;
+                    self.nsa_cu[ncu + 1 + r] = a;
+                }
+                acc_c = acc_c.wrapping_add(run);
             }
+            let max_k = mx.wrapping_add(draft);
+            let n_page = (cu[bs].max(0) as usize).min(rows_cap);
+            let request_of = |r: usize| -> usize { cu[..bs].partition_point(|&c| c as usize <= r) - 1 };
             if write_page != 0 && max_k > 0 {
                 let cols = (max_k as usize).min(w);
                 let base = self.page_off[k] as usize;
@@ -233,6 +242,17 @@ impl Packed {
             }
         }
     }
+}
+
+/// `Σ_{j < q} min(lo + j, topk)` reduced mod 2^32, as `nsa_builders.cu`'s
+/// `clamped_run_sum`: the exact sum in 64 bits (valid while no `lo + j` leaves int32, which
+/// the callers check), equal to the wrapping int32 sum of the same terms in any order
+/// (`torch.cumsum(dtype=int32)` of the rows' `nsa_cache_seqlens`).
+pub fn clamped_run_sum(lo: i64, q: i64, topk: i64) -> i32 {
+    let m = (topk - lo).clamp(0, q.max(0));
+    // Mod 2^64 is enough (only the low 32 bits are kept); m (m - 1) / 2 is exact.
+    let sum = m.wrapping_mul(lo).wrapping_add(m * (m - 1) / 2).wrapping_add((q - m).wrapping_mul(topk));
+    sum as i32
 }
 
 /// Buffer capacities of a [`NsaDevice`] (elements).
@@ -394,6 +414,32 @@ mod tests {
     use super::*;
     use specreplay_sim::builders::cases::replay_outcome;
     use specreplay_sim::builders::nsa::{NsaBatch, NsaParams};
+
+    #[test]
+    fn the_closed_form_run_sum_equals_the_wrapping_row_sum() {
+        // Every regime: all rows below the clamp, all above, straddling it, negative starts,
+        // starts at INT_MIN, rows ending at INT_MAX, sums that wrap int32, q = 0.
+        let mut rng = specreplay_sim::splitmix::Rng::new(17);
+        let edges = [i64::from(i32::MIN), -5_000, -1, 0, 1, 2048, i64::from(i32::MAX) - 4_000];
+        for case in 0..20_000u32 {
+            let q = i64::from(rng.range(0, 4_000) as u32);
+            let lo = if case % 3 == 0 {
+                edges[case as usize % edges.len()]
+            } else {
+                i64::from(i32::MIN) + rng.range(0, u32::MAX as u64 - 4_000) as i64
+            };
+            let topk = match case % 4 {
+                0 => lo + q / 2,
+                1 => i64::from(rng.range(0, 1 << 20) as u32),
+                2 => i64::from(i32::MIN) + rng.range(0, u32::MAX as u64) as i64,
+                _ => i64::from(i32::MAX),
+            };
+            let topk = topk.clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+            assert!(lo + q - 1 <= i64::from(i32::MAX));
+            let direct = (0..q).fold(0i32, |a, j| a.wrapping_add(((lo + j).min(topk)) as i32));
+            assert_eq!(clamped_run_sum(lo, q, topk), direct, "lo {lo} q {q} topk {topk}");
+        }
+    }
 
     pub(crate) fn case(mode: NsaMode, d: i32, seq: &[i32], acc: &[i32], captured: usize) -> NsaCase {
         NsaCase {
