@@ -197,6 +197,18 @@ device() {
     stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows 1,4,16,32,64 --json "$OUT/bench-gemm.json"
     stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --kernels "${QWEN_KERNELS:-tensor,fused}" --launches "${QWEN_LAUNCHES:-base,staged+prefetch}" --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
+    # Kernel durations inside the decode graphs (Nsight Compute, one pass, clocks left
+    # alone; --graph-profiling node times each kernel node of a replayed graph): the first
+    # QWEN_NCU_KERNELS kernels of a batch-1 and a batch-64 bench-qwen (prefill, then decode
+    # steps in FULL graphs), CSV per batch. Only when named (not in the default run).
+    if [ "${#ONLY[@]}" != 0 ] && selected qwen-ncu; then
+        ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+        for b in 1 64; do
+            stage qwen-ncu 120 "$OUT/qwen.log" "$ncu_bin" --clock-control none --graph-profiling node \
+                --metrics gpu__time_duration.sum,dram__bytes_read.sum -c "${QWEN_NCU_KERNELS:-600}" --csv \
+                --log-file "$OUT/ncu-b$b.csv" .gpu/specreplay gpu bench-qwen --batch "$b" --steps 1 --replays 1 --kernels tensor
+        done
+    fi
 
     local failed=0 s name rc secs json="" sep=""
     {
