@@ -205,7 +205,7 @@ device() {
         ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
         for b in 1 64; do
             stage qwen-ncu 120 "$OUT/qwen.log" "$ncu_bin" --clock-control none --graph-profiling node \
-                --metrics gpu__time_duration.sum,dram__bytes_read.sum -c "${QWEN_NCU_KERNELS:-600}" --csv \
+                --metrics gpu__time_duration.sum,dram__bytes_read.sum,lts__t_bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active -c "${QWEN_NCU_KERNELS:-600}" --csv \
                 --log-file "$OUT/ncu-b$b.csv" .gpu/specreplay gpu bench-qwen --batch "$b" --steps 1 --replays 1 --kernels tensor
         done
     fi
