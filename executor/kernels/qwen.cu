@@ -1615,7 +1615,6 @@ GEMM_MMA_FOLDED_ENTRY(qwen_gemm_mma_norm_glu_1, 2, true, true, false)
                                                                      yf, f32_out, norm_w, eps);  \
     }
 GEMM_MMA_FOLDED_PF_ENTRY(qwen_gemm_mma_norm_p_2_1, 2, false)
-GEMM_MMA_FOLDED_PF_ENTRY(qwen_gemm_mma_norm_glu_p_1, 2, true)
 extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resadd_s_1_1_4(GEMM_PARAMS)
 {
     pdl_begin();

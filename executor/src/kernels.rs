@@ -94,7 +94,6 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_mma_norm_s_1_1",
             "qwen_gemm_mma_norm_glu_1",
             "qwen_gemm_mma_norm_p_2_1",
-            "qwen_gemm_mma_norm_glu_p_1",
             "qwen_gemm_mma_resadd_s_1_1_4",
             "qwen_gemm_mma_resadd_s_1_1",
             "qwen_gemm_mma_xs_2_2",

@@ -82,9 +82,11 @@ pub struct Launches {
     /// From [`MMA_STAGED_FROM_ROWS`] rows the input and post norms folded into the products
     /// (`qwen_gemm_mma_xs_norm_*`, `qwen_gemm_mma_resadd_s_2_1`) instead of launched.
     pub staged_norms: bool,
-    /// At one row the products with 4 weight chunks in flight per warp
-    /// (`qwen_gemm_mma_norm_p_2_1`, `qwen_gemm_mma_norm_glu_p_1`: 16 columns per block, the
-    /// weights requested before the row's sum of squares; `qwen_gemm_mma_resadd_s_1_1_4`).
+    /// At one row the products with 4 weight chunks in flight per warp: qkv
+    /// (`qwen_gemm_mma_norm_p_2_1`: 16 columns per block, the weights requested before the
+    /// row's sum of squares), o_proj and down_proj (`qwen_gemm_mma_resadd_s_1_1_4`).
+    /// gate_up keeps `qwen_gemm_mma_norm_glu_1`: its prefetching form measured slower
+    /// (device log run 23, H100: 13.50 against 9.22 us per launch) and was dropped.
     pub prefetch: bool,
 }
 
@@ -299,7 +301,6 @@ impl KernelPlan {
         let prefetch = tensor && l.prefetch && rows < MMA_STAGED_FROM_ROWS;
         match op {
             Op::Qkv(_) if prefetch => Tiling::mma("qwen_gemm_mma_norm_p_2_1", 16, 16, true),
-            Op::GateUp(_) if prefetch => Tiling::mma("qwen_gemm_mma_norm_glu_p_1", 16, 16, true),
             Op::OProj(_) | Op::Down(_) if prefetch => Tiling::mma("qwen_gemm_mma_resadd_s_1_1_4", 8, 16, true),
             Op::Qkv(_) if staged => {
                 if wide {
@@ -410,11 +411,16 @@ pub const MMA_STAGED_FROM_ROWS: usize = 17;
 /// [`Launches::staged_norms`] by default. Off: device log run 22 (H200) measured the staged
 /// norms bit-equal but slower (batch 64 qkv 25.74 and gate_up 29.48 us, against about 11.6
 /// and 15.6 plus a 5 us norm launch each unfolded: each warp summed its rows' squares one
-/// row after another); the launches stay as before.
+/// row after another); the launches stay as before. Run 23 (H100) measured the rewrite
+/// (two rows per warp, each lane's loads before its fmaf chains): still slower, qkv 24.59
+/// and gate_up 28.67 us against 11.83 and 17.59 plus a 4.9 us norm each; batch-64 step
+/// 3.166 against 2.744 ms.
 pub const STAGED_NORMS: bool = false;
 
-/// [`Launches::prefetch`] by default.
-pub const PREFETCH: bool = false;
+/// [`Launches::prefetch`] by default: on. Device log run 23 (H100, eager per launch at batch
+/// 1): qkv 9.34 against 11.47 us, o_proj 4.49 against 4.91, down_proj 5.81 against 6.36
+/// (gate_up's prefetching form was slower and is not used).
+pub const PREFETCH: bool = true;
 
 const S_GLU_1: Tiling = Tiling::mma("qwen_gemm_mma_s_glu_1", 16, 16, true);
 const RESADD_S_2_1: Tiling = Tiling::mma("qwen_gemm_mma_resadd_s_2_1", 16, 16, true);
@@ -898,7 +904,8 @@ mod tests {
                     assert!(qwen.entries.contains(&t.entry), "{plan:?}: {} is not loaded", t.entry);
                     assert_eq!(t.mma_split.is_some(), plan == KernelPlan::Tensor, "{t:?}");
                     let fresh = t.entry.contains("_p_") || t.entry.ends_with("_1_1_4");
-                    assert_eq!(fresh, plan == KernelPlan::Tensor && l.prefetch, "{plan:?} {l}: {t:?}");
+                    let prefetching = plan == KernelPlan::Tensor && l.prefetch && !matches!(op, Op::GateUp(_));
+                    assert_eq!(fresh, prefetching, "{plan:?} {l}: {t:?}");
                     if matches!(op, Op::GateUp(_)) {
                         assert!(t.entry.contains("glu"), "{t:?}");
                     }
