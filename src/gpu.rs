@@ -718,8 +718,15 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     r.local_bytes
                 );
             }
+            let floors = specreplay_executor::model::gemm_bench::read_floor(&dev, &cfg, launches)?;
+            for r in &floors {
+                println!(
+                    "read floor {:<13} {:>9} bytes {:>10.2} us/launch {:>8.0} GB/s (qwen_read_probe: the bytes only)",
+                    r.shape, r.bytes, r.us_per_launch, r.gb_s
+                );
+            }
             if let Some(path) = json {
-                let v = serde_json::json!({"device": dev.info.name, "rows": table});
+                let v = serde_json::json!({"device": dev.info.name, "rows": table, "read_floor": floors});
                 crate::io::write_file(&path, format!("{v}\n").as_bytes()).map_err(ExecError::Input)?;
             }
             Ok(if unequal == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

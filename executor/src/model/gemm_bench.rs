@@ -208,3 +208,59 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
     }
     Ok(out)
 }
+
+/// One launch that only reads a shape's weight bytes (`qwen_read_probe`: 16-byte loads, 4
+/// in flight per thread, 8 blocks of 256 threads per SM), timed as [`bench`] times the
+/// tilings (copies cycled so the bytes come from HBM, CUDA events around a run of launches):
+/// the floor a product of that shape meets in this measurement, launch included.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReadFloor {
+    pub shape: &'static str,
+    pub bytes: usize,
+    pub us_per_launch: f64,
+    pub gb_s: f64,
+}
+
+/// [`ReadFloor`] of every shape of [`shapes`].
+pub fn read_floor(dev: &Device, c: &ModelConfig, launches: usize) -> Result<Vec<ReadFloor>> {
+    let f = dev.function("qwen_read_probe")?;
+    let lc = cudarc::driver::LaunchConfig {
+        grid_dim: (8 * dev.info.sm_count.max(1) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut sink: CudaSlice<u32> = dev.stream.alloc_zeros(4)?;
+    let mut out = Vec::new();
+    for (shape, k, n) in shapes(c) {
+        let bytes = k * n * 2;
+        let copies = (256usize << 20).div_ceil(bytes).clamp(1, 32);
+        let mut ws: Vec<CudaSlice<u16>> = Vec::with_capacity(copies);
+        for _ in 0..copies {
+            ws.push(dev.stream.alloc_zeros(k * n)?);
+        }
+        let n16 = (bytes / 16) as i64;
+        let mut go = |w: &CudaSlice<u16>| -> Result<()> {
+            let mut l = dev.stream.launch_builder(f);
+            l.arg(w).arg(&n16).arg(&mut sink);
+            // SAFETY: qwen_read_probe(const uint4*, long long, unsigned*): w holds n16 16-byte
+            // words (k * n bf16, k * n * 2 a multiple of 16 for every shape), sink 4 words.
+            unsafe { l.launch(lc) }?;
+            Ok(())
+        };
+        for w in ws.iter().take(8) {
+            go(w)?;
+        }
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (a, b) = (dev.ctx.new_event(flags)?, dev.ctx.new_event(flags)?);
+        dev.stream.synchronize()?;
+        a.record(&dev.stream)?;
+        for i in 0..launches {
+            go(&ws[i % copies])?;
+        }
+        b.record(&dev.stream)?;
+        dev.stream.synchronize()?;
+        let us = f64::from(a.elapsed_ms(&b)?) * 1e3 / launches.max(1) as f64;
+        out.push(ReadFloor { shape, bytes, us_per_launch: us, gb_s: bytes as f64 / (us * 1e3) });
+    }
+    Ok(out)
+}
