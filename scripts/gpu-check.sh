@@ -16,10 +16,12 @@
 # --n 1000, gpu bench, the seeds' metadata builders (gpu builders, their GPU tests, the
 # torch forms, explain --device cuda), hf-reference (scripts/hf_reference_check.sh: a
 # random-weight Qwen3-0.6B through specreplay's CPU reference and transformers), the Qwen3
-# forward (qwen-kernels, qwen-generate, qwen-invariance, qwen-bench, qwen-torch). Files
+# forward (qwen-kernels, qwen-generate, qwen-invariance, qwen-bench, qwen-torch; qwen-ncu,
+# Nsight Compute kernel durations, only when named: scripts/ncu_summary.py reads them). Files
 # in $OUT (flat): info.txt selftest.log selftest.json tests.log replay.log bench.json
 # builders.log builders.json builders-timing.json torch-builders.log torch-builders.json
-# hf_reference.log qwen.log qwen-bench.json qwen-torch.json summary.txt summary.json.
+# hf_reference.log qwen.log qwen-bench.json qwen-torch.json ncu-b1.csv ncu-b64.csv summary.txt
+# summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
