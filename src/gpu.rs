@@ -239,9 +239,9 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// `fused-pdl`, `unfused`: see `KernelPlan`); the n-gram comparison runs with the first.
         #[arg(long, value_delimiter = ',', default_value = "tensor")]
         kernels: Vec<KernelPlan>,
-        /// The tensor plan's launch choices to time (speed only: `default`, `base`,
-        /// `staged`, `prefetch`, `staged+prefetch`; see `Launches`); the n-gram comparison
-        /// runs with the first.
+        /// The tensor plan's launch choices to time (speed only: `default`, `base`, or
+        /// `staged`, `prefetch`, `pdl` joined by `+` in that order, e.g. `prefetch+pdl`; see
+        /// `Launches`); the n-gram comparison runs with the first.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
         #[arg(long)]

@@ -1642,6 +1642,52 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resad
     pdl_begin();
     gemm_mma_body<1, 1, 4, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);
 }
+// The tensor plan with Launches::pdl (launched with programmatic stream serialization): a
+// one-row product may start while the kernels before it run. Before its wait it requests
+// into L2 every weight line of its block's first tile (the only one at one row: tile =
+// blockIdx.x, row group 0; the same rows the body reads, clamped as there); weights are
+// never written, so the fetch overlaps the kernel before it. Nothing else is read before
+// pdl_wait (counts, x and y come after). Launched without the attribute the wait returns at
+// once. Same body, same sums: the bits of the entry without _pdl.
+template <int NT, bool GLU>
+__device__ __forceinline__ void mma_pdl_l2_prologue(const bf16_t* __restrict__ w, int K, int N) {
+    pdl_launch_dependents();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int cols = GLU ? N / 2 : N;
+    const int n0 = blockIdx.x * (GLU ? 8 : NT * 8);
+    if (n0 < cols) {
+        constexpr int WROWS = GLU ? 16 : NT * 8;
+        const int lines = (K * 2 + 127) / 128;  // per weight row
+        for (int i = threadIdx.x; i < WROWS * lines; i += blockDim.x) {
+            const int r = i / lines, line = i - r * lines;
+            int n;
+            if (GLU) {
+                const int pair = n0 + (r & 7) < cols ? n0 + (r & 7) : cols - 1;
+                n = r < 8 ? pair : cols + pair;
+            } else {
+                n = n0 + r < N ? n0 + r : N - 1;
+            }
+            asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)(w + (long long)n * K) + (long long)line * 128));
+        }
+    }
+#endif
+    pdl_wait();
+}
+#define GEMM_MMA_FOLDED_PDL_ENTRY(NAME, NT, U, GLU, PF)                                           \
+    extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS,                \
+                                                                       const bf16_t* __restrict__ norm_w, float eps) \
+    {                                                                                            \
+        mma_pdl_l2_prologue<NT, GLU>(w, K, N);                                                   \
+        gemm_mma_body<NT, 1, U, true, GLU, true, false, false, PF>(rows_of(counts, source), x, K, w, N, y, \
+                                                                   yf, f32_out, norm_w, eps);    \
+    }
+GEMM_MMA_FOLDED_PDL_ENTRY(qwen_gemm_mma_norm_p_2_1_pdl, 2, 4, false, true)
+GEMM_MMA_FOLDED_PDL_ENTRY(qwen_gemm_mma_norm_glu_1_pdl, 2, 2, true, false)
+extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resadd_s_1_1_4_pdl(GEMM_PARAMS)
+{
+    mma_pdl_l2_prologue<1, false>(w, K, N);
+    gemm_mma_body<1, 1, 4, true, false, false, true>(rows_of(counts, source), x, K, w, N, y, yf, f32_out);
+}
 // RESADD takes no norm: the plain GEMM parameters (gpu.rs passes nine arguments).
 extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) qwen_gemm_mma_resadd_s_1_1(GEMM_PARAMS)
 {

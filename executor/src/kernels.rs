@@ -96,6 +96,9 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_gemm_mma_norm_glu_1",
             "qwen_gemm_mma_norm_p_2_1",
             "qwen_gemm_mma_resadd_s_1_1_4",
+            "qwen_gemm_mma_norm_p_2_1_pdl",
+            "qwen_gemm_mma_norm_glu_1_pdl",
+            "qwen_gemm_mma_resadd_s_1_1_4_pdl",
             "qwen_gemm_mma_resadd_s_1_1",
             "qwen_gemm_mma_xs_2_2",
             "qwen_gemm_mma_xs_2_4",
@@ -391,6 +394,7 @@ mod tests {
                         || m.source.contains(&format!("\nGEMM_MMA_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_FOLDED_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_FOLDED_PF_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_MMA_FOLDED_PDL_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_XS_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_XS_NORM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nRMSNORM_ENTRY({e}, ")),

@@ -88,26 +88,41 @@ pub struct Launches {
     /// gate_up keeps `qwen_gemm_mma_norm_glu_1`: its prefetching form measured slower
     /// (device log run 23, H100: 13.50 against 9.22 us per launch) and was dropped.
     pub prefetch: bool,
+    /// The tensor plan launched with programmatic stream serialization (as
+    /// [`KernelPlan::FusedPdl`] launches the fused plan): each kernel may start while the one
+    /// before it runs and waits (`griddepcontrol.wait`) before it reads what an earlier kernel
+    /// wrote; the one-row products `*_pdl` (gate_up, and with [`Launches::prefetch`] qkv,
+    /// o_proj and down_proj) first request their block's weight tile into L2, so each
+    /// product's weight fetch overlaps the kernel before it.
+    pub pdl: bool,
 }
 
 impl Launches {
     /// What the forward pass launches unless told otherwise ([`STAGED_NORMS`], [`PREFETCH`]).
-    pub const DEFAULT: Launches = Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH };
+    pub const DEFAULT: Launches = Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH, pdl: PDL };
     /// Every combination.
-    pub const ALL: [Launches; 4] = [
-        Launches { staged_norms: false, prefetch: false },
-        Launches { staged_norms: true, prefetch: false },
-        Launches { staged_norms: false, prefetch: true },
-        Launches { staged_norms: true, prefetch: true },
-    ];
+    pub const ALL: [Launches; 8] = {
+        let mut all = [Launches { staged_norms: false, prefetch: false, pdl: false }; 8];
+        let mut i = 0;
+        while i < 8 {
+            all[i] = Launches { staged_norms: i & 1 != 0, prefetch: i & 2 != 0, pdl: i & 4 != 0 };
+            i += 1;
+        }
+        all
+    };
 
-    /// `base`, `staged`, `prefetch` or `staged+prefetch`.
+    /// `base`, or the choices that are on joined by `+` (`staged`, `prefetch`, `pdl`, in that
+    /// order): `staged+prefetch`, `prefetch+pdl`, ...
     pub fn name(self) -> &'static str {
-        match (self.staged_norms, self.prefetch) {
-            (false, false) => "base",
-            (true, false) => "staged",
-            (false, true) => "prefetch",
-            (true, true) => "staged+prefetch",
+        match (self.staged_norms, self.prefetch, self.pdl) {
+            (false, false, false) => "base",
+            (true, false, false) => "staged",
+            (false, true, false) => "prefetch",
+            (true, true, false) => "staged+prefetch",
+            (false, false, true) => "pdl",
+            (true, false, true) => "staged+pdl",
+            (false, true, true) => "prefetch+pdl",
+            (true, true, true) => "staged+prefetch+pdl",
         }
     }
 }
@@ -131,7 +146,9 @@ impl std::str::FromStr for Launches {
             return Ok(Launches::DEFAULT);
         }
         Launches::ALL.into_iter().find(|l| l.name() == s).ok_or_else(|| {
-            format!("unknown launches {s:?} (expected default, base, staged, prefetch or staged+prefetch)")
+            format!(
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl joined by + in that order)"
+            )
         })
     }
 }
@@ -299,9 +316,15 @@ impl KernelPlan {
         let staged = tensor && rows >= MMA_STAGED_FROM_ROWS;
         let wide = rows > 32;
         let prefetch = tensor && l.prefetch && rows < MMA_STAGED_FROM_ROWS;
+        let pdl = tensor && l.pdl && rows < MMA_STAGED_FROM_ROWS;
         match op {
+            Op::Qkv(_) if prefetch && pdl => Tiling::mma("qwen_gemm_mma_norm_p_2_1_pdl", 16, 16, true),
             Op::Qkv(_) if prefetch => Tiling::mma("qwen_gemm_mma_norm_p_2_1", 16, 16, true),
+            Op::OProj(_) | Op::Down(_) if prefetch && pdl => {
+                Tiling::mma("qwen_gemm_mma_resadd_s_1_1_4_pdl", 8, 16, true)
+            }
             Op::OProj(_) | Op::Down(_) if prefetch => Tiling::mma("qwen_gemm_mma_resadd_s_1_1_4", 8, 16, true),
+            Op::GateUp(_) if pdl => Tiling::mma("qwen_gemm_mma_norm_glu_1_pdl", 16, 16, true),
             Op::Qkv(_) if staged => {
                 if wide {
                     XS_NORM_2_4
@@ -421,6 +444,9 @@ pub const STAGED_NORMS: bool = false;
 /// 1): qkv 9.34 against 11.47 us, o_proj 4.49 against 4.91, down_proj 5.81 against 6.36
 /// (gate_up's prefetching form was slower and is not used).
 pub const PREFETCH: bool = true;
+
+/// [`Launches::pdl`] by default: off until a device run times it.
+pub const PDL: bool = false;
 
 const S_GLU_1: Tiling = Tiling::mma("qwen_gemm_mma_s_glu_1", 16, 16, true);
 const RESADD_S_2_1: Tiling = Tiling::mma("qwen_gemm_mma_resadd_s_2_1", 16, 16, true);
@@ -790,7 +816,8 @@ impl GpuModel {
         // have the capacities the kernels index within (rows < max_tokens, logits rows <
         // max_logits, cache slots < kv.slots(), positions < rope_len, all checked in-kernel
         // or by `StepInput::validate`).
-        unsafe { l.launch(f, lc, self.kernels.pdl()) }?;
+        let pdl = self.kernels.pdl() || (self.kernels == KernelPlan::Tensor && self.launches.pdl);
+        unsafe { l.launch(f, lc, pdl) }?;
         Ok(())
     }
 }
@@ -843,8 +870,7 @@ mod tests {
         assert_eq!(XS_2_4.fitting(3072, ADA), Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true));
         // ...and launches the norms where their staged products do not fit.
         let t = KernelPlan::Tensor;
-        let (on, off) =
-            (Launches { staged_norms: true, prefetch: false }, Launches { staged_norms: false, prefetch: false });
+        let (on, off) = (Launches { staged_norms: true, prefetch: false, pdl: false }, Launches::ALL[0]);
         assert!(t.folds_norms_on(64, on, 1024, HOPPER));
         assert!(t.folds_norms_on(64, on, 1024, ADA));
         assert!(t.folds_norms_on(64, on, 3072, HOPPER));
@@ -903,9 +929,11 @@ mod tests {
                     let t = plan.folded(op, 1, l);
                     assert!(qwen.entries.contains(&t.entry), "{plan:?}: {} is not loaded", t.entry);
                     assert_eq!(t.mma_split.is_some(), plan == KernelPlan::Tensor, "{t:?}");
-                    let fresh = t.entry.contains("_p_") || t.entry.ends_with("_1_1_4");
+                    let fresh = t.entry.contains("_p_") || t.entry.contains("_1_1_4");
                     let prefetching = plan == KernelPlan::Tensor && l.prefetch && !matches!(op, Op::GateUp(_));
                     assert_eq!(fresh, prefetching, "{plan:?} {l}: {t:?}");
+                    let l2 = plan == KernelPlan::Tensor && l.pdl && (prefetching || matches!(op, Op::GateUp(_)));
+                    assert_eq!(t.entry.ends_with("_pdl"), l2, "{plan:?} {l}: {t:?}");
                     if matches!(op, Op::GateUp(_)) {
                         assert!(t.entry.contains("glu"), "{t:?}");
                     }
