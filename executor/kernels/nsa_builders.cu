@@ -20,7 +20,8 @@
 // Variants (separate entry points):
 //   nsa_meta_general    rows per request = qo_i (verify: D; extend: accept_length[i], 0 allowed).
 //                       Correct for any qo: the per-request prefix sum cu_qo is computed here,
-//                       on the device, and each row finds its request by binary search.
+//                       on the device (one thread per request writes that request's rows;
+//                       a page-table row finds its request by binary search over cu_qo).
 //   nsa_meta_uniform_qo seed 001's quick win, reverted by seed 002: D rows per request,
 //                       start kv - D + 1. Exact for target_verify; for draft_extend it writes
 //                       bs*D rows of shifted / misaligned lengths, which fit the verify-shaped
