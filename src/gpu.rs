@@ -240,7 +240,7 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         #[arg(long, value_delimiter = ',', default_value = "tensor")]
         kernels: Vec<KernelPlan>,
         /// The tensor plan's launch choices to time (speed only: `default`, `base`, or
-        /// `staged`, `prefetch`, `pdl` joined by `+` in that order, e.g. `prefetch+pdl`; see
+        /// `staged`, `prefetch`, `pdl`, `whole` joined by `+` in that order, e.g. `prefetch+pdl`; see
         /// `Launches`); the n-gram comparison runs with the first.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,

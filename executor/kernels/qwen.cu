@@ -812,6 +812,20 @@ __device__ __forceinline__ int row_of(const int* cu, int n, int i) {
     return lo;
 }
 
+// row_of with a first guess: g = t * n / total is the request of token t when every request
+// has the same query length (uniform decode, uniform verify); its two bounds are loaded
+// together and, when cu[g] <= t < cu[g + 1], g is also the largest i with cu[i] <= t (every
+// later cu[i] >= cu[g + 1] > t). Otherwise the binary search. The same request either way,
+// in one memory round trip instead of log2(n) dependent ones in the common case.
+__device__ __forceinline__ int row_of_guessed(const int* cu, int n, int total, int t) {
+    long long g = total > 0 ? (long long)t * n / total : 0;
+    g = g < n - 1 ? g : n - 1;
+    g = g > 0 ? g : 0;
+    const int a = cu[g], b = cu[g + 1];
+    if (a <= t && t < b) return (int)g;
+    return row_of(cu, n, t);
+}
+
 // One 32-key tile's online-softmax step, the order both attention paths and the CPU twin
 // (`attention_head`) share: s is this lane's score (-inf when its key is skipped), `live`
 // whether it counts. Returns false, l untouched, when every key of the tile is skipped;
@@ -992,7 +1006,7 @@ __device__ __forceinline__ void attention_body(
         const int t = (int)(it / groups);
         const int h0 = (int)(it % groups) * G;
         const int kvh = h0 / group;
-        const int r = row_of(cu_seqlens_q, num_reqs, t);
+        const int r = row_of_guessed(cu_seqlens_q, num_reqs, total, t);
         long long nk = positions[t] + 1;
         if (nk > seqused_k[r] || nk < 1) {
             if (threadIdx.x == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
@@ -1132,6 +1146,14 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32, 4) qwen_attention_l
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32, 4) qwen_attention_gqa2(ATTENTION_ARGS) {
     pdl_begin();
     attention_body<2, 2>(ATTENTION_PASS);
+}
+// Pairs of query heads with every K and V row of a tile requested at once (SPLIT 1: two
+// memory round trips per tile instead of four, more registers, fewer blocks per SM; at 64
+// decode rows the step has only about 4 items per SM anyway). Launches::whole_tiles. Same
+// sums per head in the same order, so the same bits.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) qwen_attention_gqa2_whole(ATTENTION_ARGS) {
+    pdl_begin();
+    attention_body<1, 2>(ATTENTION_PASS);
 }
 
 // act = bf16(bf16(silu(gate)) * up) over the padded rows; gate_up is [T, 2I] = [gate | up]

@@ -77,6 +77,7 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_attention",
             "qwen_attention_lean",
             "qwen_attention_gqa2",
+            "qwen_attention_gqa2_whole",
             "qwen_silu_mul",
             "mma_probe",
             "qwen_read_probe",

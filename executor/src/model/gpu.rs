@@ -95,35 +95,54 @@ pub struct Launches {
     /// o_proj and down_proj) first request their block's weight tile into L2, so each
     /// product's weight fetch overlaps the kernel before it.
     pub pdl: bool,
+    /// From [`LEAN_ATTENTION_FROM_ROWS`] rows the GQA-pair attention with every K and V row
+    /// of a tile requested at once (`qwen_attention_gqa2_whole`) instead of half a tile at a
+    /// time (`qwen_attention_gqa2`).
+    pub whole_tiles: bool,
 }
 
 impl Launches {
     /// What the forward pass launches unless told otherwise ([`STAGED_NORMS`], [`PREFETCH`]).
-    pub const DEFAULT: Launches = Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH, pdl: PDL };
-    /// Every combination.
-    pub const ALL: [Launches; 8] = {
-        let mut all = [Launches { staged_norms: false, prefetch: false, pdl: false }; 8];
+    pub const DEFAULT: Launches =
+        Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH, pdl: PDL, whole_tiles: WHOLE_TILES };
+    /// Every combination, indexed by the bits staged 1, prefetch 2, pdl 4, whole tiles 8.
+    pub const ALL: [Launches; 16] = {
+        let mut all = [Launches { staged_norms: false, prefetch: false, pdl: false, whole_tiles: false }; 16];
         let mut i = 0;
-        while i < 8 {
-            all[i] = Launches { staged_norms: i & 1 != 0, prefetch: i & 2 != 0, pdl: i & 4 != 0 };
+        while i < 16 {
+            all[i] =
+                Launches { staged_norms: i & 1 != 0, prefetch: i & 2 != 0, pdl: i & 4 != 0, whole_tiles: i & 8 != 0 };
             i += 1;
         }
         all
     };
 
-    /// `base`, or the choices that are on joined by `+` (`staged`, `prefetch`, `pdl`, in that
-    /// order): `staged+prefetch`, `prefetch+pdl`, ...
+    /// `base`, or the choices that are on joined by `+` in the order `staged`, `prefetch`,
+    /// `pdl`, `whole`: `staged+prefetch`, `prefetch+pdl`, ...
     pub fn name(self) -> &'static str {
-        match (self.staged_norms, self.prefetch, self.pdl) {
-            (false, false, false) => "base",
-            (true, false, false) => "staged",
-            (false, true, false) => "prefetch",
-            (true, true, false) => "staged+prefetch",
-            (false, false, true) => "pdl",
-            (true, false, true) => "staged+pdl",
-            (false, true, true) => "prefetch+pdl",
-            (true, true, true) => "staged+prefetch+pdl",
-        }
+        const NAMES: [&str; 16] = [
+            "base",
+            "staged",
+            "prefetch",
+            "staged+prefetch",
+            "pdl",
+            "staged+pdl",
+            "prefetch+pdl",
+            "staged+prefetch+pdl",
+            "whole",
+            "staged+whole",
+            "prefetch+whole",
+            "staged+prefetch+whole",
+            "pdl+whole",
+            "staged+pdl+whole",
+            "prefetch+pdl+whole",
+            "staged+prefetch+pdl+whole",
+        ];
+        let i = usize::from(self.staged_norms)
+            | usize::from(self.prefetch) << 1
+            | usize::from(self.pdl) << 2
+            | usize::from(self.whole_tiles) << 3;
+        NAMES[i]
     }
 }
 
@@ -276,10 +295,11 @@ impl KernelPlan {
     /// query heads each block item takes: the tensor plan, from
     /// [`LEAN_ATTENTION_FROM_ROWS`] rows and with an even group, launches
     /// `qwen_attention_gqa2` (two query heads of one KV head per item: each K and V row
-    /// read once for both; same sums per head, so the same bits).
-    pub fn attention_for(self, rows: usize, group: usize) -> (&'static str, usize) {
+    /// read once for both; same sums per head, so the same bits), or with
+    /// [`Launches::whole_tiles`] `qwen_attention_gqa2_whole`.
+    pub fn attention_for(self, rows: usize, group: usize, l: Launches) -> (&'static str, usize) {
         if self == KernelPlan::Tensor && rows >= LEAN_ATTENTION_FROM_ROWS && group.is_multiple_of(2) {
-            ("qwen_attention_gqa2", 2)
+            (if l.whole_tiles { "qwen_attention_gqa2_whole" } else { "qwen_attention_gqa2" }, 2)
         } else {
             (self.attention(rows), 1)
         }
@@ -447,6 +467,9 @@ pub const PREFETCH: bool = true;
 
 /// [`Launches::pdl`] by default: off until a device run times it.
 pub const PDL: bool = false;
+
+/// [`Launches::whole_tiles`] by default: off until a device run times it.
+pub const WHOLE_TILES: bool = false;
 
 const S_GLU_1: Tiling = Tiling::mma("qwen_gemm_mma_s_glu_1", 16, 16, true);
 const RESADD_S_2_1: Tiling = Tiling::mma("qwen_gemm_mma_resadd_s_2_1", 16, 16, true);
@@ -725,7 +748,7 @@ impl GpuModel {
         let gemm = tiling.entry;
         // Folded steps: the residual stream already holds each sum when a norm would add it.
         let final_add = if folded { zero } else { one };
-        let att = self.kernels.attention_for(rows, c.num_heads / c.num_kv_heads.max(1));
+        let att = self.kernels.attention_for(rows, c.num_heads / c.num_kv_heads.max(1), self.launches);
         let f = dev.function(match op {
             Op::Embed => "qwen_embed",
             Op::InputNorm(_) | Op::PostNorm(_) | Op::FinalNorm => self.kernels.rmsnorm(),
@@ -870,7 +893,7 @@ mod tests {
         assert_eq!(XS_2_4.fitting(3072, ADA), Tiling::mma("qwen_gemm_mma_s_2_1", 16, 16, true));
         // ...and launches the norms where their staged products do not fit.
         let t = KernelPlan::Tensor;
-        let (on, off) = (Launches { staged_norms: true, prefetch: false, pdl: false }, Launches::ALL[0]);
+        let (on, off) = (Launches::ALL[1], Launches::ALL[0]);
         assert!(t.folds_norms_on(64, on, 1024, HOPPER));
         assert!(t.folds_norms_on(64, on, 1024, ADA));
         assert!(t.folds_norms_on(64, on, 3072, HOPPER));
@@ -968,6 +991,8 @@ mod tests {
         let l = Launches::DEFAULT;
         assert!(KernelPlan::Fused.folds_norms(1, l));
         assert!(!KernelPlan::Fused.folds_norms(2, l) && !KernelPlan::Unfused.folds_norms(1, l));
+        let names: std::collections::BTreeSet<&str> = Launches::ALL.iter().map(|l| l.name()).collect();
+        assert_eq!(names.len(), Launches::ALL.len(), "every combination has its own name");
         for l in Launches::ALL {
             assert_eq!(l.name().parse::<Launches>(), Ok(l));
             assert_eq!(KernelPlan::Tensor.folds_norms(64, l), l.staged_norms);
@@ -979,11 +1004,16 @@ mod tests {
         assert_eq!(KernelPlan::Unfused.attention(64), "qwen_attention");
         // GQA pairs: the tensor plan from 16 rows with an even group; every other case one
         // head per item.
-        assert_eq!(KernelPlan::Tensor.attention_for(64, 2), ("qwen_attention_gqa2", 2));
-        assert_eq!(KernelPlan::Tensor.attention_for(16, 4), ("qwen_attention_gqa2", 2));
-        assert_eq!(KernelPlan::Tensor.attention_for(15, 2), ("qwen_attention", 1));
-        assert_eq!(KernelPlan::Tensor.attention_for(64, 3), ("qwen_attention_lean", 1));
-        assert_eq!(KernelPlan::Fused.attention_for(64, 2), ("qwen_attention_lean", 1));
+        let (base, whole) = (Launches::ALL[0], Launches::ALL[8]);
+        assert!(whole.whole_tiles && !base.whole_tiles);
+        assert_eq!(KernelPlan::Tensor.attention_for(64, 2, base), ("qwen_attention_gqa2", 2));
+        assert_eq!(KernelPlan::Tensor.attention_for(64, 2, whole), ("qwen_attention_gqa2_whole", 2));
+        assert_eq!(KernelPlan::Tensor.attention_for(16, 4, base), ("qwen_attention_gqa2", 2));
+        for l in [base, whole] {
+            assert_eq!(KernelPlan::Tensor.attention_for(15, 2, l), ("qwen_attention", 1));
+            assert_eq!(KernelPlan::Tensor.attention_for(64, 3, l), ("qwen_attention_lean", 1));
+            assert_eq!(KernelPlan::Fused.attention_for(64, 2, l), ("qwen_attention_lean", 1));
+        }
         assert!(qwen.entries.contains(&"qwen_attention_gqa2"));
         for e in ["qwen_gemm_norm_2_1_8", "qwen_gemm_norm_glu_1_8", "qwen_gemm_resadd_1_1_16", "qwen_attention_lean"] {
             assert!(qwen.entries.contains(&e), "{e} is not loaded");
