@@ -15,7 +15,9 @@
 //   every weight slot is written exactly once, by the one thread that owns it:
 //   1.0 if in the sink, in the window or marked, else 0.0. Duplicate indices (overlapping
 //   regions, repeated heavy hitters) mark the same bit; no float is written twice and no
-//   float atomics are used. List slots are written once each, by their owner.
+//   float atomics are used. List slots are written once each, by their owner (heavy lists of
+//   up to SP_HEAVY_STASH entries are read from the copy the marking pass left in shared
+//   memory: the same values, one global round trip fewer after the barrier).
 // sparse_build_fused_unclamped (known bad): iter-11's Triton kernel as seed 003 writes it,
 //   one block per (b, h), launched with the raw sink / window sizes: it stores the list, then
 //   scatters 1.0 at every listed index without bounds (the weights were zeroed before, as
@@ -35,6 +37,9 @@
 #define SP_THREADS 256
 #define SP_CHUNK 8192
 #define SP_BATCH 8
+// Heavy lists up to this length are kept in shared memory by the marking pass, so the list
+// slots read them from there after the barrier instead of from global memory again.
+#define SP_HEAVY_STASH 2048
 
 __device__ __forceinline__ int sp_case_of(const int* hdr, int n, int w) {
     int lo = 0, hi = n - 1;
@@ -57,6 +62,7 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
     long long* __restrict__ list, int* __restrict__ lens, float* __restrict__ weights)
 {
     __shared__ unsigned s_bits[SP_CHUNK / 32];
+    __shared__ long long s_heavy[SP_HEAVY_STASH];
     const int t = threadIdx.x;
     const int ncases = meta[0], nwork = meta[1];
     for (int w = blockIdx.x; w < nwork; w += gridDim.x) {
@@ -76,12 +82,15 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
         __syncthreads();
         //    SP_BATCH loads in flight per thread before its atomics (the loads are the
         //    latency: one L2 round trip per batch instead of one per index).
+        const bool stash = heavy_size <= SP_HEAVY_STASH;
         for (int m0 = t; m0 < heavy_size; m0 += SP_THREADS * SP_BATCH) {
             long long idx[SP_BATCH];
 #pragma unroll
             for (int k = 0; k < SP_BATCH; ++k) {
                 const int m = m0 + k * SP_THREADS;
-                idx[k] = m < heavy_size ? heavy_row[m] + (long long)init_offset - lo : -1ll;
+                const long long hv = m < heavy_size ? heavy_row[m] : 0ll;
+                if (stash && m < heavy_size) s_heavy[m] = hv;
+                idx[k] = m < heavy_size ? hv + (long long)init_offset - lo : -1ll;
             }
 #pragma unroll
             for (int k = 0; k < SP_BATCH; ++k)
@@ -117,7 +126,7 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
         const int lhi = min(lo + csize, L);
 #pragma unroll 4
         for (int off = lo + t; off < lhi; off += SP_THREADS)
-            lrow[off] = sp_list_value(off, sink, heavy_size, sk, window, heavy_row, init_offset);
+            lrow[off] = sp_list_value(off, sink, heavy_size, sk, window, stash ? s_heavy : heavy_row, init_offset);
         if (chunk == 0 && t == 0) lens[h[10] + row] = L;
         (void)H;
         __syncthreads();
