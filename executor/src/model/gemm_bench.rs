@@ -210,7 +210,7 @@ pub fn bench(dev: &Device, c: &ModelConfig, rows_list: &[usize], launches: usize
 }
 
 /// One launch that only reads a shape's weight bytes (`qwen_read_probe`: 16-byte loads, 4
-/// in flight per thread, 8 blocks of 256 threads per SM), timed as [`bench`] times the
+/// in flight per thread, 8 blocks of 256 threads per SM), timed as [`bench()`] times the
 /// tilings (copies cycled so the bytes come from HBM, CUDA events around a run of launches):
 /// the floor a product of that shape meets in this measurement, launch included.
 #[derive(Debug, Clone, serde::Serialize)]
