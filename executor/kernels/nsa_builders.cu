@@ -49,13 +49,9 @@
 #define NSA_THREADS 512
 #define NSA_MAX_BS 1024
 
-// Block-wide inclusive scans of three values per thread (unsigned = wrapping int32) and
-// an inclusive running max of a fourth, in one pass: the four shuffle chains of a warp
-// interleave, then warp 0 scans the warp totals (2 barriers + 1 for the reuse of `s`).
-// `tot` / `*tot_max` receive the block's sums and max. `s` holds 4 * NSA_THREADS / 32.
-__device__ __forceinline__ void block_scan3_max(unsigned v[3], int& m, unsigned* s, unsigned tot[3], int* tot_max) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    constexpr int W = NSA_THREADS / 32;
+// Inclusive warp scans of three values (unsigned = wrapping int32) and a running max of a
+// fourth, the four shuffle chains interleaved.
+__device__ __forceinline__ void warp_scan3_max(unsigned v[3], int& m, int lane) {
 #pragma unroll
     for (int off = 1; off < 32; off <<= 1) {
         unsigned n[3];
@@ -68,6 +64,16 @@ __device__ __forceinline__ void block_scan3_max(unsigned v[3], int& m, unsigned*
             m = max(m, nm);
         }
     }
+}
+
+// Block-wide inclusive scans of three values per thread and an inclusive running max of a
+// fourth, in one pass: each warp scans its own (warp_scan3_max), then warp 0 scans the warp
+// totals the same way (2 barriers + 1 for the reuse of `s`). `tot` / `*tot_max` receive the
+// block's sums and max. `s` holds 4 * NSA_THREADS / 32.
+__device__ __forceinline__ void block_scan3_max(unsigned v[3], int& m, unsigned* s, unsigned tot[3], int* tot_max) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    constexpr int W = NSA_THREADS / 32;
+    warp_scan3_max(v, m, lane);
     if (lane == 31) {
 #pragma unroll
         for (int k = 0; k < 3; ++k) s[k * W + warp] = v[k];
@@ -79,18 +85,7 @@ __device__ __forceinline__ void block_scan3_max(unsigned v[3], int& m, unsigned*
 #pragma unroll
         for (int k = 0; k < 3; ++k) w[k] = (lane < W) ? s[k * W + lane] : 0u;
         int wm = (lane < W) ? (int)s[3 * W + lane] : (int)0x80000000;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            unsigned n[3];
-#pragma unroll
-            for (int k = 0; k < 3; ++k) n[k] = __shfl_up_sync(0xffffffffu, w[k], off);
-            const int nm = __shfl_up_sync(0xffffffffu, wm, off);
-            if (lane >= off) {
-#pragma unroll
-                for (int k = 0; k < 3; ++k) w[k] += n[k];
-                wm = max(wm, nm);
-            }
-        }
+        warp_scan3_max(w, wm, lane);
         if (lane < W) {
 #pragma unroll
             for (int k = 0; k < 3; ++k) s[k * W + lane] = w[k];
