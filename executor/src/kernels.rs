@@ -118,7 +118,22 @@ pub const BUILDER_MODULES: &[KernelModule] = &[
     KernelModule {
         name: "nsa_builders",
         source: include_str!("../kernels/nsa_builders.cu"),
-        entries: &["nsa_meta_general", "nsa_meta_uniform_qo", "builders_empty", "builders_spin"],
+        entries: &[
+            "nsa_meta_general",
+            "nsa_meta_uniform_qo",
+            "nsa_meta_general_fixed_32",
+            "nsa_meta_general_fixed_64",
+            "nsa_meta_general_fixed_128",
+            "nsa_meta_general_fixed_256",
+            "nsa_meta_general_fixed_512",
+            "nsa_meta_uniform_qo_fixed_32",
+            "nsa_meta_uniform_qo_fixed_64",
+            "nsa_meta_uniform_qo_fixed_128",
+            "nsa_meta_uniform_qo_fixed_256",
+            "nsa_meta_uniform_qo_fixed_512",
+            "builders_empty",
+            "builders_spin",
+        ],
     },
     KernelModule {
         name: "draft_select",

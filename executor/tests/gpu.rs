@@ -250,6 +250,33 @@ mod builder_kernels {
         );
     }
 
+    /// The graph-baked NSA entries (header as kernel parameters, one graph per case, block
+    /// sized to the captured bs) equal the simulator's replay model of their variant on
+    /// random cases of every size class, whole buffers (tails, page table) included.
+    #[test]
+    #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+    fn builders_the_graph_baked_nsa_entries_equal_the_simulator() {
+        let dev = builders_device();
+        let cap = nsa::Capacity { cases: 1, reqs: 1024, rows: 1 << 13, page: 1 << 23 };
+        let mut nd = nsa::NsaDevice::new(&dev, cap).unwrap();
+        let mut rng = specreplay_sim::splitmix::Rng::new(0xba6e);
+        let mut ran = [0usize; 2];
+        for mode in [NsaMode::TargetVerify, NsaMode::DraftExtend] {
+            for i in 0..1500 {
+                let c = agreement::random_nsa_case(&mut rng, mode, agreement::MAX_BS);
+                if nsa::raises(&c).is_some() || nsa::footprint(&c, true)[4] > cap.page {
+                    continue;
+                }
+                for v in [NsaVariant::General, NsaVariant::UniformQo] {
+                    let act = nsa::device_outcome_baked(&dev, &mut nd, &c, v).unwrap();
+                    assert_eq!(act, cases::replay_outcome(&c, v), "case {i} {mode:?} {v:?}: {c:?}");
+                }
+                ran[(c.captured_bs > 32) as usize] += 1;
+            }
+        }
+        assert!(ran[0] > 500 && ran[1] > 300, "{ran:?}");
+    }
+
     /// `explain --device cuda` minimizes to the CPU explain's counterexample.
     #[test]
     #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]

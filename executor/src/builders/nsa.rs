@@ -29,6 +29,21 @@ pub const MAX_BS: usize = 1024;
 /// Row stride of the device's `req_to_token` pool (the widest page table a case may have).
 pub const R2T_STRIDE: usize = 4096;
 
+/// A case's header words passed by value (`NsaHdr` in the kernel): the graph-baked entries'
+/// first parameter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HdrArg(pub [i32; HDR]);
+
+// SAFETY: a plain `#[repr(C)]` array of i32, the kernel's `struct NsaHdr { int w[16]; }`.
+unsafe impl cudarc::driver::DeviceRepr for HdrArg {}
+
+/// The block size of a graph-baked entry for a captured batch of `bs` requests: the
+/// smallest of 32 .. 512 covering it (larger batches loop, as the batched entries do).
+pub fn fixed_threads(bs: usize) -> u32 {
+    [32u32, 64, 128, 256].into_iter().find(|&t| bs <= t as usize).unwrap_or(512)
+}
+
 /// The kernel entry point of a variant (`reference` runs the general kernel: it is the
 /// reference's semantics, vectorized).
 pub fn entry(variant: NsaVariant) -> &'static str {
@@ -288,6 +303,10 @@ pub struct NsaDevice {
     pub cap: Capacity,
     /// Blocks sharing each case's page-table copy (`gridDim.y`; 1 for batched runs).
     pub page_split: u32,
+    /// Set by [`NsaDevice::bake`]: graphs run the `*_fixed_*` entries with this header and
+    /// page offset as kernel parameters (one graph per case, as SGLang captures one graph per
+    /// batch size) instead of reading `meta` and `hdr`.
+    baked: Option<(HdrArg, i64)>,
     meta: DevBuf<i32>,
     hdr: DevBuf<i32>,
     page_off: DevBuf<i64>,
@@ -310,6 +329,7 @@ impl NsaDevice {
             graphs: Vec::new(),
             cap,
             page_split: 1,
+            baked: None,
             meta: DevBuf::new(dev, "meta", 4)?,
             hdr: DevBuf::new(dev, "hdr", cap.cases * HDR)?,
             page_off: DevBuf::new(dev, "page_off", cap.cases)?,
@@ -333,20 +353,32 @@ impl GraphedBuilder for NsaDevice {
     type Packed = Packed;
 
     fn launch(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<()> {
-        let f = dev.function(entry)?;
         let stride = R2T_STRIDE as i32;
+        let (f, threads, grid) = match &self.baked {
+            Some((h, _)) => {
+                let t = fixed_threads(h.0[3].max(0) as usize);
+                (dev.function(&format!("{entry}_fixed_{t}"))?, t, 1)
+            }
+            None => (dev.function(entry)?, 512, grid.max(1)),
+        };
         let mut l = dev.stream.launch_builder(f);
-        l.arg(&self.meta.d).arg(&self.hdr.d).arg(&self.page_off.d).arg(&self.seq_lens.d);
+        match &self.baked {
+            Some((h, off)) => l.arg(h).arg(off),
+            None => l.arg(&self.meta.d).arg(&self.hdr.d).arg(&self.page_off.d),
+        };
+        l.arg(&self.seq_lens.d);
         l.arg(&self.accept.d).arg(&self.rpi.d).arg(&self.r2t.d).arg(&stride);
         l.arg(&mut self.cache_seqlens.d).arg(&mut self.cu_seqlens_k.d).arg(&mut self.page_table.d);
         l.arg(&mut self.expanded.d).arg(&mut self.nsa_cache.d).arg(&mut self.nsa_cu.d);
         let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (grid.max(1), self.page_split.max(1), 1),
-            block_dim: (512, 1, 1),
+            grid_dim: (grid, self.page_split.max(1), 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: the arguments match nsa_meta_*'s parameter list; every header offset was
-        // produced by `Packed::push` within the capacities checked by `stage`.
+        // SAFETY: the arguments match nsa_meta_*'s parameter list (the `_fixed_` entries take
+        // the header and page offset by value in place of meta / hdr / page_off); every
+        // header offset was produced by `Packed::push` within the capacities checked by
+        // `stage` (`bake` checks the baked one).
         unsafe { l.launch(cfg) }?;
         Ok(())
     }
@@ -387,7 +419,35 @@ impl GraphedBuilder for NsaDevice {
     super::graphed_fields!();
 
     fn graph_key(&self, entry: &str, grid: u32) -> String {
-        format!("{entry}/{grid}x{}", self.page_split)
+        match &self.baked {
+            Some((h, off)) => format!("{entry}/fixed {:?} @{off}x{}", h.0, self.page_split),
+            None => format!("{entry}/{grid}x{}", self.page_split),
+        }
+    }
+}
+
+impl NsaDevice {
+    /// From now on, graphs bake `p`'s single case's header into their kernel parameters
+    /// (the `*_fixed_*` entries); `p` must fit the buffers, as [`GraphedBuilder::stage`]
+    /// checks. `None` goes back to the batched entries.
+    pub fn bake(&mut self, p: Option<&Packed>) -> Result<()> {
+        self.baked = match p {
+            None => None,
+            Some(p) => {
+                let c = &self.cap;
+                if p.cases != 1 || p.seq_lens.len() > c.reqs || p.expanded.len() > c.rows || p.page_table.len() > c.page
+                {
+                    return Err(ExecError::InvalidInput(format!(
+                        "a graph-baked NSA header needs one case within the buffers {c:?}, got {} cases",
+                        p.cases
+                    )));
+                }
+                let mut h = [0i32; HDR];
+                h.copy_from_slice(p.h(0));
+                Some((HdrArg(h), p.page_off[0]))
+            }
+        };
+        Ok(())
     }
 }
 
@@ -409,11 +469,43 @@ pub fn device_outcome(
     Ok(Outcome::Values(p.unpack(0)))
 }
 
+/// [`device_outcome`] through a graph captured for this case alone, its header baked into
+/// the `*_fixed_*` entry's parameters (SGLang's one graph per captured batch size).
+pub fn device_outcome_baked(
+    dev: &Device,
+    nd: &mut NsaDevice,
+    case: &NsaCase,
+    variant: NsaVariant,
+) -> Result<Outcome<GraphBuffers>> {
+    if raises(case).is_some() {
+        return Ok(cases::replay_outcome(case, NsaVariant::Reference));
+    }
+    let mut p = Packed::default();
+    p.push(case, true).map_err(ExecError::InvalidInput)?;
+    nd.bake(Some(&p))?;
+    // Staged first, so that the graph's eager warm-up (which, baked, runs the case) reads
+    // this case's inputs; `run` stages again, restoring the capture state.
+    let r = nd.stage(dev, &p).and_then(|()| nd.run(dev, entry(variant), &mut p, 1));
+    nd.bake(None)?;
+    r?;
+    // Each case captured its own graph: drop it (a graph per distinct header otherwise).
+    nd.graphs.clear();
+    Ok(Outcome::Values(p.unpack(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use specreplay_sim::builders::cases::replay_outcome;
     use specreplay_sim::builders::nsa::{NsaBatch, NsaParams};
+
+    #[test]
+    fn a_baked_graph_gets_the_smallest_block_covering_its_batch() {
+        let t: Vec<u32> = [1, 32, 33, 64, 65, 128, 200, 256, 257, 512, 1024].map(fixed_threads).to_vec();
+        assert_eq!(t, [32, 32, 64, 64, 128, 128, 256, 256, 512, 512, 512]);
+        // The kernel's `struct NsaHdr { int w[NSA_HDR]; }`, passed by value.
+        assert_eq!(std::mem::size_of::<HdrArg>(), 4 * HDR);
+    }
 
     #[test]
     fn the_closed_form_run_sum_equals_the_wrapping_row_sum() {
