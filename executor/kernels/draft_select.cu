@@ -18,6 +18,8 @@
 // candidates by reading the row from shared memory; output slots are distinct ranks (or
 // distinct sorted positions), so every output element has exactly one writer. No atomics.
 //
+// *_fixed: one case per graph with its header as a kernel parameter (see ds_fixed).
+//
 // Batched layout: meta[0] = cases, meta[1] = total rows. hdr[c * DS_HDR + k]:
 //   0 bs   1 n_cand   2 req_off (draft_counts)   3 score_off (scores, bs * n_cand)
 //   4 out_off (first output slot)   5 row_off (first global row of the case)
@@ -76,73 +78,114 @@ __device__ __forceinline__ void ds_block_sum_max(int& v, int& m, int* s_sum, int
     for (int k = 0; k < DS_THREADS / 32; ++k) { v += s_sum[k]; m = max(m, s_max[k]); }
 }
 
-// Per row: the scores are loaded first (independent of the offsets), the output offset
-// (sum of the earlier counts) and max count come from one block reduction, then each
+// One case's header words, loaded from `hdr` or passed by value.
+struct DsHdr {
+    int w[DS_HDR];
+};
+
+struct DsShared {
+    unsigned key[DS_MAX_CAND];
+    int rank[DS_MAX_CAND];
+    int sum[DS_THREADS / 32];
+    int max[DS_THREADS / 32];
+};
+
+// Row i of a case. The scores are loaded first (independent of the offsets), the output
+// offset (sum of the earlier counts) and max count come from one block reduction, then each
 // candidate's rank is counted by G threads (G = the largest power of two <= DS_THREADS / n,
 // at most 32, candidates j = t / G, comparisons split k = t % G (mod G)) and summed over
 // the G lanes. Ranks are exact counts, so the split does not change them.
+template <bool SORTED>
+__device__ __forceinline__ void ds_row(const DsHdr& h, int i, const int* __restrict__ counts,
+                                       const float* __restrict__ scores, long long* __restrict__ out,
+                                       DsShared& sh)
+{
+    const int t = threadIdx.x;
+    const int bs = h.w[0], n = h.w[1], req_off = h.w[2], score_off = h.w[3], out_off = h.w[4];
+    const float* row = scores + score_off + (long long)i * n;
+    for (int j = t; j < n; j += DS_THREADS) sh.key[j] = ds_key(row[j]);
+    int sum = 0, mx = 0;
+    for (int k = t; k < bs; k += DS_THREADS) {
+        const int v = counts[req_off + k];
+        if (k < i) sum += v;
+        mx = max(mx, v);
+    }
+    ds_block_sum_max(sum, mx, sh.sum, sh.max);  // (its barrier also publishes the keys)
+    const int off = out_off + sum;
+    const int max_c = mx;
+    const int ci = counts[req_off + i];
+    if (ci > 0) {  // uniform across the block
+        int g = 1;
+        while (g < 32 && 2 * g * n <= DS_THREADS) g *= 2;
+        const int part = t & (g - 1);
+        for (int j0 = t / g; j0 < (n + DS_THREADS / g - 1) / (DS_THREADS / g) * (DS_THREADS / g); j0 += DS_THREADS / g) {
+            const int j = j0 < n ? j0 : n - 1;
+            const unsigned kj = sh.key[j];
+            int rank = 0;
+            // Unrolled so that 8 independent shared-memory loads are in flight (the
+            // loop is bound by their latency, not by the compares).
+#pragma unroll 8
+            for (int k = part; k < n; k += g) {
+                const unsigned kk = sh.key[k];
+                rank += (kk > kj || (kk == kj && k < j)) ? 1 : 0;
+            }
+            for (int o = 1; o < g; o <<= 1) rank += __shfl_xor_sync(0xffffffffu, rank, o);
+            if (part == 0 && j0 < n) {
+                if (SORTED) sh.rank[j] = rank;
+                else if (rank < ci) out[off + rank] = (long long)j;
+            }
+        }
+        if (SORTED) {
+            __syncthreads();
+            for (int j = t; j < n; j += DS_THREADS) {
+                if (sh.rank[j] < max_c) {
+                    int pos = 0;
+                    for (int k = 0; k < j; ++k) pos += (sh.rank[k] < max_c) ? 1 : 0;
+                    if (pos < ci) out[off + pos] = (long long)j;
+                }
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// The batched entries: every row of every case, the case found per row (ds_case_of).
 template <bool SORTED>
 __device__ void ds_rows(const int* __restrict__ meta, const int* __restrict__ hdr,
                         const int* __restrict__ counts, const float* __restrict__ scores,
                         long long* __restrict__ out)
 {
-    __shared__ unsigned s_key[DS_MAX_CAND];
-    __shared__ int s_rank[DS_MAX_CAND];
-    __shared__ int s_sum[DS_THREADS / 32];
-    __shared__ int s_max[DS_THREADS / 32];
-    const int t = threadIdx.x;
+    __shared__ DsShared sh;
     const int ncases = meta[0], nrows = meta[1];
     for (int w = blockIdx.x; w < nrows; w += gridDim.x) {
         const int c = ds_case_of(hdr, ncases, w);
-        const int* h = hdr + c * DS_HDR;
-        const int bs = h[0], n = h[1], req_off = h[2], score_off = h[3], out_off = h[4];
-        const int i = w - h[5];
-        const float* row = scores + score_off + (long long)i * n;
-        for (int j = t; j < n; j += DS_THREADS) s_key[j] = ds_key(row[j]);
-        int sum = 0, mx = 0;
-        for (int k = t; k < bs; k += DS_THREADS) {
-            const int v = counts[req_off + k];
-            if (k < i) sum += v;
-            mx = max(mx, v);
-        }
-        ds_block_sum_max(sum, mx, s_sum, s_max);  // (its barrier also publishes s_key)
-        const int off = out_off + sum;
-        const int max_c = mx;
-        const int ci = counts[req_off + i];
-        if (ci > 0) {  // uniform across the block
-            int g = 1;
-            while (g < 32 && 2 * g * n <= DS_THREADS) g *= 2;
-            const int part = t & (g - 1);
-            for (int j0 = t / g; j0 < (n + DS_THREADS / g - 1) / (DS_THREADS / g) * (DS_THREADS / g); j0 += DS_THREADS / g) {
-                const int j = j0 < n ? j0 : n - 1;
-                const unsigned kj = s_key[j];
-                int rank = 0;
-                // Unrolled so that 8 independent shared-memory loads are in flight (the
-                // loop is bound by their latency, not by the compares).
-#pragma unroll 8
-                for (int k = part; k < n; k += g) {
-                    const unsigned kk = s_key[k];
-                    rank += (kk > kj || (kk == kj && k < j)) ? 1 : 0;
-                }
-                for (int o = 1; o < g; o <<= 1) rank += __shfl_xor_sync(0xffffffffu, rank, o);
-                if (part == 0 && j0 < n) {
-                    if (SORTED) s_rank[j] = rank;
-                    else if (rank < ci) out[off + rank] = (long long)j;
-                }
-            }
-            if (SORTED) {
-                __syncthreads();
-                for (int j = t; j < n; j += DS_THREADS) {
-                    if (s_rank[j] < max_c) {
-                        int pos = 0;
-                        for (int k = 0; k < j; ++k) pos += (s_rank[k] < max_c) ? 1 : 0;
-                        if (pos < ci) out[off + pos] = (long long)j;
-                    }
-                }
-            }
-        }
-        __syncthreads();
+        DsHdr h;
+#pragma unroll
+        for (int k = 0; k < DS_HDR; ++k) h.w[k] = hdr[c * DS_HDR + k];
+        ds_row<SORTED>(h, w - h.w[5], counts, scores, out, sh);
     }
+}
+
+// One case per graph (one graph per captured bs, as SGLang): the header is a kernel
+// parameter baked into the graph, block b is row b. Same rows, same values.
+template <bool SORTED>
+__device__ __forceinline__ void ds_fixed(const DsHdr& h, const int* __restrict__ counts,
+                                         const float* __restrict__ scores, long long* __restrict__ out)
+{
+    __shared__ DsShared sh;
+    for (int i = blockIdx.x; i < h.w[0]; i += gridDim.x) ds_row<SORTED>(h, i, counts, scores, out, sh);
+}
+
+extern "C" __global__ void __launch_bounds__(DS_THREADS) draft_select_topk_fixed(
+    const DsHdr h, const int* __restrict__ counts, const float* __restrict__ scores, long long* __restrict__ out)
+{
+    ds_fixed<false>(h, counts, scores, out);
+}
+
+extern "C" __global__ void __launch_bounds__(DS_THREADS) draft_select_sorted_fixed(
+    const DsHdr h, const int* __restrict__ counts, const float* __restrict__ scores, long long* __restrict__ out)
+{
+    ds_fixed<true>(h, counts, scores, out);
 }
 
 extern "C" __global__ void __launch_bounds__(DS_THREADS) draft_select_topk(

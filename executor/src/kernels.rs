@@ -138,7 +138,7 @@ pub const BUILDER_MODULES: &[KernelModule] = &[
     KernelModule {
         name: "draft_select",
         source: include_str!("../kernels/draft_select.cu"),
-        entries: &["draft_select_topk", "draft_select_sorted"],
+        entries: &["draft_select_topk", "draft_select_sorted", "draft_select_topk_fixed", "draft_select_sorted_fixed"],
     },
     KernelModule {
         name: "sparse_indices",

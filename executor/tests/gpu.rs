@@ -277,6 +277,37 @@ mod builder_kernels {
         assert!(ran[0] > 500 && ran[1] > 300, "{ran:?}");
     }
 
+    /// The graph-baked draft-select entries (header as a kernel parameter, a block per row)
+    /// equal the simulator's model of their variant on random cases.
+    #[test]
+    #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+    fn builders_the_graph_baked_draft_entries_equal_the_simulator() {
+        use specreplay_executor::builders::draft;
+        use specreplay_sim::builders::draft_select::{select, DraftVariant};
+        let dev = builders_device();
+        let cap = draft::Capacity { cases: 1, rows: 1024, scores: 1 << 20, out: 1 << 20 };
+        let mut dd = draft::DraftDevice::new(&dev, cap).unwrap();
+        let mut rng = specreplay_sim::splitmix::Rng::new(0xd5a);
+        let (mut ran, mut sorted_differs) = (0usize, 0usize);
+        for i in 0..1500 {
+            let c = agreement::random_draft_case(&mut rng, agreement::MAX_BS);
+            if draft::raises(&c).is_some() {
+                continue;
+            }
+            for v in [DraftVariant::Vectorized, DraftVariant::VectorizedSorted] {
+                let act = draft::device_outcome_baked(&dev, &mut dd, &c, v).unwrap();
+                let model = Outcome::from(select(v, &c.scores, &c.counts));
+                assert_eq!(act, model, "case {i} {v:?}: {c:?}");
+                if v == DraftVariant::VectorizedSorted {
+                    sorted_differs +=
+                        (model != Outcome::from(select(DraftVariant::Loop, &c.scores, &c.counts))) as usize;
+                }
+            }
+            ran += 1;
+        }
+        assert!(ran > 1000 && sorted_differs > 50, "{ran} {sorted_differs}");
+    }
+
     /// `explain --device cuda` minimizes to the CPU explain's counterexample.
     #[test]
     #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]

@@ -24,6 +24,15 @@ pub const MAX_CAND: usize = 1024;
 /// What an output slot holds before the launch.
 pub const POISON: i64 = -0x5EED_0000;
 
+/// A case's header words passed by value (`DsHdr` in the kernel), the graph-baked entries'
+/// first parameter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HdrArg(pub [i32; HDR]);
+
+// SAFETY: a plain `#[repr(C)]` array of i32, the kernel's `struct DsHdr { int w[8]; }`.
+unsafe impl cudarc::driver::DeviceRepr for HdrArg {}
+
 /// The kernel entry point of a simulator variant (`loop` and `vectorized` agree: both run the
 /// segmented top-k kernel).
 pub fn entry(variant: DraftVariant) -> &'static str {
@@ -163,6 +172,10 @@ impl Capacity {
 pub struct DraftDevice {
     graphs: Vec<(String, CudaGraph)>,
     pub cap: Capacity,
+    /// Set by [`DraftDevice::bake`]: graphs run the `*_fixed` entries with this header as a
+    /// kernel parameter, one block per row (one graph per case) instead of reading `meta`
+    /// and `hdr`.
+    baked: Option<HdrArg>,
     meta: DevBuf<i32>,
     hdr: DevBuf<i32>,
     counts: DevBuf<i32>,
@@ -175,6 +188,7 @@ impl DraftDevice {
         Ok(DraftDevice {
             graphs: Vec::new(),
             cap,
+            baked: None,
             meta: DevBuf::new(dev, "meta", 4)?,
             hdr: DevBuf::new(dev, "hdr", cap.cases * HDR)?,
             counts: DevBuf::new(dev, "draft_counts", cap.rows)?,
@@ -188,13 +202,20 @@ impl GraphedBuilder for DraftDevice {
     type Packed = Packed;
 
     fn launch(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<()> {
-        let f = dev.function(entry)?;
+        let (f, grid) = match &self.baked {
+            Some(h) => (dev.function(&format!("{entry}_fixed"))?, h.0[0].max(1) as u32),
+            None => (dev.function(entry)?, grid.max(1)),
+        };
         let mut l = dev.stream.launch_builder(f);
-        l.arg(&self.meta.d).arg(&self.hdr.d).arg(&self.counts.d).arg(&self.scores.d).arg(&mut self.out.d);
-        let cfg =
-            cudarc::driver::LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: arguments match draft_select_*'s parameters; offsets come from `Packed::push`
-        // within the capacities `stage` checks.
+        match &self.baked {
+            Some(h) => l.arg(h),
+            None => l.arg(&self.meta.d).arg(&self.hdr.d),
+        };
+        l.arg(&self.counts.d).arg(&self.scores.d).arg(&mut self.out.d);
+        let cfg = cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: arguments match draft_select_*'s parameters (the `_fixed` entries take the
+        // header by value in place of meta / hdr); offsets come from `Packed::push` within the
+        // capacities `stage` checks (`bake` checks the baked one).
         unsafe { l.launch(cfg) }?;
         Ok(())
     }
@@ -219,6 +240,36 @@ impl GraphedBuilder for DraftDevice {
     }
 
     super::graphed_fields!();
+
+    fn graph_key(&self, entry: &str, grid: u32) -> String {
+        match &self.baked {
+            Some(h) => format!("{entry}/fixed {:?}", h.0),
+            None => format!("{entry}/{grid}"),
+        }
+    }
+}
+
+impl DraftDevice {
+    /// From now on, graphs bake `p`'s single case's header into their kernel parameters
+    /// (the `*_fixed` entries, one block per row); `None` goes back to the batched entries.
+    pub fn bake(&mut self, p: Option<&Packed>) -> Result<()> {
+        self.baked = match p {
+            None => None,
+            Some(p) => {
+                let c = &self.cap;
+                if p.cases != 1 || p.rows > c.rows || p.scores.len() > c.scores || p.out.len() > c.out {
+                    return Err(ExecError::InvalidInput(format!(
+                        "a graph-baked draft header needs one case within the buffers {c:?}, got {} cases",
+                        p.cases
+                    )));
+                }
+                let mut h = [0i32; HDR];
+                h.copy_from_slice(&p.hdr[..HDR]);
+                Some(HdrArg(h))
+            }
+        };
+        Ok(())
+    }
 }
 
 /// One case on the device, as an outcome (the reference's typed error when it raises).
@@ -234,6 +285,28 @@ pub fn device_outcome(
     let mut p = Packed::default();
     p.push(case).map_err(ExecError::InvalidInput)?;
     dd.run(dev, entry(variant), &mut p, super::BATCH_GRID)?;
+    Ok(Outcome::Values(p.unpack(0)))
+}
+
+/// [`device_outcome`] through a graph captured for this case alone, its header baked into
+/// the `*_fixed` entry's parameters.
+pub fn device_outcome_baked(
+    dev: &Device,
+    dd: &mut DraftDevice,
+    case: &DraftCase,
+    variant: DraftVariant,
+) -> Result<Outcome<Selection>> {
+    if let Some(why) = raises(case) {
+        return Ok(Outcome::Error(why));
+    }
+    let mut p = Packed::default();
+    p.push(case).map_err(ExecError::InvalidInput)?;
+    dd.bake(Some(&p))?;
+    // Staged first: the graph's eager warm-up runs the baked case on these inputs.
+    let r = dd.stage(dev, &p).and_then(|()| dd.run(dev, entry(variant), &mut p, 1));
+    dd.bake(None)?;
+    r?;
+    dd.graphs.clear();
     Ok(Outcome::Values(p.unpack(0)))
 }
 

@@ -191,13 +191,16 @@ pub fn run(dev: &Device, replays: usize) -> Result<Vec<Timing>> {
         let mut p = draft::Packed::default();
         p.push(&c).map_err(ExecError::InvalidInput)?;
         let mut dd = draft::DraftDevice::new(dev, draft::Capacity::of(&p))?;
-        for (name, entry) in [("segmented-topk", "draft_select_topk"), ("vectorized-sorted", "draft_select_sorted")] {
+        let variants = [("segmented-topk", "draft_select_topk"), ("vectorized-sorted", "draft_select_sorted")];
+        for ((name, entry), baked) in variants.iter().flat_map(|&v| [(v, false), (v, true)]) {
+            dd.bake(baked.then_some(&p))?;
+            dd.stage(dev, &p)?;
             let g = dd.graph(dev, entry, bs as u32)?;
             dd.stage(dev, &p)?;
             let us = time(dev, replays, &|| dd.replay(g))?;
             out.push(Timing {
                 what: "draft-select counts [1,1,1,64]*, n_cand 128".into(),
-                variant: name.into(),
+                variant: if baked { format!("{name} baked") } else { name.into() },
                 size: format!("bs {bs}"),
                 replays,
                 median_us: us,
