@@ -57,22 +57,30 @@ __device__ __forceinline__ long long sp_list_value(int off, int sink, int heavy_
     return (long long)(sk - window) + (long long)(off - sink - heavy_size);
 }
 
-extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
-    const int* __restrict__ meta, const int* __restrict__ hdr, const long long* __restrict__ heavy,
-    long long* __restrict__ list, int* __restrict__ lens, float* __restrict__ weights)
+// One case's header words, loaded from `hdr` or passed by value.
+struct SpHdr {
+    int w[SP_HDR];
+};
+
+struct SpShared {
+    unsigned bits[SP_CHUNK / 32];
+    long long heavy[SP_HEAVY_STASH];
+};
+
+// Work item `item` of a case (row item / blocks_per_row, chunk item % blocks_per_row).
+__device__ __forceinline__ void sp_item(const SpHdr& hh, int item, const long long* __restrict__ heavy,
+                                        long long* __restrict__ list, int* __restrict__ lens,
+                                        float* __restrict__ weights, SpShared& sh)
 {
-    __shared__ unsigned s_bits[SP_CHUNK / 32];
-    __shared__ long long s_heavy[SP_HEAVY_STASH];
+    const int* h = hh.w;
+    unsigned* s_bits = sh.bits;
+    long long* s_heavy = sh.heavy;
     const int t = threadIdx.x;
-    const int ncases = meta[0], nwork = meta[1];
-    for (int w = blockIdx.x; w < nwork; w += gridDim.x) {
-        const int c = sp_case_of(hdr, ncases, w);
-        const int* h = hdr + c * SP_HDR;
+    {
         const int H = h[1], sk = h[2], heavy_size = h[5], init_offset = h[6];
         const int sink = min(h[3], sk), window = min(h[4], sk);
         const int L = sink + heavy_size + window;
         const int bpr = h[12];
-        const int item = w - h[13];
         const int row = item / bpr, chunk = item - row * bpr;
         const int csize = h[14];
         const int lo = chunk * csize;
@@ -131,6 +139,31 @@ extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
         (void)H;
         __syncthreads();
     }
+}
+
+extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build(
+    const int* __restrict__ meta, const int* __restrict__ hdr, const long long* __restrict__ heavy,
+    long long* __restrict__ list, int* __restrict__ lens, float* __restrict__ weights)
+{
+    __shared__ SpShared sh;
+    const int ncases = meta[0], nwork = meta[1];
+    for (int w = blockIdx.x; w < nwork; w += gridDim.x) {
+        const int c = sp_case_of(hdr, ncases, w);
+        SpHdr h;
+#pragma unroll
+        for (int k = 0; k < SP_HDR; ++k) h.w[k] = hdr[c * SP_HDR + k];
+        sp_item(h, w - h.w[13], heavy, list, lens, weights, sh);
+    }
+}
+
+// One case per graph, its header a kernel parameter baked into the graph (one graph per
+// shape, as a captured decode step has): block b is work item b. Same items, same values.
+extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build_fixed(
+    const SpHdr h, int nwork, const long long* __restrict__ heavy, long long* __restrict__ list,
+    int* __restrict__ lens, float* __restrict__ weights)
+{
+    __shared__ SpShared sh;
+    for (int w = blockIdx.x; w < nwork; w += gridDim.x) sp_item(h, w, heavy, list, lens, weights, sh);
 }
 
 extern "C" __global__ void __launch_bounds__(SP_THREADS) sparse_build_fused_unclamped(

@@ -143,7 +143,7 @@ pub const BUILDER_MODULES: &[KernelModule] = &[
     KernelModule {
         name: "sparse_indices",
         source: include_str!("../kernels/sparse_indices.cu"),
-        entries: &["sparse_build", "sparse_build_fused_unclamped"],
+        entries: &["sparse_build", "sparse_build_fused_unclamped", "sparse_build_fixed"],
     },
 ];
 

@@ -308,6 +308,31 @@ mod builder_kernels {
         assert!(ran > 1000 && sorted_differs > 50, "{ran} {sorted_differs}");
     }
 
+    /// The graph-baked sparse build (`sparse_build_fixed`) equals the simulator's clamped
+    /// model on random cases, seed 003's clamping cases among them.
+    #[test]
+    #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+    fn builders_the_graph_baked_sparse_entry_equals_the_simulator() {
+        use specreplay_executor::builders::sparse;
+        use specreplay_sim::builders::sparse::{build, SparseVariant};
+        let dev = builders_device();
+        let cap = sparse::Capacity { cases: 1, heavy: 1 << 22, list: 1 << 22, lens: 1 << 20, weights: 1 << 26 };
+        let mut sd = sparse::SparseDevice::new(&dev, cap).unwrap();
+        let mut rng = specreplay_sim::splitmix::Rng::new(0x5ba);
+        let (mut ran, mut clamps) = (0usize, 0usize);
+        for i in 0..1500 {
+            let x = agreement::random_sparse_case(&mut rng, agreement::MAX_SK);
+            if sparse::raises(&x).is_some() || !cap.fits(&sparse::Packed::new(false), sparse::footprint(&x, false)) {
+                continue;
+            }
+            let act = sparse::device_outcome_baked(&dev, &mut sd, &x).unwrap();
+            assert_eq!(act, Outcome::from(build(SparseVariant::FusedKernelClamped, &x)), "case {i}: {x:?}");
+            ran += 1;
+            clamps += (x.sink > x.sk || x.window > x.sk) as usize;
+        }
+        assert!(ran > 1000 && clamps > 20, "{ran} {clamps}");
+    }
+
     /// `explain --device cuda` minimizes to the CPU explain's counterexample.
     #[test]
     #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]

@@ -19,6 +19,15 @@ use crate::error::{ExecError, Result};
 
 /// Header words per case (`SP_HDR`).
 pub const HDR: usize = 16;
+/// A case's header words passed by value (`SpHdr` in the kernel), the graph-baked entry's
+/// first parameter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HdrArg(pub [i32; HDR]);
+
+// SAFETY: a plain `#[repr(C)]` array of i32, the kernel's `struct SpHdr { int w[16]; }`.
+unsafe impl cudarc::driver::DeviceRepr for HdrArg {}
+
 /// Weight slots per block of the race-free kernel (`SP_CHUNK`).
 pub const CHUNK: usize = 8192;
 /// Poison of the race-free kernel's buffers (a NaN payload no kernel writes).
@@ -268,6 +277,10 @@ impl Capacity {
 pub struct SparseDevice {
     graphs: Vec<(String, CudaGraph)>,
     pub cap: Capacity,
+    /// Set by [`SparseDevice::bake`]: graphs run `sparse_build_fixed` with this header and
+    /// work-item count as kernel parameters (one graph per case) instead of reading `meta`
+    /// and `hdr`.
+    baked: Option<(HdrArg, i32)>,
     meta: DevBuf<i32>,
     hdr: DevBuf<i32>,
     heavy: DevBuf<i64>,
@@ -281,6 +294,7 @@ impl SparseDevice {
         Ok(SparseDevice {
             graphs: Vec::new(),
             cap,
+            baked: None,
             meta: DevBuf::new(dev, "meta", 4)?,
             hdr: DevBuf::new(dev, "hdr", cap.cases * HDR)?,
             heavy: DevBuf::new(dev, "topk heavy indices", cap.heavy)?,
@@ -299,15 +313,29 @@ impl GraphedBuilder for SparseDevice {
             // weight_list = torch.zeros(...) before the kernel (seed 003 keeps it).
             dev.stream.memset_zeros(&mut self.weights.d)?;
         }
-        let f = dev.function(entry)?;
+        let baked = match &self.baked {
+            Some(b) if entry == "sparse_build" => Some(*b),
+            Some(_) => {
+                return Err(ExecError::InvalidInput(format!("{entry} has no graph-baked entry (sparse_build has)")))
+            }
+            None => None,
+        };
+        let (f, grid) = match &baked {
+            Some((_, work)) => (dev.function("sparse_build_fixed")?, (*work).max(1) as u32),
+            None => (dev.function(entry)?, grid.max(1)),
+        };
         let mut l = dev.stream.launch_builder(f);
-        l.arg(&self.meta.d).arg(&self.hdr.d).arg(&self.heavy.d).arg(&mut self.list.d).arg(&mut self.lens.d);
+        match &baked {
+            Some((h, work)) => l.arg(h).arg(work),
+            None => l.arg(&self.meta.d).arg(&self.hdr.d),
+        };
+        l.arg(&self.heavy.d).arg(&mut self.list.d).arg(&mut self.lens.d);
         l.arg(&mut self.weights.d);
-        let cfg =
-            cudarc::driver::LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: arguments match sparse_build*'s parameters; offsets come from `Packed::push`
-        // within the capacities `stage` checks (the unclamped kernel's stray stores stay in the
-        // guard zones `Packed::push` lays out).
+        let cfg = cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: arguments match sparse_build*'s parameters (sparse_build_fixed takes the
+        // header and work count by value in place of meta / hdr); offsets come from
+        // `Packed::push` within the capacities `stage` checks (`bake` checks the baked one;
+        // the unclamped kernel's stray stores stay in the guard zones `Packed::push` lays out).
         unsafe { l.launch(cfg) }?;
         Ok(())
     }
@@ -343,6 +371,43 @@ impl GraphedBuilder for SparseDevice {
     }
 
     super::graphed_fields!();
+
+    fn graph_key(&self, entry: &str, grid: u32) -> String {
+        match &self.baked {
+            Some((h, work)) => format!("{entry}/fixed {:?} x{work}", h.0),
+            None => format!("{entry}/{grid}"),
+        }
+    }
+}
+
+impl SparseDevice {
+    /// From now on, graphs of `sparse_build` bake `p`'s single case's header into the
+    /// kernel parameters (`sparse_build_fixed`, a block per work item); `None` goes back
+    /// to the batched entries.
+    pub fn bake(&mut self, p: Option<&Packed>) -> Result<()> {
+        self.baked = match p {
+            None => None,
+            Some(p) => {
+                let c = &self.cap;
+                if p.cases != 1
+                    || p.unclamped
+                    || p.heavy.len() > c.heavy
+                    || p.list.len() > c.list
+                    || p.lens.len() > c.lens
+                    || p.weights.len() > c.weights
+                {
+                    return Err(ExecError::InvalidInput(format!(
+                        "a graph-baked sparse header needs one clamped case within the buffers {c:?}, got {} cases",
+                        p.cases
+                    )));
+                }
+                let mut h = [0i32; HDR];
+                h.copy_from_slice(&p.hdr[..HDR]);
+                Some((HdrArg(h), off32(p.work, "work").map_err(ExecError::InvalidInput)?))
+            }
+        };
+        Ok(())
+    }
 }
 
 /// One case on the device, as an outcome.
@@ -361,6 +426,23 @@ pub fn device_outcome(
         return Err(ExecError::InvalidInput(format!("sparse case too large for the buffers {:?}", sd.cap)));
     }
     sd.run(dev, entry(variant), &mut p, super::BATCH_GRID)?;
+    Ok(p.unpack(0, x))
+}
+
+/// [`device_outcome`] of the race-free kernel through a graph captured for this case
+/// alone, its header baked into `sparse_build_fixed`'s parameters.
+pub fn device_outcome_baked(dev: &Device, sd: &mut SparseDevice, x: &SparseInput) -> Result<Outcome<SparseOutput>> {
+    if let Some(why) = raises(x) {
+        return Ok(Outcome::Error(why));
+    }
+    let mut p = Packed::new(false);
+    p.push(x).map_err(ExecError::InvalidInput)?;
+    sd.bake(Some(&p))?;
+    // Staged first: the graph's eager warm-up runs the baked case on these inputs.
+    let r = sd.stage(dev, &p).and_then(|()| sd.run(dev, "sparse_build", &mut p, 1));
+    sd.bake(None)?;
+    r?;
+    sd.graphs.clear();
     Ok(p.unpack(0, x))
 }
 
