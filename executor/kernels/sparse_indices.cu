@@ -90,14 +90,17 @@ __device__ __forceinline__ void sp_item(const SpHdr& hh, int item, const long lo
         __syncthreads();
         //    SP_BATCH loads in flight per thread before its atomics (the loads are the
         //    latency: one L2 round trip per batch instead of one per index).
+        //    Stashed: only the heavy entries this block's list slots [lo, min(lo + csize, L))
+        //    read (m = slot - sink); a block past the list (lo >= L) stashes none.
         const bool stash = heavy_size <= SP_HEAVY_STASH;
+        const int need_lo = max(lo - sink, 0), need_hi = min(min(lo + csize, L) - sink, heavy_size);
         for (int m0 = t; m0 < heavy_size; m0 += SP_THREADS * SP_BATCH) {
             long long idx[SP_BATCH];
 #pragma unroll
             for (int k = 0; k < SP_BATCH; ++k) {
                 const int m = m0 + k * SP_THREADS;
                 const long long hv = m < heavy_size ? heavy_row[m] : 0ll;
-                if (stash && m < heavy_size) s_heavy[m] = hv;
+                if (stash && m >= need_lo && m < need_hi) s_heavy[m] = hv;
                 idx[k] = m < heavy_size ? hv + (long long)init_offset - lo : -1ll;
             }
 #pragma unroll
