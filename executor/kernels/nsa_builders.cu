@@ -302,21 +302,21 @@ __device__ __forceinline__ void nsa_meta_fixed(const NsaHdr& h, long long page_o
 }
 
 #define NSA_FIXED(NAME, UNIFORM, THREADS)                                                   \
-    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_fixed_##THREADS(           \
+    extern "C" __global__ void __launch_bounds__(THREADS) NAME(                              \
         const NsaHdr h, long long page_off, NSA_ARGS)                                        \
     {                                                                                        \
         nsa_meta_fixed<UNIFORM, THREADS>(h, page_off, NSA_PASS);                             \
     }
-NSA_FIXED(nsa_meta_general, false, 32)
-NSA_FIXED(nsa_meta_general, false, 64)
-NSA_FIXED(nsa_meta_general, false, 128)
-NSA_FIXED(nsa_meta_general, false, 256)
-NSA_FIXED(nsa_meta_general, false, 512)
-NSA_FIXED(nsa_meta_uniform_qo, true, 32)
-NSA_FIXED(nsa_meta_uniform_qo, true, 64)
-NSA_FIXED(nsa_meta_uniform_qo, true, 128)
-NSA_FIXED(nsa_meta_uniform_qo, true, 256)
-NSA_FIXED(nsa_meta_uniform_qo, true, 512)
+NSA_FIXED(nsa_meta_general_fixed_32, false, 32)
+NSA_FIXED(nsa_meta_general_fixed_64, false, 64)
+NSA_FIXED(nsa_meta_general_fixed_128, false, 128)
+NSA_FIXED(nsa_meta_general_fixed_256, false, 256)
+NSA_FIXED(nsa_meta_general_fixed_512, false, 512)
+NSA_FIXED(nsa_meta_uniform_qo_fixed_32, true, 32)
+NSA_FIXED(nsa_meta_uniform_qo_fixed_64, true, 64)
+NSA_FIXED(nsa_meta_uniform_qo_fixed_128, true, 128)
+NSA_FIXED(nsa_meta_uniform_qo_fixed_256, true, 256)
+NSA_FIXED(nsa_meta_uniform_qo_fixed_512, true, 512)
 
 // The one-kernel graph-replay floor: a kernel that reads one word and returns.
 extern "C" __global__ void builders_empty(const int* __restrict__ meta) {

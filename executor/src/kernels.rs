@@ -403,6 +403,7 @@ mod tests {
                     m.source.contains(&format!("__global__ void {e}("))
                         || m.source.contains(&format!(") {e}("))
                         || m.source.contains(&format!("\nGEMM_VARIANT({e}, "))
+                        || m.source.contains(&format!("\nNSA_FIXED({e}, "))
                         || m.source.contains(&format!("\nGEMM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_NORM_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_RESADD_ENTRY({e}, "))
