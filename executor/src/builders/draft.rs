@@ -215,16 +215,13 @@ impl GraphedBuilder for DraftDevice {
         let cfg = cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: arguments match draft_select_*'s parameters (the `_fixed` entries take the
         // header by value in place of meta / hdr); offsets come from `Packed::push` within the
-        // capacities `stage` checks (`bake` checks the baked one).
+        // capacities `stage` checks (`bake` checks the baked one with `check_fits`).
         unsafe { l.launch(cfg) }?;
         Ok(())
     }
 
     fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
-        let c = &self.cap;
-        if p.cases > c.cases || p.rows > c.rows || p.scores.len() > c.scores || p.out.len() > c.out {
-            return Err(ExecError::InvalidInput(format!("draft batch of {} cases exceeds the buffers {c:?}", p.cases)));
-        }
+        self.check_fits(p)?;
         self.meta.put(dev, &[p.cases as i32, p.rows as i32, 0, 0])?;
         self.hdr.put(dev, &p.hdr)?;
         self.counts.put(dev, &p.counts)?;
@@ -239,6 +236,24 @@ impl GraphedBuilder for DraftDevice {
         Ok(())
     }
 
+    fn check_fits(&self, p: &Packed) -> Result<()> {
+        let c = &self.cap;
+        if p.cases > c.cases || p.rows > c.rows || p.scores.len() > c.scores || p.out.len() > c.out {
+            return Err(ExecError::InvalidInput(format!("draft batch of {} cases exceeds the buffers {c:?}", p.cases)));
+        }
+        Ok(())
+    }
+
+    fn cases_of(p: &Packed) -> usize {
+        p.cases
+    }
+
+    /// The `*_fixed` entries (one block per row) take the header by value.
+    fn set_baked(&mut self, p: Option<&Packed>) -> Result<()> {
+        self.baked = p.map(|p| super::first_header(&p.hdr).map(HdrArg)).transpose()?;
+        Ok(())
+    }
+
     super::graphed_fields!();
 
     fn graph_key(&self, entry: &str, grid: u32) -> String {
@@ -246,29 +261,6 @@ impl GraphedBuilder for DraftDevice {
             Some(h) => format!("{entry}/fixed {:?}", h.0),
             None => format!("{entry}/{grid}"),
         }
-    }
-}
-
-impl DraftDevice {
-    /// From now on, graphs bake `p`'s single case's header into their kernel parameters
-    /// (the `*_fixed` entries, one block per row); `None` goes back to the batched entries.
-    pub fn bake(&mut self, p: Option<&Packed>) -> Result<()> {
-        self.baked = match p {
-            None => None,
-            Some(p) => {
-                let c = &self.cap;
-                if p.cases != 1 || p.rows > c.rows || p.scores.len() > c.scores || p.out.len() > c.out {
-                    return Err(ExecError::InvalidInput(format!(
-                        "a graph-baked draft header needs one case within the buffers {c:?}, got {} cases",
-                        p.cases
-                    )));
-                }
-                let mut h = [0i32; HDR];
-                h.copy_from_slice(&p.hdr[..HDR]);
-                Some(HdrArg(h))
-            }
-        };
-        Ok(())
     }
 }
 
@@ -301,12 +293,7 @@ pub fn device_outcome_baked(
     }
     let mut p = Packed::default();
     p.push(case).map_err(ExecError::InvalidInput)?;
-    dd.bake(Some(&p))?;
-    // Staged first: the graph's eager warm-up runs the baked case on these inputs.
-    let r = dd.stage(dev, &p).and_then(|()| dd.run(dev, entry(variant), &mut p, 1));
-    dd.bake(None)?;
-    r?;
-    dd.graphs.clear();
+    dd.run_baked(dev, entry(variant), &mut p)?;
     Ok(Outcome::Values(p.unpack(0)))
 }
 

@@ -127,8 +127,16 @@ pub trait GraphedBuilder {
     type Packed;
     /// Enqueues `entry` with `grid` blocks on the staged buffers (capturable).
     fn launch(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<()>;
-    /// Stages a packed batch (inputs and the outputs' initial contents), capacities checked.
+    /// Stages a packed batch (inputs and the outputs' initial contents), capacities checked
+    /// ([`GraphedBuilder::check_fits`]).
     fn stage(&mut self, dev: &Device, p: &Self::Packed) -> Result<()>;
+    /// Whether `p` fits the buffers (a typed error if not).
+    fn check_fits(&self, p: &Self::Packed) -> Result<()>;
+    /// The cases `p` holds.
+    fn cases_of(p: &Self::Packed) -> usize;
+    /// Records (`Some`: one case that fits, checked by [`GraphedBuilder::bake`]) or clears
+    /// the header later launches pass by value to the graph-baked entries.
+    fn set_baked(&mut self, p: Option<&Self::Packed>) -> Result<()>;
     /// Reads every output buffer back into `p` (synchronizes).
     fn read(&self, dev: &Device, p: &mut Self::Packed) -> Result<()>;
     /// The captured graphs by key.
@@ -142,7 +150,8 @@ pub trait GraphedBuilder {
     }
 
     /// The graph of `entry` with `grid` blocks, captured on first use after an eager
-    /// warm-up with no cases (module loading is not capturable); returns its index.
+    /// warm-up with no cases (module loading is not capturable; a baked entry ignores
+    /// `meta` and runs its case, so stage before it); returns its index.
     fn graph(&mut self, dev: &Device, entry: &str, grid: u32) -> Result<usize> {
         let key = self.graph_key(entry, grid);
         if let Some(i) = self.graphs().iter().position(|(k, _)| *k == key) {
@@ -168,6 +177,35 @@ pub trait GraphedBuilder {
         self.stage(dev, p)?;
         self.replay(g)?;
         self.read(dev, p)
+    }
+
+    /// From now on, graphs bake `p`'s single case's header into their kernel parameters
+    /// (the graph-baked entries: one graph per case, as SGLang captures one graph per batch
+    /// size); `None` goes back to the batched entries, which read `meta` and `hdr`.
+    fn bake(&mut self, p: Option<&Self::Packed>) -> Result<()> {
+        if let Some(p) = p {
+            self.check_fits(p)?;
+            if Self::cases_of(p) != 1 {
+                return Err(ExecError::InvalidInput(format!(
+                    "a graph-baked header needs exactly one case, got {}",
+                    Self::cases_of(p)
+                )));
+            }
+        }
+        self.set_baked(p)
+    }
+
+    /// [`GraphedBuilder::run`] of `p`'s single case through a graph captured for it alone,
+    /// its header baked into the entry's parameters; the graph is dropped afterwards.
+    fn run_baked(&mut self, dev: &Device, entry: &str, p: &mut Self::Packed) -> Result<()> {
+        self.bake(Some(p))?;
+        let key = self.graph_key(entry, 1);
+        // Staged first: the graph's eager warm-up, baked, runs the case on these inputs;
+        // `run` stages again, restoring the capture state.
+        let r = self.stage(dev, p).and_then(|()| self.run(dev, entry, p, 1));
+        self.bake(None)?;
+        self.graphs_mut().retain(|(k, _)| *k != key);
+        r
     }
 }
 
@@ -218,6 +256,14 @@ pub const KERNEL_VARIANTS: &[KernelVariant] = &[
 
 /// Exclusive-end prefix offsets helper: returns the current length of `v` as `i32`,
 /// erroring past `i32::MAX` (the kernels index with 32-bit offsets inside each buffer).
+/// The first case's `N` header words of a packed batch (what a graph-baked entry takes by
+/// value).
+pub(crate) fn first_header<const N: usize>(hdr: &[i32]) -> Result<[i32; N]> {
+    hdr.get(..N)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| ExecError::InvalidInput(format!("a packed batch holds {} header words, not {N}", hdr.len())))
+}
+
 pub(crate) fn off32(len: usize, what: &str) -> std::result::Result<i32, String> {
     i32::try_from(len).map_err(|_| format!("{what}: offset {len} exceeds the 32-bit range"))
 }
@@ -225,6 +271,13 @@ pub(crate) fn off32(len: usize, what: &str) -> std::result::Result<i32, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_baked_header_is_the_first_cases_words_or_a_typed_error() {
+        let hdr: Vec<i32> = (0..20).collect();
+        assert_eq!(first_header::<8>(&hdr).unwrap(), [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert!(matches!(first_header::<16>(&hdr[..15]), Err(ExecError::InvalidInput(_))));
+    }
 
     #[test]
     fn every_kernel_variant_names_a_builder_and_an_entry_point() {

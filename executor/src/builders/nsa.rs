@@ -391,10 +391,7 @@ impl GraphedBuilder for NsaDevice {
 
     /// Stages a packed batch (inputs and the outputs' initial contents).
     fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
-        let c = &self.cap;
-        if p.cases > c.cases || p.seq_lens.len() > c.reqs || p.expanded.len() > c.rows || p.page_table.len() > c.page {
-            return Err(ExecError::InvalidInput(format!("NSA batch of {} cases exceeds the buffers {c:?}", p.cases)));
-        }
+        self.check_fits(p)?;
         self.meta.put(dev, &[p.cases as i32, 0, 0, 0])?;
         self.hdr.put(dev, &p.hdr)?;
         self.page_off.put(dev, &p.page_off)?;
@@ -422,6 +419,24 @@ impl GraphedBuilder for NsaDevice {
         Ok(())
     }
 
+    fn check_fits(&self, p: &Packed) -> Result<()> {
+        let c = &self.cap;
+        if p.cases > c.cases || p.seq_lens.len() > c.reqs || p.expanded.len() > c.rows || p.page_table.len() > c.page {
+            return Err(ExecError::InvalidInput(format!("NSA batch of {} cases exceeds the buffers {c:?}", p.cases)));
+        }
+        Ok(())
+    }
+
+    fn cases_of(p: &Packed) -> usize {
+        p.cases
+    }
+
+    /// The `*_fixed_*` entries take the header and the page-table offset by value.
+    fn set_baked(&mut self, p: Option<&Packed>) -> Result<()> {
+        self.baked = p.map(|p| super::first_header(&p.hdr).map(|h| (HdrArg(h), p.page_off[0]))).transpose()?;
+        Ok(())
+    }
+
     super::graphed_fields!();
 
     fn graph_key(&self, entry: &str, grid: u32) -> String {
@@ -429,31 +444,6 @@ impl GraphedBuilder for NsaDevice {
             Some((h, off)) => format!("{entry}/fixed {:?} @{off}x{}", h.0, self.page_split),
             None => format!("{entry}/{grid}x{}", self.page_split),
         }
-    }
-}
-
-impl NsaDevice {
-    /// From now on, graphs bake `p`'s single case's header into their kernel parameters
-    /// (the `*_fixed_*` entries); `p` must fit the buffers, as [`GraphedBuilder::stage`]
-    /// checks. `None` goes back to the batched entries.
-    pub fn bake(&mut self, p: Option<&Packed>) -> Result<()> {
-        self.baked = match p {
-            None => None,
-            Some(p) => {
-                let c = &self.cap;
-                if p.cases != 1 || p.seq_lens.len() > c.reqs || p.expanded.len() > c.rows || p.page_table.len() > c.page
-                {
-                    return Err(ExecError::InvalidInput(format!(
-                        "a graph-baked NSA header needs one case within the buffers {c:?}, got {} cases",
-                        p.cases
-                    )));
-                }
-                let mut h = [0i32; HDR];
-                h.copy_from_slice(p.h(0));
-                Some((HdrArg(h), p.page_off[0]))
-            }
-        };
-        Ok(())
     }
 }
 
@@ -488,14 +478,7 @@ pub fn device_outcome_baked(
     }
     let mut p = Packed::default();
     p.push(case, true).map_err(ExecError::InvalidInput)?;
-    nd.bake(Some(&p))?;
-    // Staged first, so that the graph's eager warm-up (which, baked, runs the case) reads
-    // this case's inputs; `run` stages again, restoring the capture state.
-    let r = nd.stage(dev, &p).and_then(|()| nd.run(dev, entry(variant), &mut p, 1));
-    nd.bake(None)?;
-    r?;
-    // Each case captured its own graph: drop it (a graph per distinct header otherwise).
-    nd.graphs.clear();
+    nd.run_baked(dev, entry(variant), &mut p)?;
     Ok(Outcome::Values(p.unpack(0)))
 }
 

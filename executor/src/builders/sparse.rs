@@ -341,18 +341,7 @@ impl GraphedBuilder for SparseDevice {
     }
 
     fn stage(&mut self, dev: &Device, p: &Packed) -> Result<()> {
-        let c = &self.cap;
-        if p.cases > c.cases
-            || p.heavy.len() > c.heavy
-            || p.list.len() > c.list
-            || p.lens.len() > c.lens
-            || p.weights.len() > c.weights
-        {
-            return Err(ExecError::InvalidInput(format!(
-                "sparse batch of {} cases exceeds the buffers {c:?}",
-                p.cases
-            )));
-        }
+        self.check_fits(p)?;
         self.meta.put(dev, &[p.cases as i32, p.work as i32, 0, 0])?;
         self.hdr.put(dev, &p.hdr)?;
         self.heavy.put(dev, &p.heavy)?;
@@ -370,6 +359,41 @@ impl GraphedBuilder for SparseDevice {
         Ok(())
     }
 
+    fn check_fits(&self, p: &Packed) -> Result<()> {
+        let c = &self.cap;
+        if p.cases > c.cases
+            || p.heavy.len() > c.heavy
+            || p.list.len() > c.list
+            || p.lens.len() > c.lens
+            || p.weights.len() > c.weights
+        {
+            return Err(ExecError::InvalidInput(format!(
+                "sparse batch of {} cases exceeds the buffers {c:?}",
+                p.cases
+            )));
+        }
+        Ok(())
+    }
+
+    fn cases_of(p: &Packed) -> usize {
+        p.cases
+    }
+
+    /// `sparse_build_fixed` (a block per work item) takes the header and the work count by
+    /// value; the unclamped kernel has no baked entry.
+    fn set_baked(&mut self, p: Option<&Packed>) -> Result<()> {
+        self.baked = match p {
+            None => None,
+            Some(p) if p.unclamped => {
+                return Err(ExecError::InvalidInput("the unclamped sparse kernel has no graph-baked entry".into()))
+            }
+            Some(p) => {
+                Some((HdrArg(super::first_header(&p.hdr)?), off32(p.work, "work").map_err(ExecError::InvalidInput)?))
+            }
+        };
+        Ok(())
+    }
+
     super::graphed_fields!();
 
     fn graph_key(&self, entry: &str, grid: u32) -> String {
@@ -377,36 +401,6 @@ impl GraphedBuilder for SparseDevice {
             Some((h, work)) => format!("{entry}/fixed {:?} x{work}", h.0),
             None => format!("{entry}/{grid}"),
         }
-    }
-}
-
-impl SparseDevice {
-    /// From now on, graphs of `sparse_build` bake `p`'s single case's header into the
-    /// kernel parameters (`sparse_build_fixed`, a block per work item); `None` goes back
-    /// to the batched entries.
-    pub fn bake(&mut self, p: Option<&Packed>) -> Result<()> {
-        self.baked = match p {
-            None => None,
-            Some(p) => {
-                let c = &self.cap;
-                if p.cases != 1
-                    || p.unclamped
-                    || p.heavy.len() > c.heavy
-                    || p.list.len() > c.list
-                    || p.lens.len() > c.lens
-                    || p.weights.len() > c.weights
-                {
-                    return Err(ExecError::InvalidInput(format!(
-                        "a graph-baked sparse header needs one clamped case within the buffers {c:?}, got {} cases",
-                        p.cases
-                    )));
-                }
-                let mut h = [0i32; HDR];
-                h.copy_from_slice(&p.hdr[..HDR]);
-                Some((HdrArg(h), off32(p.work, "work").map_err(ExecError::InvalidInput)?))
-            }
-        };
-        Ok(())
     }
 }
 
@@ -437,12 +431,7 @@ pub fn device_outcome_baked(dev: &Device, sd: &mut SparseDevice, x: &SparseInput
     }
     let mut p = Packed::new(false);
     p.push(x).map_err(ExecError::InvalidInput)?;
-    sd.bake(Some(&p))?;
-    // Staged first: the graph's eager warm-up runs the baked case on these inputs.
-    let r = sd.stage(dev, &p).and_then(|()| sd.run(dev, "sparse_build", &mut p, 1));
-    sd.bake(None)?;
-    r?;
-    sd.graphs.clear();
+    sd.run_baked(dev, "sparse_build", &mut p)?;
     Ok(p.unpack(0, x))
 }
 
