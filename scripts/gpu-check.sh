@@ -196,7 +196,9 @@ device() {
     # $QWEN_LAUNCHES (gpu.rs `Launches`: `prefetch` changes only batch 1, `staged` only
     # batches of 17 rows or more, `pdl` launches the tensor plan with programmatic
     # dependent launch, its one-row products fetching weights into L2 before their wait;
-    # `whole` the GQA-pair attention with whole tiles in flight, from 16 rows).
+    # `whole` the GQA-pair attention with whole tiles in flight, from 16 rows; a `+bulkN` or
+    # `+linesN` suffix, N 1..=3, asks each product's weights into L2 from a side stream N
+    # products ahead: `default+bulk2`).
     stage qwen-kernels 300 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage qwen-invariance 240 "$OUT/qwen.log" bash scripts/qwen-invariance-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"

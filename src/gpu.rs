@@ -800,7 +800,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     "  profile batch {b:>3} ops' sum {:.3} ms; graph step {g:.3} ms (the rest: bookkeeping, sampler, gaps between kernels)",
                     total / 1e3
                 );
-                    rows.push(serde_json::json!({"kernels": plan, "launches": launch.name(), "batch": b, "graph_ms_per_step": g,
+                    rows.push(serde_json::json!({"kernels": plan, "launches": launch.to_string(), "batch": b, "graph_ms_per_step": g,
                     "engine_ms_per_step": engine_ms, "ops": ops}));
                 }
             }

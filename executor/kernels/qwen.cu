@@ -1221,6 +1221,31 @@ extern "C" __global__ void __launch_bounds__(256) qwen_read_probe(const uint4* _
     if (acc == 0x9e3779b9u) sink[0] = acc;
 }
 
+// Cross-kernel weight streaming (Launches::l2_ahead): a small grid on a side stream that asks
+// L2 for a later product's weight bytes while the kernels before that product run, so the
+// card's memory keeps streaming across kernel boundaries and the product finds its weights
+// in L2. A hint only: it writes nothing and reads no value, so no result can change. Each
+// thread takes one `chunk` bytes (a multiple of 16; the base is 256-byte aligned) and asks for
+// it with one bulk prefetch (`cp.async.bulk.prefetch.L2`, sm_90: the copy engine walks it) or,
+// `bulk` 0, with one `prefetch.global.L2` per 128-byte line. A tail below 16 bytes is left to
+// the product's own loads.
+extern "C" __global__ void __launch_bounds__(32) qwen_l2_prefetch(const char* __restrict__ p, long long bytes,
+                                                                   int chunk, int bulk) {
+    const long long off = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * (long long)chunk;
+    if (off >= bytes) return;
+    long long n = bytes - off < (long long)chunk ? bytes - off : (long long)chunk;
+    n &= ~15LL;
+    if (n == 0) return;
+    const char* a = p + off;
+    if (bulk) {
+#if __CUDA_ARCH__ >= 900
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"((unsigned)n) : "memory");
+        return;
+#endif
+    }
+    for (long long o = 0; o < n; o += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(a + o));
+}
+
 extern "C" __global__ void mma_probe(int cases, const bf16_t* __restrict__ a, const bf16_t* __restrict__ b,
                                      const float* __restrict__ c, float* __restrict__ d) {
     const int cs = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);

@@ -81,6 +81,7 @@ pub const MODULES: &[KernelModule] = &[
             "qwen_silu_mul",
             "mma_probe",
             "qwen_read_probe",
+            "qwen_l2_prefetch",
             "qwen_gemm_mma_s_1_1",
             "qwen_gemm_mma_s_2_1",
             "qwen_gemm_mma_s_2_1_4",

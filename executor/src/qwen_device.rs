@@ -482,7 +482,7 @@ impl<'d> QwenDevice<'d> {
                 Launch::Model(op) => self.model.launch(self.dev, op, &mut self.bufs)?,
             }
         }
-        Ok(())
+        self.model.join_side(self.dev)
     }
 
     fn replay(&mut self, key: String, launches: &[Launch]) -> Result<()> {

@@ -196,7 +196,8 @@ fn programmatic_dependent_launch_matches_the_cpu_twin_bitwise() {
 /// (`TcModel::HOPPER`) — on the tiny model (k 0 and 3: decode rows on the K-splitting
 /// kernels, prefill rows on the warp-tile kernels; graphs and eager) and on Qwen3-0.6B
 /// shapes; and it is batch invariant: n-gram verify rows equal plain decode rows, a
-/// request alone equals it among batch mates. Every [`Launches`] combination (speed only)
+/// request alone equals it among batch mates. Every [`Launches`] combination (speed only),
+/// and the default with every L2 streaming mode (a side-stream branch in each graph),
 /// against the same twin run.
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
@@ -238,7 +239,7 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
     let w = weights(&cfg, 3);
     let sc = test_scenario(&[(P0, 1), (P2, 2)], 6, 2, &[1, 2, 4]);
     let (c, cl) = cpu_run_with(&sc, &w, t);
-    for l in Launches::ALL {
+    for l in Launches::ALL.into_iter().chain(Launches::l2_variants()) {
         let (g, gl, _) = gpu_run_launching(&sc, &w, false, t, l);
         assert_eq!(g.trace.outputs, c.trace.outputs);
         assert_same_logits(&format!("tensor kernels ({l}), qwen3-0.6b shapes, GPU vs CPU twin"), &gl, &cl, 10);
@@ -246,7 +247,7 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
     // A lone request: every decode step is one row, the norms folded into the products.
     let sc = test_scenario(&[(P0, 1)], 8, 0, &[1, 2]);
     let (c, cl) = cpu_run_with(&sc, &w, t);
-    for l in Launches::ALL {
+    for l in Launches::ALL.into_iter().chain(Launches::l2_variants()) {
         for eager in [false, true] {
             let (g, gl, _) = gpu_run_launching(&sc, &w, eager, t, l);
             assert_eq!(g.trace.outputs, c.trace.outputs);

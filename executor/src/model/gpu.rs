@@ -8,7 +8,9 @@
 //! `prepare_inputs` / `prepare_rows` / `build_metadata`) and receive the logits, which
 //! `argmax_rows` and `rejection_greedy` (`sample.cu`) turn into the sampler's rows.
 
-use cudarc::driver::{sys, CudaFunction, CudaSlice, LaunchConfig};
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 
 use super::host::{forward_ops, Op};
 use super::kernels_ref::{rope_table, GemmOrder};
@@ -72,6 +74,9 @@ pub struct GpuModel {
     pub kernels: KernelPlan,
     /// The tensor plan's launch choices ([`Launches`]: speed only).
     pub launches: Launches,
+    /// The side stream [`Launches::l2`]'s prefetches run on (made on first use); joined back
+    /// into the device stream after the LM head, so a captured graph holds both branches.
+    side: Option<Arc<CudaStream>>,
 }
 
 /// Launch choices of the tensor plan that change speed only, never a bit: each picks
@@ -99,27 +104,100 @@ pub struct Launches {
     /// of a tile requested at once (`qwen_attention_gqa2_whole`) instead of half a tile at a
     /// time (`qwen_attention_gqa2`).
     pub whole_tiles: bool,
+    /// Cross-kernel weight streaming ([`L2Stream`]): a product's weights asked into L2 on a
+    /// side stream while earlier kernels run (written after run 25).
+    pub l2: L2Stream,
 }
+
+/// Cross-kernel weight streaming: when a weight-reading launch (or the embedding) is
+/// enqueued, the weights of the product `ahead` products later are asked into L2 by
+/// `qwen_l2_prefetch` on a side stream, so the card's memory keeps streaming while the
+/// kernels between run (at batch 1 a product alone reads its 4-13 MB at 0.9-1.7 TB/s of
+/// 3.35, device log run 25's read floors), and that product reads from L2. A hint: it writes
+/// nothing, so no value changes. At most [`L2_PREFETCH_CAP`] bytes of one tensor (the LM
+/// head's first part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L2Stream {
+    Off,
+    /// One bulk prefetch per [`L2_CHUNK`] bytes (`cp.async.bulk.prefetch.L2`), `ahead` 1..=3.
+    Bulk(u8),
+    /// One `prefetch.global.L2` per 128-byte line, `ahead` 1..=3.
+    Lines(u8),
+}
+
+impl L2Stream {
+    /// Products ahead of the one launched whose weights are asked for (0: off).
+    pub fn ahead(self) -> usize {
+        match self {
+            L2Stream::Off => 0,
+            L2Stream::Bulk(a) | L2Stream::Lines(a) => usize::from(a),
+        }
+    }
+
+    fn suffix(self) -> String {
+        match self {
+            L2Stream::Off => String::new(),
+            L2Stream::Bulk(a) => format!("+bulk{a}"),
+            L2Stream::Lines(a) => format!("+lines{a}"),
+        }
+    }
+
+    fn parse_suffix(s: &str) -> Option<(&str, L2Stream)> {
+        for (tag, make) in [("+bulk", L2Stream::Bulk as fn(u8) -> L2Stream), ("+lines", L2Stream::Lines)] {
+            if let Some(i) = s.rfind(tag) {
+                let a: u8 = s[i + tag.len()..].parse().ok()?;
+                return (1..=3).contains(&a).then_some((&s[..i], make(a)));
+            }
+        }
+        Some((s, L2Stream::Off))
+    }
+}
+
+/// Bytes one thread of `qwen_l2_prefetch` asks for.
+pub const L2_CHUNK: usize = 8192;
+
+/// The most bytes of one tensor asked into L2 ahead (the LM head's 311 MB would flush
+/// everything; its first part is read first).
+pub const L2_PREFETCH_CAP: usize = 16 << 20;
+
+/// [`Launches::l2`] by default: off until a device run times it.
+pub const L2: L2Stream = L2Stream::Off;
 
 impl Launches {
     /// What the forward pass launches unless told otherwise ([`STAGED_NORMS`], [`PREFETCH`]).
     pub const DEFAULT: Launches =
-        Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH, pdl: PDL, whole_tiles: WHOLE_TILES };
-    /// Every combination, indexed by the bits staged 1, prefetch 2, pdl 4, whole tiles 8.
+        Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH, pdl: PDL, whole_tiles: WHOLE_TILES, l2: L2 };
+    /// Every combination of the four kernel choices, indexed by the bits staged 1, prefetch 2,
+    /// pdl 4, whole tiles 8, with [`L2`] streaming.
     pub const ALL: [Launches; 16] = {
-        let mut all = [Launches { staged_norms: false, prefetch: false, pdl: false, whole_tiles: false }; 16];
+        let mut all = [Launches { staged_norms: false, prefetch: false, pdl: false, whole_tiles: false, l2: L2 }; 16];
         let mut i = 0;
         while i < 16 {
-            all[i] =
-                Launches { staged_norms: i & 1 != 0, prefetch: i & 2 != 0, pdl: i & 4 != 0, whole_tiles: i & 8 != 0 };
+            all[i] = Launches {
+                staged_norms: i & 1 != 0,
+                prefetch: i & 2 != 0,
+                pdl: i & 4 != 0,
+                whole_tiles: i & 8 != 0,
+                l2: L2,
+            };
             i += 1;
         }
         all
     };
 
-    /// `base`, or the choices that are on joined by `+` in the order `staged`, `prefetch`,
-    /// `pdl`, `whole`: `staged+prefetch`, `prefetch+pdl`, ...
-    pub fn name(self) -> &'static str {
+    /// The default's choices with every [`L2Stream`] mode (ahead 1..=3) in turn.
+    pub fn l2_variants() -> Vec<Launches> {
+        (1..=3u8)
+            .flat_map(|a| [L2Stream::Bulk(a), L2Stream::Lines(a)])
+            .map(|l2| Launches { l2, ..Launches::DEFAULT })
+            .collect()
+    }
+
+    /// `base`, or the kernel choices that are on joined by `+` in the order `staged`,
+    /// `prefetch`, `pdl`, `whole`: `staged+prefetch`, `prefetch+pdl`, ... ([`L2Stream`] not
+    /// included: `Display` appends it as `+bulkN` / `+linesN`).
+    pub fn kernels_name(self) -> &'static str {
         const NAMES: [&str; 16] = [
             "base",
             "staged",
@@ -154,21 +232,25 @@ impl Default for Launches {
 
 impl std::fmt::Display for Launches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        write!(f, "{}{}", self.kernels_name(), self.l2.suffix())
     }
 }
 
 impl std::str::FromStr for Launches {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        if s == "default" {
-            return Ok(Launches::DEFAULT);
-        }
-        Launches::ALL.into_iter().find(|l| l.name() == s).ok_or_else(|| {
+        let bad = || {
             format!(
-                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl joined by + in that order)"
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3)"
             )
-        })
+        };
+        let (kernels, l2) = L2Stream::parse_suffix(s).ok_or_else(bad)?;
+        let l = if kernels == "default" {
+            Some(Launches::DEFAULT)
+        } else {
+            Launches::ALL.into_iter().find(|l| l.kernels_name() == kernels)
+        };
+        l.map(|l| Launches { l2, ..l }).ok_or_else(bad)
     }
 }
 
@@ -617,6 +699,25 @@ const ROWS_PADDED: i32 = 0;
 const ROWS_LOGITS: i32 = 1;
 /// Warps per GEMM block (`GEMM_WARPS`).
 const GEMM_WARPS: usize = 4;
+/// The products whose weights [`Launches::l2`] asks into L2 when `op` is enqueued: the one
+/// `ahead` products after `op` (a product), or the first `ahead` (the embedding), in the
+/// forward order of the weight-reading products ([`Op::Qkv`], [`Op::OProj`], [`Op::GateUp`],
+/// [`Op::Down`] per layer, then [`Op::LmHead`]). Each product's weights are asked for once.
+pub fn l2_schedule(layers: usize, ahead: usize, op: Op) -> Vec<Op> {
+    if ahead == 0 {
+        return Vec::new();
+    }
+    let seq: Vec<Op> =
+        (0..layers).flat_map(|i| [Op::Qkv(i), Op::OProj(i), Op::GateUp(i), Op::Down(i)]).chain([Op::LmHead]).collect();
+    match op {
+        Op::Embed => seq.into_iter().take(ahead).collect(),
+        _ => match seq.iter().position(|&o| o == op) {
+            Some(j) => seq.get(j + ahead).copied().into_iter().collect(),
+            None => Vec::new(),
+        },
+    }
+}
+
 /// Warps per tensor-core GEMM block (`MMA_SPLIT`).
 const MMA_SPLIT: usize = super::kernels_ref::MMA_SPLIT;
 
@@ -678,6 +779,7 @@ impl GpuModel {
             grid_rows: cap.max_tokens,
             kernels: KernelPlan::for_model(&c),
             launches: Launches::DEFAULT,
+            side: None,
             kv,
             cfg: c,
         };
@@ -690,9 +792,73 @@ impl GpuModel {
         forward_ops(self.cfg.num_layers)
     }
 
+    /// The weights `op` reads, if it is a product.
+    fn weights_of(&self, op: Op) -> Option<&CudaSlice<u16>> {
+        Some(match op {
+            Op::Qkv(i) => &self.layers[i].qkv,
+            Op::OProj(i) => &self.layers[i].o,
+            Op::GateUp(i) => &self.layers[i].gate_up,
+            Op::Down(i) => &self.layers[i].down,
+            Op::LmHead => self.lm_head.as_ref().unwrap_or(&self.embed),
+            _ => return None,
+        })
+    }
+
+    /// [`l2_schedule`] under this model's launches (none outside the tensor plan).
+    pub fn streamed_at(&self, op: Op) -> Vec<Op> {
+        if self.kernels != KernelPlan::Tensor {
+            return Vec::new();
+        }
+        l2_schedule(self.cfg.num_layers, self.launches.l2.ahead(), op)
+    }
+
+    /// Enqueues [`GpuModel::streamed_at`]'s prefetches for `op` on the side stream, after
+    /// everything enqueued so far on the device stream (so a prefetch never races ahead of
+    /// the product two before it and flushes what that still reads).
+    fn stream_weights(&mut self, dev: &Device, op: Op) -> Result<()> {
+        let ahead = self.streamed_at(op);
+        if ahead.is_empty() {
+            return Ok(());
+        }
+        if self.side.is_none() {
+            self.side = Some(dev.ctx.new_stream()?);
+        }
+        let side = self.side.clone().expect("made above");
+        side.wait(&dev.stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))?)?;
+        let f = dev.function("qwen_l2_prefetch")?;
+        let bulk = i32::from(matches!(self.launches.l2, L2Stream::Bulk(_)));
+        let chunk = L2_CHUNK as i32;
+        for o in ahead {
+            let w = self.weights_of(o).expect("streamed_at lists products");
+            let bytes = (w.len() * 2).min(L2_PREFETCH_CAP);
+            let threads = bytes.div_ceil(L2_CHUNK);
+            let mut l = RawArgs::new(&side);
+            l.arg(w).arg(&(bytes as i64)).arg(&chunk).arg(&bulk);
+            tracing::trace!(?op, ?o, bytes, "L2 prefetch ahead");
+            // SAFETY: qwen_l2_prefetch(const char*, long long, int, int) reads no byte past
+            // `bytes` of `w` (a prefetch hint; it writes nothing).
+            unsafe { l.launch(f, cfg(threads.div_ceil(32), 32), false) }?;
+        }
+        Ok(())
+    }
+
     /// Enqueues `op` (asynchronous; capturable). `b` are the step buffers; its `logits`
     /// must be `vocab_size` wide.
     pub fn launch(&mut self, dev: &Device, op: Op, b: &mut DeviceBuffers) -> Result<()> {
+        self.stream_weights(dev, op)?;
+        self.launch_op(dev, op, b)
+    }
+
+    /// Joins [`Launches::l2`]'s side stream back into the device stream: called after the
+    /// last launch of a launch list (a capture must end with every branch joined).
+    pub fn join_side(&self, dev: &Device) -> Result<()> {
+        if let Some(side) = &self.side {
+            dev.stream.join(side)?;
+        }
+        Ok(())
+    }
+
+    fn launch_op(&mut self, dev: &Device, op: Op, b: &mut DeviceBuffers) -> Result<()> {
         let c = &self.cfg;
         let (h, hd, inter) = (c.hidden_size as i32, c.head_dim as i32, c.intermediate_size as i32);
         let (nh, nkv) = (c.num_heads as i32, c.num_kv_heads as i32);
@@ -927,6 +1093,29 @@ mod tests {
     }
 
     #[test]
+    fn l2_streaming_asks_for_every_product_once_ahead_of_it() {
+        for layers in [1, 2, 28] {
+            let products = 4 * layers + 1;
+            assert!(forward_ops(layers).iter().all(|&op| l2_schedule(layers, 0, op).is_empty()));
+            for ahead in 1..=3 {
+                let (mut asked, mut launched) = (Vec::new(), Vec::new());
+                for op in forward_ops(layers) {
+                    asked.extend(l2_schedule(layers, ahead, op));
+                    if matches!(op, Op::Qkv(_) | Op::OProj(_) | Op::GateUp(_) | Op::Down(_) | Op::LmHead) {
+                        launched.push(op);
+                        // Asked for before launched, and at most `ahead` products before it.
+                        let i = asked.iter().position(|&a| a == op).expect("asked for before launch");
+                        assert!(i + 1 >= launched.len(), "{op:?} asked too early");
+                        assert!(asked.len() <= launched.len() + ahead, "more than {ahead} products ahead");
+                    }
+                }
+                assert_eq!(asked, launched, "layers {layers} ahead {ahead}: each product once, in order");
+                assert_eq!(asked.len(), products);
+            }
+        }
+    }
+
+    #[test]
     fn grids_cover_every_column_group_and_row_tile_once() {
         let walk = Tiling::walk("qwen_gemm_2_4_4", 2);
         assert_eq!(walk.grid(1024, 64), 1024 / (2 * GEMM_WARPS));
@@ -991,14 +1180,24 @@ mod tests {
         let l = Launches::DEFAULT;
         assert!(KernelPlan::Fused.folds_norms(1, l));
         assert!(!KernelPlan::Fused.folds_norms(2, l) && !KernelPlan::Unfused.folds_norms(1, l));
-        let names: std::collections::BTreeSet<&str> = Launches::ALL.iter().map(|l| l.name()).collect();
-        assert_eq!(names.len(), Launches::ALL.len(), "every combination has its own name");
-        for l in Launches::ALL {
-            assert_eq!(l.name().parse::<Launches>(), Ok(l));
+        let all: Vec<Launches> = Launches::ALL.into_iter().chain(Launches::l2_variants()).collect();
+        let names: std::collections::BTreeSet<String> = all.iter().map(|l| l.to_string()).collect();
+        assert_eq!(names.len(), all.len(), "every combination has its own name");
+        for &l in &all {
+            assert_eq!(l.to_string().parse::<Launches>(), Ok(l));
             assert_eq!(KernelPlan::Tensor.folds_norms(64, l), l.staged_norms);
         }
         assert_eq!("default".parse::<Launches>(), Ok(Launches::DEFAULT));
         assert!("fast".parse::<Launches>().is_err());
+        for bad in ["prefetch+bulk0", "prefetch+bulk4", "prefetch+lines", "fast+bulk1", "prefetch+bulk1x"] {
+            assert!(bad.parse::<Launches>().is_err(), "{bad}");
+        }
+        let l = "prefetch+lines2".parse::<Launches>().unwrap();
+        assert_eq!((l.l2, l.prefetch, l.staged_norms), (L2Stream::Lines(2), true, false));
+        assert_eq!(
+            "default+bulk1".parse::<Launches>().unwrap(),
+            Launches { l2: L2Stream::Bulk(1), ..Launches::DEFAULT }
+        );
         assert_eq!(KernelPlan::Fused.attention(1), "qwen_attention");
         assert_eq!(KernelPlan::Fused.attention(64), "qwen_attention_lean");
         assert_eq!(KernelPlan::Unfused.attention(64), "qwen_attention");
