@@ -15,9 +15,10 @@
 //   every weight slot is written exactly once, by the one thread that owns it:
 //   1.0 if in the sink, in the window or marked, else 0.0. Duplicate indices (overlapping
 //   regions, repeated heavy hitters) mark the same bit; no float is written twice and no
-//   float atomics are used. List slots are written once each, by their owner (heavy lists of
-//   up to SP_HEAVY_STASH entries are read from the copy the marking pass left in shared
-//   memory: the same values, one global round trip fewer after the barrier).
+//   float atomics are used. List slots are written once each, by their owner, before the
+//   barrier: sink and window slots straight away, heavy slots by the marking pass's thread
+//   that holds the entry (heavy[m] + init_offset, one load for both), so the writes after
+//   the barrier are the weights only.
 // sparse_build_fused_unclamped (known bad): iter-11's Triton kernel as seed 003 writes it,
 //   one block per (b, h), launched with the raw sink / window sizes: it stores the list, then
 //   scatters 1.0 at every listed index without bounds (the weights were zeroed before, as
@@ -37,9 +38,6 @@
 #define SP_THREADS 256
 #define SP_CHUNK 8192
 #define SP_BATCH 8
-// Heavy lists up to this length are kept in shared memory by the marking pass, so the list
-// slots read them from there after the barrier instead of from global memory again.
-#define SP_HEAVY_STASH 2048
 
 __device__ __forceinline__ int sp_case_of(const int* hdr, int n, int w) {
     int lo = 0, hi = n - 1;
@@ -64,7 +62,6 @@ struct SpHdr {
 
 struct SpShared {
     unsigned bits[SP_CHUNK / 32];
-    long long heavy[SP_HEAVY_STASH];
 };
 
 // Work item `item` of a case (row item / blocks_per_row, chunk item % blocks_per_row).
@@ -74,7 +71,6 @@ __device__ __forceinline__ void sp_item(const SpHdr& hh, int item, const long lo
 {
     const int* h = hh.w;
     unsigned* s_bits = sh.bits;
-    long long* s_heavy = sh.heavy;
     const int t = threadIdx.x;
     {
         const int H = h[1], sk = h[2], heavy_size = h[5], init_offset = h[6];
@@ -85,22 +81,28 @@ __device__ __forceinline__ void sp_item(const SpHdr& hh, int item, const long lo
         const int csize = h[14];
         const int lo = chunk * csize;
         const long long* heavy_row = heavy + h[8] + (long long)row * heavy_size;
+        long long* lrow = list + h[9] + (long long)row * L;
+        const int lhi = min(lo + csize, L);
         // 1. Mark the heavy indices of this row that fall in [lo, lo + csize).
         for (int k = t; k < csize / 32; k += SP_THREADS) s_bits[k] = 0u;
+        //    The list's sink and window slots of this chunk (no input read).
+        for (int off = lo + t; off < lhi; off += SP_THREADS)
+            if (off < sink || off >= sink + heavy_size)
+                lrow[off] = sp_list_value(off, sink, heavy_size, sk, window, heavy_row, init_offset);
+        if (chunk == 0 && t == 0) lens[h[10] + row] = L;
         __syncthreads();
         //    SP_BATCH loads in flight per thread before its atomics (the loads are the
-        //    latency: one L2 round trip per batch instead of one per index).
-        //    Stashed: only the heavy entries this block's list slots [lo, min(lo + csize, L))
-        //    read (m = slot - sink); a block past the list (lo >= L) stashes none.
-        const bool stash = heavy_size <= SP_HEAVY_STASH;
-        const int need_lo = max(lo - sink, 0), need_hi = min(min(lo + csize, L) - sink, heavy_size);
+        //    latency: one L2 round trip per batch instead of one per index). The thread
+        //    holding heavy entry m also writes its list slot sink + m when this block owns it
+        //    (m in [need_lo, need_hi): slots [lo, min(lo + csize, L))).
+        const int need_lo = max(lo - sink, 0), need_hi = min(lhi - sink, heavy_size);
         for (int m0 = t; m0 < heavy_size; m0 += SP_THREADS * SP_BATCH) {
             long long idx[SP_BATCH];
 #pragma unroll
             for (int k = 0; k < SP_BATCH; ++k) {
                 const int m = m0 + k * SP_THREADS;
                 const long long hv = m < heavy_size ? heavy_row[m] : 0ll;
-                if (stash && m >= need_lo && m < need_hi) s_heavy[m] = hv;
+                if (m >= need_lo && m < need_hi) lrow[sink + m] = hv + (long long)init_offset;
                 idx[k] = m < heavy_size ? hv + (long long)init_offset - lo : -1ll;
             }
 #pragma unroll
@@ -132,13 +134,6 @@ __device__ __forceinline__ void sp_item(const SpHdr& hh, int item, const long lo
             const bool on = j < sink || j >= wstart || ((s_bits[b >> 5] >> (b & 31)) & 1u);
             wrow[j] = on ? 1.0f : 0.0f;
         }
-        // 3. The list slots of this chunk, and the length.
-        long long* lrow = list + h[9] + (long long)row * L;
-        const int lhi = min(lo + csize, L);
-#pragma unroll 4
-        for (int off = lo + t; off < lhi; off += SP_THREADS)
-            lrow[off] = sp_list_value(off, sink, heavy_size, sk, window, stash ? s_heavy : heavy_row, init_offset);
-        if (chunk == 0 && t == 0) lens[h[10] + row] = L;
         (void)H;
         __syncthreads();
     }
