@@ -72,6 +72,9 @@ impl Kernel {
     }
 }
 
+/// Threads per block of `argmax_rows` (`ARGMAX_THREADS` in sample.cu).
+pub const ARGMAX_THREADS: u32 = 1024;
+
 fn grid(items: usize, threads: u32) -> LaunchConfig {
     let blocks = items.div_ceil(threads as usize).clamp(1, 1024) as u32;
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
@@ -139,7 +142,11 @@ pub fn launch(dev: &Device, k: Kernel, b: &mut DeviceBuffers, oracle: &Synthetic
         }
         Kernel::ArgmaxRows => {
             l.arg(&b.counts).arg(&b.logits).arg(&vocab).arg(&mut b.argmax);
-            per_row(c.max_logits)
+            LaunchConfig {
+                grid_dim: (c.max_logits.clamp(1, 1024) as u32, 1, 1),
+                block_dim: (ARGMAX_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            }
         }
         Kernel::RejectionGreedy => {
             l.arg(&b.counts).arg(&b.query_start_loc).arg(&b.num_sampled).arg(&b.cu_sampled).arg(&b.discard);
@@ -153,4 +160,13 @@ pub fn launch(dev: &Device, k: Kernel, b: &mut DeviceBuffers, oracle: &Synthetic
     // `StepInput::validate`.
     unsafe { l.launch(cfg) }?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn argmax_block_size_is_the_kernels_define() {
+        let src = include_str!("../kernels/sample.cu");
+        assert!(src.contains(&format!("#define ARGMAX_THREADS {}\n", super::ARGMAX_THREADS)));
+    }
 }
