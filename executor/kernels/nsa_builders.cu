@@ -135,6 +135,32 @@ __device__ __forceinline__ int request_of_row(const int* cu, int n, int r) {
     return lo;
 }
 
+// The page-table rows r < n_page of a case: req_to_token[rpi[req(r)], :cols] into row r of
+// width W. One row per (block, step): the row's request found once in s_cu, its columns
+// copied by the block's threads (coalesced reads of req_to_token, coalesced writes; 16-byte
+// copies, four in flight per thread, when both rows are aligned).
+template <int THREADS>
+__device__ __forceinline__ void nsa_page_rows(const int* s_cu, int bs, int n_page, int cols, int W, int req_off,
+                                              const int* __restrict__ rpi, const int* __restrict__ r2t,
+                                              int r2t_stride, int* __restrict__ page_table, long long page_off) {
+    const int t = threadIdx.x;
+    for (int r = blockIdx.y; r < n_page; r += gridDim.y) {
+        const int i = request_of_row(s_cu, bs, r);
+        const int* __restrict__ src = r2t + (long long)rpi[req_off + i] * r2t_stride;
+        int* __restrict__ dst = page_table + page_off + (long long)r * W;
+        int col0 = 0;
+        if ((((unsigned long long)src | (unsigned long long)dst) & 15ull) == 0ull) {
+            const int n4 = cols >> 2;
+            const int4* __restrict__ s4 = reinterpret_cast<const int4*>(src);
+            int4* __restrict__ d4 = reinterpret_cast<int4*>(dst);
+#pragma unroll 4
+            for (int k = t; k < n4; k += THREADS) d4[k] = s4[k];
+            col0 = n4 << 2;
+        }
+        for (int col = col0 + t; col < cols; col += THREADS) dst[col] = src[col];
+    }
+}
+
 // One case's header words (the layout above), as loaded from `hdr` or passed by value.
 struct NsaHdr {
     int w[NSA_HDR];
@@ -221,27 +247,8 @@ __device__ __forceinline__ void nsa_meta_case(
     __syncthreads();  // s_cu complete
 
     // 3. The page-table rows: req_to_token[rpi[req(r)], :K], repeated per query row.
-    if (write_page && max_k > 0) {
-        const int cols = min(max_k, W);
-        // One row per (block, step): the row's request found once, its columns copied by
-        // the block's threads (coalesced reads of req_to_token, coalesced writes).
-        for (int r = blockIdx.y; r < n_page; r += gridDim.y) {
-            const int i = request_of_row(s_cu, bs, r);
-            const int* __restrict__ src = r2t + (long long)rpi[req_off + i] * r2t_stride;
-            int* __restrict__ dst = page_table + page_off + (long long)r * W;
-            int col0 = 0;
-            if ((((unsigned long long)src | (unsigned long long)dst) & 15ull) == 0ull) {
-                // 16-byte copies, four in flight per thread.
-                const int n4 = cols >> 2;
-                const int4* __restrict__ s4 = reinterpret_cast<const int4*>(src);
-                int4* __restrict__ d4 = reinterpret_cast<int4*>(dst);
-#pragma unroll 4
-                for (int k = t; k < n4; k += THREADS) d4[k] = s4[k];
-                col0 = n4 << 2;
-            }
-            for (int col = col0 + t; col < cols; col += THREADS) dst[col] = src[col];
-        }
-    }
+    if (write_page && max_k > 0)
+        nsa_page_rows<THREADS>(s_cu, bs, n_page, min(max_k, W), W, req_off, rpi, r2t, r2t_stride, page_table, page_off);
     __syncthreads();
 }
 
@@ -391,23 +398,8 @@ __device__ __forceinline__ void nsa_meta_fixed(const NsaHdr& h, long long page_o
     const int n_page = min((int)all_q, rows_cap);
     if (!write_page || max_k <= 0 || bs == 0) return;
     __syncthreads();  // s_cu complete
-    // The page-table rows, as nsa_meta_case step 3.
-    const int cols = min(max_k, W_cols);
-    for (int r = blockIdx.y; r < n_page; r += gridDim.y) {
-        const int i = request_of_row(s_cu, bs, r);
-        const int* __restrict__ src = r2t + (long long)rpi[req_off + i] * r2t_stride;
-        int* __restrict__ dst = page_table + page_off + (long long)r * W_cols;
-        int col0 = 0;
-        if ((((unsigned long long)src | (unsigned long long)dst) & 15ull) == 0ull) {
-            const int n4 = cols >> 2;
-            const int4* __restrict__ s4 = reinterpret_cast<const int4*>(src);
-            int4* __restrict__ d4 = reinterpret_cast<int4*>(dst);
-#pragma unroll 4
-            for (int k = t; k < n4; k += THREADS) d4[k] = s4[k];
-            col0 = n4 << 2;
-        }
-        for (int col = col0 + t; col < cols; col += THREADS) dst[col] = src[col];
-    }
+    nsa_page_rows<THREADS>(s_cu, bs, n_page, min(max_k, W_cols), W_cols, req_off, rpi, r2t, r2t_stride, page_table,
+                           page_off);
 }
 
 #define NSA_FIXED(NAME, UNIFORM, THREADS)                                                   \
