@@ -77,6 +77,10 @@ pub struct GpuModel {
     /// The side stream [`Launches::l2`]'s prefetches run on (made on first use); joined back
     /// into the device stream after the LM head, so a captured graph holds both branches.
     side: Option<Arc<CudaStream>>,
+    /// Whether the side stream has forked from the device stream since the last
+    /// [`GpuModel::join_side`]: a join without a fork would make a capturing device stream
+    /// wait on uncaptured work (CUDA_ERROR_STREAM_CAPTURE_ISOLATION).
+    side_forked: bool,
 }
 
 /// Launch choices of the tensor plan that change speed only, never a bit: each picks
@@ -780,6 +784,7 @@ impl GpuModel {
             kernels: KernelPlan::for_model(&c),
             launches: Launches::DEFAULT,
             side: None,
+            side_forked: false,
             kv,
             cfg: c,
         };
@@ -825,6 +830,7 @@ impl GpuModel {
         }
         let side = self.side.clone().expect("made above");
         side.wait(&dev.stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))?)?;
+        self.side_forked = true;
         let f = dev.function("qwen_l2_prefetch")?;
         let bulk = i32::from(matches!(self.launches.l2, L2Stream::Bulk(_)));
         let chunk = L2_CHUNK as i32;
@@ -850,10 +856,14 @@ impl GpuModel {
     }
 
     /// Joins [`Launches::l2`]'s side stream back into the device stream: called after the
-    /// last launch of a launch list (a capture must end with every branch joined).
-    pub fn join_side(&self, dev: &Device) -> Result<()> {
-        if let Some(side) = &self.side {
+    /// last launch of a launch list (a capture must end with every branch joined). Joins
+    /// only after a fork in this list: a list of bookkeeping launches alone (or a capture
+    /// whose products stream nothing) must not wait on the side stream's earlier, uncaptured
+    /// work.
+    pub fn join_side(&mut self, dev: &Device) -> Result<()> {
+        if let (Some(side), true) = (&self.side, self.side_forked) {
             dev.stream.join(side)?;
+            self.side_forked = false;
         }
         Ok(())
     }
