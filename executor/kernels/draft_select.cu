@@ -65,8 +65,7 @@ __device__ __forceinline__ int ds_case_of(const int* hdr, int n, int w) {
     return lo;
 }
 
-// Block-wide sum and max of (v, m) over THREADS threads; every thread gets both.
-template <int THREADS>
+// Block-wide sum and max of (v, m) over DS_THREADS threads; every thread gets both.
 __device__ __forceinline__ void ds_block_sum_max(int& v, int& m, int* s_sum, int* s_max) {
     const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
     for (int o = 16; o > 0; o >>= 1) {
@@ -76,7 +75,7 @@ __device__ __forceinline__ void ds_block_sum_max(int& v, int& m, int* s_sum, int
     if (lane == 0) { s_sum[warp] = v; s_max[warp] = m; }
     __syncthreads();
     v = 0; m = 0;
-    for (int k = 0; k < THREADS / 32; ++k) { v += s_sum[k]; m = max(m, s_max[k]); }
+    for (int k = 0; k < DS_THREADS / 32; ++k) { v += s_sum[k]; m = max(m, s_max[k]); }
 }
 
 // One case's header words, loaded from `hdr` or passed by value.
@@ -84,44 +83,42 @@ struct DsHdr {
     int w[DS_HDR];
 };
 
-template <int THREADS>
 struct DsShared {
     unsigned key[DS_MAX_CAND];
     int rank[DS_MAX_CAND];
-    int sum[THREADS / 32];
-    int max[THREADS / 32];
+    int sum[DS_THREADS / 32];
+    int max[DS_THREADS / 32];
 };
 
-// Row i of a case, by a block of THREADS threads. The scores are loaded first (independent
-// of the offsets), the output offset (sum of the earlier counts) and max count come from one
-// block reduction, then each candidate's rank is counted by G threads (G = the largest power
-// of two <= THREADS / n,
+// Row i of a case. The scores are loaded first (independent of the offsets), the output
+// offset (sum of the earlier counts) and max count come from one block reduction, then each
+// candidate's rank is counted by G threads (G = the largest power of two <= DS_THREADS / n,
 // at most 32, candidates j = t / G, comparisons split k = t % G (mod G)) and summed over
 // the G lanes. Ranks are exact counts, so the split does not change them.
-template <bool SORTED, int THREADS>
+template <bool SORTED>
 __device__ __forceinline__ void ds_row(const DsHdr& h, int i, const int* __restrict__ counts,
                                        const float* __restrict__ scores, long long* __restrict__ out,
-                                       DsShared<THREADS>& sh)
+                                       DsShared& sh)
 {
     const int t = threadIdx.x;
     const int bs = h.w[0], n = h.w[1], req_off = h.w[2], score_off = h.w[3], out_off = h.w[4];
     const float* row = scores + score_off + (long long)i * n;
-    for (int j = t; j < n; j += THREADS) sh.key[j] = ds_key(row[j]);
+    for (int j = t; j < n; j += DS_THREADS) sh.key[j] = ds_key(row[j]);
     int sum = 0, mx = 0;
-    for (int k = t; k < bs; k += THREADS) {
+    for (int k = t; k < bs; k += DS_THREADS) {
         const int v = counts[req_off + k];
         if (k < i) sum += v;
         mx = max(mx, v);
     }
-    ds_block_sum_max<THREADS>(sum, mx, sh.sum, sh.max);  // (its barrier also publishes the keys)
+    ds_block_sum_max(sum, mx, sh.sum, sh.max);  // (its barrier also publishes the keys)
     const int off = out_off + sum;
     const int max_c = mx;
     const int ci = counts[req_off + i];
     if (ci > 0) {  // uniform across the block
         int g = 1;
-        while (g < 32 && 2 * g * n <= THREADS) g *= 2;
+        while (g < 32 && 2 * g * n <= DS_THREADS) g *= 2;
         const int part = t & (g - 1);
-        for (int j0 = t / g; j0 < (n + THREADS / g - 1) / (THREADS / g) * (THREADS / g); j0 += THREADS / g) {
+        for (int j0 = t / g; j0 < (n + DS_THREADS / g - 1) / (DS_THREADS / g) * (DS_THREADS / g); j0 += DS_THREADS / g) {
             const int j = j0 < n ? j0 : n - 1;
             const unsigned kj = sh.key[j];
             int rank = 0;
@@ -140,7 +137,7 @@ __device__ __forceinline__ void ds_row(const DsHdr& h, int i, const int* __restr
         }
         if (SORTED) {
             __syncthreads();
-            for (int j = t; j < n; j += THREADS) {
+            for (int j = t; j < n; j += DS_THREADS) {
                 if (sh.rank[j] < max_c) {
                     int pos = 0;
                     for (int k = 0; k < j; ++k) pos += (sh.rank[k] < max_c) ? 1 : 0;
@@ -158,38 +155,34 @@ __device__ void ds_rows(const int* __restrict__ meta, const int* __restrict__ hd
                         const int* __restrict__ counts, const float* __restrict__ scores,
                         long long* __restrict__ out)
 {
-    __shared__ DsShared<DS_THREADS> sh;
+    __shared__ DsShared sh;
     const int ncases = meta[0], nrows = meta[1];
     for (int w = blockIdx.x; w < nrows; w += gridDim.x) {
         const int c = ds_case_of(hdr, ncases, w);
         DsHdr h;
 #pragma unroll
         for (int k = 0; k < DS_HDR; ++k) h.w[k] = hdr[c * DS_HDR + k];
-        ds_row<SORTED, DS_THREADS>(h, w - h.w[5], counts, scores, out, sh);
+        ds_row<SORTED>(h, w - h.w[5], counts, scores, out, sh);
     }
 }
 
 // One case per graph (one graph per captured bs, as SGLang): the header is a kernel
-// parameter baked into the graph, block b is row b, with DS_FIXED_THREADS threads (four
-// times the batched entries': each candidate's rank counted by four times as many lanes,
-// so a quarter of the compare chain). Ranks are exact counts: same rows, same values.
-#define DS_FIXED_THREADS 1024
+// parameter baked into the graph, block b is row b. Same rows, same values.
 template <bool SORTED>
 __device__ __forceinline__ void ds_fixed(const DsHdr& h, const int* __restrict__ counts,
                                          const float* __restrict__ scores, long long* __restrict__ out)
 {
-    __shared__ DsShared<DS_FIXED_THREADS> sh;
-    for (int i = blockIdx.x; i < h.w[0]; i += gridDim.x)
-        ds_row<SORTED, DS_FIXED_THREADS>(h, i, counts, scores, out, sh);
+    __shared__ DsShared sh;
+    for (int i = blockIdx.x; i < h.w[0]; i += gridDim.x) ds_row<SORTED>(h, i, counts, scores, out, sh);
 }
 
-extern "C" __global__ void __launch_bounds__(DS_FIXED_THREADS) draft_select_topk_fixed(
+extern "C" __global__ void __launch_bounds__(DS_THREADS) draft_select_topk_fixed(
     const DsHdr h, const int* __restrict__ counts, const float* __restrict__ scores, long long* __restrict__ out)
 {
     ds_fixed<false>(h, counts, scores, out);
 }
 
-extern "C" __global__ void __launch_bounds__(DS_FIXED_THREADS) draft_select_sorted_fixed(
+extern "C" __global__ void __launch_bounds__(DS_THREADS) draft_select_sorted_fixed(
     const DsHdr h, const int* __restrict__ counts, const float* __restrict__ scores, long long* __restrict__ out)
 {
     ds_fixed<true>(h, counts, scores, out);

@@ -135,32 +135,6 @@ __device__ __forceinline__ int request_of_row(const int* cu, int n, int r) {
     return lo;
 }
 
-// The page-table rows r < n_page of a case: req_to_token[rpi[req(r)], :cols] into row r of
-// width W. One row per (block, step): the row's request found once in s_cu, its columns
-// copied by the block's threads (coalesced reads of req_to_token, coalesced writes; 16-byte
-// copies, four in flight per thread, when both rows are aligned).
-template <int THREADS>
-__device__ __forceinline__ void nsa_page_rows(const int* s_cu, int bs, int n_page, int cols, int W, int req_off,
-                                              const int* __restrict__ rpi, const int* __restrict__ r2t,
-                                              int r2t_stride, int* __restrict__ page_table, long long page_off) {
-    const int t = threadIdx.x;
-    for (int r = blockIdx.y; r < n_page; r += gridDim.y) {
-        const int i = request_of_row(s_cu, bs, r);
-        const int* __restrict__ src = r2t + (long long)rpi[req_off + i] * r2t_stride;
-        int* __restrict__ dst = page_table + page_off + (long long)r * W;
-        int col0 = 0;
-        if ((((unsigned long long)src | (unsigned long long)dst) & 15ull) == 0ull) {
-            const int n4 = cols >> 2;
-            const int4* __restrict__ s4 = reinterpret_cast<const int4*>(src);
-            int4* __restrict__ d4 = reinterpret_cast<int4*>(dst);
-#pragma unroll 4
-            for (int k = t; k < n4; k += THREADS) d4[k] = s4[k];
-            col0 = n4 << 2;
-        }
-        for (int col = col0 + t; col < cols; col += THREADS) dst[col] = src[col];
-    }
-}
-
 // One case's header words (the layout above), as loaded from `hdr` or passed by value.
 struct NsaHdr {
     int w[NSA_HDR];
@@ -247,8 +221,27 @@ __device__ __forceinline__ void nsa_meta_case(
     __syncthreads();  // s_cu complete
 
     // 3. The page-table rows: req_to_token[rpi[req(r)], :K], repeated per query row.
-    if (write_page && max_k > 0)
-        nsa_page_rows<THREADS>(s_cu, bs, n_page, min(max_k, W), W, req_off, rpi, r2t, r2t_stride, page_table, page_off);
+    if (write_page && max_k > 0) {
+        const int cols = min(max_k, W);
+        // One row per (block, step): the row's request found once, its columns copied by
+        // the block's threads (coalesced reads of req_to_token, coalesced writes).
+        for (int r = blockIdx.y; r < n_page; r += gridDim.y) {
+            const int i = request_of_row(s_cu, bs, r);
+            const int* __restrict__ src = r2t + (long long)rpi[req_off + i] * r2t_stride;
+            int* __restrict__ dst = page_table + page_off + (long long)r * W;
+            int col0 = 0;
+            if ((((unsigned long long)src | (unsigned long long)dst) & 15ull) == 0ull) {
+                // 16-byte copies, four in flight per thread.
+                const int n4 = cols >> 2;
+                const int4* __restrict__ s4 = reinterpret_cast<const int4*>(src);
+                int4* __restrict__ d4 = reinterpret_cast<int4*>(dst);
+#pragma unroll 4
+                for (int k = t; k < n4; k += THREADS) d4[k] = s4[k];
+                col0 = n4 << 2;
+            }
+            for (int col = col0 + t; col < cols; col += THREADS) dst[col] = src[col];
+        }
+    }
     __syncthreads();
 }
 
@@ -293,113 +286,19 @@ extern "C" __global__ void __launch_bounds__(NSA_THREADS) nsa_meta_uniform_qo(
     nsa_meta_cases<true>(meta, hdr, page_off, NSA_PASS);
 }
 
-// One request's terms (step 1 of nsa_meta_case): q its page-table / general row count, kv
-// its cache_seqlens, qe its expanded row count, run the wrapping sum of its rows' clamped
-// lengths, s its seq_len. Zero terms (and s = INT_MIN) past bs.
-struct NsaReq {
-    int q, kv, qe, s;
-    unsigned run;
-};
-
-template <bool UNIFORM>
-__device__ __forceinline__ NsaReq nsa_req(int mode, int D, int topk, int draft, int bs, int req_off, int i,
-                                          const int* __restrict__ seq_lens, const int* __restrict__ accept) {
-    NsaReq r = {0, 0, 0, (int)0x80000000, 0u};
-    if (i >= bs) return r;
-    r.s = seq_lens[req_off + i];
-    r.q = (mode == 0) ? D : accept[req_off + i];
-    r.kv = (int)((unsigned)r.s + (unsigned)draft);
-    r.qe = UNIFORM ? D : r.q;
-    const long long lo = (long long)r.kv - r.qe + 1;
-    if (lo >= (long long)(int)0x80000000) {
-        r.run = clamped_run_sum(lo, r.qe, topk);
-    } else {
-        for (int j = 0; j < r.qe; ++j)
-            r.run += (unsigned)min((int)((unsigned)r.kv - (unsigned)r.qe + 1u + (unsigned)j), topk);
-    }
-    return r;
-}
-
 // One case per graph, as SGLang captures one graph per batch size: the header is a kernel
 // parameter baked into the captured graph (bs, D, topk, mode and the buffer offsets are
 // fixed per capture; only the inputs' contents change between replays), so the dependent
 // chain starts at seq_lens instead of meta -> hdr -> seq_lens. Block size THREADS is picked
-// per captured bs (the smallest of 32 .. 512 covering it, 512 with the page table).
-//
-// No block-wide scan: each warp owns chunks of 32 requests and finds the sums before its
-// chunk itself, every lane loading and summing its share of the earlier requests (all
-// loads in flight at once, then one warp reduction per sum), so no barrier stands between
-// the loads and the writes (only the page-table copy, which needs every request's row
-// start, waits for one). The sums are wrapping unsigned sums and a max, which no order
-// changes, so every value equals the batched entries' (nsa_meta_case). gridDim.y splits the
-// page-table copy as there.
+// per captured bs (the smallest of 32 .. 512 covering it; the arithmetic is the same
+// per-request form, so the values are those of the batched entries). gridDim.y splits the
+// page-table copy as above.
 template <bool UNIFORM, int THREADS>
 __device__ __forceinline__ void nsa_meta_fixed(const NsaHdr& h, long long page_off, NSA_ARGS)
 {
     __shared__ int s_cu[NSA_MAX_BS + 1];
-    const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-    constexpr int W = THREADS / 32;
-    const bool lead = blockIdx.y == 0;
-    const int mode = h.w[0], D = h.w[1], topk = h.w[2], bs = h.w[3], W_cols = h.w[4], write_page = h.w[5];
-    const int req_off = h.w[6], cu_off = h.w[7], row_off = h.w[8], nsa_cu_off = h.w[9];
-    const int draft = (mode == 0) ? D : 0;
-    const int rows_cap = bs * D;
-    const int chunks = (bs + 31) >> 5;
-    // Every request's row count and the largest seq_len (page-table rows and width).
-    unsigned all_q = 0u;
-    int all_max = (int)0x80000000;
-    for (int k = 0; k < chunks; ++k) {
-        const int i = (k << 5) + lane;
-        if (i < bs) {
-            all_q += (unsigned)((mode == 0) ? D : accept[req_off + i]);
-            all_max = max(all_max, seq_lens[req_off + i]);
-        }
-    }
-    all_q = __reduce_add_sync(0xffffffffu, all_q);
-    all_max = __reduce_max_sync(0xffffffffu, all_max);
-    if (t == 0) s_cu[0] = 0;
-    for (int c = warp; c < chunks; c += W) {
-        // Sums over the requests before chunk c.
-        unsigned pre[3] = {0u, 0u, 0u};
-        for (int k = 0; k < c; ++k) {
-            const NsaReq r = nsa_req<UNIFORM>(mode, D, topk, draft, bs, req_off, (k << 5) + lane, seq_lens, accept);
-            pre[0] += (unsigned)r.q;
-            pre[1] += (unsigned)r.kv;
-            pre[2] += r.run;
-        }
-#pragma unroll
-        for (int k = 0; k < 3; ++k) pre[k] = __reduce_add_sync(0xffffffffu, pre[k]);
-        const int i = (c << 5) + lane;
-        const NsaReq r = nsa_req<UNIFORM>(mode, D, topk, draft, bs, req_off, i, seq_lens, accept);
-        unsigned v[3] = {(unsigned)r.q, (unsigned)r.kv, r.run};
-        int m = r.s;
-        warp_scan3_max(v, m, lane);
-        if (i < bs) {
-            s_cu[i + 1] = (int)(pre[0] + v[0]);
-            if (lead) {
-                cache_seqlens[req_off + i] = r.kv;
-                cu_seqlens_k[cu_off + 1 + i] = (int)(pre[1] + v[1]);
-                unsigned acc = pre[2] + v[2] - r.run;  // nsa_cu before this request's rows
-                const int r0 = UNIFORM ? i * D : (int)(pre[0] + v[0]) - r.q;
-                for (int j = 0; j < r.qe; ++j) {
-                    const int row = r0 + j;
-                    if (row >= rows_cap) break;
-                    const int val = (int)((unsigned)r.kv - (unsigned)r.qe + 1u + (unsigned)j);
-                    const int cl = min(val, topk);
-                    acc += (unsigned)cl;
-                    expanded[row_off + row] = val;
-                    nsa_cache[row_off + row] = cl;
-                    nsa_cu[nsa_cu_off + 1 + row] = (int)acc;
-                }
-            }
-        }
-    }
-    const int max_k = (int)((unsigned)all_max + (unsigned)draft);
-    const int n_page = min((int)all_q, rows_cap);
-    if (!write_page || max_k <= 0 || bs == 0) return;
-    __syncthreads();  // s_cu complete
-    nsa_page_rows<THREADS>(s_cu, bs, n_page, min(max_k, W_cols), W_cols, req_off, rpi, r2t, r2t_stride, page_table,
-                           page_off);
+    __shared__ unsigned s_scan[4 * (THREADS / 32)];
+    nsa_meta_case<UNIFORM, THREADS>(h, page_off, NSA_PASS, s_cu, s_scan);
 }
 
 #define NSA_FIXED(NAME, UNIFORM, THREADS)                                                   \

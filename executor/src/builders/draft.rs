@@ -198,12 +198,6 @@ impl DraftDevice {
     }
 }
 
-/// Threads per block of the batched entries (`DS_THREADS` in draft_select.cu).
-pub const THREADS: u32 = 256;
-/// Threads per block of the `*_fixed` entries (`DS_FIXED_THREADS`): four times the lanes
-/// per candidate's rank count.
-pub const FIXED_THREADS: u32 = 1024;
-
 impl GraphedBuilder for DraftDevice {
     type Packed = Packed;
 
@@ -218,9 +212,7 @@ impl GraphedBuilder for DraftDevice {
             None => l.arg(&self.meta.d).arg(&self.hdr.d),
         };
         l.arg(&self.counts.d).arg(&self.scores.d).arg(&mut self.out.d);
-        let threads = if self.baked.is_some() { FIXED_THREADS } else { THREADS };
-        let cfg =
-            cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        let cfg = cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: arguments match draft_select_*'s parameters (the `_fixed` entries take the
         // header by value in place of meta / hdr); offsets come from `Packed::push` within the
         // capacities `stage` checks (`bake` checks the baked one with `check_fits`).
@@ -310,13 +302,6 @@ mod tests {
     use super::*;
     use specreplay_sim::builders::cases;
     use specreplay_sim::builders::draft_select::select;
-
-    #[test]
-    fn block_sizes_are_the_kernels_defines() {
-        let src = include_str!("../../kernels/draft_select.cu");
-        assert!(src.contains(&format!("#define DS_THREADS {THREADS}\n")));
-        assert!(src.contains(&format!("#define DS_FIXED_THREADS {FIXED_THREADS}\n")));
-    }
 
     #[test]
     fn the_twin_equals_the_simulator_batched_and_catches_the_sorted_variant() {
