@@ -17,11 +17,12 @@
 # torch forms, explain --device cuda), hf-reference (scripts/hf_reference_check.sh: a
 # random-weight Qwen3-0.6B through specreplay's CPU reference and transformers), the Qwen3
 # forward (qwen-kernels, qwen-generate, qwen-invariance, qwen-bench, qwen-torch; qwen-ncu,
-# Nsight Compute kernel durations, only when named: scripts/ncu_summary.py reads them). Files
+# Nsight Compute kernel durations, only when named: scripts/ncu_summary.py reads them;
+# builders-ncu, the same for the builders' timing graphs, only when named). Files
 # in $OUT (flat): info.txt selftest.log selftest.json tests.log replay.log bench.json
 # builders.log builders.json builders-timing.json torch-builders.log torch-builders.json
-# hf_reference.log qwen.log qwen-bench.json qwen-torch.json ncu-b1.csv ncu-b64.csv summary.txt
-# summary.json.
+# hf_reference.log qwen.log qwen-bench.json qwen-torch.json ncu-b1.csv ncu-b64.csv ncu-builders.csv
+# summary.txt summary.json.
 # Each stage has its own time limit, cut further so the whole run ends within 510 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -190,6 +191,17 @@ device() {
     # RUST_LOG=info: a progress line every 131,072 cases with where the time went (phases),
     # so a run cut by its limit still says how far it got and why.
     stage builders-agree "${AGREE_LIMIT_S:-500}" "$OUT/builders.log" env RUST_LOG=info .gpu/specreplay gpu builders --cases 1000000 --bench-replays 0 ${only_args[@]+"${only_args[@]}"} --json "$OUT/builders-agree.json"
+    # Kernel durations of the builders' timing graphs (Nsight Compute, clocks left alone,
+    # --graph-profiling node: each kernel node of a replayed graph), so a replay's time splits
+    # into the kernel's own duration and the replay's fixed cost. Only when named.
+    if [ "${#ONLY[@]}" != 0 ] && selected builders-ncu; then
+        local ncu_bin
+        ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+        stage builders-ncu 120 "$OUT/builders.log" "$ncu_bin" --clock-control none --graph-profiling node \
+            --metrics gpu__time_duration.sum -k regex:'nsa_meta|draft_select|sparse_build|builders_empty' \
+            -c "${BUILDERS_NCU_KERNELS:-400}" --csv --log-file "$OUT/ncu-builders.csv" \
+            .gpu/specreplay gpu builders --cases 0 --bench-replays 3
+    fi
     # The Qwen3 forward pass: GPU vs its bitwise CPU twin, batch invariance (tests print
     # the rows that differ); ms/step of a random Qwen3-0.6B; the PyTorch baseline.
     # qwen-bench times the plans in $QWEN_KERNELS and the tensor plan's launch choices in

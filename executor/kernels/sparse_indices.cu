@@ -83,7 +83,15 @@ __device__ __forceinline__ void sp_item(const SpHdr& hh, int item, const long lo
         const long long* heavy_row = heavy + h[8] + (long long)row * heavy_size;
         long long* lrow = list + h[9] + (long long)row * L;
         const int lhi = min(lo + csize, L);
-        // 1. Mark the heavy indices of this row that fall in [lo, lo + csize).
+        // 1. Mark the heavy indices of this row that fall in [lo, lo + csize). The first
+        //    batch of heavy entries is requested before the bitmap's clearing barrier, so its
+        //    load latency overlaps that barrier and the sink / window list writes.
+        long long hv[SP_BATCH];
+#pragma unroll
+        for (int k = 0; k < SP_BATCH; ++k) {
+            const int m = t + k * SP_THREADS;
+            hv[k] = m < heavy_size ? heavy_row[m] : 0ll;
+        }
         for (int k = t; k < csize / 32; k += SP_THREADS) s_bits[k] = 0u;
         //    The list's sink and window slots of this chunk (no input read).
         for (int off = lo + t; off < lhi; off += SP_THREADS)
@@ -97,13 +105,19 @@ __device__ __forceinline__ void sp_item(const SpHdr& hh, int item, const long lo
         //    (m in [need_lo, need_hi): slots [lo, min(lo + csize, L))).
         const int need_lo = max(lo - sink, 0), need_hi = min(lhi - sink, heavy_size);
         for (int m0 = t; m0 < heavy_size; m0 += SP_THREADS * SP_BATCH) {
+            if (m0 != t) {
+#pragma unroll
+                for (int k = 0; k < SP_BATCH; ++k) {
+                    const int m = m0 + k * SP_THREADS;
+                    hv[k] = m < heavy_size ? heavy_row[m] : 0ll;
+                }
+            }
             long long idx[SP_BATCH];
 #pragma unroll
             for (int k = 0; k < SP_BATCH; ++k) {
                 const int m = m0 + k * SP_THREADS;
-                const long long hv = m < heavy_size ? heavy_row[m] : 0ll;
-                if (m >= need_lo && m < need_hi) lrow[sink + m] = hv + (long long)init_offset;
-                idx[k] = m < heavy_size ? hv + (long long)init_offset - lo : -1ll;
+                if (m >= need_lo && m < need_hi) lrow[sink + m] = hv[k] + (long long)init_offset;
+                idx[k] = m < heavy_size ? hv[k] + (long long)init_offset - lo : -1ll;
             }
 #pragma unroll
             for (int k = 0; k < SP_BATCH; ++k)
