@@ -210,12 +210,15 @@ device() {
     # dependent launch, its one-row products fetching weights into L2 before their wait;
     # `whole` the GQA-pair attention with whole tiles in flight, from 16 rows; a `+bulkN` or
     # `+linesN` suffix, N 1..=3, asks each product's weights into L2 from a side stream N
-    # products ahead: `default+bulk2`).
-    stage qwen-kernels 300 "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture
+    # products ahead: `default+bulk2`; a `+megaN` or `+megaNpf` suffix, N 1..=2, runs steps
+    # of at most 16 rows as the decode megakernel, N blocks per SM, pf: L2 prefetch of the
+    # next products). $QWEN_TESTS: a test-name filter for qwen-kernels (empty: every test);
+    # $QWEN_BATCH: qwen-bench's batch sizes.
+    stage qwen-kernels "${QWEN_KERNELS_LIMIT_S:-300}" "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture ${QWEN_TESTS:-}
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage qwen-invariance 240 "$OUT/qwen.log" bash scripts/qwen-invariance-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows 1,4,16,32,64 --json "$OUT/bench-gemm.json"
-    stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch 1,64 --kernels "${QWEN_KERNELS:-tensor,fused}" --launches "${QWEN_LAUNCHES:-base,staged+prefetch}" --json "$OUT/qwen-bench.json"
+    stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch "${QWEN_BATCH:-1,64}" --kernels "${QWEN_KERNELS:-tensor,fused}" --launches "${QWEN_LAUNCHES:-base,staged+prefetch}" --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
     # Kernel durations inside the decode graphs (Nsight Compute, one pass, clocks left
     # alone; --graph-profiling node times each kernel node of a replayed graph): the first
@@ -245,7 +248,7 @@ device() {
         grep -E '^(== |specreplay: error|kernel |nsa-|draft-|sparse-|floor|builders:|explain-cuda|first mismatch)' "$OUT/builders.log" 2>/dev/null | cut -c1-220 | head -n 80
         grep -E '^(torch|floor|nsa-|draft-|sparse-|MISMATCH|FAILED)' "$OUT/torch-builders.log" 2>/dev/null | head -n 40
         grep -E '^(== |specreplay: error|prompt [0-9]+:|PASS|FAIL|hf-reference:|loaded |after |gpu generate )' "$OUT/hf_reference.log" 2>/dev/null | head -n 40
-        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|kernels |qwen-generate|generated|identical|  +[0-9]+ |  profile|[a-z_]+_proj |lm_head )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 140
+        grep -E '^(test |GPU|batch|torch|n-gram|NVIDIA|kernels |qwen-generate|generated|identical|  +[0-9]+ |  profile|  megakernel|[a-z_]+_proj |lm_head )|differ|ms/step' "$OUT/qwen.log" 2>/dev/null | head -n 140
     } >"$OUT/summary.txt"
     for s in "${STAGES[@]}"; do
         read -r name rc secs <<<"$s"

@@ -733,7 +733,11 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
         }
         GpuCmd::BenchQwen { random_model, batch, steps, replays, kernels, launches, json } => {
             let cfg = preset_config(&random_model)?;
-            let dev = Device::open(0)?;
+            let mut dev = Device::open(0)?;
+            if launches.iter().any(|l| l.mega.on()) {
+                dev.load_extra(&[specreplay_executor::kernels::MEGA_MODULE])?;
+            }
+            let dev = dev;
             let t0 = Instant::now();
             let weights = HostWeights::load(&cfg, &random_weights(&cfg, 1))?;
             let gb = weights.bytes() as f64 / 1e9;
@@ -753,6 +757,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 .collect();
             for &(plan, launch) in &runs {
                 println!("kernels {} launches {launch}", plan.name());
+                if let Some(m) = specreplay_executor::model::mega::describe(&dev, launch.mega)? {
+                    println!("  {m}");
+                }
                 println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");
                 for &b in &batch {
                     let prompts: Vec<Vec<u32>> =

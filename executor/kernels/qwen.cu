@@ -37,6 +37,16 @@
 
 typedef unsigned short bf16_t;
 
+// Activations (rows other kernels of the step write) are `ACT_RESTRICT` pointers: restrict,
+// so read-only ones may come through the non-coherent load path, except in the decode
+// megakernel's module (qwen_mega.cu, compiled with QWEN_MEGA), where one launch writes
+// what it later reads on other SMs and every such load must be a coherent one.
+#ifdef QWEN_MEGA
+#define ACT_RESTRICT
+#else
+#define ACT_RESTRICT __restrict__
+#endif
+
 __device__ __forceinline__ float bf2f(bf16_t h) { return __uint_as_float(((unsigned int)h) << 16); }
 
 __device__ __forceinline__ bf16_t f2bf(float f) {
@@ -725,25 +735,26 @@ GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8, 8, 8, true)
 // cos/sin the bf16 table `rope[pos][i][0|1]` for i < head_dim/2, as HF casts them to the
 // activation dtype); q goes to `q_out` [T, num_heads, head_dim]; k and v of real tokens
 // (t < meta_tokens) with slot >= 0 go to the paged caches (slot -1: padded, skipped).
-extern "C" __global__ void qwen_qk_norm_rope_kv(
-    const int* __restrict__ counts,
-    const bf16_t* __restrict__ qkv,
-    const long long* __restrict__ positions,
-    const long long* __restrict__ slot_mapping,
-    const bf16_t* __restrict__ q_norm, const bf16_t* __restrict__ k_norm, int qk_norm, float eps,
-    const bf16_t* __restrict__ rope, int rope_len,
-    int num_heads, int num_kv_heads, int head_dim,
-    bf16_t* __restrict__ q_out,
-    bf16_t* __restrict__ k_cache, bf16_t* __restrict__ v_cache, long long cache_slots,
-    unsigned int* __restrict__ counters)
+// A warp per (token, head) item, grid-stride over the launch's WARPS-warp blocks.
+#define QK_ROPE_ARGS                                                                             \
+    const int* __restrict__ counts, const bf16_t* ACT_RESTRICT qkv, const long long* __restrict__ positions, \
+        const long long* __restrict__ slot_mapping, const bf16_t* __restrict__ q_norm,            \
+        const bf16_t* __restrict__ k_norm, int qk_norm, float eps, const bf16_t* __restrict__ rope, int rope_len, \
+        int num_heads, int num_kv_heads, int head_dim, bf16_t* ACT_RESTRICT q_out,                \
+        bf16_t* ACT_RESTRICT k_cache, bf16_t* ACT_RESTRICT v_cache, long long cache_slots,        \
+        unsigned int* __restrict__ counters
+#define QK_ROPE_PASS                                                                             \
+    counts, qkv, positions, slot_mapping, q_norm, k_norm, qk_norm, eps, rope, rope_len, num_heads, num_kv_heads, \
+        head_dim, q_out, k_cache, v_cache, cache_slots, counters
+template <int WARPS>
+__device__ __forceinline__ void qk_norm_rope_kv_body(QK_ROPE_ARGS)
 {
-    pdl_begin();
-    __shared__ float vals[4][256];
+    __shared__ float vals[WARPS][256];
     const int rows = counts[C_PADDED_TOKENS];
     const int real = counts[C_META_TOKENS];
     const int lane = threadIdx.x & 31;
     const int wib = threadIdx.x >> 5;
-    const int warps = blockDim.x >> 5;
+    const int warps = WARPS;
     const int heads = num_heads + 2 * num_kv_heads;
     const int half = head_dim >> 1;
     const long long items = (long long)rows * heads;
@@ -790,6 +801,11 @@ extern "C" __global__ void qwen_qk_norm_rope_kv(
         }
         __syncwarp();
     }
+}
+extern "C" __global__ void qwen_qk_norm_rope_kv(QK_ROPE_ARGS)
+{
+    pdl_begin();
+    qk_norm_rope_kv_body<4>(QK_ROPE_PASS);
 }
 
 // Paged causal attention for every real token (prefill chunks, decode, verify alike):
@@ -866,7 +882,7 @@ template <> struct VPart<4> {
 // lane*EPL ..); every sum keeps its order, so the bits are the generic loop's.
 template <int HD, int SPLIT, int G>
 __device__ __forceinline__ void att_tiles_fast(
-    const float (*__restrict__ qs)[ATT_MAX_HD], const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache,
+    const float (*__restrict__ qs)[ATT_MAX_HD], const bf16_t* ACT_RESTRICT k_cache, const bf16_t* ACT_RESTRICT v_cache,
     long long cache_slots, const int* __restrict__ bt_row, int block_size, int num_kv_heads, int kvh,
     long long nk, float scale, int warp, int lane, unsigned int* __restrict__ counters,
     float (*__restrict__ wacc)[ATT_WARPS][ATT_MAX_HD], float* m_out, float* l_out)
@@ -975,47 +991,68 @@ __device__ __forceinline__ void att_tiles_fast(
     }
 }
 
+// The barrier of one attention item's ATT_WARPS warps: the block's (SUBS == 1), or named
+// barrier 1 + sub of ATT_WARPS * 32 threads when a block runs SUBS items side by side (the
+// decode megakernel's blocks of 8 warps).
+template <int SUBS>
+__device__ __forceinline__ void att_sync(int sub) {
+    if (SUBS == 1) {
+        __syncthreads();
+    } else {
+        asm volatile("bar.sync %0, %1;" ::"r"(1 + sub), "r"(ATT_WARPS * 32) : "memory");
+    }
+}
+
 // Items are (token, group of G query heads sharing one KV head): G = 1 is every head alone;
-// G > 1 (qwen_attention_gqa) loads each K and V row once for the group.
-template <int SPLIT, int G>
+// G > 1 (qwen_attention_gqa) loads each K and V row once for the group. SUBS: items a block
+// runs at once, one per ATT_WARPS warps (item blockIdx.x * SUBS + sub, stride gridDim.x *
+// SUBS); every item's sums are the same whichever warps compute it.
+template <int SPLIT, int G, int SUBS = 1>
 __device__ __forceinline__ void attention_body(
     const int* __restrict__ counts,
-    const bf16_t* __restrict__ q,
-    const bf16_t* __restrict__ k_cache, const bf16_t* __restrict__ v_cache, long long cache_slots,
+    const bf16_t* ACT_RESTRICT q,
+    const bf16_t* ACT_RESTRICT k_cache, const bf16_t* ACT_RESTRICT v_cache, long long cache_slots,
     const int* __restrict__ cu_seqlens_q, const int* __restrict__ seqused_k,
     const int* __restrict__ block_table, int blocks_per_row, int block_size,
     const long long* __restrict__ positions,
     int num_heads, int num_kv_heads, int head_dim,
-    bf16_t* __restrict__ out,
+    bf16_t* ACT_RESTRICT out,
     unsigned int* __restrict__ counters)
 {
-    __shared__ float qs[G][ATT_MAX_HD];
-    __shared__ float wm[G][ATT_WARPS], wl[G][ATT_WARPS];
-    __shared__ float wacc[G][ATT_WARPS][ATT_MAX_HD];
+    __shared__ float qs_all[SUBS][G][ATT_MAX_HD];
+    __shared__ float wm_all[SUBS][G][ATT_WARPS], wl_all[SUBS][G][ATT_WARPS];
+    __shared__ float wacc_all[SUBS][G][ATT_WARPS][ATT_MAX_HD];
+    constexpr int THREADS = ATT_WARPS * 32;
+    const int sub = SUBS == 1 ? 0 : (int)(threadIdx.x / THREADS);
+    const int tid = SUBS == 1 ? (int)threadIdx.x : (int)(threadIdx.x % THREADS);
+    float (*qs)[ATT_MAX_HD] = qs_all[sub];
+    float (*wm)[ATT_WARPS] = wm_all[sub];
+    float (*wl)[ATT_WARPS] = wl_all[sub];
+    float (*wacc)[ATT_WARPS][ATT_MAX_HD] = wacc_all[sub];
     const int num_reqs = counts[C_NUM_REQS];
     if (num_reqs <= 0) return;
     const int total = cu_seqlens_q[num_reqs];
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
     const int group = num_heads / num_kv_heads;
     const int groups = num_heads / G;
     const float scale = 1.0f / sqrtf((float)head_dim);
     const float NEG_INF = __int_as_float(0xff800000);
     const long long items = (long long)total * groups;
-    for (long long it = blockIdx.x; it < items; it += gridDim.x) {
+    for (long long it = (long long)blockIdx.x * SUBS + sub; it < items; it += (long long)gridDim.x * SUBS) {
         const int t = (int)(it / groups);
         const int h0 = (int)(it % groups) * G;
         const int kvh = h0 / group;
         const int r = row_of_guessed(cu_seqlens_q, num_reqs, total, t);
         long long nk = positions[t] + 1;
         if (nk > seqused_k[r] || nk < 1) {
-            if (threadIdx.x == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+            if (tid == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
             nk = nk < 1 ? 0 : seqused_k[r];
         }
-        __syncthreads();
-        for (int i = threadIdx.x; i < G * head_dim; i += blockDim.x)
+        att_sync<SUBS>(sub);
+        for (int i = tid; i < G * head_dim; i += THREADS)
             qs[i / head_dim][i % head_dim] = bf2f(q[((long long)t * num_heads + h0) * head_dim + i]);
-        __syncthreads();
+        att_sync<SUBS>(sub);
         float m[G], l[G];
         const int* bt_row = block_table + (long long)r * blocks_per_row;
         if (head_dim == 128) {
@@ -1100,7 +1137,7 @@ __device__ __forceinline__ void attention_body(
 #pragma unroll
             for (int gi = 0; gi < G; ++gi) { wm[gi][warp] = m[gi]; wl[gi][warp] = l[gi]; }
         }
-        __syncthreads();
+        att_sync<SUBS>(sub);
 #pragma unroll 1
         for (int gi = 0; gi < G; ++gi) {
             float M = NEG_INF;
@@ -1111,7 +1148,7 @@ __device__ __forceinline__ void attention_body(
                 ew[w2] = wm[gi][w2] == NEG_INF ? 0.0f : exp_f(wm[gi][w2] - M);
                 L = fmaf(wl[gi][w2], ew[w2], L);
             }
-            for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            for (int d = tid; d < head_dim; d += THREADS) {
                 float o = 0.0f;
                 for (int w2 = 0; w2 < ATT_WARPS; ++w2) o = fmaf(wacc[gi][w2][d], ew[w2], o);
                 out[((long long)t * num_heads + h0 + gi) * head_dim + d] = f2bf(L > 0.0f ? o / L : 0.0f);
@@ -1356,9 +1393,9 @@ __host__ __device__ __forceinline__ int xs_stride(int K) { return K + ((K & 63) 
 
 template <int NT, int MF, int U, bool SPLIT_WARPS, bool GLU, bool NORM = false, bool RESADD = false, bool XS = false,
           bool PF = false>
-__device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* __restrict__ x, int K,
+__device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* ACT_RESTRICT x, int K,
                                               const bf16_t* __restrict__ w, int N,
-                                              bf16_t* __restrict__ y, float* __restrict__ yf, int f32_out,
+                                              bf16_t* ACT_RESTRICT y, float* ACT_RESTRICT yf, int f32_out,
                                               const bf16_t* __restrict__ norm_w = nullptr, float eps = 0.0f)
 {
     static_assert(!GLU || NT == 2, "a GLU tile is 8 gate and the 8 matching up columns");

@@ -113,6 +113,19 @@ pub const MODULES: &[KernelModule] = &[
     },
 ];
 
+/// The decode megakernel (`executor/kernels/qwen_mega.cu`, [`crate::model::mega`]): the
+/// forward pass's bodies compiled again with `QWEN_MEGA` defined (activation loads coherent,
+/// since one launch writes what other SMs read), plus the persistent entries that run them.
+pub const MEGA_MODULE: KernelModule = KernelModule {
+    name: "qwen_mega",
+    source: concat!(
+        "#define QWEN_MEGA 1\n",
+        include_str!("../kernels/qwen.cu"),
+        include_str!("../kernels/qwen_mega.cu")
+    ),
+    entries: &["qwen_decode_layers", "qwen_decode_layers_2"],
+};
+
 /// The seeds' metadata builders (seeds 000-003), loaded on demand by
 /// [`crate::builders`] (`specreplay gpu builders`, `explain --device cuda`).
 pub const BUILDER_MODULES: &[KernelModule] = &[
@@ -151,7 +164,7 @@ pub const BUILDER_MODULES: &[KernelModule] = &[
 /// Modules whose f32 fused multiply-adds are explicit `fmaf` calls, mirrored by
 /// `f32::mul_add` in their CPU twins (`executor/src/model/kernels_ref.rs`); `--fmad=false`
 /// still forbids the compiler from contracting anything else in them.
-pub const EXPLICIT_FMA_MODULES: &[&str] = &["qwen"];
+pub const EXPLICIT_FMA_MODULES: &[&str] = &["qwen", "qwen_mega"];
 
 /// The GPU architecture every module is built for (H100 / H200).
 pub const ARCH: &str = "sm_90";
@@ -210,7 +223,11 @@ impl Variant {
 
 /// Looks a module up by name.
 pub fn module(name: &str) -> Result<&'static KernelModule> {
-    MODULES.iter().find(|m| m.name == name).ok_or_else(|| ExecError::UnknownKernel(name.to_string()))
+    MODULES
+        .iter()
+        .chain([&MEGA_MODULE])
+        .find(|m| m.name == name)
+        .ok_or_else(|| ExecError::UnknownKernel(name.to_string()))
 }
 
 /// Whether an NVRTC library can be loaded (never panics).
@@ -398,7 +415,7 @@ mod tests {
 
     #[test]
     fn module_entries_are_defined_extern_c_in_their_sources() {
-        for m in MODULES.iter().chain(BUILDER_MODULES) {
+        for m in MODULES.iter().chain(BUILDER_MODULES).chain([&MEGA_MODULE]) {
             for e in m.entries {
                 assert!(
                     m.source.contains(&format!("__global__ void {e}("))

@@ -545,6 +545,8 @@ impl<'d> QwenDevice<'d> {
             GraphMode::Full | GraphMode::Piecewise => size,
             GraphMode::None => self.staging.input.padded_tokens,
         };
+        // A piecewise graph launches attention eagerly between its pieces: no megakernel.
+        self.model.whole_step = mode != GraphMode::Piecewise;
         let launches = self.launches.clone();
         match mode {
             GraphMode::Full => self.replay(format!("FULL/{size}"), &launches)?,
@@ -587,6 +589,15 @@ impl<'d> QwenDevice<'d> {
     /// per step, microseconds per launch), in forward order. Ops that update the residual
     /// in place leave garbage behind: profile only a device that is done.
     pub fn profile_ops(&mut self, reps: usize) -> Result<Vec<(&'static str, usize, f64)>> {
+        // Each kind's own kernels (the megakernel, which runs them all at once, is timed by
+        // the step's graph).
+        let whole = std::mem::replace(&mut self.model.whole_step, false);
+        let out = self.profile_kinds(reps);
+        self.model.whole_step = whole;
+        out
+    }
+
+    fn profile_kinds(&mut self, reps: usize) -> Result<Vec<(&'static str, usize, f64)>> {
         let ops = self.model.ops();
         let mut kinds: Vec<&'static str> = Vec::new();
         for op in &ops {

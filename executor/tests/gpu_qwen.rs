@@ -4,6 +4,7 @@
 //! `SPECREPLAY_REQUIRE_GPU=1`. Failures print the (request, context) rows that differ.
 
 use specreplay_executor::device::test_device;
+use specreplay_executor::kernels::MEGA_MODULE;
 use specreplay_executor::model::gpu::{KernelPlan, Launches};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
 use specreplay_executor::model::ModelConfig;
@@ -38,14 +39,22 @@ fn gpu_run_launching(
     plan: KernelPlan,
     launches: Launches,
 ) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
-    let dev = test_device();
+    let mut dev = test_device();
+    if launches.mega.on() {
+        dev.load_extra(&[MEGA_MODULE]).unwrap();
+    }
     let mut d = QwenDevice::new(&dev, sc, w).unwrap();
     d.set_kernels(plan).unwrap();
     d.set_launches(launches);
     d.record_logits = true;
     d.force_eager = eager;
     let r = engine::run_on(sc, &mut d).unwrap();
-    eprintln!("graphs: {} captured, replays {:?}, eager steps {}", d.stats.captures, d.stats.replays, d.stats.eager);
+    eprintln!(
+        "graphs: {} captured, replays {:?}, eager steps {}, megakernel launches {}",
+        d.stats.captures, d.stats.replays, d.stats.eager, d.model.mega_launches
+    );
+    // A megakernel run must have run it (small steps exist in every scenario here).
+    assert_eq!(d.model.mega_launches > 0, launches.mega.on() && plan == KernelPlan::Tensor, "{launches}");
     (r, std::mem::take(&mut d.logits), d.greedy.clone())
 }
 
@@ -254,6 +263,54 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
             assert_same_logits(&format!("tensor kernels ({l}), one row, eager {eager}, GPU vs CPU twin"), &gl, &cl, 8);
         }
     }
+}
+
+/// The decode megakernel (`Launches::mega`, every layer of a step of at most 16 rows in one
+/// persistent launch with grid barriers) computes the per-op plan's bits: the tiny model's
+/// FULL, PIECEWISE (no megakernel) and eager steps, decode and verify, graphs and eager, and
+/// Qwen3-0.6B shapes with several requests and one row, against the CPU twin; n-gram
+/// speculation leaves the greedy output unchanged. Each setting (1 or 2 blocks per SM, L2
+/// prefetch on and off) replays its graphs many times, so a barrier that did not reset
+/// would hang or corrupt a later step.
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn megakernel_matches_the_cpu_twin() {
+    let t = KernelPlan::Tensor;
+    let w = weights(&tiny_config(), 7);
+    for (k, capture) in [(0u32, &[1u32, 2, 4, 8][..]), (3, &[4, 8, 16][..])] {
+        let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 40, k, capture);
+        let (c, cl) = cpu_run_with(&sc, &w, t);
+        for l in Launches::mega_variants() {
+            for eager in [false, true] {
+                let (g, gl, _) = gpu_run_launching(&sc, &w, eager, t, l);
+                let rep = diff::compare(&c.trace, &g.trace);
+                assert!(rep.identical(), "megakernel ({l}), k={k}, eager {eager}: trace differs: {:?}", rep.first);
+                assert_same_logits(&format!("megakernel ({l}), tiny model, k={k}, eager {eager}"), &gl, &cl, 100);
+            }
+        }
+    }
+    let mut cfg = ModelConfig::qwen3_0_6b();
+    cfg.num_layers = 2;
+    let w = weights(&cfg, 3);
+    for (prompts, k, capture, min) in [
+        (&[(P0, 1), (P2, 2)][..], 2u32, &[1u32, 2, 4][..], 10),
+        (&[(P0, 1)][..], 0, &[1, 2][..], 8),
+        (&[(P0, 1), (P1, 1), (P2, 2)][..], 3, &[4, 8, 16][..], 12),
+    ] {
+        let sc = test_scenario(prompts, 8, k, capture);
+        let (c, cl) = cpu_run_with(&sc, &w, t);
+        for l in Launches::mega_variants() {
+            let (g, gl, _) = gpu_run_launching(&sc, &w, false, t, l);
+            assert_eq!(g.trace.outputs, c.trace.outputs, "megakernel ({l}), qwen3-0.6b shapes, k={k}");
+            assert_same_logits(&format!("megakernel ({l}), qwen3-0.6b shapes, k={k}, GPU vs CPU twin"), &gl, &cl, min);
+        }
+    }
+    let prompts: &[(&[u32], u64)] = &[(P0, 1), (P1, 2), (P2, 4)];
+    let w = weights(&tiny_config(), 7);
+    let l = Launches::mega_variants()[1];
+    let (plain, _, _) = gpu_run_launching(&test_scenario(prompts, 60, 0, &[1, 2, 4, 8]), &w, false, t, l);
+    let (spec, _, _) = gpu_run_launching(&test_scenario(prompts, 60, 3, &[4, 8, 16]), &w, false, t, l);
+    assert_eq!(plain.trace.outputs, spec.trace.outputs, "megakernel: speculation changed greedy output");
 }
 
 /// A GPU model run replays on the simulator from its recorded greedy tokens.

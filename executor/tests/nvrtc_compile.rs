@@ -38,7 +38,7 @@ fn every_module_compiles_to_ptx_and_sm90_cubin_with_its_entry_points() {
     let (major, minor) = kernels::nvrtc_version().expect("nvrtcVersion");
     assert!(major >= 12, "NVRTC {major}.{minor} too old for sm_90 CUBIN");
     // The engine's modules and the seeds' metadata builders (loaded on demand).
-    for m in MODULES.iter().chain(BUILDER_MODULES) {
+    for m in MODULES.iter().chain(BUILDER_MODULES).chain([&kernels::MEGA_MODULE]) {
         let ptx = String::from_utf8(kernels::compile(m, "compute_90", Output::Ptx).unwrap()).unwrap();
         let cubin = kernels::compile(m, kernels::ARCH, Output::Cubin).unwrap();
         assert!(cubin.starts_with(b"\x7fELF"), "{}: CUBIN is not an ELF image", m.name);

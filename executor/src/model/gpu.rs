@@ -16,6 +16,7 @@ use super::host::{forward_ops, Op};
 use super::kernels_ref::{rope_table, GemmOrder};
 use super::kv_cache::KvLayout;
 use super::launch::RawArgs;
+use super::mega::{Mega, MegaState, MEGA};
 use super::weights::HostWeights;
 use crate::device::Device;
 use crate::error::Result;
@@ -81,6 +82,14 @@ pub struct GpuModel {
     /// [`GpuModel::join_side`]: a join without a fork would make a capturing device stream
     /// wait on uncaptured work (CUDA_ERROR_STREAM_CAPTURE_ISOLATION).
     side_forked: bool,
+    /// The megakernel's layer table and grid barrier ([`Launches::mega`]).
+    pub(super) mega: MegaState,
+    /// Whether the next launches run as one list (eager, a FULL graph) rather than the
+    /// pieces of a PIECEWISE graph around eager attention, where the megakernel, which
+    /// holds attention, cannot run.
+    pub whole_step: bool,
+    /// Megakernel launches enqueued so far (a captured graph's once, at its capture).
+    pub mega_launches: u64,
 }
 
 /// Launch choices of the tensor plan that change speed only, never a bit: each picks
@@ -111,6 +120,9 @@ pub struct Launches {
     /// Cross-kernel weight streaming ([`L2Stream`]): a product's weights asked into L2 on a
     /// side stream while earlier kernels run (written after run 25).
     pub l2: L2Stream,
+    /// Steps of at most [`super::mega::MEGA_MAX_ROWS`] rows as one persistent launch of every layer
+    /// ([`Mega`], `executor/kernels/qwen_mega.cu`; the same bodies, so the same bits).
+    pub mega: Mega,
 }
 
 /// Cross-kernel weight streaming: when a weight-reading launch (or the embedding) is
@@ -170,12 +182,19 @@ pub const L2: L2Stream = L2Stream::Off;
 
 impl Launches {
     /// What the forward pass launches unless told otherwise ([`STAGED_NORMS`], [`PREFETCH`]).
-    pub const DEFAULT: Launches =
-        Launches { staged_norms: STAGED_NORMS, prefetch: PREFETCH, pdl: PDL, whole_tiles: WHOLE_TILES, l2: L2 };
+    pub const DEFAULT: Launches = Launches {
+        staged_norms: STAGED_NORMS,
+        prefetch: PREFETCH,
+        pdl: PDL,
+        whole_tiles: WHOLE_TILES,
+        l2: L2,
+        mega: MEGA,
+    };
     /// Every combination of the four kernel choices, indexed by the bits staged 1, prefetch 2,
     /// pdl 4, whole tiles 8, with [`L2`] streaming.
     pub const ALL: [Launches; 16] = {
-        let mut all = [Launches { staged_norms: false, prefetch: false, pdl: false, whole_tiles: false, l2: L2 }; 16];
+        let mut all =
+            [Launches { staged_norms: false, prefetch: false, pdl: false, whole_tiles: false, l2: L2, mega: MEGA }; 16];
         let mut i = 0;
         while i < 16 {
             all[i] = Launches {
@@ -184,6 +203,7 @@ impl Launches {
                 pdl: i & 4 != 0,
                 whole_tiles: i & 8 != 0,
                 l2: L2,
+                mega: MEGA,
             };
             i += 1;
         }
@@ -196,6 +216,11 @@ impl Launches {
             .flat_map(|a| [L2Stream::Bulk(a), L2Stream::Lines(a)])
             .map(|l2| Launches { l2, ..Launches::DEFAULT })
             .collect()
+    }
+
+    /// The default's choices with every [`Mega`] setting that is on in turn.
+    pub fn mega_variants() -> Vec<Launches> {
+        Mega::VARIANTS.into_iter().map(|mega| Launches { mega, ..Launches::DEFAULT }).collect()
     }
 
     /// `base`, or the kernel choices that are on joined by `+` in the order `staged`,
@@ -236,7 +261,7 @@ impl Default for Launches {
 
 impl std::fmt::Display for Launches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.kernels_name(), self.l2.suffix())
+        write!(f, "{}{}{}", self.kernels_name(), self.l2.suffix(), self.mega.suffix())
     }
 }
 
@@ -245,16 +270,17 @@ impl std::str::FromStr for Launches {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!(
-                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3)"
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +megaN or +megaNpf, N 1..=2)"
             )
         };
-        let (kernels, l2) = L2Stream::parse_suffix(s).ok_or_else(bad)?;
+        let (rest, mega) = Mega::parse_suffix(s).ok_or_else(bad)?;
+        let (kernels, l2) = L2Stream::parse_suffix(rest).ok_or_else(bad)?;
         let l = if kernels == "default" {
             Some(Launches::DEFAULT)
         } else {
             Launches::ALL.into_iter().find(|l| l.kernels_name() == kernels)
         };
-        l.map(|l| Launches { l2, ..l }).ok_or_else(bad)
+        l.map(|l| Launches { l2, mega, ..l }).ok_or_else(bad)
     }
 }
 
@@ -771,6 +797,7 @@ impl GpuModel {
             act: z(t * c.intermediate_size)?,
             final_x: z(cap.max_logits * c.hidden_size)?,
         };
+        let mega = MegaState::new(dev, &layers)?;
         let m = GpuModel {
             embed: st.clone_htod(&w.embed)?,
             lm_head: w.lm_head.as_ref().map(|v| st.clone_htod(v)).transpose()?,
@@ -785,6 +812,9 @@ impl GpuModel {
             launches: Launches::DEFAULT,
             side: None,
             side_forked: false,
+            mega,
+            whole_step: true,
+            mega_launches: 0,
             kv,
             cfg: c,
         };
@@ -851,8 +881,16 @@ impl GpuModel {
     /// Enqueues `op` (asynchronous; capturable). `b` are the step buffers; its `logits`
     /// must be `vocab_size` wide.
     pub fn launch(&mut self, dev: &Device, op: Op, b: &mut DeviceBuffers) -> Result<()> {
-        self.stream_weights(dev, op)?;
+        if !self.mega_step(b.cap.max_tokens) {
+            self.stream_weights(dev, op)?;
+        }
         self.launch_op(dev, op, b)
+    }
+
+    /// Whether the step being launched (its rows as [`GpuModel::grid_rows`] gives them) runs
+    /// its layers as the megakernel ([`Mega::applies`]).
+    pub fn mega_step(&self, max_tokens: usize) -> bool {
+        self.launches.mega.applies(self.kernels, self.grid_rows.clamp(1, max_tokens.max(1)), self.whole_step)
     }
 
     /// Joins [`Launches::l2`]'s side stream back into the device stream: called after the
@@ -869,6 +907,23 @@ impl GpuModel {
     }
 
     fn launch_op(&mut self, dev: &Device, op: Op, b: &mut DeviceBuffers) -> Result<()> {
+        let mega = self.mega_step(b.cap.max_tokens);
+        if mega {
+            match op {
+                Op::InputNorm(0) => return self.launch_mega(dev, b),
+                // The megakernel runs every layer's ops.
+                Op::InputNorm(_)
+                | Op::Qkv(_)
+                | Op::RopeKv(_)
+                | Op::Attention(_)
+                | Op::OProj(_)
+                | Op::PostNorm(_)
+                | Op::GateUp(_)
+                | Op::SiluMul(_)
+                | Op::Down(_) => return Ok(()),
+                Op::Embed | Op::FinalNorm | Op::LmHead => {}
+            }
+        }
         let c = &self.cfg;
         let (h, hd, inter) = (c.hidden_size as i32, c.head_dim as i32, c.intermediate_size as i32);
         let (nh, nkv) = (c.num_heads as i32, c.num_kv_heads as i32);
@@ -899,7 +954,8 @@ impl GpuModel {
             _ => h,
         } as usize;
         let fused = self.kernels.fused_gate_up(rows);
-        let folded = self.kernels.folds_norms_on(rows, self.launches, c.hidden_size, dev.shared_optin());
+        // The megakernel folds the norms at every row count it runs.
+        let folded = mega || self.kernels.folds_norms_on(rows, self.launches, c.hidden_size, dev.shared_optin());
         match op {
             // The gate_up product wrote `act` already.
             Op::SiluMul(_) if fused.is_some() => return Ok(()),
@@ -1190,7 +1246,8 @@ mod tests {
         let l = Launches::DEFAULT;
         assert!(KernelPlan::Fused.folds_norms(1, l));
         assert!(!KernelPlan::Fused.folds_norms(2, l) && !KernelPlan::Unfused.folds_norms(1, l));
-        let all: Vec<Launches> = Launches::ALL.into_iter().chain(Launches::l2_variants()).collect();
+        let all: Vec<Launches> =
+            Launches::ALL.into_iter().chain(Launches::l2_variants()).chain(Launches::mega_variants()).collect();
         let names: std::collections::BTreeSet<String> = all.iter().map(|l| l.to_string()).collect();
         assert_eq!(names.len(), all.len(), "every combination has its own name");
         for &l in &all {
@@ -1202,6 +1259,11 @@ mod tests {
         for bad in ["prefetch+bulk0", "prefetch+bulk4", "prefetch+lines", "fast+bulk1", "prefetch+bulk1x"] {
             assert!(bad.parse::<Launches>().is_err(), "{bad}");
         }
+        assert_eq!(
+            "prefetch+bulk1+mega2pf".parse::<Launches>().unwrap(),
+            Launches { l2: L2Stream::Bulk(1), mega: Mega::On { blocks_per_sm: 2, prefetch: true }, ..Launches::ALL[2] }
+        );
+        assert!("prefetch+mega2pf+bulk1".parse::<Launches>().is_err(), "the mega suffix comes last");
         let l = "prefetch+lines2".parse::<Launches>().unwrap();
         assert_eq!((l.l2, l.prefetch, l.staged_norms), (L2Stream::Lines(2), true, false));
         assert_eq!(

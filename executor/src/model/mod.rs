@@ -104,5 +104,6 @@ pub mod host;
 pub mod kernels_ref;
 pub mod kv_cache;
 pub mod launch;
+pub mod mega;
 pub mod tensor_core;
 pub mod weights;
