@@ -1,21 +1,22 @@
 // The decode megakernel (Launches::mega; host side executor/src/model/mega.rs): every
 // decoder layer of a small step (at most MEGA_MAX_ROWS padded rows, the decode and verify
-// graphs of few requests) in ONE persistent launch, its blocks all resident at once and
-// meeting at a grid barrier between the phases that read what another block wrote:
+// graphs of few requests) in ONE persistent launch of one block per SM, the blocks meeting
+// at a grid barrier between the phases that read what another block wrote:
 //
 //   qkv (input norm folded) | q/k norm + RoPE + KV write | attention | o_proj (+= residual)
 //   | gate_up (post norm folded, SiLU-mul epilogue) | down_proj (+= residual)
 //
-// Each phase runs the body of the kernel the tensor plan launches for it (qwen.cu:
-// gemm_mma_body with the folded norms, qk_norm_rope_kv_body, attention_body), over the
-// grid's blocks instead of a launch's: the work items are the same and every sum keeps its
-// order, so the bits are the launch-per-op plan's (the `qwen-kernels` GPU tests compare both
-// with the CPU twin). What changes is the time between phases: no launch ramp, and before
-// a block waits at a barrier it may ask its share of a later product's weights into L2
-// (`prefetch`), so the card's memory keeps streaming through the phases that read little
-// (RoPE, attention). Compiled in its own module with QWEN_MEGA defined (ACT_RESTRICT
-// empty): activations written by one phase are read by other SMs in the next, so none of
-// their loads may take the non-coherent path.
+// The products read their weights from shared memory, where bulk copies put them one
+// product ahead (WEIGHT STAGING below), and sum exactly as the tensor plan's split-K body
+// (gemm_mma_body) does; RoPE and attention run the per-op kernels' bodies
+// (qk_norm_rope_kv_body, attention_body) over the grid's blocks. Every sum keeps its order,
+// so the bits are the launch-per-op plan's (the `qwen-kernels` GPU tests compare both with
+// the CPU twin). What changes is the time: no launch ramps, and the weights stream in while
+// the previous phases, the barriers and attention run. (Session 18's first form, the per-op
+// bodies reading weights from global memory with optional L2 prefetch, was 1.36-1.65x
+// slower than the per-op launches on the H100: device log run 29.) Compiled in its own
+// module with QWEN_MEGA defined (ACT_RESTRICT empty): activations written by one phase are
+// read by other SMs in the next, so none of their loads may take the non-coherent path.
 
 // The layer table: per layer MEGA_PTRS device pointers in this order (mega.rs writes it).
 #define MEGA_PTRS 10
@@ -55,15 +56,186 @@ __device__ __forceinline__ void mega_grid_sync(unsigned int* bar) {
     __syncthreads();
 }
 
-// Asks this block's 1/gridDim.x share of `elems` bf16 weights into L2 (one
-// prefetch.global.L2 per 128-byte line). A hint: it writes nothing.
-__device__ __forceinline__ void mega_prefetch(const bf16_t* w, long long elems) {
-    const long long bytes = elems * 2;
-    const long long per = ((bytes + gridDim.x - 1) / gridDim.x + 127) & ~127LL;
-    const long long b0 = per * blockIdx.x;
-    const long long b1 = b0 + per < bytes ? b0 + per : bytes;
-    for (long long o = b0 + 128LL * threadIdx.x; o < b1; o += 128LL * blockDim.x)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)w + o));
+// WEIGHT STAGING. A product's tile is the 8 NT weight rows of its columns (GLU: the 8 gate
+// rows and the 8 matching up rows), each row K contiguous bf16, so a tile is one or two
+// contiguous runs; a block's tiles of a product (tile = blockIdx.x + i * gridDim.x, as the
+// split-K bodies walk them) are copied into shared memory by bulk copies
+// (cp.async.bulk, completing on an mbarrier) one product AHEAD: the copies of the next
+// product start when the current one starts, so the memory streams weights through the
+// barriers, RoPE and attention. Two regions alternate (X: qkv, gate_up; Y: o_proj,
+// down_proj), so a copy never lands in a region a phase still reads; the host sizes them.
+extern __shared__ __align__(128) unsigned char mega_smem[];
+
+__device__ __forceinline__ unsigned int smem_addr(const void* p) {
+    return (unsigned int)__cvta_generic_to_shared(p);
+}
+
+// Waits for the phase of `bar` with parity `parity` to complete (the copies it counts landed).
+__device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned int parity) {
+    unsigned int done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(smem_addr(bar)), "r"(parity)
+            : "memory");
+    }
+}
+
+// Rows [r0, r1) of w (K each) to dst, counted on bar (thread 0 only).
+__device__ __forceinline__ void bulk_rows(bf16_t* dst, const bf16_t* __restrict__ w, long long r0, long long r1, int K,
+                                          unsigned long long* bar) {
+    if (r1 <= r0) return;
+    const unsigned int bytes = (unsigned int)((r1 - r0) * K * 2);
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"(smem_addr(dst)), "l"(w + r0 * K), "r"(bytes), "r"(smem_addr(bar))
+                 : "memory");
+}
+
+// Weight rows one tile of a product holds.
+template <int NT, bool GLU>
+__device__ __forceinline__ constexpr int tile_rows() { return GLU ? 16 : NT * 8; }
+
+// Starts the copies of this block's tiles of product (w, K, N) into `dst` on `bar`: every
+// thread first orders its earlier reads of the region before the copies (proxy fence, then
+// the block barrier), then thread 0 announces the bytes and issues one or two copies per
+// tile. Rows past N are not copied (their sums are never stored).
+template <int NT, bool GLU>
+__device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restrict__ w, int K, int N,
+                                              unsigned long long* bar) {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    const int cols = GLU ? N / 2 : N;
+    const int tile_cols = GLU ? 8 : NT * 8;
+    const int tiles = (cols + tile_cols - 1) / tile_cols;
+    unsigned int bytes = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int n0 = tile * tile_cols;
+        const int n1 = n0 + tile_cols < cols ? n0 + tile_cols : cols;
+        bytes += (unsigned int)((GLU ? 2 : 1) * (n1 - n0) * K * 2);
+    }
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+    int i = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i) {
+        const int n0 = tile * tile_cols;
+        const int n1 = n0 + tile_cols < cols ? n0 + tile_cols : cols;
+        bf16_t* t = dst + (long long)i * tile_rows<NT, GLU>() * K;
+        bulk_rows(t, w, n0, n1, K, bar);
+        if (GLU) bulk_rows(t + 8LL * K, w, (long long)cols + n0, (long long)cols + n1, K, bar);
+    }
+}
+
+// One tile of a product from its staged weight rows `ws` (tile_rows x K): the split-K body of
+// gemm_mma_body (SPLIT_WARPS, MF 1) with the weights read from shared memory. Warp s takes
+// slice s of the 32-element chunks, one accumulator from +0 taking mma_chunk per chunk in
+// increasing order; the slices' sums meet in `part` and are added in slice order; NORM
+// normalises x rows as the norm kernel stores them, GLU writes SiLU(gate) * up, RESADD adds
+// into y. The same operands in the same order as gemm_mma_body: the same bits.
+template <int NT, bool GLU, bool NORM, bool RESADD>
+__device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, int n0,
+                                            bf16_t* y, const bf16_t* __restrict__ norm_w, float eps,
+                                            float (*part)[16][17]) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int chunks = K >> 5;
+    const int cols = GLU ? N / 2 : N;
+    const int tile_cols = GLU ? 8 : NT * 8;
+    float inv[2] = {0.0f, 0.0f};
+    if (NORM) {
+        for (int r = 0; r < 16 && r < rows; ++r) {
+            const long long row = (long long)r * K;
+            float ss = 0.0f;
+            for (int base = 0; base < K; base += 32 * 32) {
+                bf16_t rv[32];
+#pragma unroll
+                for (int u = 0; u < 32; ++u) {
+                    const int i = base + lane + 32 * u;
+                    rv[u] = x[row + (i < K ? i : 0)];
+                }
+#pragma unroll
+                for (int u = 0; u < 32; ++u) {
+                    const float v = bf2f(rv[u]);
+                    if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
+                }
+            }
+            const float iv = lanes_inv_rms(ss, K, eps);
+            if (r == g) inv[0] = iv;
+            if (r == g + 8) inv[1] = iv;
+        }
+    }
+    bool xok[2];
+    long long xrow[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int r = g + 8 * h;
+        xok[h] = r < rows;
+        xrow[h] = (long long)(xok[h] ? r : 0) * K + 8 * t;
+    }
+    float acc[1][NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[0][nt][e] = 0.0f;
+    const int c_end = (warp + 1) * chunks / MMA_SPLIT;
+    for (int c = warp * chunks / MMA_SPLIT; c < c_end; ++c) {
+        uint4 wv[NT], xv[1][2];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) wv[nt] = *(const uint4*)(ws + (long long)(nt * 8 + g) * K + (c << 5) + 8 * t);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) xv[0][h] = xok[h] ? *(const uint4*)(x + xrow[h] + (c << 5)) : make_uint4(0u, 0u, 0u, 0u);
+        if (NORM) {
+            const uint4 nw = *(const uint4*)(norm_w + (c << 5) + 8 * t);
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                if (xok[h]) xv[0][h] = norm8(xv[0][h], nw, inv[h]);
+        }
+        mma_chunk<NT, 1>(acc, wv, xv);
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) part[warp][frag_row(g, e)][nt * 8 + frag_col(t, e)] = acc[0][nt][e];
+    __syncthreads();
+    for (int i = threadIdx.x; i < 16 * tile_cols; i += MMA_SPLIT * 32) {
+        const int r = i / tile_cols, j = i % tile_cols;
+        if (r >= rows || n0 + j >= cols) continue;
+        float v[2];
+#pragma unroll
+        for (int nt = 0; nt < (GLU ? 2 : 1); ++nt) {
+            const int pc = GLU ? nt * 8 + j : j;
+            float sum = part[0][r][pc];
+#pragma unroll
+            for (int q = 1; q < MMA_SPLIT; ++q) sum = sum + part[q][r][pc];
+            v[nt] = sum;
+        }
+        if (GLU) {
+            const float gt = round_bf(v[0]);
+            const float up = round_bf(v[1]);
+            const float sg = round_bf(gt / (1.0f + exp_f(-gt)));
+            y[(long long)r * cols + n0 + j] = f2bf(sg * up);
+        } else {
+            const long long idx = (long long)r * N + n0 + j;
+            if (RESADD) y[idx] = f2bf(round_bf(v[0]) + bf2f(y[idx]));
+            else y[idx] = f2bf(v[0]);
+        }
+    }
+    __syncthreads();
+}
+
+// This block's tiles of a product, from `ws` once `bar`'s phase `parity` completed.
+template <int NT, bool GLU, bool NORM, bool RESADD>
+__device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, bf16_t* y,
+                                               const bf16_t* __restrict__ norm_w, float eps, unsigned long long* bar,
+                                               unsigned int parity, float (*part)[16][17]) {
+    mbar_wait(bar, parity);
+    const int cols = GLU ? N / 2 : N;
+    const int tile_cols = GLU ? 8 : NT * 8;
+    const int tiles = (cols + tile_cols - 1) / tile_cols;
+    int i = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i)
+        staged_tile<NT, GLU, NORM, RESADD>(rows, x, K, ws + (long long)i * tile_rows<NT, GLU>() * K, N,
+                                           tile * tile_cols, y, norm_w, eps, part);
 }
 
 #define MEGA_ARGS                                                                                 \
@@ -73,63 +245,65 @@ __device__ __forceinline__ void mega_prefetch(const bf16_t* w, long long elems) 
         const int* __restrict__ cu_seqlens_q, const int* __restrict__ seqused_k,                   \
         const int* __restrict__ block_table, int blocks_per_row, int block_size,                   \
         const bf16_t* __restrict__ rope, int rope_len, int hidden, int inter, int num_heads,       \
-        int num_kv_heads, int head_dim, int qk_norm, float eps, long long cache_slots, int prefetch, \
+        int num_kv_heads, int head_dim, int qk_norm, float eps, long long cache_slots, int region_x, \
         unsigned int* bar, unsigned int* __restrict__ counters
-#define MEGA_PASS                                                                                 \
-    counts, table, num_layers, residual, qkv, q, attn, act, positions, slot_mapping, cu_seqlens_q,  \
-        seqused_k, block_table, blocks_per_row, block_size, rope, rope_len, hidden, inter, num_heads, \
-        num_kv_heads, head_dim, qk_norm, eps, cache_slots, prefetch, bar, counters
 
-__device__ __forceinline__ void mega_layers(MEGA_ARGS) {
+// Every layer; `region_x`: bytes of shared memory region X (Y follows it).
+extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers(MEGA_ARGS) {
+    __shared__ float part[MMA_SPLIT][16][17];
+    __shared__ __align__(8) unsigned long long mbar[2];
+    bf16_t* region[2] = {(bf16_t*)mega_smem, (bf16_t*)(mega_smem + region_x)};
+    unsigned int parity[2] = {0u, 0u};
+    if (threadIdx.x == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (num_layers <= 0) return;
     const int rows = counts[C_PADDED_TOKENS];
     const int n_qkv = (num_heads + 2 * num_kv_heads) * head_dim;
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;
+    const unsigned long long* p0 = table;
+    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0]);
     for (int l = 0; l < num_layers; ++l) {
         const unsigned long long* p = table + (long long)l * MEGA_PTRS;
-        const bf16_t* w_qkv = (const bf16_t*)p[MEGA_QKV];
-        const bf16_t* w_o = (const bf16_t*)p[MEGA_O];
-        const bf16_t* w_gu = (const bf16_t*)p[MEGA_GATE_UP];
-        const bf16_t* w_down = (const bf16_t*)p[MEGA_DOWN];
         bf16_t* k_cache = (bf16_t*)p[MEGA_K_CACHE];
         bf16_t* v_cache = (bf16_t*)p[MEGA_V_CACHE];
-        // qwen_gemm_mma_norm_p_2_1: qkv = input_norm(residual) W_qkv^T.
-        gemm_mma_body<2, 1, 4, true, false, true, false, false, true>(
-            rows, residual, hidden, w_qkv, n_qkv, qkv, nullptr, 0, (const bf16_t*)p[MEGA_INPUT_NORM], eps);
-        if (prefetch) mega_prefetch(w_o, (long long)hidden * k_o);
+        // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1]);
+        staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
+                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part);
+        parity[0] ^= 1u;
         mega_grid_sync(bar);
-        // qwen_qk_norm_rope_kv: a warp per (token, head).
         qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                         (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
-        if (prefetch) mega_prefetch(w_gu, (long long)n_gu * hidden);
         mega_grid_sync(bar);
-        // qwen_attention_lean's body, two (token, head) items per block.
         attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);
-        if (prefetch) mega_prefetch(w_down, (long long)hidden * inter);
         mega_grid_sync(bar);
-        // qwen_gemm_mma_resadd_s_1_1_4: residual += attn W_o^T.
-        gemm_mma_body<1, 1, 4, true, false, false, true>(rows, attn, k_o, w_o, hidden, residual, nullptr, 0);
-        if (prefetch && l + 1 < num_layers)
-            mega_prefetch((const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], (long long)n_qkv * hidden);
+        // residual += attn W_o^T from Y; gate_up's weights start into X.
+        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0]);
+        staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
+                                              parity[1], part);
+        parity[1] ^= 1u;
         mega_grid_sync(bar);
-        // qwen_gemm_mma_norm_glu_1: act = silu(gate) * up of post_norm(residual).
-        gemm_mma_body<2, 1, 2, true, true, true, false>(rows, residual, hidden, w_gu, n_gu, act, nullptr, 0,
-                                                        (const bf16_t*)p[MEGA_POST_NORM], eps);
+        // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1]);
+        staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
+                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part);
+        parity[0] ^= 1u;
         mega_grid_sync(bar);
-        // qwen_gemm_mma_resadd_s_1_1_4: residual += act W_down^T.
-        gemm_mma_body<1, 1, 4, true, false, false, true>(rows, act, inter, w_down, hidden, residual, nullptr, 0);
+        // residual += act W_down^T from Y; the next layer's qkv weights into X.
+        if (l + 1 < num_layers)
+            stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
+                                    n_qkv, &mbar[0]);
+        staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
+                                              parity[1], part);
+        parity[1] ^= 1u;
         if (l + 1 < num_layers) mega_grid_sync(bar);
     }
-}
-
-// One block per SM (every phase's registers available to it) or two (at most 128 registers
-// a thread). The host picks the grid from the occupancy of the entry it launches.
-extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers(MEGA_ARGS) {
-    mega_layers(MEGA_PASS);
-}
-extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 2) qwen_decode_layers_2(MEGA_ARGS) {
-    mega_layers(MEGA_PASS);
 }

@@ -269,9 +269,8 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
 /// persistent launch with grid barriers) computes the per-op plan's bits: the tiny model's
 /// FULL, PIECEWISE (no megakernel) and eager steps, decode and verify, graphs and eager, and
 /// Qwen3-0.6B shapes with several requests and one row, against the CPU twin; n-gram
-/// speculation leaves the greedy output unchanged. Each setting (1 or 2 blocks per SM, L2
-/// prefetch on and off) replays its graphs many times, so a barrier that did not reset
-/// would hang or corrupt a later step.
+/// speculation leaves the greedy output unchanged. Graphs replay many times, so a grid
+/// barrier or a staging mbarrier that did not reset would hang or corrupt a later step.
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
 fn megakernel_matches_the_cpu_twin() {
@@ -295,7 +294,7 @@ fn megakernel_matches_the_cpu_twin() {
     for (prompts, k, capture, min) in [
         (&[(P0, 1), (P2, 2)][..], 2u32, &[1u32, 2, 4][..], 10),
         (&[(P0, 1)][..], 0, &[1, 2][..], 8),
-        (&[(P0, 1), (P1, 1), (P2, 2)][..], 3, &[4, 8, 16][..], 12),
+        (&[(P0, 1), (P1, 1), (P2, 2)][..], 0, &[1, 2, 4][..], 12),
     ] {
         let sc = test_scenario(prompts, 8, k, capture);
         let (c, cl) = cpu_run_with(&sc, &w, t);
@@ -307,7 +306,7 @@ fn megakernel_matches_the_cpu_twin() {
     }
     let prompts: &[(&[u32], u64)] = &[(P0, 1), (P1, 2), (P2, 4)];
     let w = weights(&tiny_config(), 7);
-    let l = Launches::mega_variants()[1];
+    let l = Launches::mega_variants()[0];
     let (plain, _, _) = gpu_run_launching(&test_scenario(prompts, 60, 0, &[1, 2, 4, 8]), &w, false, t, l);
     let (spec, _, _) = gpu_run_launching(&test_scenario(prompts, 60, 3, &[4, 8, 16]), &w, false, t, l);
     assert_eq!(plain.trace.outputs, spec.trace.outputs, "megakernel: speculation changed greedy output");

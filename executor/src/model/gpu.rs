@@ -218,9 +218,9 @@ impl Launches {
             .collect()
     }
 
-    /// The default's choices with every [`Mega`] setting that is on in turn.
+    /// The default's choices with the megakernel ([`Mega::On`]).
     pub fn mega_variants() -> Vec<Launches> {
-        Mega::VARIANTS.into_iter().map(|mega| Launches { mega, ..Launches::DEFAULT }).collect()
+        vec![Launches { mega: Mega::On, ..Launches::DEFAULT }]
     }
 
     /// `base`, or the kernel choices that are on joined by `+` in the order `staged`,
@@ -270,10 +270,10 @@ impl std::str::FromStr for Launches {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!(
-                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +megaN or +megaNpf, N 1..=2)"
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega)"
             )
         };
-        let (rest, mega) = Mega::parse_suffix(s).ok_or_else(bad)?;
+        let (rest, mega) = Mega::parse_suffix(s);
         let (kernels, l2) = L2Stream::parse_suffix(rest).ok_or_else(bad)?;
         let l = if kernels == "default" {
             Some(Launches::DEFAULT)
@@ -1260,10 +1260,10 @@ mod tests {
             assert!(bad.parse::<Launches>().is_err(), "{bad}");
         }
         assert_eq!(
-            "prefetch+bulk1+mega2pf".parse::<Launches>().unwrap(),
-            Launches { l2: L2Stream::Bulk(1), mega: Mega::On { blocks_per_sm: 2, prefetch: true }, ..Launches::ALL[2] }
+            "prefetch+bulk1+mega".parse::<Launches>().unwrap(),
+            Launches { l2: L2Stream::Bulk(1), mega: Mega::On, ..Launches::ALL[2] }
         );
-        assert!("prefetch+mega2pf+bulk1".parse::<Launches>().is_err(), "the mega suffix comes last");
+        assert!("prefetch+mega+bulk1".parse::<Launches>().is_err(), "the mega suffix comes last");
         let l = "prefetch+lines2".parse::<Launches>().unwrap();
         assert_eq!((l.l2, l.prefetch, l.staged_norms), (L2Stream::Lines(2), true, false));
         assert_eq!(

@@ -2,11 +2,11 @@
 //! [`MEGA_MAX_ROWS`] padded rows, every decoder layer runs in one persistent launch whose
 //! blocks meet at grid barriers between phases, instead of six to nine launches per layer.
 //! Each phase runs the body of the kernel the tensor plan launches for it, so the values
-//! are the launch-per-op plan's bit for bit; what it removes is the launch ramps (device
+//! are the launch-per-op plan's bit for bit. The products read their weights from shared
+//! memory, where bulk copies put them one product ahead, so the memory keeps streaming
+//! through the barriers, RoPE and attention instead of ramping up once per launch (device
 //! log run 25: a batch-1 product that moves 4-13 MB reaches only 0.9-1.7 TB/s even when it
-//! only reads), and with [`Mega::On`]'s `prefetch` a block asks its share of a later
-//! product's weights into L2 before it waits, so the memory keeps streaming through RoPE
-//! and attention.
+//! only reads).
 //!
 //! Invariants: the grid never exceeds what the device holds at once (the occupancy API's
 //! blocks per SM x SMs; a grid barrier over blocks that cannot all be resident would never
@@ -38,56 +38,37 @@ pub const MEGA_PTRS: usize = 10;
 pub enum Mega {
     /// A launch per op.
     Off,
-    /// `qwen_decode_layers` (one block per SM, `blocks_per_sm` 1) or
-    /// `qwen_decode_layers_2` (two, at most 128 registers a thread); `prefetch`: each block
-    /// asks its share of the next products' weights into L2 before a barrier.
-    On { blocks_per_sm: u8, prefetch: bool },
+    /// `qwen_decode_layers`: one block per SM, the products' weights staged in shared
+    /// memory one product ahead.
+    On,
 }
 
 /// [`super::gpu::Launches::mega`] by default: off until a device run times it.
 pub const MEGA: Mega = Mega::Off;
 
-impl Mega {
-    /// The four settings that are on, for benchmarks and the GPU tests.
-    pub const VARIANTS: [Mega; 4] = [
-        Mega::On { blocks_per_sm: 1, prefetch: false },
-        Mega::On { blocks_per_sm: 1, prefetch: true },
-        Mega::On { blocks_per_sm: 2, prefetch: false },
-        Mega::On { blocks_per_sm: 2, prefetch: true },
-    ];
+/// The megakernel's entry point.
+pub const MEGA_ENTRY: &str = "qwen_decode_layers";
 
+impl Mega {
     /// Whether it is on.
     pub fn on(self) -> bool {
         self != Mega::Off
     }
 
-    /// The entry point it launches.
-    pub fn entry(self) -> Option<&'static str> {
+    /// `+mega` (nothing when off).
+    pub fn suffix(self) -> &'static str {
         match self {
-            Mega::Off => None,
-            Mega::On { blocks_per_sm: 1, .. } => Some("qwen_decode_layers"),
-            Mega::On { .. } => Some("qwen_decode_layers_2"),
+            Mega::Off => "",
+            Mega::On => "+mega",
         }
     }
 
-    /// `+megaN` or `+megaNpf` (nothing when off).
-    pub fn suffix(self) -> String {
-        match self {
-            Mega::Off => String::new(),
-            Mega::On { blocks_per_sm, prefetch } => format!("+mega{blocks_per_sm}{}", if prefetch { "pf" } else { "" }),
+    /// Splits a trailing `+mega` off `s`.
+    pub fn parse_suffix(s: &str) -> (&str, Mega) {
+        match s.strip_suffix("+mega") {
+            Some(rest) => (rest, Mega::On),
+            None => (s, Mega::Off),
         }
-    }
-
-    /// Splits a trailing `+megaN[pf]` (N 1 or 2) off `s`; `None` when the suffix is malformed.
-    pub fn parse_suffix(s: &str) -> Option<(&str, Mega)> {
-        let Some(i) = s.rfind("+mega") else { return Some((s, Mega::Off)) };
-        let tail = &s[i + "+mega".len()..];
-        let (n, prefetch) = match tail.strip_suffix("pf") {
-            Some(n) => (n, true),
-            None => (tail, false),
-        };
-        let blocks_per_sm: u8 = n.parse().ok()?;
-        (1..=2).contains(&blocks_per_sm).then_some((&s[..i], Mega::On { blocks_per_sm, prefetch }))
     }
 
     /// Whether a step of `rows` padded rows under `plan` runs as the megakernel (`whole`:
@@ -95,6 +76,24 @@ impl Mega {
     pub fn applies(self, plan: KernelPlan, rows: usize, whole: bool) -> bool {
         self.on() && whole && plan == KernelPlan::Tensor && (1..=MEGA_MAX_ROWS).contains(&rows)
     }
+}
+
+/// Shared memory of the staged weights for a grid of `blocks` (bytes): region X holds a
+/// block's tiles of qkv or gate_up, region Y of o_proj or down_proj (`qwen_mega.cu`
+/// `stage_product`: a tile is 16 weight rows of qkv, 8 gate and 8 up rows of gate_up, 8 rows
+/// of o_proj and down_proj; block b takes tiles b, b + blocks, ...). X is rounded up to 128.
+pub fn regions(c: &super::ModelConfig, blocks: usize) -> (usize, usize) {
+    let per_block = |tiles: usize, rows: usize, k: usize| tiles.div_ceil(blocks.max(1)) * rows * k * 2;
+    let n_qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+    let k_o = c.num_heads * c.head_dim;
+    let x = per_block(n_qkv.div_ceil(16), 16, c.hidden_size).max(per_block(
+        c.intermediate_size.div_ceil(8),
+        16,
+        c.hidden_size,
+    ));
+    let y =
+        per_block(c.hidden_size.div_ceil(8), 8, k_o).max(per_block(c.hidden_size.div_ceil(8), 8, c.intermediate_size));
+    (x.div_ceil(128) * 128, y)
 }
 
 /// The megakernel's device state: the layer table and the grid barrier's two words.
@@ -135,12 +134,10 @@ impl GpuModel {
     /// [`GpuModel::mega_step`] says when). Reads the residual stream the embedding wrote and
     /// leaves in it what the last down_proj added, as the folded launch-per-op plan does.
     pub(super) fn launch_mega(&mut self, dev: &Device, b: &mut DeviceBuffers) -> Result<()> {
-        let Some(entry) = self.launches.mega.entry() else { return Ok(()) };
-        let Mega::On { blocks_per_sm, prefetch } = self.launches.mega else { return Ok(()) };
         let c = &self.cfg;
         let threads = 32 * MMA_SPLIT as u32;
-        let blocks = grid(dev, entry, threads, blocks_per_sm)?;
-        let f = dev.function(entry)?;
+        let shape = shape(dev, c)?;
+        let f = dev.function(MEGA_ENTRY)?;
         let cap = b.cap;
         let i = |v: usize| v as i32;
         let qk = i32::from(c.architecture == super::Architecture::Qwen3);
@@ -151,50 +148,80 @@ impl GpuModel {
         l.arg(&b.positions).arg(&b.slot_mapping).arg(&b.cu_seqlens_q).arg(&b.seqused_k).arg(&b.meta_block_table);
         l.arg(&i(cap.blocks_per_row)).arg(&i(cap.block_size)).arg(&self.rope).arg(&i(self.rope_len));
         l.arg(&i(c.hidden_size)).arg(&i(c.intermediate_size)).arg(&i(c.num_heads)).arg(&i(c.num_kv_heads));
-        l.arg(&i(c.head_dim)).arg(&qk).arg(&c.rms_norm_eps).arg(&(self.kv.slots() as i64)).arg(&i32::from(prefetch));
+        l.arg(&i(c.head_dim)).arg(&qk).arg(&c.rms_norm_eps).arg(&(self.kv.slots() as i64)).arg(&i(shape.region_x));
         l.out(&mut self.mega.bar).out(&mut b.counters);
-        tracing::trace!(entry, blocks, rows = self.grid_rows, "megakernel launch");
-        let lc = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        tracing::trace!(blocks = shape.blocks, shared = shape.shared, rows = self.grid_rows, "megakernel launch");
+        let lc = LaunchConfig {
+            grid_dim: (shape.blocks, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: shape.shared as u32,
+        };
         // SAFETY: the arguments follow MEGA_ARGS in qwen_mega.cu; the table holds every
-        // layer's live buffers; the grid is at most what the device holds at once, so the
-        // grid barriers open; rows, slots and positions are bounded as for the per-op
-        // kernels (the same bodies).
+        // layer's live buffers; the grid is what the device holds at once (one block per
+        // SM, checked by the occupancy API with this shared memory), so the grid barriers
+        // open; the staged regions fit the shared memory given; rows, slots and positions
+        // are bounded as for the per-op kernels (the same bodies).
         unsafe { l.launch(f, lc, false) }?;
         self.mega_launches += 1;
         Ok(())
     }
 }
 
-/// The grid of `entry` on `dev`: blocks per SM as the occupancy API allows (at most `want`)
-/// times the SMs. An entry no block of which fits is an error, not a launch that hangs.
-pub fn grid(dev: &Device, entry: &str, threads: u32, want: u8) -> Result<u32> {
-    let f = dev.function(entry).map_err(|_| {
-        ExecError::Input(format!(
-            "launches +mega need the qwen_mega module: load it with Device::load_extra(&[kernels::MEGA_MODULE]) ({entry} is not loaded)"
-        ))
-    })?;
-    let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)?;
-    if per_sm < 1 {
-        return Err(ExecError::Input(format!("{entry}: no block of {threads} threads fits an SM of this device")));
-    }
-    Ok(dev.info.sm_count.max(1) as u32 * per_sm.min(u32::from(want)))
+/// A megakernel launch's shape: blocks (one per SM), region X's bytes and the dynamic
+/// shared memory (X + Y).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MegaShape {
+    pub blocks: u32,
+    pub region_x: usize,
+    pub shared: usize,
 }
 
-/// `entry: G blocks (B per SM), R registers, L bytes of local memory a thread` for the
-/// benchmark's log (`None` when off).
-pub fn describe(dev: &Device, mega: Mega) -> Result<Option<String>> {
-    let (Some(entry), Mega::On { blocks_per_sm, prefetch }) = (mega.entry(), mega) else { return Ok(None) };
-    let threads = 32 * MMA_SPLIT as u32;
-    let blocks = grid(dev, entry, threads, blocks_per_sm)?;
-    let f = dev.function(entry)?;
+/// The launch shape of the megakernel for model `c` on `dev` (its shared-memory attribute
+/// set): an error when it is not loaded, when the staged weights do not fit a block's
+/// shared memory, or when no block fits an SM (a grid that cannot be resident would never
+/// pass its first barrier).
+pub fn shape(dev: &Device, c: &super::ModelConfig) -> Result<MegaShape> {
+    let f = dev.function(MEGA_ENTRY).map_err(|_| {
+        ExecError::Input(format!(
+            "launches +mega need the qwen_mega module: load it with Device::load_extra(&[kernels::MEGA_MODULE]) ({MEGA_ENTRY} is not loaded)"
+        ))
+    })?;
+    let blocks = dev.info.sm_count.max(1) as usize;
+    let (x, y) = regions(c, blocks);
+    let shared = x + y;
+    use cudarc::driver::sys::CUfunction_attribute as A;
+    let fixed = f.get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)? as usize;
+    if shared + fixed > dev.shared_optin() {
+        return Err(ExecError::Input(format!(
+            "--launches +mega: the staged weights need {shared} bytes of shared memory a block (+ {fixed} static), the device allows {}",
+            dev.shared_optin()
+        )));
+    }
+    f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)?;
+    let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(32 * MMA_SPLIT as u32, shared, None)?;
+    if per_sm < 1 {
+        return Err(ExecError::Input(format!("{MEGA_ENTRY}: no block fits an SM of this device")));
+    }
+    Ok(MegaShape { blocks: blocks as u32, region_x: x, shared })
+}
+
+/// `entry: G blocks, R registers, L bytes local, S bytes shared` for the benchmark's log
+/// (`None` when off).
+pub fn describe(dev: &Device, c: &super::ModelConfig, mega: Mega) -> Result<Option<String>> {
+    if !mega.on() {
+        return Ok(None);
+    }
+    let sh = shape(dev, c)?;
+    let f = dev.function(MEGA_ENTRY)?;
     use cudarc::driver::sys::CUfunction_attribute as A;
     let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS)?;
     let local = f.get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)?;
-    let shared = f.get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?;
+    let fixed = f.get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?;
     Ok(Some(format!(
-        "megakernel {entry}: {blocks} blocks of {threads} threads ({} per SM), {regs} registers, {local} bytes local, {shared} bytes shared a block, L2 prefetch {}",
-        blocks / dev.info.sm_count.max(1) as u32,
-        if prefetch { "on" } else { "off" }
+        "megakernel {MEGA_ENTRY}: {} blocks of {} threads, {regs} registers, {local} bytes local, {} + {fixed} bytes shared a block (staged weights + static)",
+        sh.blocks,
+        32 * MMA_SPLIT,
+        sh.shared
     )))
 }
 
@@ -203,23 +230,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn suffixes_round_trip_and_malformed_ones_are_refused() {
-        for m in Mega::VARIANTS {
-            let s = format!("prefetch{}", m.suffix());
-            assert_eq!(Mega::parse_suffix(&s), Some(("prefetch", m)), "{s}");
-        }
-        assert_eq!(Mega::parse_suffix("prefetch"), Some(("prefetch", Mega::Off)));
-        for bad in ["prefetch+mega", "prefetch+mega0", "prefetch+mega3", "prefetch+megapf", "prefetch+mega1p"] {
-            assert_eq!(Mega::parse_suffix(bad), None, "{bad}");
-        }
-        assert_eq!(Mega::VARIANTS[0].entry(), Some("qwen_decode_layers"));
-        assert_eq!(Mega::VARIANTS[3].entry(), Some("qwen_decode_layers_2"));
-        assert_eq!(Mega::Off.entry(), None);
+    fn the_suffix_round_trips() {
+        assert_eq!(Mega::parse_suffix("prefetch+mega"), ("prefetch", Mega::On));
+        assert_eq!(Mega::parse_suffix("prefetch"), ("prefetch", Mega::Off));
+        assert_eq!(format!("prefetch{}", Mega::On.suffix()), "prefetch+mega");
+        assert_eq!(Mega::Off.suffix(), "");
     }
 
     #[test]
     fn only_whole_small_tensor_plan_steps_run_as_the_megakernel() {
-        let m = Mega::VARIANTS[1];
+        let m = Mega::On;
         assert!(m.applies(KernelPlan::Tensor, 1, true));
         assert!(m.applies(KernelPlan::Tensor, MEGA_MAX_ROWS, true));
         assert!(!m.applies(KernelPlan::Tensor, MEGA_MAX_ROWS + 1, true), "past one fragment");
@@ -227,5 +247,22 @@ mod tests {
         assert!(!m.applies(KernelPlan::Tensor, 1, false), "a piecewise graph launches attention eagerly");
         assert!(!m.applies(KernelPlan::Fused, 1, true), "the megakernel runs the tensor plan's bodies");
         assert!(!Mega::Off.applies(KernelPlan::Tensor, 1, true));
+    }
+
+    #[test]
+    fn qwen3_0_6b_stages_fit_a_hopper_block() {
+        // 132 SMs (H100 SXM): gate_up's 384 tiles are 3 a block (96 KiB), down_proj's 128
+        // one (8 rows x 3,072 x 2 = 48 KiB).
+        let c = super::super::ModelConfig::qwen3_0_6b();
+        let (x, y) = regions(&c, 132);
+        assert_eq!(x, 3 * 16 * 1024 * 2);
+        assert_eq!(y, 8 * 3072 * 2);
+        assert!(x + y + 27 * 1024 <= 232_448, "staged weights + static shared memory must fit sm_90's opt-in");
+        // Fewer SMs, more tiles a block: 2 SMs would need far more than a block has.
+        let (x2, _) = regions(&c, 2);
+        assert_eq!(x2, 192 * 16 * 1024 * 2);
+        // The tiny model fits anywhere.
+        let (tx, ty) = regions(&super::super::weights::tiny_config(), 1);
+        assert!(tx + ty < 100_000, "{tx} + {ty}");
     }
 }
