@@ -132,38 +132,42 @@ __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restr
 // increasing order; the slices' sums meet in `part` and are added in slice order; NORM
 // normalises x rows as the norm kernel stores them, GLU writes SiLU(gate) * up, RESADD adds
 // into y. The same operands in the same order as gemm_mma_body: the same bits.
+// NORM: 1 / rms of x rows g and g + 8 of the fragment (lane g's rows), every lane joining
+// each row's sum in the norm's order (gemm_mma_body's NORM && !XS computation).
+__device__ __forceinline__ void fragment_inv_rms(int rows, const bf16_t* x, int K, float eps, float* inv) {
+    const int lane = threadIdx.x & 31, g = lane >> 2;
+    inv[0] = inv[1] = 0.0f;
+    for (int r = 0; r < 16 && r < rows; ++r) {
+        const long long row = (long long)r * K;
+        float ss = 0.0f;
+        for (int base = 0; base < K; base += 32 * 32) {
+            bf16_t rv[32];
+#pragma unroll
+            for (int u = 0; u < 32; ++u) {
+                const int i = base + lane + 32 * u;
+                rv[u] = x[row + (i < K ? i : 0)];
+            }
+#pragma unroll
+            for (int u = 0; u < 32; ++u) {
+                const float v = bf2f(rv[u]);
+                if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
+            }
+        }
+        const float iv = lanes_inv_rms(ss, K, eps);
+        if (r == g) inv[0] = iv;
+        if (r == g + 8) inv[1] = iv;
+    }
+}
+
 template <int NT, bool GLU, bool NORM, bool RESADD>
 __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, int n0,
-                                            bf16_t* y, const bf16_t* __restrict__ norm_w, float eps,
+                                            bf16_t* y, const bf16_t* __restrict__ norm_w, const float* inv,
                                             float (*part)[16][17]) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int chunks = K >> 5;
     const int cols = GLU ? N / 2 : N;
     const int tile_cols = GLU ? 8 : NT * 8;
-    float inv[2] = {0.0f, 0.0f};
-    if (NORM) {
-        for (int r = 0; r < 16 && r < rows; ++r) {
-            const long long row = (long long)r * K;
-            float ss = 0.0f;
-            for (int base = 0; base < K; base += 32 * 32) {
-                bf16_t rv[32];
-#pragma unroll
-                for (int u = 0; u < 32; ++u) {
-                    const int i = base + lane + 32 * u;
-                    rv[u] = x[row + (i < K ? i : 0)];
-                }
-#pragma unroll
-                for (int u = 0; u < 32; ++u) {
-                    const float v = bf2f(rv[u]);
-                    if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
-                }
-            }
-            const float iv = lanes_inv_rms(ss, K, eps);
-            if (r == g) inv[0] = iv;
-            if (r == g + 8) inv[1] = iv;
-        }
-    }
     bool xok[2];
     long long xrow[2];
 #pragma unroll
@@ -228,6 +232,10 @@ template <int NT, bool GLU, bool NORM, bool RESADD>
 __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, bf16_t* y,
                                                const bf16_t* __restrict__ norm_w, float eps, unsigned long long* bar,
                                                unsigned int parity, float (*part)[16][17]) {
+    // The rows' 1 / rms once for all the block's tiles (before the wait: x is ready, the
+    // weights may still be landing).
+    float inv[2] = {0.0f, 0.0f};
+    if (NORM) fragment_inv_rms(rows, x, K, eps, inv);
     mbar_wait(bar, parity);
     const int cols = GLU ? N / 2 : N;
     const int tile_cols = GLU ? 8 : NT * 8;
@@ -235,7 +243,7 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K,
     int i = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i)
         staged_tile<NT, GLU, NORM, RESADD>(rows, x, K, ws + (long long)i * tile_rows<NT, GLU>() * K, N,
-                                           tile * tile_cols, y, norm_w, eps, part);
+                                           tile * tile_cols, y, norm_w, inv, part);
 }
 
 #define MEGA_ARGS                                                                                 \
