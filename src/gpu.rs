@@ -240,8 +240,10 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         #[arg(long, value_delimiter = ',', default_value = "tensor")]
         kernels: Vec<KernelPlan>,
         /// The tensor plan's launch choices to time (speed only: `default`, `base`, or
-        /// `staged`, `prefetch`, `pdl`, `whole` joined by `+` in that order, e.g. `prefetch+pdl`; see
-        /// `Launches`); the n-gram comparison runs with the first.
+        /// `staged`, `prefetch`, `pdl`, `whole` joined by `+` in that order, e.g. `prefetch+pdl`,
+        /// then optionally `+bulkN` / `+linesN` (L2 streaming) and `+mega` (steps of at most 16
+        /// rows as the decode megakernel); see `Launches`); the n-gram comparison runs with the
+        /// first.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
         #[arg(long)]

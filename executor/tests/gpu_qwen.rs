@@ -39,6 +39,19 @@ fn gpu_run_launching(
     plan: KernelPlan,
     launches: Launches,
 ) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
+    gpu_run_probed(sc, w, eager, plan, launches, false)
+}
+
+/// [`gpu_run_launching`], with the poison probe when `poison` (every KV slot and, before each
+/// step, the scratch and logits NaN: a read of anything the step did not write shows).
+fn gpu_run_probed(
+    sc: &Scenario,
+    w: &HostWeights,
+    eager: bool,
+    plan: KernelPlan,
+    launches: Launches,
+    poison: bool,
+) -> (engine::RunResult, Vec<StepLogits>, Greedy) {
     let mut dev = test_device();
     if launches.mega.on() {
         dev.load_extra(&[MEGA_MODULE]).unwrap();
@@ -48,6 +61,9 @@ fn gpu_run_launching(
     d.set_launches(launches);
     d.record_logits = true;
     d.force_eager = eager;
+    if poison {
+        d.set_poison().unwrap();
+    }
     let r = engine::run_on(sc, &mut d).unwrap();
     eprintln!(
         "graphs: {} captured, replays {:?}, eager steps {}, megakernel launches {}",
@@ -267,7 +283,8 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
 
 /// The decode megakernel (`Launches::mega`, every layer of a step of at most 16 rows in one
 /// persistent launch with grid barriers) computes the per-op plan's bits: the tiny model's
-/// FULL, PIECEWISE (no megakernel) and eager steps, decode and verify, graphs and eager, and
+/// FULL, PIECEWISE (no megakernel) and eager steps, decode and verify, graphs, eager and
+/// poisoned (scratch, logits and unwritten KV slots NaN before each step), and
 /// Qwen3-0.6B shapes with several requests and one row, against the CPU twin; n-gram
 /// speculation leaves the greedy output unchanged. Graphs replay many times, so a grid
 /// barrier or a staging mbarrier that did not reset would hang or corrupt a later step.
@@ -280,11 +297,12 @@ fn megakernel_matches_the_cpu_twin() {
         let sc = test_scenario(&[(P0, 1), (P1, 2), (P2, 4)], 40, k, capture);
         let (c, cl) = cpu_run_with(&sc, &w, t);
         for l in Launches::mega_variants() {
-            for eager in [false, true] {
-                let (g, gl, _) = gpu_run_launching(&sc, &w, eager, t, l);
+            for (eager, poison) in [(false, false), (true, false), (false, true)] {
+                let (g, gl, _) = gpu_run_probed(&sc, &w, eager, t, l, poison);
+                let what = format!("megakernel ({l}), tiny model, k={k}, eager {eager}, poison {poison}");
                 let rep = diff::compare(&c.trace, &g.trace);
-                assert!(rep.identical(), "megakernel ({l}), k={k}, eager {eager}: trace differs: {:?}", rep.first);
-                assert_same_logits(&format!("megakernel ({l}), tiny model, k={k}, eager {eager}"), &gl, &cl, 100);
+                assert!(rep.identical(), "{what}: trace differs: {:?}", rep.first);
+                assert_same_logits(&what, &gl, &cl, 100);
             }
         }
     }
