@@ -105,5 +105,6 @@ pub mod kernels_ref;
 pub mod kv_cache;
 pub mod launch;
 pub mod mega;
+pub mod plan;
 pub mod tensor_core;
 pub mod weights;
