@@ -163,6 +163,27 @@ extern "C" __global__ void qwen_embed(
     }
 }
 
+// Lane l's sum of squares of elements l, l + 32, ... of the K bf16 at p, in that order
+// (fmaf), 32 loads in flight at a time: the first half of every RMSNorm order here (the
+// butterfly over the lanes is the second).
+__device__ __forceinline__ float lane_squares(const bf16_t* p, int K, int lane) {
+    float ss = 0.0f;
+    for (int base = 0; base < K; base += 32 * 32) {
+        bf16_t rv[32];
+#pragma unroll
+        for (int u = 0; u < 32; ++u) {
+            const int i = base + lane + 32 * u;
+            rv[u] = p[i < K ? i : 0];
+        }
+#pragma unroll
+        for (int u = 0; u < 32; ++u) {
+            const float v = bf2f(rv[u]);
+            if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
+        }
+    }
+    return ss;
+}
+
 // RMSNorm (`Qwen3RMSNorm`): with `add`, residual = bf16(delta + residual) first (HF's
 // `hidden_states = residual + hidden_states`); then out = bf16(bf16(r * inv) * w), inv =
 // 1 / sqrt(mean(r^2) + eps). One warp per row. `source` ROWS_PADDED: rows 0..padded,
@@ -471,20 +492,7 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
 #pragma unroll
                     for (int a = 0; a < MT; ++a) {
                         const long long row = (long long)(m0 + (a < mt ? a : 0)) * K;
-                        float ss = 0.0f;
-                        for (int base = 0; base < K; base += 32 * 32) {
-                            bf16_t rv[32];
-#pragma unroll
-                            for (int u = 0; u < 32; ++u) {
-                                const int i = base + lane + 32 * u;
-                                rv[u] = x[row + (i < K ? i : 0)];
-                            }
-#pragma unroll
-                            for (int u = 0; u < 32; ++u) {
-                                const float r = bf2f(rv[u]);
-                                if (base + lane + 32 * u < K) ss = fmaf(r, r, ss);
-                            }
-                        }
+                        float ss = lane_squares(x + row, K, lane);
                         ss = warp_butterfly_sum(ss);
                         inv[a] = 1.0f / sqrtf(ss / (float)K + eps);
                     }
@@ -1376,6 +1384,22 @@ __device__ __forceinline__ uint4 norm8(uint4 xv, uint4 nw, float inv) {
 // rows twice the weights' bytes per tile). The fragments, and so every sum, are the same.
 extern __shared__ __align__(16) unsigned char mma_dyn_smem[];
 
+// NORM (unstaged): 1 / rms of rows g and g + 8 of the fragment whose `rows` rows start at x
+// (lane g's rows; 0 past `rows`), every lane joining each row's sum in the norm's order
+// (lane l: elements l, l + 32, ... with fmaf, then the butterfly). gemm_mma_body and the
+// decode megakernel's staged products (qwen_mega.cu) share it.
+__device__ __forceinline__ void fragment_inv_rms(int rows, const bf16_t* x, int K, float eps, float* inv) {
+    const int lane = threadIdx.x & 31, g = lane >> 2;
+    inv[0] = inv[1] = 0.0f;
+    for (int r = 0; r < 16 && r < rows; ++r) {
+        const long long row = (long long)r * K;
+        const float iv = lanes_inv_rms(lane_squares(x + row, K, lane), K, eps);
+        if (r == g) inv[0] = iv;
+        if (r == g + 8) inv[1] = iv;
+    }
+}
+
+
 // The lane's weight vectors of chunks c .. c + U - 1 for its NT weight rows (`wrow`: each
 // row's start plus the lane's 8 elements), zeros from `c_end` on.
 template <int U, int NT>
@@ -1517,28 +1541,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* ACT_RESTRI
         if constexpr (PF) load_w_chunks<U, NT>(wpre, w, wrow, c_begin, (warp + 1) * chunks / MMA_SPLIT);
         // NORM: 1 / rms of the fragment's rows g and g + 8 (every lane joins each row's sum).
         float inv[2] = {0.0f, 0.0f};
-        if (NORM && !XS) {
-            for (int r = 0; r < 16 && live && m0 + r < rows; ++r) {
-                const long long row = (long long)(m0 + r) * K;
-                float ss = 0.0f;
-                for (int base = 0; base < K; base += 32 * 32) {
-                    bf16_t rv[32];
-#pragma unroll
-                    for (int u = 0; u < 32; ++u) {
-                        const int i = base + lane + 32 * u;
-                        rv[u] = x[row + (i < K ? i : 0)];
-                    }
-#pragma unroll
-                    for (int u = 0; u < 32; ++u) {
-                        const float v = bf2f(rv[u]);
-                        if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
-                    }
-                }
-                const float iv = lanes_inv_rms(ss, K, eps);
-                if (r == g) inv[0] = iv;
-                if (r == g + 8) inv[1] = iv;
-            }
-        }
+        if (NORM && !XS) fragment_inv_rms(live ? rows - m0 : 0, x + (long long)m0 * K, K, eps, inv);
         float total[MF][NT][4];
         const int s_first = SPLIT_WARPS ? warp : 0;
         const int s_last = SPLIT_WARPS ? warp : (live ? MMA_SPLIT - 1 : -1);

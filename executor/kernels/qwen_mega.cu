@@ -132,33 +132,6 @@ __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restr
 // increasing order; the slices' sums meet in `part` and are added in slice order; NORM
 // normalises x rows as the norm kernel stores them, GLU writes SiLU(gate) * up, RESADD adds
 // into y. The same operands in the same order as gemm_mma_body: the same bits.
-// NORM: 1 / rms of x rows g and g + 8 of the fragment (lane g's rows), every lane joining
-// each row's sum in the norm's order (gemm_mma_body's NORM && !XS computation).
-__device__ __forceinline__ void fragment_inv_rms(int rows, const bf16_t* x, int K, float eps, float* inv) {
-    const int lane = threadIdx.x & 31, g = lane >> 2;
-    inv[0] = inv[1] = 0.0f;
-    for (int r = 0; r < 16 && r < rows; ++r) {
-        const long long row = (long long)r * K;
-        float ss = 0.0f;
-        for (int base = 0; base < K; base += 32 * 32) {
-            bf16_t rv[32];
-#pragma unroll
-            for (int u = 0; u < 32; ++u) {
-                const int i = base + lane + 32 * u;
-                rv[u] = x[row + (i < K ? i : 0)];
-            }
-#pragma unroll
-            for (int u = 0; u < 32; ++u) {
-                const float v = bf2f(rv[u]);
-                if (base + lane + 32 * u < K) ss = fmaf(v, v, ss);
-            }
-        }
-        const float iv = lanes_inv_rms(ss, K, eps);
-        if (r == g) inv[0] = iv;
-        if (r == g + 8) inv[1] = iv;
-    }
-}
-
 template <int NT, bool GLU, bool NORM, bool RESADD>
 __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, int n0,
                                             bf16_t* y, const bf16_t* __restrict__ norm_w, const float* inv,
