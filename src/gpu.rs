@@ -242,8 +242,10 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// The tensor plan's launch choices to time (speed only: `default`, `base`, or
         /// `staged`, `prefetch`, `pdl`, `whole` joined by `+` in that order, e.g. `prefetch+pdl`,
         /// then optionally `+bulkN` / `+linesN` (L2 streaming) and `+mega` (steps of at most 16
-        /// rows as the decode megakernel); see `Launches`); the n-gram comparison runs with the
-        /// first.
+        /// rows as the decode megakernel) or a timing probe `+mega:barriers`, `+mega:stream`,
+        /// `+mega:products` (the megakernel with parts left out, to split its time; its values
+        /// are not the model's); see `Launches`); the n-gram comparison runs with the first,
+        /// which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
         #[arg(long)]
@@ -740,6 +742,13 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 dev.load_extra(&[specreplay_executor::kernels::MEGA_MODULE])?;
             }
             let dev = dev;
+            if launches.first().is_some_and(|l| l.mega.is_probe()) {
+                return Err(ExecError::Input(
+                    "--launches: the first entry runs the n-gram comparison and cannot be a +mega:PROBE timing probe"
+                        .into(),
+                )
+                .into());
+            }
             let t0 = Instant::now();
             let weights = HostWeights::load(&cfg, &random_weights(&cfg, 1))?;
             let gb = weights.bytes() as f64 / 1e9;

@@ -31,6 +31,15 @@
 #define MEGA_K_CACHE 8
 #define MEGA_V_CACHE 9
 
+// Timing probes (mega.rs `Mega`, `gpu bench-qwen --launches ...+mega:PROBE` only): the same
+// launch with parts left out, so one device call splits the step's time. Their values are
+// NOT the model's (the layers leave the residual stream as the embedding wrote it, or write
+// partial sums); nothing but the benchmark runs them.
+#define MEGA_FULL 0
+#define MEGA_BARRIERS 1  // the grid barriers alone
+#define MEGA_STREAM 2    // + the weight copies and their waits
+#define MEGA_PRODUCTS 3  // + the products (no RoPE / KV write, no attention)
+
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals, bar[1] is the generation: the last block
 // to arrive resets the count and then advances the generation (a release), which the others
@@ -102,7 +111,8 @@ __device__ __forceinline__ constexpr int tile_rows() { return GLU ? 16 : NT * 8;
 // tile. Rows past N are not copied (their sums are never stored).
 template <int NT, bool GLU>
 __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restrict__ w, int K, int N,
-                                              unsigned long long* bar) {
+                                              unsigned long long* bar, int mode) {
+    if (mode == MEGA_BARRIERS) return;
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
     if (threadIdx.x != 0) return;
@@ -204,7 +214,12 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, co
 template <int NT, bool GLU, bool NORM, bool RESADD>
 __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, bf16_t* y,
                                                const bf16_t* __restrict__ norm_w, float eps, unsigned long long* bar,
-                                               unsigned int parity, float (*part)[16][17]) {
+                                               unsigned int parity, float (*part)[16][17], int mode) {
+    if (mode == MEGA_BARRIERS) return;
+    if (mode == MEGA_STREAM) {
+        mbar_wait(bar, parity);
+        return;
+    }
     // The rows' 1 / rms once for all the block's tiles (before the wait: x is ready, the
     // weights may still be landing).
     float inv[2] = {0.0f, 0.0f};
@@ -227,9 +242,10 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K,
         const int* __restrict__ block_table, int blocks_per_row, int block_size,                   \
         const bf16_t* __restrict__ rope, int rope_len, int hidden, int inter, int num_heads,       \
         int num_kv_heads, int head_dim, int qk_norm, float eps, long long cache_slots, int region_x, \
-        unsigned int* bar, unsigned int* __restrict__ counters
+        unsigned int* bar, unsigned int* __restrict__ counters, int mode
 
-// Every layer; `region_x`: bytes of shared memory region X (Y follows it).
+// Every layer; `region_x`: bytes of shared memory region X (Y follows it); `mode` MEGA_FULL
+// (or a timing probe above).
 extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers(MEGA_ARGS) {
     __shared__ float part[MMA_SPLIT][16][17];
     __shared__ __align__(8) unsigned long long mbar[2];
@@ -247,43 +263,45 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;
     const unsigned long long* p0 = table;
-    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0]);
+    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0], mode);
     for (int l = 0; l < num_layers; ++l) {
         const unsigned long long* p = table + (long long)l * MEGA_PTRS;
         bf16_t* k_cache = (bf16_t*)p[MEGA_K_CACHE];
         bf16_t* v_cache = (bf16_t*)p[MEGA_V_CACHE];
         // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
-        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1]);
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode);
         staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
-                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part);
+                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
         mega_grid_sync(bar);
-        qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
+        if (mode == MEGA_FULL)
+            qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                         (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
         mega_grid_sync(bar);
-        attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
+        if (mode == MEGA_FULL)
+            attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);
         mega_grid_sync(bar);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
-        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0]);
+        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part);
+                                              parity[1], part, mode);
         parity[1] ^= 1u;
         mega_grid_sync(bar);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
-        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1]);
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
-                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part);
+                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
         mega_grid_sync(bar);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
-                                    n_qkv, &mbar[0]);
+                                    n_qkv, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part);
+                                              parity[1], part, mode);
         parity[1] ^= 1u;
         if (l + 1 < num_layers) mega_grid_sync(bar);
     }

@@ -41,6 +41,35 @@ pub enum Mega {
     /// `qwen_decode_layers`: one block per SM, the products' weights staged in shared
     /// memory one product ahead.
     On,
+    /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
+    /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_PRODUCTS` in qwen_mega.cu),
+    /// so one device call splits the step's time between barriers, weight streaming,
+    /// products, and RoPE plus attention.
+    Probe(MegaProbe),
+}
+
+/// What a [`Mega::Probe`] launch keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MegaProbe {
+    /// The grid barriers alone.
+    Barriers,
+    /// The barriers, the weight copies and their waits.
+    Stream,
+    /// All of that and the products (no RoPE / KV write, no attention).
+    Products,
+}
+
+impl MegaProbe {
+    const ALL: [MegaProbe; 3] = [MegaProbe::Barriers, MegaProbe::Stream, MegaProbe::Products];
+
+    fn name(self) -> &'static str {
+        match self {
+            MegaProbe::Barriers => "barriers",
+            MegaProbe::Stream => "stream",
+            MegaProbe::Products => "products",
+        }
+    }
 }
 
 /// [`super::gpu::Launches::mega`] by default: off until a device run times it.
@@ -55,20 +84,42 @@ impl Mega {
         self != Mega::Off
     }
 
-    /// `+mega` (nothing when off).
-    pub fn suffix(self) -> &'static str {
+    /// The kernel's `mode` argument (`MEGA_FULL` .. `MEGA_PRODUCTS` in qwen_mega.cu).
+    pub fn mode(self) -> i32 {
         match self {
-            Mega::Off => "",
-            Mega::On => "+mega",
+            Mega::Off | Mega::On => 0,
+            Mega::Probe(MegaProbe::Barriers) => 1,
+            Mega::Probe(MegaProbe::Stream) => 2,
+            Mega::Probe(MegaProbe::Products) => 3,
         }
     }
 
-    /// Splits a trailing `+mega` off `s`.
-    pub fn parse_suffix(s: &str) -> (&str, Mega) {
-        match s.strip_suffix("+mega") {
-            Some(rest) => (rest, Mega::On),
-            None => (s, Mega::Off),
+    /// Whether this is a timing probe, whose values are not the model's.
+    pub fn is_probe(self) -> bool {
+        matches!(self, Mega::Probe(_))
+    }
+
+    /// `+mega` or `+mega:PROBE` (nothing when off).
+    pub fn suffix(self) -> String {
+        match self {
+            Mega::Off => String::new(),
+            Mega::On => "+mega".into(),
+            Mega::Probe(p) => format!("+mega:{}", p.name()),
         }
+    }
+
+    /// Splits a trailing `+mega` or `+mega:PROBE` off `s`; an unknown probe name is left in
+    /// place (the caller's parse then rejects it).
+    pub fn parse_suffix(s: &str) -> (&str, Mega) {
+        if let Some(rest) = s.strip_suffix("+mega") {
+            return (rest, Mega::On);
+        }
+        for p in MegaProbe::ALL {
+            if let Some(rest) = s.strip_suffix(&format!("+mega:{}", p.name())) {
+                return (rest, Mega::Probe(p));
+            }
+        }
+        (s, Mega::Off)
     }
 
     /// Whether a step of `rows` padded rows under `plan` runs as the megakernel (`whole`:
@@ -149,7 +200,7 @@ impl GpuModel {
         l.arg(&i(cap.blocks_per_row)).arg(&i(cap.block_size)).arg(&self.rope).arg(&i(self.rope_len));
         l.arg(&i(c.hidden_size)).arg(&i(c.intermediate_size)).arg(&i(c.num_heads)).arg(&i(c.num_kv_heads));
         l.arg(&i(c.head_dim)).arg(&qk).arg(&c.rms_norm_eps).arg(&(self.kv.slots() as i64)).arg(&i(shape.region_x));
-        l.out(&mut self.mega.bar).out(&mut b.counters);
+        l.out(&mut self.mega.bar).out(&mut b.counters).arg(&self.launches.mega.mode());
         tracing::trace!(blocks = shape.blocks, shared = shape.shared, rows = self.grid_rows, "megakernel launch");
         let lc = LaunchConfig {
             grid_dim: (shape.blocks, 1, 1),
@@ -235,6 +286,20 @@ mod tests {
         assert_eq!(Mega::parse_suffix("prefetch"), ("prefetch", Mega::Off));
         assert_eq!(format!("prefetch{}", Mega::On.suffix()), "prefetch+mega");
         assert_eq!(Mega::Off.suffix(), "");
+        for p in MegaProbe::ALL {
+            let m = Mega::Probe(p);
+            let s = format!("prefetch{}", m.suffix());
+            assert_eq!(Mega::parse_suffix(&s), ("prefetch", m), "{s}");
+            assert!(m.on() && m.is_probe());
+        }
+        assert_eq!(Mega::parse_suffix("prefetch+mega:nope"), ("prefetch+mega:nope", Mega::Off));
+        let modes: Vec<i32> = [Mega::On, Mega::Probe(MegaProbe::Barriers), Mega::Probe(MegaProbe::Stream)]
+            .into_iter()
+            .chain([Mega::Probe(MegaProbe::Products)])
+            .map(Mega::mode)
+            .collect();
+        assert_eq!(modes, [0, 1, 2, 3], "the kernel's MEGA_FULL .. MEGA_PRODUCTS");
+        assert!(!Mega::On.is_probe());
     }
 
     #[test]
