@@ -746,8 +746,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 return Err(ExecError::Input(
                     "--launches: the first entry runs the n-gram comparison and cannot be a +mega:PROBE timing probe"
                         .into(),
-                )
-                .into());
+                ));
             }
             let t0 = Instant::now();
             let weights = HostWeights::load(&cfg, &random_weights(&cfg, 1))?;
