@@ -136,9 +136,6 @@ __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restr
     }
 }
 
-// x chunks a warp loads ahead of its products (staged_tile).
-#define MEGA_XB 4
-
 // One tile of a product from its staged weight rows `ws` (tile_rows x K): the split-K body of
 // gemm_mma_body (SPLIT_WARPS, MF 1) with the weights read from shared memory. Warp s takes
 // slice s of the 32-element chunks, one accumulator from +0 taking mma_chunk per chunk in
@@ -167,38 +164,20 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, co
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[0][nt][e] = 0.0f;
-    // The warp's x (and norm weight) chunks are loaded MEGA_XB at a time before their products,
-    // so a product waits for ceil(chunks / MEGA_XB) load round trips instead of one a chunk
-    // (device log run 30: one a chunk cost ~3.7 us a product); the mma's still take the
-    // chunks one by one in increasing order.
-    const int c_begin = warp * chunks / MMA_SPLIT;
     const int c_end = (warp + 1) * chunks / MMA_SPLIT;
-    for (int c0 = c_begin; c0 < c_end; c0 += MEGA_XB) {
-        uint4 xb[MEGA_XB][2], nb[MEGA_XB];
+    for (int c = warp * chunks / MMA_SPLIT; c < c_end; ++c) {
+        uint4 wv[NT], xv[1][2];
 #pragma unroll
-        for (int u = 0; u < MEGA_XB; ++u) {
-            const int c = c0 + u;
-            const bool live = c < c_end;
+        for (int nt = 0; nt < NT; ++nt) wv[nt] = *(const uint4*)(ws + (long long)(nt * 8 + g) * K + (c << 5) + 8 * t);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) xv[0][h] = xok[h] ? *(const uint4*)(x + xrow[h] + (c << 5)) : make_uint4(0u, 0u, 0u, 0u);
+        if (NORM) {
+            const uint4 nw = *(const uint4*)(norm_w + (c << 5) + 8 * t);
 #pragma unroll
             for (int h = 0; h < 2; ++h)
-                xb[u][h] = live && xok[h] ? *(const uint4*)(x + xrow[h] + (c << 5)) : make_uint4(0u, 0u, 0u, 0u);
-            if (NORM) nb[u] = live ? *(const uint4*)(norm_w + (c << 5) + 8 * t) : make_uint4(0u, 0u, 0u, 0u);
+                if (xok[h]) xv[0][h] = norm8(xv[0][h], nw, inv[h]);
         }
-#pragma unroll
-        for (int u = 0; u < MEGA_XB; ++u) {
-            const int c = c0 + u;
-            if (c >= c_end) break;
-            uint4 wv[NT], xv[1][2];
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-                wv[nt] = *(const uint4*)(ws + (long long)(nt * 8 + g) * K + (c << 5) + 8 * t);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                xv[0][h] = xb[u][h];
-                if (NORM && xok[h]) xv[0][h] = norm8(xv[0][h], nb[u], inv[h]);
-            }
-            mma_chunk<NT, 1>(acc, wv, xv);
-        }
+        mma_chunk<NT, 1>(acc, wv, xv);
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
@@ -283,55 +262,47 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
     const int n_qkv = (num_heads + 2 * num_kv_heads) * head_dim;
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;
-    // Each region's next copy starts as soon as the product that reads it is done (its last
-    // tile's __syncthreads, then stage_product's proxy fence): gate_up's weights stream in
-    // through RoPE, attention and o_proj, down_proj's through gate_up, the next layer's qkv
-    // and o_proj through the products before them (device log run 30: started one product
-    // ahead, the copies waited on barriers; a layer took the barriers' time plus the bytes').
-    stage_product<2, false>(region[0], (const bf16_t*)table[MEGA_QKV], hidden, n_qkv, &mbar[0], mode);
-    stage_product<1, false>(region[1], (const bf16_t*)table[MEGA_O], k_o, hidden, &mbar[1], mode);
+    const unsigned long long* p0 = table;
+    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0], mode);
     for (int l = 0; l < num_layers; ++l) {
         const unsigned long long* p = table + (long long)l * MEGA_PTRS;
-        const bool next = l + 1 < num_layers;
-        const unsigned long long* pn = p + MEGA_PTRS;
         bf16_t* k_cache = (bf16_t*)p[MEGA_K_CACHE];
         bf16_t* v_cache = (bf16_t*)p[MEGA_V_CACHE];
-        // qkv = input_norm(residual) W_qkv^T from X, then gate_up's weights into X.
+        // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode);
         staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
                                               (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
-        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         mega_grid_sync(bar);
         if (mode == MEGA_FULL)
             qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
-                                            (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
-                                            num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
+                                        (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
+                                        num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
         mega_grid_sync(bar);
         if (mode == MEGA_FULL)
             attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
-                                                        seqused_k, block_table, blocks_per_row, block_size, positions,
-                                                        num_heads, num_kv_heads, head_dim, attn, counters);
+                                                    seqused_k, block_table, blocks_per_row, block_size, positions,
+                                                    num_heads, num_kv_heads, head_dim, attn, counters);
         mega_grid_sync(bar);
-        // residual += attn W_o^T from Y, then down_proj's weights into Y.
+        // residual += attn W_o^T from Y; gate_up's weights start into X.
+        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
                                               parity[1], part, mode);
         parity[1] ^= 1u;
-        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         mega_grid_sync(bar);
-        // act = silu(gate) * up of post_norm(residual) from X, then the next layer's qkv
-        // weights into X.
+        // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
                                              (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
-        if (next) stage_product<2, false>(region[0], (const bf16_t*)pn[MEGA_QKV], hidden, n_qkv, &mbar[0], mode);
         mega_grid_sync(bar);
-        // residual += act W_down^T from Y, then the next layer's o_proj weights into Y.
+        // residual += act W_down^T from Y; the next layer's qkv weights into X.
+        if (l + 1 < num_layers)
+            stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
+                                    n_qkv, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
                                               parity[1], part, mode);
         parity[1] ^= 1u;
-        if (next) {
-            stage_product<1, false>(region[1], (const bf16_t*)pn[MEGA_O], k_o, hidden, &mbar[1], mode);
-            mega_grid_sync(bar);
-        }
+        if (l + 1 < num_layers) mega_grid_sync(bar);
     }
 }
