@@ -41,28 +41,38 @@
 #define MEGA_PRODUCTS 3  // + the products (no RoPE / KV write, no attention)
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
-// by the occupancy API). bar[0] counts arrivals, bar[1] is the generation: the last block
-// to arrive resets the count and then advances the generation (a release), which the others
-// wait for with acquire loads. Release and acquire at gpu scope make every write before the
-// barrier visible to every read after it, on every SM (an acquire also drops the SM's L1
-// lines, which may hold rows another SM has rewritten since). The barrier leaves bar[0] at 0,
-// so the next launch (or graph replay) starts clean.
-__device__ __forceinline__ void mega_grid_sync(unsigned int* bar) {
+// by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
+// block adds 1 with release semantics and waits, with acquire loads, until the count
+// reaches n * gridDim.x (`target`, thread 0's running total). Each block's releasing add
+// continues the chain of read-modify-writes that the waiters' acquire reads the end of, so
+// every write before the barrier is visible to every read after it, on every SM (an acquire
+// also drops the SM's L1 lines, which may hold rows another SM has rewritten since). One
+// round trip to arrive and the polls, where session 18's generation barrier took four
+// (device log run 30: 167 of those cost 0.26 ms a step). mega_grid_exit zeroes the words
+// for the next launch (or graph replay).
+__device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& target) {
     __syncthreads();
     if (threadIdx.x == 0) {
-        unsigned int g, arrived, now;
-        asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(g) : "l"(bar + 1) : "memory");
-        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(arrived) : "l"(bar) : "memory");
-        if (arrived == gridDim.x - 1) {
-            asm volatile("st.relaxed.gpu.global.u32 [%0], 0;" ::"l"(bar) : "memory");
-            asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar + 1) : "memory");
-        } else {
-            do {
-                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(bar + 1) : "memory");
-            } while (now == g);
-        }
+        target += gridDim.x;
+        unsigned int now;
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(bar) : "memory");
+        } while (now < target);
     }
     __syncthreads();
+}
+
+// After a block's last barrier: bar[1] counts the blocks done; the last one (all others are
+// past their last poll of bar[0]) zeroes both words, so they are zero before every launch.
+__device__ __forceinline__ void mega_grid_exit(unsigned int* bar) {
+    if (threadIdx.x != 0) return;
+    unsigned int done;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(done) : "l"(bar + 1) : "memory");
+    if (done == gridDim.x - 1) {
+        asm volatile("st.relaxed.gpu.global.u32 [%0], 0;" ::"l"(bar) : "memory");
+        asm volatile("st.relaxed.gpu.global.u32 [%0], 0;" ::"l"(bar + 1) : "memory");
+    }
 }
 
 // WEIGHT STAGING. A product's tile is the 8 NT weight rows of its columns (GLU: the 8 gate
@@ -251,6 +261,7 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
     __shared__ __align__(8) unsigned long long mbar[2];
     bf16_t* region[2] = {(bf16_t*)mega_smem, (bf16_t*)(mega_smem + region_x)};
     unsigned int parity[2] = {0u, 0u};
+    unsigned int target = 0u;  // thread 0: arrivals the next grid barrier waits for
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
@@ -273,29 +284,29 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
         staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
                                               (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
-        mega_grid_sync(bar);
+        mega_grid_sync(bar, target);
         if (mode == MEGA_FULL)
             qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                         (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
-        mega_grid_sync(bar);
+        mega_grid_sync(bar, target);
         if (mode == MEGA_FULL)
             attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);
-        mega_grid_sync(bar);
+        mega_grid_sync(bar, target);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
                                               parity[1], part, mode);
         parity[1] ^= 1u;
-        mega_grid_sync(bar);
+        mega_grid_sync(bar, target);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
                                              (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
-        mega_grid_sync(bar);
+        mega_grid_sync(bar, target);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
@@ -303,6 +314,7 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
         staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
                                               parity[1], part, mode);
         parity[1] ^= 1u;
-        if (l + 1 < num_layers) mega_grid_sync(bar);
+        if (l + 1 < num_layers) mega_grid_sync(bar, target);
     }
+    mega_grid_exit(bar);
 }
