@@ -55,6 +55,17 @@ for line in sys.stdin:
         [ -x ".gpu/$f" ] || { echo "gpu-check build: .gpu/$f missing" >&2; exit 1; }
     done
     strip .gpu/* 2>/dev/null || true
+    # The kernel modules' CUBINs, compiled here with NVRTC alone (the same NVRTC 13.0 build
+    # as the GPU host's: `gpu info` there prints the same module hashes), so the device's
+    # calls load them instead of spending ~30 s of device time compiling (`device` seeds its
+    # kernel cache from .gpu/kernels). Without NVRTC here the device compiles as before.
+    local nvrtc_dir=$PWD/.cache/nvrtc/nvidia/cu13/lib
+    if LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" .gpu/specreplay gpu compile-kernels .gpu/kernels; then
+        echo "gpu-check build: kernel CUBINs in .gpu/kernels"
+    else
+        rm -rf .gpu/kernels
+        echo "gpu-check build: no NVRTC here (run .ci/run once to install it into .cache/nvrtc); the device compiles the modules"
+    fi
     local size
     size=$(du -sm .gpu | cut -f1)
     ls -l .gpu
@@ -131,6 +142,11 @@ device() {
     [ -x .gpu/specreplay ] || { echo "no .gpu/ binaries: run 'scripts/gpu-check.sh build' first and carry .gpu" >&2; exit 2; }
     DEADLINE=$(($(date +%s) + ${GPU_CHECK_BUDGET_S:-510}))
     export SPECREPLAY_KERNEL_CACHE="${TMPDIR:-/tmp}/specreplay-kernels"
+    # Seed the cache with the CUBINs built here (their names carry the cache key: source,
+    # options, NVRTC version, architecture; a stale one is never picked).
+    if [ -d .gpu/kernels ]; then
+        mkdir -p "$SPECREPLAY_KERNEL_CACHE" && cp -n .gpu/kernels/*.cubin "$SPECREPLAY_KERNEL_CACHE"/ 2>/dev/null
+    fi
     {
         date -u +"%Y-%m-%dT%H:%M:%SZ"
         uname -a
@@ -140,14 +156,15 @@ device() {
         add_lib libnvrtc-builtins.so.13.0
         add_lib libcublas.so.13
         echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
-        echo "SPECREPLAY_KERNEL_CACHE=$SPECREPLAY_KERNEL_CACHE"
+        echo "SPECREPLAY_KERNEL_CACHE=$SPECREPLAY_KERNEL_CACHE ($(ls "$SPECREPLAY_KERNEL_CACHE" 2>/dev/null | wc -l) CUBINs seeded from .gpu/kernels)"
     } >"$OUT/info.txt" 2>&1
     # (The brace group above runs in this shell: add_lib's exports apply below.)
     export SPECREPLAY_REQUIRE_GPU=1
     local traces=(traces/vllm_ngram_13step.json traces/conformance/vllm-0.12.0/*.bin)
 
-    # info compiles the engine's modules into the (cold) kernel cache that every later stage
-    # reuses: 20 s on run 24's H100, over 30 s on run 25's (more qwen.cu entries).
+    # info loads the engine's modules from the kernel cache, seeded from .gpu/kernels; with
+    # no seed it compiles them into the cache every later stage reuses (20 s on run 24's
+    # H100, over 30 s since run 25: more qwen.cu entries).
     stage info 90 "$OUT/info.txt" .gpu/specreplay gpu info
     stage selftest 100 "$OUT/selftest.log" .gpu/specreplay gpu selftest --random-rows 0 --json "$OUT/selftest.json"
     stage gpu-tests 100 "$OUT/tests.log" .gpu/executor-gpu --ignored --test-threads=1 --skip builders_

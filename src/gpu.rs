@@ -264,6 +264,12 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Every kernel module compiled to sm_90 CUBIN into the kernel cache folder DIR, with
+    /// NVRTC alone (no GPU, no driver): `scripts/gpu-check.sh build` fills `.gpu/kernels`
+    /// here, so the device's calls load the CUBINs instead of compiling them (the cache key
+    /// holds the source, the options, NVRTC's version and the architecture).
+    #[command(hide = true)]
+    CompileKernels { dir: PathBuf },
     /// Device time per graph replay (bookkeeping kernels, whole step, one-kernel floor)
     /// at batch 1, 32 and 256 with k = 3, and GPU vs CPU replay steps/s on TRACES.
     Bench {
@@ -365,6 +371,22 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             };
             comparison::write(&json, source, dtype, Some(&hash), cfg.vocab_size, &results)?;
             println!("wrote {}", json.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        GpuCmd::CompileKernels { dir } => {
+            use specreplay_executor::kernels;
+            let nvrtc = kernels::nvrtc_version()?;
+            for m in kernels::MODULES.iter().chain(kernels::BUILDER_MODULES).chain([&kernels::MEGA_MODULE]) {
+                let c = kernels::cubin_cached(m, Some(&dir))?;
+                // cubin_cached only disables caching when it cannot write: here that is the
+                // whole point, so a missing file is an error.
+                let path = kernels::cache_path(m, &dir, nvrtc);
+                if !path.is_file() {
+                    return Err(io_err(&path, "could not write the compiled module"));
+                }
+                let how = if c.cached { "cached" } else { "compiled" };
+                println!("module {:<14} sha256 {} ({how})", c.name, c.sha256);
+            }
             Ok(ExitCode::SUCCESS)
         }
         GpuCmd::Info => {

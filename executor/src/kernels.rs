@@ -347,6 +347,11 @@ pub fn cache_key(m: &KernelModule, arch: &str, nvrtc: (i32, i32)) -> String {
     hex(&h.finalize())
 }
 
+/// Where the cache at `dir` keeps `m`'s CUBIN for [`ARCH`] under NVRTC `nvrtc`.
+pub fn cache_path(m: &KernelModule, dir: &Path, nvrtc: (i32, i32)) -> PathBuf {
+    dir.join(format!("{}-{ARCH}-{}.cubin", m.name, cache_key(m, ARCH, nvrtc)))
+}
+
 /// The kernel cache folder: `$SPECREPLAY_KERNEL_CACHE`, else
 /// `$XDG_CACHE_HOME/specreplay/kernels`, else `$HOME/.cache/specreplay/kernels`; `None`
 /// when none of these is set (then nothing is cached).
@@ -372,8 +377,8 @@ pub struct CompiledModule {
 /// stored there atomically (temporary file + rename). Cache I/O failures only disable
 /// caching; compile failures are errors.
 pub fn cubin_cached(m: &KernelModule, dir: Option<&Path>) -> Result<CompiledModule> {
-    let key = cache_key(m, ARCH, nvrtc_version()?);
-    let path = dir.map(|d| d.join(format!("{}-{ARCH}-{key}.cubin", m.name)));
+    let nvrtc = nvrtc_version()?;
+    let path = dir.map(|d| cache_path(m, d, nvrtc));
     if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()).filter(|b| !b.is_empty()) {
         return Ok(CompiledModule { name: m.name, sha256: sha256_hex(&bytes), cubin: bytes, cached: true });
     }
@@ -411,6 +416,13 @@ mod tests {
         assert_ne!(base, cache_key(&m, "sm_90", (13, 1)));
         let edited = KernelModule { source: "// edited\n", ..m };
         assert_ne!(base, cache_key(&edited, "sm_90", (13, 0)));
+        // The file the cache keeps (and `gpu compile-kernels` writes) is named by the key.
+        let dir = Path::new("/cache");
+        assert_eq!(
+            cache_path(&m, dir, (13, 0)),
+            dir.join(format!("{}-{ARCH}-{}.cubin", m.name, cache_key(&m, ARCH, (13, 0))))
+        );
+        assert_ne!(cache_path(&m, dir, (13, 0)), cache_path(&edited, dir, (13, 0)));
     }
 
     #[test]
