@@ -39,6 +39,7 @@
 #define MEGA_BARRIERS 1  // the grid barriers alone
 #define MEGA_STREAM 2    // + the weight copies and their waits
 #define MEGA_PRODUCTS 3  // + the products (no RoPE / KV write, no attention)
+#define MEGA_COPIES 4    // the weight copies and their waits alone, no barrier: the stream's own rate
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -61,6 +62,11 @@ __device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& 
         } while (now < target);
     }
     __syncthreads();
+}
+
+// The barrier between two phases (none in the MEGA_COPIES probe).
+__device__ __forceinline__ void mega_phase_sync(unsigned int* bar, unsigned int& target, int mode) {
+    if (mode != MEGA_COPIES) mega_grid_sync(bar, target);
 }
 
 // After a block's last barrier: bar[1] counts the blocks done; the last one (all others are
@@ -226,7 +232,7 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K,
                                                const bf16_t* __restrict__ norm_w, float eps, unsigned long long* bar,
                                                unsigned int parity, float (*part)[16][17], int mode) {
     if (mode == MEGA_BARRIERS) return;
-    if (mode == MEGA_STREAM) {
+    if (mode == MEGA_STREAM || mode == MEGA_COPIES) {
         mbar_wait(bar, parity);
         return;
     }
@@ -284,29 +290,29 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
         staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
                                               (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
-        mega_grid_sync(bar, target);
+        mega_phase_sync(bar, target, mode);
         if (mode == MEGA_FULL)
             qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                         (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
-        mega_grid_sync(bar, target);
+        mega_phase_sync(bar, target, mode);
         if (mode == MEGA_FULL)
             attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);
-        mega_grid_sync(bar, target);
+        mega_phase_sync(bar, target, mode);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
                                               parity[1], part, mode);
         parity[1] ^= 1u;
-        mega_grid_sync(bar, target);
+        mega_phase_sync(bar, target, mode);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
                                              (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
-        mega_grid_sync(bar, target);
+        mega_phase_sync(bar, target, mode);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
@@ -314,7 +320,7 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
         staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
                                               parity[1], part, mode);
         parity[1] ^= 1u;
-        if (l + 1 < num_layers) mega_grid_sync(bar, target);
+        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode);
     }
     mega_grid_exit(bar);
 }

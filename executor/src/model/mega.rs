@@ -42,7 +42,7 @@ pub enum Mega {
     /// memory one product ahead.
     On,
     /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
-    /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_PRODUCTS` in qwen_mega.cu),
+    /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_COPIES` in qwen_mega.cu),
     /// so one device call splits the step's time between barriers, weight streaming,
     /// products, and RoPE plus attention.
     Probe(MegaProbe),
@@ -58,16 +58,19 @@ pub enum MegaProbe {
     Stream,
     /// All of that and the products (no RoPE / KV write, no attention).
     Products,
+    /// The weight copies and their waits without the barriers: the stream's own rate.
+    Copies,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 3] = [MegaProbe::Barriers, MegaProbe::Stream, MegaProbe::Products];
+    const ALL: [MegaProbe; 4] = [MegaProbe::Barriers, MegaProbe::Stream, MegaProbe::Products, MegaProbe::Copies];
 
     fn name(self) -> &'static str {
         match self {
             MegaProbe::Barriers => "barriers",
             MegaProbe::Stream => "stream",
             MegaProbe::Products => "products",
+            MegaProbe::Copies => "copies",
         }
     }
 }
@@ -84,13 +87,14 @@ impl Mega {
         self != Mega::Off
     }
 
-    /// The kernel's `mode` argument (`MEGA_FULL` .. `MEGA_PRODUCTS` in qwen_mega.cu).
+    /// The kernel's `mode` argument (`MEGA_FULL` .. `MEGA_COPIES` in qwen_mega.cu).
     pub fn mode(self) -> i32 {
         match self {
             Mega::Off | Mega::On => 0,
             Mega::Probe(MegaProbe::Barriers) => 1,
             Mega::Probe(MegaProbe::Stream) => 2,
             Mega::Probe(MegaProbe::Products) => 3,
+            Mega::Probe(MegaProbe::Copies) => 4,
         }
     }
 
@@ -295,10 +299,10 @@ mod tests {
         assert_eq!(Mega::parse_suffix("prefetch+mega:nope"), ("prefetch+mega:nope", Mega::Off));
         let modes: Vec<i32> = [Mega::On, Mega::Probe(MegaProbe::Barriers), Mega::Probe(MegaProbe::Stream)]
             .into_iter()
-            .chain([Mega::Probe(MegaProbe::Products)])
+            .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies)])
             .map(Mega::mode)
             .collect();
-        assert_eq!(modes, [0, 1, 2, 3], "the kernel's MEGA_FULL .. MEGA_PRODUCTS");
+        assert_eq!(modes, [0, 1, 2, 3, 4], "the kernel's MEGA_FULL .. MEGA_COPIES");
         assert!(!Mega::On.is_probe());
     }
 
