@@ -243,7 +243,7 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// `staged`, `prefetch`, `pdl`, `whole` joined by `+` in that order, e.g. `prefetch+pdl`,
         /// then optionally `+bulkN` / `+linesN` (L2 streaming) and `+mega` (steps of at most 16
         /// rows as the decode megakernel) or a timing probe `+mega:barriers`, `+mega:stream`,
-        /// `+mega:products`, `+mega:copies` (the megakernel with parts left out, to split its time; its values
+        /// `+mega:products`, `+mega:copies`, `+mega:compute` (the megakernel with parts left out, to split its time; its values
         /// are not the model's); see `Launches`); the n-gram comparison runs with the first,
         /// which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]

@@ -40,6 +40,7 @@
 #define MEGA_STREAM 2    // + the weight copies and their waits
 #define MEGA_PRODUCTS 3  // + the products (no RoPE / KV write, no attention)
 #define MEGA_COPIES 4    // the weight copies and their waits alone, no barrier: the stream's own rate
+#define MEGA_COMPUTE 5   // everything but the weight copies (products read stale shared memory)
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -128,7 +129,7 @@ __device__ __forceinline__ constexpr int tile_rows() { return GLU ? 16 : NT * 8;
 template <int NT, bool GLU>
 __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restrict__ w, int K, int N,
                                               unsigned long long* bar, int mode) {
-    if (mode == MEGA_BARRIERS) return;
+    if (mode == MEGA_BARRIERS || mode == MEGA_COMPUTE) return;
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
     if (threadIdx.x != 0) return;
@@ -240,7 +241,7 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K,
     // weights may still be landing).
     float inv[2] = {0.0f, 0.0f};
     if (NORM) fragment_inv_rms(rows, x, K, eps, inv);
-    mbar_wait(bar, parity);
+    if (mode != MEGA_COMPUTE) mbar_wait(bar, parity);
     const int cols = GLU ? N / 2 : N;
     const int tile_cols = GLU ? 8 : NT * 8;
     const int tiles = (cols + tile_cols - 1) / tile_cols;
@@ -291,12 +292,12 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
                                               (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode);
-        if (mode == MEGA_FULL)
+        if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
             qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                         (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
         mega_phase_sync(bar, target, mode);
-        if (mode == MEGA_FULL)
+        if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
             attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);

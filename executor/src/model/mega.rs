@@ -42,7 +42,7 @@ pub enum Mega {
     /// memory one product ahead.
     On,
     /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
-    /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_COPIES` in qwen_mega.cu),
+    /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_COMPUTE` in qwen_mega.cu),
     /// so one device call splits the step's time between barriers, weight streaming,
     /// products, and RoPE plus attention.
     Probe(MegaProbe),
@@ -60,10 +60,14 @@ pub enum MegaProbe {
     Products,
     /// The weight copies and their waits without the barriers: the stream's own rate.
     Copies,
+    /// Everything but the weight copies (the products read stale shared memory): the
+    /// phases' time without the stream's traffic.
+    Compute,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 4] = [MegaProbe::Barriers, MegaProbe::Stream, MegaProbe::Products, MegaProbe::Copies];
+    const ALL: [MegaProbe; 5] =
+        [MegaProbe::Barriers, MegaProbe::Stream, MegaProbe::Products, MegaProbe::Copies, MegaProbe::Compute];
 
     fn name(self) -> &'static str {
         match self {
@@ -71,6 +75,7 @@ impl MegaProbe {
             MegaProbe::Stream => "stream",
             MegaProbe::Products => "products",
             MegaProbe::Copies => "copies",
+            MegaProbe::Compute => "compute",
         }
     }
 }
@@ -87,7 +92,7 @@ impl Mega {
         self != Mega::Off
     }
 
-    /// The kernel's `mode` argument (`MEGA_FULL` .. `MEGA_COPIES` in qwen_mega.cu).
+    /// The kernel's `mode` argument (`MEGA_FULL` .. `MEGA_COMPUTE` in qwen_mega.cu).
     pub fn mode(self) -> i32 {
         match self {
             Mega::Off | Mega::On => 0,
@@ -95,6 +100,7 @@ impl Mega {
             Mega::Probe(MegaProbe::Stream) => 2,
             Mega::Probe(MegaProbe::Products) => 3,
             Mega::Probe(MegaProbe::Copies) => 4,
+            Mega::Probe(MegaProbe::Compute) => 5,
         }
     }
 
@@ -299,10 +305,10 @@ mod tests {
         assert_eq!(Mega::parse_suffix("prefetch+mega:nope"), ("prefetch+mega:nope", Mega::Off));
         let modes: Vec<i32> = [Mega::On, Mega::Probe(MegaProbe::Barriers), Mega::Probe(MegaProbe::Stream)]
             .into_iter()
-            .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies)])
+            .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies), Mega::Probe(MegaProbe::Compute)])
             .map(Mega::mode)
             .collect();
-        assert_eq!(modes, [0, 1, 2, 3, 4], "the kernel's MEGA_FULL .. MEGA_COPIES");
+        assert_eq!(modes, [0, 1, 2, 3, 4, 5], "the kernel's MEGA_FULL .. MEGA_COMPUTE");
         assert!(!Mega::On.is_probe());
     }
 
