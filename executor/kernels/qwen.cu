@@ -79,6 +79,14 @@ __device__ __forceinline__ float exp_f(float x) {
     return p * __int_as_float((ki + 127) << 23);
 }
 
+// SiLU(gate) * up as HF's Qwen3MLP rounds it in bf16 (twin: kernels_ref.rs): gate and up are
+// bf16 values, silu = bf16(g / (1 + exp(-g))), the product rounded once.
+__device__ __forceinline__ bf16_t silu_mul_bf(float g, float up) {
+    const float sg = round_bf(g / (1.0f + exp_f(-g)));
+    return f2bf(sg * up);
+}
+
+
 __device__ __forceinline__ float warp_butterfly_sum(float v) {
     v = v + __shfl_xor_sync(0xffffffffu, v, 16);
     v = v + __shfl_xor_sync(0xffffffffu, v, 8);
@@ -532,10 +540,7 @@ __device__ __forceinline__ void gemm_body(int rows, const bf16_t* __restrict__ x
                         // The butterfly leaves each sum in every lane.
                         const float g = round_bf(warp_butterfly_sum(acc[a][0]));
                         const float up = round_bf(warp_butterfly_sum(acc[a][NC - 1]));
-                        if (lane == 0) {
-                            const float sg = round_bf(g / (1.0f + exp_f(-g)));
-                            y[(long long)(m0 + a) * (N / 2) + n0] = f2bf(sg * up);
-                        }
+                        if (lane == 0) y[(long long)(m0 + a) * (N / 2) + n0] = silu_mul_bf(g, up);
                     }
                 }
                 continue;
@@ -708,8 +713,7 @@ __device__ __forceinline__ void gemm_tiled_body(int rows, const bf16_t* __restri
             if (m0 + a < rows && pair < cols) {
                 const float g = round_bf(acc[0]);
                 const float up = round_bf(acc[1]);
-                const float sg = round_bf(g / (1.0f + exp_f(-g)));
-                y[(long long)(m0 + a) * cols + pair] = f2bf(sg * up);
+                y[(long long)(m0 + a) * cols + pair] = silu_mul_bf(g, up);
             }
         } else {
 #pragma unroll
@@ -1215,8 +1219,7 @@ extern "C" __global__ void qwen_silu_mul(
         const int i = (int)(e % inter);
         const float g = bf2f(gate_up[t * 2 * inter + i]);
         const float u = bf2f(gate_up[t * 2 * inter + inter + i]);
-        const float sg = round_bf(g / (1.0f + exp_f(-g)));
-        act[e] = f2bf(sg * u);
+        act[e] = silu_mul_bf(g, u);
     }
 }
 
@@ -1339,6 +1342,16 @@ extern "C" __global__ void mma_probe(int cases, const bf16_t* __restrict__ a, co
 // same x rows at once). Rows past `rows` load zeros and are not stored; a row's sums
 // depend on its own x row only (an mma output is a function of its row of A).
 #define MMA_SPLIT 8
+
+// The split-K body's sum of output (r, c): the MMA_SPLIT warps' partial sums added in slice
+// order (gemm_mma_body and the megakernel's staged_tile).
+template <typename PartTile>
+__device__ __forceinline__ float split_k_sum(const PartTile* part, int r, int c) {
+    float sum = part[0][r][c];
+#pragma unroll
+    for (int q = 1; q < MMA_SPLIT; ++q) sum = sum + part[q][r][c];
+    return sum;
+}
 
 template <int NT, int MF>
 __device__ __forceinline__ void mma_chunk(float (*acc)[NT][4], const uint4* wv, const uint4 (*xv)[2]) {
@@ -1642,18 +1655,13 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* ACT_RESTRI
                 float v[2];
 #pragma unroll
                 for (int nt = 0; nt < (GLU ? 2 : 1); ++nt) {
-                    const int pc = GLU ? nt * 8 + j : j;
-                    float sum = part[0][r][pc];
-#pragma unroll
-                    for (int q = 1; q < MMA_SPLIT; ++q) sum = sum + part[q][r][pc];
-                    v[nt] = sum;
+                    v[nt] = split_k_sum(part, r, GLU ? nt * 8 + j : j);
                 }
                 const long long row = m0 + r;
                 if (GLU) {
                     const float gt = round_bf(v[0]);
                     const float up = round_bf(v[1]);
-                    const float sg = round_bf(gt / (1.0f + exp_f(-gt)));
-                    y[row * cols + n0 + j] = f2bf(sg * up);
+                    y[row * cols + n0 + j] = silu_mul_bf(gt, up);
                 } else {
                     const long long idx = row * N + n0 + j;
                     if (RESADD) y[idx] = f2bf(round_bf(v[0]) + bf2f(y[idx]));
@@ -1674,8 +1682,7 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* ACT_RESTRI
                         if (pair >= cols) continue;
                         const float gt = round_bf(total[mf][0][e]);
                         const float up = round_bf(total[mf][1][e]);
-                        const float sg = round_bf(gt / (1.0f + exp_f(-gt)));
-                        y[row * cols + pair] = f2bf(sg * up);
+                        y[row * cols + pair] = silu_mul_bf(gt, up);
                     } else {
 #pragma unroll
                         for (int nt = 0; nt < NT; ++nt) {

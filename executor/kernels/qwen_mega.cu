@@ -207,17 +207,12 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, co
         float v[2];
 #pragma unroll
         for (int nt = 0; nt < (GLU ? 2 : 1); ++nt) {
-            const int pc = GLU ? nt * 8 + j : j;
-            float sum = part[0][r][pc];
-#pragma unroll
-            for (int q = 1; q < MMA_SPLIT; ++q) sum = sum + part[q][r][pc];
-            v[nt] = sum;
+            v[nt] = split_k_sum(part, r, GLU ? nt * 8 + j : j);
         }
         if (GLU) {
             const float gt = round_bf(v[0]);
             const float up = round_bf(v[1]);
-            const float sg = round_bf(gt / (1.0f + exp_f(-gt)));
-            y[(long long)r * cols + n0 + j] = f2bf(sg * up);
+            y[(long long)r * cols + n0 + j] = silu_mul_bf(gt, up);
         } else {
             const long long idx = (long long)r * N + n0 + j;
             if (RESADD) y[idx] = f2bf(round_bf(v[0]) + bf2f(y[idx]));
