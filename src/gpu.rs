@@ -14,6 +14,7 @@ use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::model::gpu::{KernelPlan, Launches};
+use specreplay_executor::model::mega::{self, Mega, MegaProbe};
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
@@ -244,8 +245,9 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// then optionally `+bulkN` / `+linesN` (L2 streaming) and `+mega` (steps of at most 16
         /// rows as the decode megakernel) or a timing probe `+mega:barriers`, `+mega:stream`,
         /// `+mega:products`, `+mega:copies`, `+mega:compute` (the megakernel with parts left out, to split its time; its values
-        /// are not the model's); see `Launches`); the n-gram comparison runs with the first,
-        /// which must not be a probe.
+        /// are not the model's) or `+mega:timeline` (the full megakernel, every block stamping each phase's end: prints
+        /// each phase's time on the critical path and per block); see `Launches`); the n-gram comparison runs with the
+        /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
         #[arg(long)]
@@ -789,7 +791,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 .collect();
             for &(plan, launch) in &runs {
                 println!("kernels {} launches {launch}", plan.name());
-                if let Some(m) = specreplay_executor::model::mega::describe(&dev, &cfg, launch.mega)? {
+                if let Some(m) = mega::describe(&dev, &cfg, launch.mega)? {
                     println!("  {m}");
                 }
                 println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");
@@ -797,6 +799,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     let prompts: Vec<Vec<u32>> =
                         (0..b).map(|i| (0..32).map(|j| 1000 + 97 * i + 13 * j).collect()).collect();
                     let mut profile = Vec::new();
+                    let mut timeline = None;
                     let mut run = |max_tokens: u32| -> Result<(f64, Option<f64>), ExecError> {
                         let sc = bench_scenario(&prompts, max_tokens, 0)?;
                         let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
@@ -815,6 +818,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                                 .unwrap_or(b as usize)
                         );
                         let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
+                        if max_tokens > 8 && launch.mega == Mega::Probe(MegaProbe::Timeline) {
+                            timeline = Some(qd.model.mega_timeline(&dev)?);
+                        }
                         if max_tokens > 8 {
                             profile = qd.profile_ops(4)?;
                         }
@@ -839,8 +845,20 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     "  profile batch {b:>3} ops' sum {:.3} ms; graph step {g:.3} ms (the rest: bookkeeping, sampler, gaps between kernels)",
                     total / 1e3
                 );
+                    if let Some(t) = &timeline {
+                        println!(
+                            "  timeline batch {b:>3}: {} blocks x {} layers, span {:.1} us, timer step {} ns, {:.3} cycles/ns",
+                            t.blocks, t.layers, t.span_us, t.timer_step_ns, t.cycles_per_ns
+                        );
+                        for p in &t.phases {
+                            println!(
+                                "  timeline batch {b:>3} {:<52} critical {:>7.2} us  per block {:>7.2} us",
+                                p.phase, p.critical_us, p.block_us
+                            );
+                        }
+                    }
                     rows.push(serde_json::json!({"kernels": plan, "launches": launch.to_string(), "batch": b, "graph_ms_per_step": g,
-                    "engine_ms_per_step": engine_ms, "ops": ops}));
+                    "engine_ms_per_step": engine_ms, "ops": ops, "timeline": timeline}));
                 }
             }
             // n-gram speculation on a repetitive prompt vs plain decoding, batch 1.

@@ -52,8 +52,27 @@
 // round trip to arrive and the polls, where session 18's generation barrier took four
 // (device log run 30: 167 of those cost 0.26 ms a step). mega_grid_exit zeroes the words
 // for the next launch (or graph replay).
-__device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& target) {
+// THE TIMELINE (`gpu bench-qwen --launches ...+mega:timeline`): with `clock` non-null,
+// thread 0 of each block stamps MEGA_EVENTS events per layer, each as the pair (%globaltimer
+// ns, clock64 cycles) at clock[((block * layers + layer) * MEGA_EVENTS + event) * 2]; mega.rs
+// `Timeline` turns them into each phase's time per block and on the grid's critical path.
+// A stamp is one special-register read and one store by one thread; off, a null test.
+#define MEGA_EVENTS 18
+__device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
+    if (mk != nullptr && e >= 0 && threadIdx.x == 0) {
+        unsigned long long ns;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+        mk[2 * e] = ns;
+        mk[2 * e + 1] = (unsigned long long)clock64();
+    }
+}
+
+// `arrive` is stamped when the whole block reached the barrier, `leave` when it opened
+// (-1: not stamped).
+__device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& target, unsigned long long* mk,
+                                               int arrive, int leave) {
     __syncthreads();
+    mega_mark(mk, arrive);
     if (threadIdx.x == 0) {
         target += gridDim.x;
         unsigned int now;
@@ -62,12 +81,14 @@ __device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& 
             asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(bar) : "memory");
         } while (now < target);
     }
+    mega_mark(mk, leave);
     __syncthreads();
 }
 
 // The barrier between two phases (none in the MEGA_COPIES probe).
-__device__ __forceinline__ void mega_phase_sync(unsigned int* bar, unsigned int& target, int mode) {
-    if (mode != MEGA_COPIES) mega_grid_sync(bar, target);
+__device__ __forceinline__ void mega_phase_sync(unsigned int* bar, unsigned int& target, int mode,
+                                                unsigned long long* mk, int arrive, int leave) {
+    if (mode != MEGA_COPIES) mega_grid_sync(bar, target, mk, arrive, leave);
 }
 
 // After a block's last barrier: bar[1] counts the blocks done; the last one (all others are
@@ -226,7 +247,8 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, co
 template <int NT, bool GLU, bool NORM, bool RESADD>
 __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, bf16_t* y,
                                                const bf16_t* __restrict__ norm_w, float eps, unsigned long long* bar,
-                                               unsigned int parity, float (*part)[16][17], int mode) {
+                                               unsigned int parity, float (*part)[16][17], int mode,
+                                               unsigned long long* mk, int e_norm, int e_landed) {
     if (mode == MEGA_BARRIERS) return;
     if (mode == MEGA_STREAM || mode == MEGA_COPIES) {
         mbar_wait(bar, parity);
@@ -236,7 +258,9 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K,
     // weights may still be landing).
     float inv[2] = {0.0f, 0.0f};
     if (NORM) fragment_inv_rms(rows, x, K, eps, inv);
+    mega_mark(mk, e_norm);
     if (mode != MEGA_COMPUTE) mbar_wait(bar, parity);
+    mega_mark(mk, e_landed);
     const int cols = GLU ? N / 2 : N;
     const int tile_cols = GLU ? 8 : NT * 8;
     const int tiles = (cols + tile_cols - 1) / tile_cols;
@@ -254,7 +278,7 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K,
         const int* __restrict__ block_table, int blocks_per_row, int block_size,                   \
         const bf16_t* __restrict__ rope, int rope_len, int hidden, int inter, int num_heads,       \
         int num_kv_heads, int head_dim, int qk_norm, float eps, long long cache_slots, int region_x, \
-        unsigned int* bar, unsigned int* __restrict__ counters, int mode
+        unsigned int* bar, unsigned int* __restrict__ counters, int mode, unsigned long long* clock
 
 // Every layer; `region_x`: bytes of shared memory region X (Y follows it); `mode` MEGA_FULL
 // (or a timing probe above).
@@ -281,42 +305,55 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
         const unsigned long long* p = table + (long long)l * MEGA_PTRS;
         bf16_t* k_cache = (bf16_t*)p[MEGA_K_CACHE];
         bf16_t* v_cache = (bf16_t*)p[MEGA_V_CACHE];
+        // This block's stamps of layer l (null: no timeline); the event numbers are mega.rs
+        // `TIMELINE_EVENTS`.
+        unsigned long long* mk =
+            clock != nullptr ? clock + ((long long)blockIdx.x * num_layers + l) * (2 * MEGA_EVENTS) : nullptr;
+        mega_mark(mk, 0);
         // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode);
         staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
-                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode);
+                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode,
+                                              mk, 1, 2);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode);
+        mega_phase_sync(bar, target, mode, mk, 3, 4);
         if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
             qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                         (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
-        mega_phase_sync(bar, target, mode);
+        mega_phase_sync(bar, target, mode, mk, 5, 6);
         if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
             attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);
-        mega_phase_sync(bar, target, mode);
+        mega_phase_sync(bar, target, mode, mk, 7, 8);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part, mode);
+                                              parity[1], part, mode, mk, -1, 9);
         parity[1] ^= 1u;
-        mega_phase_sync(bar, target, mode);
+        mega_phase_sync(bar, target, mode, mk, 10, 11);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
-                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, mode);
+                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, mode,
+                                             mk, 12, 13);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode);
+        mega_phase_sync(bar, target, mode, mk, 14, 15);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
                                     n_qkv, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part, mode);
+                                              parity[1], part, mode, mk, -1, 16);
         parity[1] ^= 1u;
-        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode);
+        // The layer's end: the block's last tile done (the next layer's stamp 0 is the
+        // barrier opening).
+        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, mk, 17, -1);
+        else if (clock != nullptr) {
+            __syncthreads();
+            mega_mark(mk, 17);
+        }
     }
     mega_grid_exit(bar);
 }

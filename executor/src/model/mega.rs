@@ -63,11 +63,20 @@ pub enum MegaProbe {
     /// Everything but the weight copies (the products read stale shared memory): the
     /// phases' time without the stream's traffic.
     Compute,
+    /// The full launch (the model's values) with every block stamping each phase's end
+    /// ([`super::mega_timeline`]): where a step's time goes, phase by phase.
+    Timeline,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 5] =
-        [MegaProbe::Barriers, MegaProbe::Stream, MegaProbe::Products, MegaProbe::Copies, MegaProbe::Compute];
+    const ALL: [MegaProbe; 6] = [
+        MegaProbe::Barriers,
+        MegaProbe::Stream,
+        MegaProbe::Products,
+        MegaProbe::Copies,
+        MegaProbe::Compute,
+        MegaProbe::Timeline,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -76,6 +85,7 @@ impl MegaProbe {
             MegaProbe::Products => "products",
             MegaProbe::Copies => "copies",
             MegaProbe::Compute => "compute",
+            MegaProbe::Timeline => "timeline",
         }
     }
 }
@@ -95,7 +105,7 @@ impl Mega {
     /// The kernel's `mode` argument (`MEGA_FULL` .. `MEGA_COMPUTE` in qwen_mega.cu).
     pub fn mode(self) -> i32 {
         match self {
-            Mega::Off | Mega::On => 0,
+            Mega::Off | Mega::On | Mega::Probe(MegaProbe::Timeline) => 0,
             Mega::Probe(MegaProbe::Barriers) => 1,
             Mega::Probe(MegaProbe::Stream) => 2,
             Mega::Probe(MegaProbe::Products) => 3,
@@ -157,10 +167,12 @@ pub fn regions(c: &super::ModelConfig, blocks: usize) -> (usize, usize) {
     (x.div_ceil(128) * 128, y)
 }
 
-/// The megakernel's device state: the layer table and the grid barrier's two words.
+/// The megakernel's device state: the layer table, the grid barrier's two words and the
+/// timeline's stamps (`+mega:timeline`; one pair per SM, layer and event).
 pub struct MegaState {
     pub table: CudaSlice<u64>,
     pub bar: CudaSlice<u32>,
+    pub clock: CudaSlice<u64>,
 }
 
 impl MegaState {
@@ -186,7 +198,8 @@ impl MegaState {
             // Event tracking is off (`Device::open`), so the guard records nothing.
             ptrs.extend(row.iter().map(|b| b.device_ptr(st).0));
         }
-        Ok(MegaState { table: st.clone_htod(&ptrs)?, bar: st.alloc_zeros(2)? })
+        let stamps = dev.info.sm_count.max(1) as usize * layers.len().max(1) * 2 * super::mega_timeline::EVENTS;
+        Ok(MegaState { table: st.clone_htod(&ptrs)?, bar: st.alloc_zeros(2)?, clock: st.alloc_zeros(stamps)? })
     }
 }
 
@@ -211,6 +224,11 @@ impl GpuModel {
         l.arg(&i(c.hidden_size)).arg(&i(c.intermediate_size)).arg(&i(c.num_heads)).arg(&i(c.num_kv_heads));
         l.arg(&i(c.head_dim)).arg(&qk).arg(&c.rms_norm_eps).arg(&(self.kv.slots() as i64)).arg(&i(shape.region_x));
         l.out(&mut self.mega.bar).out(&mut b.counters).arg(&self.launches.mega.mode());
+        if self.launches.mega == Mega::Probe(MegaProbe::Timeline) {
+            l.out(&mut self.mega.clock);
+        } else {
+            l.arg(&0u64);
+        }
         tracing::trace!(blocks = shape.blocks, shared = shape.shared, rows = self.grid_rows, "megakernel launch");
         let lc = LaunchConfig {
             grid_dim: (shape.blocks, 1, 1),
@@ -225,6 +243,15 @@ impl GpuModel {
         unsafe { l.launch(f, lc, false) }?;
         self.mega_launches += 1;
         Ok(())
+    }
+}
+
+impl GpuModel {
+    /// The phases of the last `+mega:timeline` launch ([`super::mega_timeline`]); an error
+    /// when no such launch ran.
+    pub fn mega_timeline(&self, dev: &Device) -> Result<super::mega_timeline::Timeline> {
+        let raw = dev.stream.clone_dtoh(&self.mega.clock)?;
+        super::mega_timeline::summarize(&raw, dev.info.sm_count.max(1) as usize, self.cfg.num_layers)
     }
 }
 
@@ -306,9 +333,10 @@ mod tests {
         let modes: Vec<i32> = [Mega::On, Mega::Probe(MegaProbe::Barriers), Mega::Probe(MegaProbe::Stream)]
             .into_iter()
             .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies), Mega::Probe(MegaProbe::Compute)])
+            .chain([Mega::Probe(MegaProbe::Timeline)])
             .map(Mega::mode)
             .collect();
-        assert_eq!(modes, [0, 1, 2, 3, 4, 5], "the kernel's MEGA_FULL .. MEGA_COMPUTE");
+        assert_eq!(modes, [0, 1, 2, 3, 4, 5, 0], "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL");
         assert!(!Mega::On.is_probe());
     }
 

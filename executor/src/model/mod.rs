@@ -105,6 +105,7 @@ pub mod kernels_ref;
 pub mod kv_cache;
 pub mod launch;
 pub mod mega;
+pub mod mega_timeline;
 pub mod plan;
 pub mod tensor_core;
 pub mod weights;
