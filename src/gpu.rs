@@ -791,7 +791,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 .collect();
             for &(plan, launch) in &runs {
                 println!("kernels {} launches {launch}", plan.name());
-                if let Some(m) = mega::describe(&dev, &cfg, launch.mega)? {
+                if let Some(m) = mega::describe(&dev, &cfg, launch)? {
                     println!("  {m}");
                 }
                 println!("{:>6} {:>14} {:>16} {:>14}", "batch", "graph_ms_step", "engine_ms_step", "weights_GB/s");

@@ -18,6 +18,9 @@
 // module with QWEN_MEGA defined (ACT_RESTRICT empty): activations written by one phase are
 // read by other SMs in the next, so none of their loads may take the non-coherent path.
 
+// Padded rows a launch may have (mega.rs MEGA_MAX_ROWS): region Z holds that many x rows.
+#define MEGA_MAX_ROWS 8
+
 // The layer table: per layer MEGA_PTRS device pointers in this order (mega.rs writes it).
 #define MEGA_PTRS 10
 #define MEGA_INPUT_NORM 0
@@ -57,7 +60,7 @@
 // ns, clock64 cycles) at clock[((block * layers + layer) * MEGA_EVENTS + event) * 2]; mega.rs
 // `Timeline` turns them into each phase's time per block and on the grid's critical path.
 // A stamp is one special-register read and one store by one thread; off, a null test.
-#define MEGA_EVENTS 18
+#define MEGA_EVENTS 20
 __device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
     if (mk != nullptr && e >= 0 && threadIdx.x == 0) {
         unsigned long long ns;
@@ -174,28 +177,73 @@ __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restr
     }
 }
 
-// One tile of a product from its staged weight rows `ws` (tile_rows x K): the split-K body of
-// gemm_mma_body (SPLIT_WARPS, MF 1) with the weights read from shared memory. Warp s takes
-// slice s of the 32-element chunks, one accumulator from +0 taking mma_chunk per chunk in
-// increasing order; the slices' sums meet in `part` and are added in slice order; NORM
-// normalises x rows as the norm kernel stores them, GLU writes SiLU(gate) * up, RESADD adds
-// into y. The same operands in the same order as gemm_mma_body: the same bits.
-template <int NT, bool GLU, bool NORM, bool RESADD>
-__device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, int n0,
-                                            bf16_t* y, const bf16_t* __restrict__ norm_w, const float* inv,
-                                            float (*part)[16][17]) {
+// 16 bytes global -> shared, asynchronously (`cp.async.cg`: from L2, where the previous
+// phase's stores from other SMs are, never from a stale L1 line).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+
+// X STAGING. A product's x rows [0, rows) (K bf16 each) into region Z (`xs`, row stride
+// xs_stride(K): rows g and g + 1 of a quarter warp's reads fall in disjoint banks) by
+// cp.async, every 16-byte piece in flight at once: one memory round trip where the tiles'
+// loop made one per chunk (device log, session 20's timeline: 4-8 us a product). With NORM
+// the norm weights come along (`nws`); then warp w takes rows w, w + 8, ...: 1 / rms from
+// the staged copy in the norm's order (lane_squares, lanes_inv_rms: fragment_inv_rms's
+// sums) and, after the block barrier, every element normalised in place by norm8, as the
+// norm kernel stores it. The tiles then read x from shared memory only; the bits are the
+// unstaged body's.
+template <bool NORM>
+__device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const bf16_t* __restrict__ norm_w, float eps,
+                                        bf16_t* xs, bf16_t* nws, float* inv_s) {
+    const int S = xs_stride(K);
+    const int per_row = K >> 3;
+    const int n = rows * per_row;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int r = i / per_row, c = i - r * per_row;
+        cp_async16(xs + r * S + 8 * c, x + (long long)r * K + 8 * c);
+    }
+    if (NORM)
+        for (int i = threadIdx.x; i < per_row; i += blockDim.x) cp_async16(nws + 8 * i, norm_w + 8 * i);
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();
+    if (!NORM) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int r = warp; r < rows; r += MMA_SPLIT) {
+        const float iv = lanes_inv_rms(lane_squares(xs + r * S, K, lane), K, eps);
+        if (lane == 0) inv_s[r] = iv;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int r = i / per_row, c = i - r * per_row;
+        uint4* v = (uint4*)(xs + r * S + 8 * c);
+        *v = norm8(*v, *(const uint4*)(nws + 8 * c), inv_s[r]);
+    }
+    __syncthreads();
+}
+
+// One tile of a product from its staged weight rows `ws` (tile_rows x K) and staged x rows
+// `xs` (stride xs_stride(K), normalised already where the product folds a norm): the
+// split-K body of gemm_mma_body (SPLIT_WARPS, MF 1). Warp s takes slice s of the
+// 32-element chunks, one accumulator from +0 taking mma_chunk per chunk in increasing
+// order; the slices' sums meet in `part` and are added in slice order; GLU writes
+// SiLU(gate) * up, RESADD adds into y. The same operands in the same order as
+// gemm_mma_body: the same bits.
+template <int NT, bool GLU, bool RESADD>
+__device__ __forceinline__ void staged_tile(int rows, const bf16_t* xs, int K, const bf16_t* ws, int N, int n0,
+                                            bf16_t* y, float (*part)[16][17]) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int chunks = K >> 5;
     const int cols = GLU ? N / 2 : N;
     const int tile_cols = GLU ? 8 : NT * 8;
+    const int S = xs_stride(K);
     bool xok[2];
-    long long xrow[2];
+    int xrow[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const int r = g + 8 * h;
         xok[h] = r < rows;
-        xrow[h] = (long long)(xok[h] ? r : 0) * K + 8 * t;
+        xrow[h] = (xok[h] ? r : 0) * S + 8 * t;
     }
     float acc[1][NT][4];
 #pragma unroll
@@ -208,13 +256,7 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, co
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) wv[nt] = *(const uint4*)(ws + (long long)(nt * 8 + g) * K + (c << 5) + 8 * t);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) xv[0][h] = xok[h] ? *(const uint4*)(x + xrow[h] + (c << 5)) : make_uint4(0u, 0u, 0u, 0u);
-        if (NORM) {
-            const uint4 nw = *(const uint4*)(norm_w + (c << 5) + 8 * t);
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                if (xok[h]) xv[0][h] = norm8(xv[0][h], nw, inv[h]);
-        }
+        for (int h = 0; h < 2; ++h) xv[0][h] = xok[h] ? *(const uint4*)(xs + xrow[h] + (c << 5)) : make_uint4(0u, 0u, 0u, 0u);
         mma_chunk<NT, 1>(acc, wv, xv);
     }
 #pragma unroll
@@ -243,31 +285,29 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* x, int K, co
     __syncthreads();
 }
 
-// This block's tiles of a product, from `ws` once `bar`'s phase `parity` completed.
+// This block's tiles of a product: x staged (stamp e_x), the weights awaited (`bar`'s phase
+// `parity`; stamp e_w), then the tiles.
 template <int NT, bool GLU, bool NORM, bool RESADD>
 __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, bf16_t* y,
                                                const bf16_t* __restrict__ norm_w, float eps, unsigned long long* bar,
-                                               unsigned int parity, float (*part)[16][17], int mode,
-                                               unsigned long long* mk, int e_norm, int e_landed) {
+                                               unsigned int parity, float (*part)[16][17], bf16_t* xs, bf16_t* nws,
+                                               float* inv_s, int mode, unsigned long long* mk, int e_x, int e_w) {
     if (mode == MEGA_BARRIERS) return;
     if (mode == MEGA_STREAM || mode == MEGA_COPIES) {
         mbar_wait(bar, parity);
         return;
     }
-    // The rows' 1 / rms once for all the block's tiles (before the wait: x is ready, the
-    // weights may still be landing).
-    float inv[2] = {0.0f, 0.0f};
-    if (NORM) fragment_inv_rms(rows, x, K, eps, inv);
-    mega_mark(mk, e_norm);
+    stage_x<NORM>(rows, x, K, norm_w, eps, xs, nws, inv_s);
+    mega_mark(mk, e_x);
     if (mode != MEGA_COMPUTE) mbar_wait(bar, parity);
-    mega_mark(mk, e_landed);
+    mega_mark(mk, e_w);
     const int cols = GLU ? N / 2 : N;
     const int tile_cols = GLU ? 8 : NT * 8;
     const int tiles = (cols + tile_cols - 1) / tile_cols;
     int i = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i)
-        staged_tile<NT, GLU, NORM, RESADD>(rows, x, K, ws + (long long)i * tile_rows<NT, GLU>() * K, N,
-                                           tile * tile_cols, y, norm_w, inv, part);
+        staged_tile<NT, GLU, RESADD>(rows, xs, K, ws + (long long)i * tile_rows<NT, GLU>() * K, N, tile * tile_cols,
+                                     y, part);
 }
 
 #define MEGA_ARGS                                                                                 \
@@ -277,15 +317,20 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K,
         const int* __restrict__ cu_seqlens_q, const int* __restrict__ seqused_k,                   \
         const int* __restrict__ block_table, int blocks_per_row, int block_size,                   \
         const bf16_t* __restrict__ rope, int rope_len, int hidden, int inter, int num_heads,       \
-        int num_kv_heads, int head_dim, int qk_norm, float eps, long long cache_slots, int region_x, \
+        int num_kv_heads, int head_dim, int qk_norm, float eps, long long cache_slots, int region_x, int region_z, \
         unsigned int* bar, unsigned int* __restrict__ counters, int mode, unsigned long long* clock
 
-// Every layer; `region_x`: bytes of shared memory region X (Y follows it); `mode` MEGA_FULL
-// (or a timing probe above).
-extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers(MEGA_ARGS) {
+// Every layer; `region_x`: bytes of shared memory region X (Y follows it), `region_z`: where
+// region Z (x rows, then norm weights) starts; `mode` MEGA_FULL (or a timing probe above).
+// ATT_SPLIT: the attention body's SPLIT (2: half a tile's K and V rows at a time, as
+// qwen_attention_lean; 1: all of them at once, as qwen_attention, more registers).
+template <int ATT_SPLIT>
+__device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     __shared__ float part[MMA_SPLIT][16][17];
     __shared__ __align__(8) unsigned long long mbar[2];
+    __shared__ float inv_s[MEGA_MAX_ROWS];
     bf16_t* region[2] = {(bf16_t*)mega_smem, (bf16_t*)(mega_smem + region_x)};
+    bf16_t* xs = (bf16_t*)(mega_smem + region_z);
     unsigned int parity[2] = {0u, 0u};
     unsigned int target = 0u;  // thread 0: arrivals the next grid barrier waits for
     if (threadIdx.x == 0) {
@@ -296,6 +341,14 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
     __syncthreads();
     if (num_layers <= 0) return;
     const int rows = counts[C_PADDED_TOKENS];
+    if (rows > MEGA_MAX_ROWS) {
+        // The host never launches more (Mega::applies); Z holds MEGA_MAX_ROWS rows.
+        if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+        return;
+    }
+    int k_max = hidden > inter ? hidden : inter;  // the longest x row of a product (mega.rs `regions`)
+    if (num_heads * head_dim > k_max) k_max = num_heads * head_dim;
+    bf16_t* nws = xs + MEGA_MAX_ROWS * xs_stride(k_max);
     const int n_qkv = (num_heads + 2 * num_kv_heads) * head_dim;
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;
@@ -313,8 +366,8 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
         // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode);
         staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
-                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, mode,
-                                              mk, 1, 2);
+                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, xs, nws,
+                                              inv_s, mode, mk, 1, 2);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, mk, 3, 4);
         if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
@@ -323,37 +376,49 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
         mega_phase_sync(bar, target, mode, mk, 5, 6);
         if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
-            attention_body<2, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
+            attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);
         mega_phase_sync(bar, target, mode, mk, 7, 8);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part, mode, mk, -1, 9);
+                                              parity[1], part, xs, nws, inv_s, mode, mk, 9, 10);
         parity[1] ^= 1u;
-        mega_phase_sync(bar, target, mode, mk, 10, 11);
+        mega_phase_sync(bar, target, mode, mk, 11, 12);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
-                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, mode,
-                                             mk, 12, 13);
+                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, xs, nws,
+                                             inv_s, mode, mk, 13, 14);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode, mk, 14, 15);
+        mega_phase_sync(bar, target, mode, mk, 15, 16);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
                                     n_qkv, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part, mode, mk, -1, 16);
+                                              parity[1], part, xs, nws, inv_s, mode, mk, 17, 18);
         parity[1] ^= 1u;
         // The layer's end: the block's last tile done (the next layer's stamp 0 is the
         // barrier opening).
-        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, mk, 17, -1);
+        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, mk, 19, -1);
         else if (clock != nullptr) {
             __syncthreads();
-            mega_mark(mk, 17);
+            mega_mark(mk, 19);
         }
     }
     mega_grid_exit(bar);
+}
+
+#define MEGA_PASS                                                                                   \
+    counts, table, num_layers, residual, qkv, q, attn, act, positions, slot_mapping, cu_seqlens_q, \
+        seqused_k, block_table, blocks_per_row, block_size, rope, rope_len, hidden, inter, num_heads, \
+        num_kv_heads, head_dim, qk_norm, eps, cache_slots, region_x, region_z, bar, counters, mode, clock
+extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers(MEGA_ARGS) {
+    decode_layers<2>(MEGA_PASS);
+}
+// Launches::whole_tiles: attention with every K and V row of a tile in flight at once.
+extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers_whole(MEGA_ARGS) {
+    decode_layers<1>(MEGA_PASS);
 }

@@ -25,9 +25,10 @@ use crate::layout::DeviceBuffers;
 /// Warps per block (`MMA_SPLIT`: the products' split-K bodies need all of them).
 const MMA_SPLIT: usize = super::kernels_ref::MMA_SPLIT;
 
-/// Padded rows up to which the megakernel runs a step (one 16-row fragment per product
-/// tile: the folded-norm bodies normalise one fragment's rows).
-pub const MEGA_MAX_ROWS: usize = 16;
+/// Padded rows up to which the megakernel runs a step (`MEGA_MAX_ROWS` in qwen_mega.cu):
+/// every product stages its x rows in region Z, which holds this many rows of the longest
+/// x row next to the staged weights (sm_90's 227 KiB a block: 8 rows fit for Qwen3-0.6B).
+pub const MEGA_MAX_ROWS: usize = 8;
 
 /// Device pointers per layer in the megakernel's table (`MEGA_PTRS` in qwen_mega.cu).
 pub const MEGA_PTRS: usize = 10;
@@ -93,8 +94,20 @@ impl MegaProbe {
 /// [`super::gpu::Launches::mega`] by default: off until a device run times it.
 pub const MEGA: Mega = Mega::Off;
 
-/// The megakernel's entry point.
+/// The megakernel's entry point: attention half a tile's K and V rows at a time.
 pub const MEGA_ENTRY: &str = "qwen_decode_layers";
+/// The entry with [`super::gpu::Launches::whole_tiles`]: attention with a whole tile's K and
+/// V rows in flight (more registers).
+pub const MEGA_ENTRY_WHOLE: &str = "qwen_decode_layers_whole";
+
+/// The entry point for launch choices with (`true`) or without whole-tile attention.
+pub fn entry(whole_tiles: bool) -> &'static str {
+    if whole_tiles {
+        MEGA_ENTRY_WHOLE
+    } else {
+        MEGA_ENTRY
+    }
+}
 
 impl Mega {
     /// Whether it is on.
@@ -149,11 +162,44 @@ impl Mega {
     }
 }
 
-/// Shared memory of the staged weights for a grid of `blocks` (bytes): region X holds a
-/// block's tiles of qkv or gate_up, region Y of o_proj or down_proj (`qwen_mega.cu`
+/// The megakernel's dynamic shared memory of a block (bytes): region X holds the block's
+/// tiles of qkv or gate_up, region Y of o_proj or down_proj (`qwen_mega.cu`
 /// `stage_product`: a tile is 16 weight rows of qkv, 8 gate and 8 up rows of gate_up, 8 rows
-/// of o_proj and down_proj; block b takes tiles b, b + blocks, ...). X is rounded up to 128.
-pub fn regions(c: &super::ModelConfig, blocks: usize) -> (usize, usize) {
+/// of o_proj and down_proj; block b takes tiles b, b + blocks, ...), region Z the product's
+/// x rows (`stage_x`: [`MEGA_MAX_ROWS`] rows of the longest x row, each padded to
+/// `xs_stride`) and then the norm weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Regions {
+    pub x: usize,
+    pub y: usize,
+    pub z: usize,
+}
+
+impl Regions {
+    /// Where region Y starts (X before it; every region starts on 128 bytes).
+    pub fn y_offset(&self) -> usize {
+        self.x.div_ceil(128) * 128
+    }
+
+    /// Where region Z starts.
+    pub fn z_offset(&self) -> usize {
+        self.y_offset() + self.y.div_ceil(128) * 128
+    }
+
+    /// The dynamic shared memory of a block.
+    pub fn total(&self) -> usize {
+        self.z_offset() + self.z
+    }
+}
+
+/// `xs_stride` of qwen.cu: a staged x row of `k` elements padded so that a quarter warp's
+/// 16-byte reads of two neighbouring rows fall in disjoint banks.
+pub fn xs_stride(k: usize) -> usize {
+    k + if k.is_multiple_of(64) { 32 } else { 0 }
+}
+
+/// [`Regions`] of model `c` for a grid of `blocks`.
+pub fn regions(c: &super::ModelConfig, blocks: usize) -> Regions {
     let per_block = |tiles: usize, rows: usize, k: usize| tiles.div_ceil(blocks.max(1)) * rows * k * 2;
     let n_qkv = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
     let k_o = c.num_heads * c.head_dim;
@@ -164,7 +210,9 @@ pub fn regions(c: &super::ModelConfig, blocks: usize) -> (usize, usize) {
     ));
     let y =
         per_block(c.hidden_size.div_ceil(8), 8, k_o).max(per_block(c.hidden_size.div_ceil(8), 8, c.intermediate_size));
-    (x.div_ceil(128) * 128, y)
+    let k_max = c.hidden_size.max(c.intermediate_size).max(k_o);
+    let z = MEGA_MAX_ROWS * xs_stride(k_max) * 2 + k_max * 2;
+    Regions { x, y, z }
 }
 
 /// The megakernel's device state: the layer table, the grid barrier's two words and the
@@ -210,8 +258,9 @@ impl GpuModel {
     pub(super) fn launch_mega(&mut self, dev: &Device, b: &mut DeviceBuffers) -> Result<()> {
         let c = &self.cfg;
         let threads = 32 * MMA_SPLIT as u32;
-        let shape = shape(dev, c)?;
-        let f = dev.function(MEGA_ENTRY)?;
+        let name = entry(self.launches.whole_tiles);
+        let shape = shape(dev, c, name)?;
+        let f = dev.function(name)?;
         let cap = b.cap;
         let i = |v: usize| v as i32;
         let qk = i32::from(c.architecture == super::Architecture::Qwen3);
@@ -223,6 +272,7 @@ impl GpuModel {
         l.arg(&i(cap.blocks_per_row)).arg(&i(cap.block_size)).arg(&self.rope).arg(&i(self.rope_len));
         l.arg(&i(c.hidden_size)).arg(&i(c.intermediate_size)).arg(&i(c.num_heads)).arg(&i(c.num_kv_heads));
         l.arg(&i(c.head_dim)).arg(&qk).arg(&c.rms_norm_eps).arg(&(self.kv.slots() as i64)).arg(&i(shape.region_x));
+        l.arg(&i(shape.region_z));
         l.out(&mut self.mega.bar).out(&mut b.counters).arg(&self.launches.mega.mode());
         if self.launches.mega == Mega::Probe(MegaProbe::Timeline) {
             l.out(&mut self.mega.clock);
@@ -261,6 +311,8 @@ impl GpuModel {
 pub struct MegaShape {
     pub blocks: u32,
     pub region_x: usize,
+    /// Where region Z starts.
+    pub region_z: usize,
     pub shared: usize,
 }
 
@@ -268,15 +320,15 @@ pub struct MegaShape {
 /// set): an error when it is not loaded, when the staged weights do not fit a block's
 /// shared memory, or when no block fits an SM (a grid that cannot be resident would never
 /// pass its first barrier).
-pub fn shape(dev: &Device, c: &super::ModelConfig) -> Result<MegaShape> {
-    let f = dev.function(MEGA_ENTRY).map_err(|_| {
+pub fn shape(dev: &Device, c: &super::ModelConfig, name: &str) -> Result<MegaShape> {
+    let f = dev.function(name).map_err(|_| {
         ExecError::Input(format!(
-            "launches +mega need the qwen_mega module: load it with Device::load_extra(&[kernels::MEGA_MODULE]) ({MEGA_ENTRY} is not loaded)"
+            "launches +mega need the qwen_mega module: load it with Device::load_extra(&[kernels::MEGA_MODULE]) ({name} is not loaded)"
         ))
     })?;
     let blocks = dev.info.sm_count.max(1) as usize;
-    let (x, y) = regions(c, blocks);
-    let shared = x + y;
+    let r = regions(c, blocks);
+    let shared = r.total();
     use cudarc::driver::sys::CUfunction_attribute as A;
     let fixed = f.get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)? as usize;
     if shared + fixed > dev.shared_optin() {
@@ -288,25 +340,26 @@ pub fn shape(dev: &Device, c: &super::ModelConfig) -> Result<MegaShape> {
     f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)?;
     let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(32 * MMA_SPLIT as u32, shared, None)?;
     if per_sm < 1 {
-        return Err(ExecError::Input(format!("{MEGA_ENTRY}: no block fits an SM of this device")));
+        return Err(ExecError::Input(format!("{name}: no block fits an SM of this device")));
     }
-    Ok(MegaShape { blocks: blocks as u32, region_x: x, shared })
+    Ok(MegaShape { blocks: blocks as u32, region_x: r.y_offset(), region_z: r.z_offset(), shared })
 }
 
 /// `entry: G blocks, R registers, L bytes local, S bytes shared` for the benchmark's log
 /// (`None` when off).
-pub fn describe(dev: &Device, c: &super::ModelConfig, mega: Mega) -> Result<Option<String>> {
-    if !mega.on() {
+pub fn describe(dev: &Device, c: &super::ModelConfig, l: super::gpu::Launches) -> Result<Option<String>> {
+    if !l.mega.on() {
         return Ok(None);
     }
-    let sh = shape(dev, c)?;
-    let f = dev.function(MEGA_ENTRY)?;
+    let name = entry(l.whole_tiles);
+    let sh = shape(dev, c, name)?;
+    let f = dev.function(name)?;
     use cudarc::driver::sys::CUfunction_attribute as A;
     let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS)?;
     let local = f.get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)?;
     let fixed = f.get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?;
     Ok(Some(format!(
-        "megakernel {MEGA_ENTRY}: {} blocks of {} threads, {regs} registers, {local} bytes local, {} + {fixed} bytes shared a block (staged weights + static)",
+        "megakernel {name}: {} blocks of {} threads, {regs} registers, {local} bytes local, {} + {fixed} bytes shared a block (staged weights + static)",
         sh.blocks,
         32 * MMA_SPLIT,
         sh.shared
@@ -357,15 +410,18 @@ mod tests {
         // 132 SMs (H100 SXM): gate_up's 384 tiles are 3 a block (96 KiB), down_proj's 128
         // one (8 rows x 3,072 x 2 = 48 KiB).
         let c = super::super::ModelConfig::qwen3_0_6b();
-        let (x, y) = regions(&c, 132);
-        assert_eq!(x, 3 * 16 * 1024 * 2);
-        assert_eq!(y, 8 * 3072 * 2);
-        assert!(x + y + 27 * 1024 <= 232_448, "staged weights + static shared memory must fit sm_90's opt-in");
+        let r = regions(&c, 132);
+        assert_eq!(r.x, 3 * 16 * 1024 * 2);
+        assert_eq!(r.y, 8 * 3072 * 2);
+        // 8 rows of 3,072 + 32 (padding) and one row of norm weights... of the longest row.
+        assert_eq!(r.z, 8 * 3104 * 2 + 3072 * 2);
+        assert_eq!(r.z_offset(), r.x + r.y);
+        assert!(r.total() + 27 * 1024 <= 232_448, "staged weights, x rows and static shared memory must fit sm_90's opt-in");
         // Fewer SMs, more tiles a block: 2 SMs would need far more than a block has.
-        let (x2, _) = regions(&c, 2);
-        assert_eq!(x2, 192 * 16 * 1024 * 2);
+        assert_eq!(regions(&c, 2).x, 192 * 16 * 1024 * 2);
         // The tiny model fits anywhere.
-        let (tx, ty) = regions(&super::super::weights::tiny_config(), 1);
-        assert!(tx + ty < 100_000, "{tx} + {ty}");
+        let t = regions(&super::super::weights::tiny_config(), 1);
+        assert!(t.total() < 100_000, "{t:?}");
+        assert_eq!((xs_stride(1024), xs_stride(96)), (1056, 96));
     }
 }

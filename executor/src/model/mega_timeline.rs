@@ -16,7 +16,7 @@
 use crate::error::{ExecError, Result};
 
 /// Stamps per layer and block (`MEGA_EVENTS` in qwen_mega.cu).
-pub const EVENTS: usize = 18;
+pub const EVENTS: usize = 20;
 
 /// What ends at each stamp: `PHASES[e]` is the time from stamp `e - 1` to stamp `e` of a
 /// layer; `PHASES[0]`, from the previous layer's last stamp to this layer's first, is the
@@ -24,7 +24,7 @@ pub const EVENTS: usize = 18;
 /// `qwen_decode_layers` passes to `mega_mark`.
 pub const PHASES: [&str; EVENTS] = [
     "barrier after down_proj",
-    "qkv: o_proj copies issued, input norm",
+    "qkv: o_proj copies issued, x staged, input norm",
     "qkv: wait for weights",
     "qkv: tiles",
     "barrier after qkv",
@@ -32,14 +32,16 @@ pub const PHASES: [&str; EVENTS] = [
     "barrier after RoPE",
     "attention",
     "barrier after attention",
-    "o_proj: gate_up copies issued, wait for weights",
+    "o_proj: gate_up copies issued, x staged",
+    "o_proj: wait for weights",
     "o_proj: tiles",
     "barrier after o_proj",
-    "gate_up: down_proj copies issued, post norm",
+    "gate_up: down_proj copies issued, x staged, post norm",
     "gate_up: wait for weights",
     "gate_up: tiles",
     "barrier after gate_up",
-    "down_proj: next qkv copies issued, wait for weights",
+    "down_proj: next qkv copies issued, x staged",
+    "down_proj: wait for weights",
     "down_proj: tiles",
 ];
 

@@ -138,9 +138,13 @@ impl Launches {
             .collect()
     }
 
-    /// The default's choices with the megakernel ([`Mega::On`]).
+    /// The default's choices with the megakernel ([`Mega::On`]), its attention half a tile
+    /// or (`whole_tiles`) a whole tile at a time.
     pub fn mega_variants() -> Vec<Launches> {
-        vec![Launches { mega: Mega::On, ..Launches::DEFAULT }]
+        vec![
+            Launches { mega: Mega::On, ..Launches::DEFAULT },
+            Launches { mega: Mega::On, whole_tiles: true, ..Launches::DEFAULT },
+        ]
     }
 
     /// `base`, or the kernel choices that are on joined by `+` in the order `staged`,
