@@ -96,22 +96,12 @@ __device__ __forceinline__ float warp_butterfly_sum(float v) {
     return v;
 }
 
-// 1 / rms of the n bf16 at p, the warp's: lane l sums squares of elements l, l + 32, ...
-// (fmaf), the butterfly adds the lanes (qwen_rmsnorm's order; the q/k norm's and the
-// staged norm's too).
-// 1 / rms from each lane's sum of squares `ss` of a row of n elements: the butterfly adds
-// the lanes, then qwen_rmsnorm's expression.
+// 1 / rms from each lane's sum of squares `ss` of a row of n elements (lane l: elements
+// l, l + 32, ... with fmaf: qwen_rmsnorm's order, the q/k norm's and the staged norm's
+// too): the butterfly adds the lanes, then qwen_rmsnorm's expression.
 __device__ __forceinline__ float lanes_inv_rms(float ss, int n, float eps) {
     ss = warp_butterfly_sum(ss);
     return 1.0f / sqrtf(ss / (float)n + eps);
-}
-__device__ __forceinline__ float warp_inv_rms(const bf16_t* p, int n, float eps, int lane) {
-    float ss = 0.0f;
-    for (int i = lane; i < n; i += 32) {
-        const float x = bf2f(p[i]);
-        ss = fmaf(x, x, ss);
-    }
-    return lanes_inv_rms(ss, n, eps);
 }
 
 __device__ __forceinline__ float warp_butterfly_max(float v) {
@@ -770,46 +760,83 @@ __device__ __forceinline__ void qk_norm_rope_kv_body(QK_ROPE_ARGS)
     const int heads = num_heads + 2 * num_kv_heads;
     const int half = head_dim >> 1;
     const long long items = (long long)rows * heads;
+    // Per item the loads that do not depend on each other go out together: the slot, the
+    // position and the head's qkv elements first, then the position's cos / sin row. (A
+    // lane holds at most RK = 8 elements of a head: head_dim <= 256.) The values and their
+    // order are the one-load-at-a-time loop's.
+    constexpr int RK = 8;
     for (long long it = (long long)blockIdx.x * warps + wib; it < items; it += (long long)gridDim.x * warps) {
         const int t = (int)(it / heads);
         const int h = (int)(it % heads);
         const bf16_t* src = qkv + (long long)t * heads * head_dim + (long long)h * head_dim;
         const long long slot = t < real ? slot_mapping[t] : -1;
+        const bool is_v = h >= num_heads + num_kv_heads;
+        long long pos = is_v ? 0 : positions[t];
+        bf16_t xr[RK];
+#pragma unroll
+        for (int k = 0; k < RK; ++k) {
+            const int d = lane + 32 * k;
+            xr[k] = d < head_dim ? src[d] : (bf16_t)0;
+        }
         const bool in_cache = slot >= 0 && slot < cache_slots;
         if (t < real && slot >= cache_slots && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
-        if (h >= num_heads + num_kv_heads) {
+        if (is_v) {
             if (in_cache) {
                 const int kvh = h - num_heads - num_kv_heads;
                 bf16_t* dst = v_cache + (slot * num_kv_heads + kvh) * head_dim;
-                for (int d = lane; d < head_dim; d += 32) dst[d] = src[d];
+#pragma unroll
+                for (int k = 0; k < RK; ++k) {
+                    const int d = lane + 32 * k;
+                    if (d < head_dim) dst[d] = xr[k];
+                }
             }
             continue;
         }
         const bool is_q = h < num_heads;
         if (!is_q && !in_cache) continue;
-        float* v = vals[wib];
-        if (qk_norm) {
-            const bf16_t* nw = is_q ? q_norm : k_norm;
-            const float inv = warp_inv_rms(src, head_dim, eps, lane);
-            for (int d = lane; d < head_dim; d += 32) v[d] = round_bf(round_bf(bf2f(src[d]) * inv) * bf2f(nw[d]));
-        } else {
-            for (int d = lane; d < head_dim; d += 32) v[d] = bf2f(src[d]);
-        }
-        __syncwarp();
-        long long pos = positions[t];
         if (pos < 0 || pos >= rope_len) {
             if (t < real && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
             pos = 0;
         }
         const bf16_t* cs = rope + pos * head_dim;
+        const bf16_t* nw = is_q ? q_norm : k_norm;
+        float cv[RK], sv[RK], wv[RK];
+#pragma unroll
+        for (int k = 0; k < RK; ++k) {
+            const int d = lane + 32 * k;
+            const int i = d < half ? d : d - half;
+            cv[k] = d < head_dim ? bf2f(cs[2 * i]) : 0.0f;
+            sv[k] = d < head_dim ? bf2f(cs[2 * i + 1]) : 0.0f;
+            wv[k] = qk_norm && d < head_dim ? bf2f(nw[d]) : 0.0f;
+        }
+        float* v = vals[wib];
+        if (qk_norm) {
+            float ss = 0.0f;
+#pragma unroll
+            for (int k = 0; k < RK; ++k)
+                if (lane + 32 * k < head_dim) ss = fmaf(bf2f(xr[k]), bf2f(xr[k]), ss);
+            const float inv = lanes_inv_rms(ss, head_dim, eps);
+#pragma unroll
+            for (int k = 0; k < RK; ++k) {
+                const int d = lane + 32 * k;
+                if (d < head_dim) v[d] = round_bf(round_bf(bf2f(xr[k]) * inv) * wv[k]);
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < RK; ++k) {
+                const int d = lane + 32 * k;
+                if (d < head_dim) v[d] = bf2f(xr[k]);
+            }
+        }
+        __syncwarp();
         bf16_t* dst = is_q ? q_out + ((long long)t * num_heads + h) * head_dim
                            : k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim;
-        for (int d = lane; d < head_dim; d += 32) {
-            const int i = d < half ? d : d - half;
-            const float c = bf2f(cs[2 * i]);
-            const float s = bf2f(cs[2 * i + 1]);
+#pragma unroll
+        for (int k = 0; k < RK; ++k) {
+            const int d = lane + 32 * k;
+            if (d >= head_dim) continue;
             const float rot = d < half ? -v[d + half] : v[d - half];
-            dst[d] = f2bf(round_bf(v[d] * c) + round_bf(rot * s));
+            dst[d] = f2bf(round_bf(v[d] * cv[k]) + round_bf(rot * sv[k]));
         }
         __syncwarp();
     }
@@ -1055,15 +1082,27 @@ __device__ __forceinline__ void attention_body(
         const int t = (int)(it / groups);
         const int h0 = (int)(it % groups) * G;
         const int kvh = h0 / group;
-        const int r = row_of_guessed(cu_seqlens_q, num_reqs, total, t);
+        // The loads that need only t go out with the request lookup's: the position and the
+        // item's q elements (at most QU a thread: G * head_dim <= 2 * ATT_MAX_HD).
+        constexpr int QU = (2 * ATT_MAX_HD + THREADS - 1) / THREADS;
         long long nk = positions[t] + 1;
+        bf16_t qr[QU];
+#pragma unroll
+        for (int u = 0; u < QU; ++u) {
+            const int i = tid + u * THREADS;
+            qr[u] = i < G * head_dim ? q[((long long)t * num_heads + h0) * head_dim + i] : (bf16_t)0;
+        }
+        const int r = row_of_guessed(cu_seqlens_q, num_reqs, total, t);
         if (nk > seqused_k[r] || nk < 1) {
             if (tid == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
             nk = nk < 1 ? 0 : seqused_k[r];
         }
         att_sync<SUBS>(sub);
-        for (int i = tid; i < G * head_dim; i += THREADS)
-            qs[i / head_dim][i % head_dim] = bf2f(q[((long long)t * num_heads + h0) * head_dim + i]);
+#pragma unroll
+        for (int u = 0; u < QU; ++u) {
+            const int i = tid + u * THREADS;
+            if (i < G * head_dim) qs[i / head_dim][i % head_dim] = bf2f(qr[u]);
+        }
         att_sync<SUBS>(sub);
         float m[G], l[G];
         const int* bt_row = block_table + (long long)r * blocks_per_row;
