@@ -14,7 +14,7 @@ use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::model::gpu::{KernelPlan, Launches};
-use specreplay_executor::model::mega::{self, Mega, MegaProbe};
+use specreplay_executor::model::mega;
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
@@ -246,7 +246,8 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// rows as the decode megakernel) or a timing probe `+mega:barriers`, `+mega:stream`,
         /// `+mega:products`, `+mega:copies`, `+mega:compute` (the megakernel with parts left out, to split its time; its values
         /// are not the model's) or `+mega:timeline` (the full megakernel, every block stamping each phase's end: prints
-        /// each phase's time on the critical path and per block); see `Launches`); the n-gram comparison runs with the
+        /// each phase's time on the critical path and per block), `+mega:timeline-nap` (the same with naps between
+        /// barrier polls); see `Launches`); the n-gram comparison runs with the
         /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
@@ -818,7 +819,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                                 .unwrap_or(b as usize)
                         );
                         let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
-                        if max_tokens > 8 && launch.mega == Mega::Probe(MegaProbe::Timeline) {
+                        if max_tokens > 8 && launch.mega.stamps() {
                             timeline = Some(qd.model.mega_timeline(&dev)?);
                         }
                         if max_tokens > 8 {

@@ -44,6 +44,9 @@
 #define MEGA_PRODUCTS 3  // + the products (no RoPE / KV write, no attention)
 #define MEGA_COPIES 4    // the weight copies and their waits alone, no barrier: the stream's own rate
 #define MEGA_COMPUTE 5   // everything but the weight copies (products read stale shared memory)
+// A flag on top of the mode: thread 0 naps (__nanosleep) between its polls of a grid
+// barrier, so 132 SMs do not keep one L2 line busy while a phase's few blocks load.
+#define MEGA_NAP 8
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -72,26 +75,28 @@ __device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
 
 // `arrive` is stamped when the whole block reached the barrier, `leave` when it opened
 // (-1: not stamped).
-__device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& target, unsigned long long* mk,
-                                               int arrive, int leave) {
+__device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& target, bool nap,
+                                               unsigned long long* mk, int arrive, int leave) {
     __syncthreads();
     mega_mark(mk, arrive);
     if (threadIdx.x == 0) {
         target += gridDim.x;
         unsigned int now;
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
-        do {
+        while (true) {
             asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(bar) : "memory");
-        } while (now < target);
+            if (now >= target) break;
+            if (nap) __nanosleep(64);
+        }
     }
     mega_mark(mk, leave);
     __syncthreads();
 }
 
 // The barrier between two phases (none in the MEGA_COPIES probe).
-__device__ __forceinline__ void mega_phase_sync(unsigned int* bar, unsigned int& target, int mode,
+__device__ __forceinline__ void mega_phase_sync(unsigned int* bar, unsigned int& target, int mode, bool nap,
                                                 unsigned long long* mk, int arrive, int leave) {
-    if (mode != MEGA_COPIES) mega_grid_sync(bar, target, mk, arrive, leave);
+    if (mode != MEGA_COPIES) mega_grid_sync(bar, target, nap, mk, arrive, leave);
 }
 
 // After a block's last barrier: bar[1] counts the blocks done; the last one (all others are
@@ -333,6 +338,8 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     bf16_t* xs = (bf16_t*)(mega_smem + region_z);
     unsigned int parity[2] = {0u, 0u};
     unsigned int target = 0u;  // thread 0: arrivals the next grid barrier waits for
+    const bool nap = (mode & MEGA_NAP) != 0;
+    mode &= ~MEGA_NAP;
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
@@ -369,30 +376,30 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
                                               (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, xs, nws,
                                               inv_s, mode, mk, 1, 2);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode, mk, 3, 4);
+        mega_phase_sync(bar, target, mode, nap, mk, 3, 4);
         if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
             qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                         (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                         num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
-        mega_phase_sync(bar, target, mode, mk, 5, 6);
+        mega_phase_sync(bar, target, mode, nap, mk, 5, 6);
         if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
             attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
                                                     seqused_k, block_table, blocks_per_row, block_size, positions,
                                                     num_heads, num_kv_heads, head_dim, attn, counters);
-        mega_phase_sync(bar, target, mode, mk, 7, 8);
+        mega_phase_sync(bar, target, mode, nap, mk, 7, 8);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
                                               parity[1], part, xs, nws, inv_s, mode, mk, 9, 10);
         parity[1] ^= 1u;
-        mega_phase_sync(bar, target, mode, mk, 11, 12);
+        mega_phase_sync(bar, target, mode, nap, mk, 11, 12);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
                                              (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, xs, nws,
                                              inv_s, mode, mk, 13, 14);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode, mk, 15, 16);
+        mega_phase_sync(bar, target, mode, nap, mk, 15, 16);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
@@ -402,7 +409,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         parity[1] ^= 1u;
         // The layer's end: the block's last tile done (the next layer's stamp 0 is the
         // barrier opening).
-        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, mk, 19, -1);
+        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, nap, mk, 19, -1);
         else if (clock != nullptr) {
             __syncthreads();
             mega_mark(mk, 19);

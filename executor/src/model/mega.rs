@@ -67,16 +67,20 @@ pub enum MegaProbe {
     /// The full launch (the model's values) with every block stamping each phase's end
     /// ([`super::mega_timeline`]): where a step's time goes, phase by phase.
     Timeline,
+    /// The timeline with thread 0 napping between its polls of a grid barrier
+    /// (`MEGA_NAP`): whether 132 pollers of one word slow the blocks that work.
+    TimelineNap,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 6] = [
+    const ALL: [MegaProbe; 7] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
         MegaProbe::Copies,
         MegaProbe::Compute,
         MegaProbe::Timeline,
+        MegaProbe::TimelineNap,
     ];
 
     fn name(self) -> &'static str {
@@ -87,6 +91,7 @@ impl MegaProbe {
             MegaProbe::Copies => "copies",
             MegaProbe::Compute => "compute",
             MegaProbe::Timeline => "timeline",
+            MegaProbe::TimelineNap => "timeline-nap",
         }
     }
 }
@@ -124,7 +129,13 @@ impl Mega {
             Mega::Probe(MegaProbe::Products) => 3,
             Mega::Probe(MegaProbe::Copies) => 4,
             Mega::Probe(MegaProbe::Compute) => 5,
+            Mega::Probe(MegaProbe::TimelineNap) => 8,
         }
+    }
+
+    /// Whether the launch stamps the timeline ([`super::mega_timeline`]).
+    pub fn stamps(self) -> bool {
+        matches!(self, Mega::Probe(MegaProbe::Timeline | MegaProbe::TimelineNap))
     }
 
     /// Whether this is a timing probe, whose values are not the model's.
@@ -274,7 +285,7 @@ impl GpuModel {
         l.arg(&i(c.head_dim)).arg(&qk).arg(&c.rms_norm_eps).arg(&(self.kv.slots() as i64)).arg(&i(shape.region_x));
         l.arg(&i(shape.region_z));
         l.out(&mut self.mega.bar).out(&mut b.counters).arg(&self.launches.mega.mode());
-        if self.launches.mega == Mega::Probe(MegaProbe::Timeline) {
+        if self.launches.mega.stamps() {
             l.out(&mut self.mega.clock);
         } else {
             l.arg(&0u64);
@@ -386,10 +397,14 @@ mod tests {
         let modes: Vec<i32> = [Mega::On, Mega::Probe(MegaProbe::Barriers), Mega::Probe(MegaProbe::Stream)]
             .into_iter()
             .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies), Mega::Probe(MegaProbe::Compute)])
-            .chain([Mega::Probe(MegaProbe::Timeline)])
+            .chain([Mega::Probe(MegaProbe::Timeline), Mega::Probe(MegaProbe::TimelineNap)])
             .map(Mega::mode)
             .collect();
-        assert_eq!(modes, [0, 1, 2, 3, 4, 5, 0], "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL");
+        assert_eq!(
+            modes,
+            [0, 1, 2, 3, 4, 5, 0, 8],
+            "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP"
+        );
         assert!(!Mega::On.is_probe());
     }
 
@@ -416,7 +431,10 @@ mod tests {
         // 8 rows of 3,072 + 32 (padding) and one row of norm weights... of the longest row.
         assert_eq!(r.z, 8 * 3104 * 2 + 3072 * 2);
         assert_eq!(r.z_offset(), r.x + r.y);
-        assert!(r.total() + 27 * 1024 <= 232_448, "staged weights, x rows and static shared memory must fit sm_90's opt-in");
+        assert!(
+            r.total() + 27 * 1024 <= 232_448,
+            "staged weights, x rows and static shared memory must fit sm_90's opt-in"
+        );
         // Fewer SMs, more tiles a block: 2 SMs would need far more than a block has.
         assert_eq!(regions(&c, 2).x, 192 * 16 * 1024 * 2);
         // The tiny model fits anywhere.
