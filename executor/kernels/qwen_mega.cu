@@ -353,9 +353,11 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
         return;
     }
-    int k_max = hidden > inter ? hidden : inter;  // the longest x row of a product (mega.rs `regions`)
-    if (num_heads * head_dim > k_max) k_max = num_heads * head_dim;
-    bf16_t* nws = xs + MEGA_MAX_ROWS * xs_stride(k_max);
+    // Region Z: MEGA_MAX_ROWS x rows at the widest padded stride, then the norm weights (mega.rs
+    // `regions`).
+    int s_max = xs_stride(hidden) > xs_stride(inter) ? xs_stride(hidden) : xs_stride(inter);
+    if (xs_stride(num_heads * head_dim) > s_max) s_max = xs_stride(num_heads * head_dim);
+    bf16_t* nws = xs + MEGA_MAX_ROWS * s_max;
     const int n_qkv = (num_heads + 2 * num_kv_heads) * head_dim;
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;

@@ -26,7 +26,7 @@ use crate::layout::DeviceBuffers;
 const MMA_SPLIT: usize = super::kernels_ref::MMA_SPLIT;
 
 /// Padded rows up to which the megakernel runs a step (`MEGA_MAX_ROWS` in qwen_mega.cu):
-/// every product stages its x rows in region Z, which holds this many rows of the longest
+/// every product stages its x rows in region Z, which holds this many rows of the widest
 /// x row next to the staged weights (sm_90's 227 KiB a block: 8 rows fit for Qwen3-0.6B).
 pub const MEGA_MAX_ROWS: usize = 8;
 
@@ -177,7 +177,7 @@ impl Mega {
 /// tiles of qkv or gate_up, region Y of o_proj or down_proj (`qwen_mega.cu`
 /// `stage_product`: a tile is 16 weight rows of qkv, 8 gate and 8 up rows of gate_up, 8 rows
 /// of o_proj and down_proj; block b takes tiles b, b + blocks, ...), region Z the product's
-/// x rows (`stage_x`: [`MEGA_MAX_ROWS`] rows of the longest x row, each padded to
+/// x rows (`stage_x`: [`MEGA_MAX_ROWS`] x rows at the widest stride of
 /// `xs_stride`) and then the norm weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Regions {
@@ -221,8 +221,10 @@ pub fn regions(c: &super::ModelConfig, blocks: usize) -> Regions {
     ));
     let y =
         per_block(c.hidden_size.div_ceil(8), 8, k_o).max(per_block(c.hidden_size.div_ceil(8), 8, c.intermediate_size));
-    let k_max = c.hidden_size.max(c.intermediate_size).max(k_o);
-    let z = MEGA_MAX_ROWS * xs_stride(k_max) * 2 + k_max * 2;
+    // The widest padded x row (a shorter row may pad past a longer unpadded one), then one
+    // row of norm weights (hidden_size wide).
+    let s_max = [c.hidden_size, c.intermediate_size, k_o].into_iter().map(xs_stride).max().unwrap_or(0);
+    let z = MEGA_MAX_ROWS * s_max * 2 + c.hidden_size * 2;
     Regions { x, y, z }
 }
 
@@ -428,8 +430,8 @@ mod tests {
         let r = regions(&c, 132);
         assert_eq!(r.x, 3 * 16 * 1024 * 2);
         assert_eq!(r.y, 8 * 3072 * 2);
-        // 8 rows of 3,072 + 32 (padding) and one row of norm weights... of the longest row.
-        assert_eq!(r.z, 8 * 3104 * 2 + 3072 * 2);
+        // 8 rows of 3,072 + 32 (padding) and one row of norm weights (hidden 1,024).
+        assert_eq!(r.z, 8 * 3104 * 2 + 1024 * 2);
         assert_eq!(r.z_offset(), r.x + r.y);
         assert!(
             r.total() + 27 * 1024 <= 232_448,
