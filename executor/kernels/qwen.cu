@@ -737,7 +737,7 @@ GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8, 8, 8, true)
 // cos/sin the bf16 table `rope[pos][i][0|1]` for i < head_dim/2, as HF casts them to the
 // activation dtype); q goes to `q_out` [T, num_heads, head_dim]; k and v of real tokens
 // (t < meta_tokens) with slot >= 0 go to the paged caches (slot -1: padded, skipped).
-// A warp per (token, head) item, grid-stride over the launch's WARPS-warp blocks.
+// The q/k norm + RoPE + KV write's arguments.
 #define QK_ROPE_ARGS                                                                             \
     const int* __restrict__ counts, const bf16_t* ACT_RESTRICT qkv, const long long* __restrict__ positions, \
         const long long* __restrict__ slot_mapping, const bf16_t* __restrict__ q_norm,            \
@@ -748,6 +748,94 @@ GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8, 8, 8, true)
 #define QK_ROPE_PASS                                                                             \
     counts, qkv, positions, slot_mapping, q_norm, k_norm, qk_norm, eps, rope, rope_len, num_heads, num_kv_heads, \
         head_dim, q_out, k_cache, v_cache, cache_slots, counters
+// Item (token t, head h) of the q/k norm + RoPE + KV write, by one warp with `v` (head_dim
+// floats of shared scratch): a V head is copied into its cache slot, a K head normalised,
+// rotated and stored into its slot, a q head normalised, rotated and stored into q_out, or,
+// with `qf` non-null, into qf as the floats q_out's bf16 would widen to (the fused decode
+// phase of the megakernel: its attention reads q from there). The loads that do not depend
+// on each other go out together: the slot, the position and the head's qkv elements first,
+// then the position's cos / sin row and the norm weights (a lane holds at most RK = 8
+// elements of a head: head_dim <= 256). The values and their order are the
+// one-load-at-a-time loop's.
+__device__ __forceinline__ void rope_item(QK_ROPE_ARGS, int t, int h, int real, int lane, float* v, float* qf) {
+    constexpr int RK = 8;
+    const int heads = num_heads + 2 * num_kv_heads;
+    const int half = head_dim >> 1;
+    const bf16_t* src = qkv + (long long)t * heads * head_dim + (long long)h * head_dim;
+    const long long slot = t < real ? slot_mapping[t] : -1;
+    const bool is_v = h >= num_heads + num_kv_heads;
+    long long pos = is_v ? 0 : positions[t];
+    bf16_t xr[RK];
+#pragma unroll
+    for (int k = 0; k < RK; ++k) {
+        const int d = lane + 32 * k;
+        xr[k] = d < head_dim ? src[d] : (bf16_t)0;
+    }
+    const bool in_cache = slot >= 0 && slot < cache_slots;
+    if (t < real && slot >= cache_slots && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+    if (is_v) {
+        if (in_cache) {
+            const int kvh = h - num_heads - num_kv_heads;
+            bf16_t* dst = v_cache + (slot * num_kv_heads + kvh) * head_dim;
+#pragma unroll
+            for (int k = 0; k < RK; ++k) {
+                const int d = lane + 32 * k;
+                if (d < head_dim) dst[d] = xr[k];
+            }
+        }
+        return;
+    }
+    const bool is_q = h < num_heads;
+    if (!is_q && !in_cache) return;
+    if (pos < 0 || pos >= rope_len) {
+        if (t < real && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+        pos = 0;
+    }
+    const bf16_t* cs = rope + pos * head_dim;
+    const bf16_t* nw = is_q ? q_norm : k_norm;
+    float cv[RK], sv[RK], wv[RK];
+#pragma unroll
+    for (int k = 0; k < RK; ++k) {
+        const int d = lane + 32 * k;
+        const int i = d < half ? d : d - half;
+        cv[k] = d < head_dim ? bf2f(cs[2 * i]) : 0.0f;
+        sv[k] = d < head_dim ? bf2f(cs[2 * i + 1]) : 0.0f;
+        wv[k] = qk_norm && d < head_dim ? bf2f(nw[d]) : 0.0f;
+    }
+    if (qk_norm) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < RK; ++k)
+            if (lane + 32 * k < head_dim) ss = fmaf(bf2f(xr[k]), bf2f(xr[k]), ss);
+        const float inv = lanes_inv_rms(ss, head_dim, eps);
+#pragma unroll
+        for (int k = 0; k < RK; ++k) {
+            const int d = lane + 32 * k;
+            if (d < head_dim) v[d] = round_bf(round_bf(bf2f(xr[k]) * inv) * wv[k]);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < RK; ++k) {
+            const int d = lane + 32 * k;
+            if (d < head_dim) v[d] = bf2f(xr[k]);
+        }
+    }
+    __syncwarp();
+    bf16_t* dst = is_q ? q_out + ((long long)t * num_heads + h) * head_dim
+                       : k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim;
+#pragma unroll
+    for (int k = 0; k < RK; ++k) {
+        const int d = lane + 32 * k;
+        if (d >= head_dim) continue;
+        const float rot = d < half ? -v[d + half] : v[d - half];
+        const bf16_t o = f2bf(round_bf(v[d] * cv[k]) + round_bf(rot * sv[k]));
+        if (is_q && qf != nullptr) qf[d] = bf2f(o);
+        else dst[d] = o;
+    }
+    __syncwarp();
+}
+
+// A warp per (token, head) item, grid-stride over the launch's WARPS-warp blocks.
 template <int WARPS>
 __device__ __forceinline__ void qk_norm_rope_kv_body(QK_ROPE_ARGS)
 {
@@ -756,90 +844,10 @@ __device__ __forceinline__ void qk_norm_rope_kv_body(QK_ROPE_ARGS)
     const int real = counts[C_META_TOKENS];
     const int lane = threadIdx.x & 31;
     const int wib = threadIdx.x >> 5;
-    const int warps = WARPS;
     const int heads = num_heads + 2 * num_kv_heads;
-    const int half = head_dim >> 1;
     const long long items = (long long)rows * heads;
-    // Per item the loads that do not depend on each other go out together: the slot, the
-    // position and the head's qkv elements first, then the position's cos / sin row. (A
-    // lane holds at most RK = 8 elements of a head: head_dim <= 256.) The values and their
-    // order are the one-load-at-a-time loop's.
-    constexpr int RK = 8;
-    for (long long it = (long long)blockIdx.x * warps + wib; it < items; it += (long long)gridDim.x * warps) {
-        const int t = (int)(it / heads);
-        const int h = (int)(it % heads);
-        const bf16_t* src = qkv + (long long)t * heads * head_dim + (long long)h * head_dim;
-        const long long slot = t < real ? slot_mapping[t] : -1;
-        const bool is_v = h >= num_heads + num_kv_heads;
-        long long pos = is_v ? 0 : positions[t];
-        bf16_t xr[RK];
-#pragma unroll
-        for (int k = 0; k < RK; ++k) {
-            const int d = lane + 32 * k;
-            xr[k] = d < head_dim ? src[d] : (bf16_t)0;
-        }
-        const bool in_cache = slot >= 0 && slot < cache_slots;
-        if (t < real && slot >= cache_slots && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
-        if (is_v) {
-            if (in_cache) {
-                const int kvh = h - num_heads - num_kv_heads;
-                bf16_t* dst = v_cache + (slot * num_kv_heads + kvh) * head_dim;
-#pragma unroll
-                for (int k = 0; k < RK; ++k) {
-                    const int d = lane + 32 * k;
-                    if (d < head_dim) dst[d] = xr[k];
-                }
-            }
-            continue;
-        }
-        const bool is_q = h < num_heads;
-        if (!is_q && !in_cache) continue;
-        if (pos < 0 || pos >= rope_len) {
-            if (t < real && lane == 0) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
-            pos = 0;
-        }
-        const bf16_t* cs = rope + pos * head_dim;
-        const bf16_t* nw = is_q ? q_norm : k_norm;
-        float cv[RK], sv[RK], wv[RK];
-#pragma unroll
-        for (int k = 0; k < RK; ++k) {
-            const int d = lane + 32 * k;
-            const int i = d < half ? d : d - half;
-            cv[k] = d < head_dim ? bf2f(cs[2 * i]) : 0.0f;
-            sv[k] = d < head_dim ? bf2f(cs[2 * i + 1]) : 0.0f;
-            wv[k] = qk_norm && d < head_dim ? bf2f(nw[d]) : 0.0f;
-        }
-        float* v = vals[wib];
-        if (qk_norm) {
-            float ss = 0.0f;
-#pragma unroll
-            for (int k = 0; k < RK; ++k)
-                if (lane + 32 * k < head_dim) ss = fmaf(bf2f(xr[k]), bf2f(xr[k]), ss);
-            const float inv = lanes_inv_rms(ss, head_dim, eps);
-#pragma unroll
-            for (int k = 0; k < RK; ++k) {
-                const int d = lane + 32 * k;
-                if (d < head_dim) v[d] = round_bf(round_bf(bf2f(xr[k]) * inv) * wv[k]);
-            }
-        } else {
-#pragma unroll
-            for (int k = 0; k < RK; ++k) {
-                const int d = lane + 32 * k;
-                if (d < head_dim) v[d] = bf2f(xr[k]);
-            }
-        }
-        __syncwarp();
-        bf16_t* dst = is_q ? q_out + ((long long)t * num_heads + h) * head_dim
-                           : k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim;
-#pragma unroll
-        for (int k = 0; k < RK; ++k) {
-            const int d = lane + 32 * k;
-            if (d >= head_dim) continue;
-            const float rot = d < half ? -v[d + half] : v[d - half];
-            dst[d] = f2bf(round_bf(v[d] * cv[k]) + round_bf(rot * sv[k]));
-        }
-        __syncwarp();
-    }
+    for (long long it = (long long)blockIdx.x * WARPS + wib; it < items; it += (long long)gridDim.x * WARPS)
+        rope_item(QK_ROPE_PASS, (int)(it / heads), (int)(it % heads), real, lane, vals[wib], nullptr);
 }
 extern "C" __global__ void qwen_qk_norm_rope_kv(QK_ROPE_ARGS)
 {
