@@ -748,6 +748,22 @@ GEMM_TILED_ENTRY(qwen_gemm_t_glu_8_8, 8, 8, true)
 #define QK_ROPE_PASS                                                                             \
     counts, qkv, positions, slot_mapping, q_norm, k_norm, qk_norm, eps, rope, rope_len, num_heads, num_kv_heads, \
         head_dim, q_out, k_cache, v_cache, cache_slots, counters
+// RoPE of one head whose lane holds elements lane + 32 k (k < 2 HK of them: head_dim = 64 HK),
+// so element d's partner d -+ head_dim / 2 is the same lane's k -+ HK: stored as bf16 to dst,
+// or with `qf` non-null widened to floats there.
+template <int HK>
+__device__ __forceinline__ void rope_store(const float* nv, const float* cv, const float* sv, int lane, int head_dim,
+                                           bf16_t* dst, float* qf) {
+#pragma unroll
+    for (int k = 0; k < 2 * HK; ++k) {
+        const int d = lane + 32 * k;
+        const float rot = k < HK ? -nv[k + HK] : nv[k - HK];
+        const bf16_t o = f2bf(round_bf(nv[k] * cv[k]) + round_bf(rot * sv[k]));
+        if (qf != nullptr) qf[d] = bf2f(o);
+        else dst[d] = o;
+    }
+}
+
 // Item (token t, head h) of the q/k norm + RoPE + KV write, by one warp with `v` (head_dim
 // floats of shared scratch): a V head is copied into its cache slot, a K head normalised,
 // rotated and stored into its slot, a q head normalised, rotated and stored into q_out, or,
@@ -802,6 +818,8 @@ __device__ __forceinline__ void rope_item(QK_ROPE_ARGS, int t, int h, int real, 
         sv[k] = d < head_dim ? bf2f(cs[2 * i + 1]) : 0.0f;
         wv[k] = qk_norm && d < head_dim ? bf2f(nw[d]) : 0.0f;
     }
+    // The normalised values (or the raw ones without the q/k norm).
+    float nv[RK];
     if (qk_norm) {
         float ss = 0.0f;
 #pragma unroll
@@ -809,30 +827,37 @@ __device__ __forceinline__ void rope_item(QK_ROPE_ARGS, int t, int h, int real, 
             if (lane + 32 * k < head_dim) ss = fmaf(bf2f(xr[k]), bf2f(xr[k]), ss);
         const float inv = lanes_inv_rms(ss, head_dim, eps);
 #pragma unroll
-        for (int k = 0; k < RK; ++k) {
-            const int d = lane + 32 * k;
-            if (d < head_dim) v[d] = round_bf(round_bf(bf2f(xr[k]) * inv) * wv[k]);
-        }
+        for (int k = 0; k < RK; ++k) nv[k] = round_bf(round_bf(bf2f(xr[k]) * inv) * wv[k]);
     } else {
 #pragma unroll
-        for (int k = 0; k < RK; ++k) {
-            const int d = lane + 32 * k;
-            if (d < head_dim) v[d] = bf2f(xr[k]);
-        }
+        for (int k = 0; k < RK; ++k) nv[k] = bf2f(xr[k]);
     }
-    __syncwarp();
     bf16_t* dst = is_q ? q_out + ((long long)t * num_heads + h) * head_dim
                        : k_cache + (slot * num_kv_heads + (h - num_heads)) * head_dim;
+    float* qd = is_q ? qf : nullptr;
+    // Element d's partner d -+ half is the same lane's element k -+ half / 32 when head_dim
+    // is 64, 128 or 256; otherwise it comes through the warp's scratch `v`.
+    if (head_dim == 128) rope_store<2>(nv, cv, sv, lane, head_dim, dst, qd);
+    else if (head_dim == 64) rope_store<1>(nv, cv, sv, lane, head_dim, dst, qd);
+    else if (head_dim == 256) rope_store<4>(nv, cv, sv, lane, head_dim, dst, qd);
+    else {
 #pragma unroll
-    for (int k = 0; k < RK; ++k) {
-        const int d = lane + 32 * k;
-        if (d >= head_dim) continue;
-        const float rot = d < half ? -v[d + half] : v[d - half];
-        const bf16_t o = f2bf(round_bf(v[d] * cv[k]) + round_bf(rot * sv[k]));
-        if (is_q && qf != nullptr) qf[d] = bf2f(o);
-        else dst[d] = o;
+        for (int k = 0; k < RK; ++k) {
+            const int d = lane + 32 * k;
+            if (d < head_dim) v[d] = nv[k];
+        }
+        __syncwarp();
+#pragma unroll
+        for (int k = 0; k < RK; ++k) {
+            const int d = lane + 32 * k;
+            if (d >= head_dim) continue;
+            const float rot = d < half ? -v[d + half] : v[d - half];
+            const bf16_t o = f2bf(round_bf(v[d] * cv[k]) + round_bf(rot * sv[k]));
+            if (qd != nullptr) qd[d] = bf2f(o);
+            else dst[d] = o;
+        }
+        __syncwarp();
     }
-    __syncwarp();
 }
 
 // A warp per (token, head) item, grid-stride over the launch's WARPS-warp blocks.
@@ -1050,11 +1075,36 @@ __device__ __forceinline__ void att_sync(int sub) {
     }
 }
 
+// What the fused decode phase (attention_body with ROPE) needs of the q/k norm + RoPE + KV
+// write besides attention's own arguments.
+struct RopeArgs {
+    const bf16_t* qkv;
+    const long long* slot_mapping;
+    const bf16_t* q_norm;
+    const bf16_t* k_norm;
+    int qk_norm;
+    float eps;
+    const bf16_t* rope;
+    int rope_len;
+    int real;
+    bf16_t* q_out;
+};
+
 // Items are (token, group of G query heads sharing one KV head): G = 1 is every head alone;
 // G > 1 (qwen_attention_gqa) loads each K and V row once for the group. SUBS: items a block
 // runs at once, one per ATT_WARPS warps (item blockIdx.x * SUBS + sub, stride gridDim.x *
 // SUBS); every item's sums are the same whichever warps compute it.
-template <int SPLIT, int G, int SUBS = 1>
+// ROPE (the decode megakernel's fused phase; only for pure decode, every request one query
+// token, with G the whole GQA group, G + 2 <= ATT_WARPS and head_dim 64, 128 or 256): the
+// item first runs the q/k norm + RoPE + KV write of its token for its heads (rope_item:
+// warp w < G q head h0 + w straight into the item's q floats, warp G the K head and warp
+// G + 1 the V head of its KV head, written to the token's cache slot), so no other item
+// and no grid barrier is waited for: the slot's writes are the item's own warps', ordered
+// before the tiles' loads by the item's barrier. The same values, so the same sums.
+// EXT: the items' shared scratch (ATT_SCRATCH(G) floats per item) is `ext`, not the
+// function's own (the megakernel lends its x-staging region, idle during attention).
+#define ATT_SCRATCH(G) ((G) * ATT_MAX_HD + 2 * (G) * ATT_WARPS + (G) * ATT_WARPS * ATT_MAX_HD)
+template <int SPLIT, int G, int SUBS = 1, bool ROPE = false, bool EXT = false>
 __device__ __forceinline__ void attention_body(
     const int* __restrict__ counts,
     const bf16_t* ACT_RESTRICT q,
@@ -1064,18 +1114,27 @@ __device__ __forceinline__ void attention_body(
     const long long* __restrict__ positions,
     int num_heads, int num_kv_heads, int head_dim,
     bf16_t* ACT_RESTRICT out,
-    unsigned int* __restrict__ counters)
+    unsigned int* __restrict__ counters,
+    RopeArgs ra = RopeArgs{},
+    float* ext = nullptr)
 {
-    __shared__ float qs_all[SUBS][G][ATT_MAX_HD];
-    __shared__ float wm_all[SUBS][G][ATT_WARPS], wl_all[SUBS][G][ATT_WARPS];
-    __shared__ float wacc_all[SUBS][G][ATT_WARPS][ATT_MAX_HD];
     constexpr int THREADS = ATT_WARPS * 32;
     const int sub = SUBS == 1 ? 0 : (int)(threadIdx.x / THREADS);
     const int tid = SUBS == 1 ? (int)threadIdx.x : (int)(threadIdx.x % THREADS);
-    float (*qs)[ATT_MAX_HD] = qs_all[sub];
-    float (*wm)[ATT_WARPS] = wm_all[sub];
-    float (*wl)[ATT_WARPS] = wl_all[sub];
-    float (*wacc)[ATT_WARPS][ATT_MAX_HD] = wacc_all[sub];
+    // Per item: q floats [G][ATT_MAX_HD], the warps' maxima and sums [G][ATT_WARPS] each,
+    // their accumulators [G][ATT_WARPS][ATT_MAX_HD].
+    float* scratch;
+    if constexpr (EXT) {
+        scratch = ext;
+    } else {
+        __shared__ float att_smem[SUBS * ATT_SCRATCH(G)];
+        scratch = att_smem;
+    }
+    float* mine = scratch + sub * ATT_SCRATCH(G);
+    float (*qs)[ATT_MAX_HD] = (float (*)[ATT_MAX_HD])mine;
+    float (*wm)[ATT_WARPS] = (float (*)[ATT_WARPS])(mine + G * ATT_MAX_HD);
+    float (*wl)[ATT_WARPS] = (float (*)[ATT_WARPS])(mine + G * ATT_MAX_HD + G * ATT_WARPS);
+    float (*wacc)[ATT_WARPS][ATT_MAX_HD] = (float (*)[ATT_WARPS][ATT_MAX_HD])(mine + G * ATT_MAX_HD + 2 * G * ATT_WARPS);
     const int num_reqs = counts[C_NUM_REQS];
     if (num_reqs <= 0) return;
     const int total = cu_seqlens_q[num_reqs];
@@ -1098,7 +1157,7 @@ __device__ __forceinline__ void attention_body(
 #pragma unroll
         for (int u = 0; u < QU; ++u) {
             const int i = tid + u * THREADS;
-            qr[u] = i < G * head_dim ? q[((long long)t * num_heads + h0) * head_dim + i] : (bf16_t)0;
+            qr[u] = !ROPE && i < G * head_dim ? q[((long long)t * num_heads + h0) * head_dim + i] : (bf16_t)0;
         }
         const int r = row_of_guessed(cu_seqlens_q, num_reqs, total, t);
         if (nk > seqused_k[r] || nk < 1) {
@@ -1106,10 +1165,19 @@ __device__ __forceinline__ void attention_body(
             nk = nk < 1 ? 0 : seqused_k[r];
         }
         att_sync<SUBS>(sub);
+        if (ROPE) {
+            if (warp < G + 2) {
+                const int h = warp < G ? h0 + warp : warp == G ? num_heads + kvh : num_heads + num_kv_heads + kvh;
+                rope_item(counts, ra.qkv, positions, ra.slot_mapping, ra.q_norm, ra.k_norm, ra.qk_norm, ra.eps, ra.rope,
+                          ra.rope_len, num_heads, num_kv_heads, head_dim, ra.q_out, (bf16_t*)k_cache, (bf16_t*)v_cache,
+                          cache_slots, counters, t, h, ra.real, lane, nullptr, warp < G ? qs[warp] : nullptr);
+            }
+        } else {
 #pragma unroll
-        for (int u = 0; u < QU; ++u) {
-            const int i = tid + u * THREADS;
-            if (i < G * head_dim) qs[i / head_dim][i % head_dim] = bf2f(qr[u]);
+            for (int u = 0; u < QU; ++u) {
+                const int i = tid + u * THREADS;
+                if (i < G * head_dim) qs[i / head_dim][i % head_dim] = bf2f(qr[u]);
+            }
         }
         att_sync<SUBS>(sub);
         float m[G], l[G];

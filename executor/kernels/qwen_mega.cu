@@ -358,6 +358,16 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     int s_max = xs_stride(hidden) > xs_stride(inter) ? xs_stride(hidden) : xs_stride(inter);
     if (xs_stride(num_heads * head_dim) > s_max) s_max = xs_stride(num_heads * head_dim);
     bf16_t* nws = xs + MEGA_MAX_ROWS * s_max;
+    // Pure decode (request i's tokens are [i, i + 1): every request one query token), with a
+    // GQA group of 2 and a head the RoPE lanes hold in registers: RoPE/KV runs inside the
+    // attention items (attention_body with ROPE), one phase and one grid barrier fewer. The
+    // same test on every block, so every block meets the same barriers.
+    const int real = counts[C_META_TOKENS];
+    const int num_reqs = counts[C_NUM_REQS];
+    const bool fuse_shape =
+        num_kv_heads > 0 && num_heads == 2 * num_kv_heads && (head_dim == 64 || head_dim == 128 || head_dim == 256);
+    const bool fused = __syncthreads_and(
+        fuse_shape && num_reqs > 0 && (threadIdx.x > num_reqs || cu_seqlens_q[threadIdx.x] == (int)threadIdx.x));
     const int n_qkv = (num_heads + 2 * num_kv_heads) * head_dim;
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;
@@ -379,15 +389,30 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
                                               inv_s, mode, mk, 1, 2);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 3, 4);
-        if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
-            qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
-                                        (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
-                                        num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
-        mega_phase_sync(bar, target, mode, nap, mk, 5, 6);
-        if (mode == MEGA_FULL || mode == MEGA_COMPUTE)
-            attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS>(counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q,
-                                                    seqused_k, block_table, blocks_per_row, block_size, positions,
-                                                    num_heads, num_kv_heads, head_dim, attn, counters);
+        const bool work = mode == MEGA_FULL || mode == MEGA_COMPUTE;
+        if (fused) {
+            // Pure decode: RoPE/KV inside the attention items, no barrier between (stamps 5
+            // and 6 at once: the attention stamp holds both).
+            mega_mark(mk, 5);
+            mega_mark(mk, 6);
+            if (work)
+                attention_body<ATT_SPLIT, 2, MMA_SPLIT / ATT_WARPS, true, true>(
+                    counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,
+                    block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters,
+                    RopeArgs{qkv, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM], (const bf16_t*)p[MEGA_K_NORM], qk_norm,
+                             eps, rope, rope_len, real, q},
+                    (float*)xs);
+        } else {
+            if (work)
+                qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
+                                                (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
+                                                num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
+            mega_phase_sync(bar, target, mode, nap, mk, 5, 6);
+            if (work)
+                attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS, false, true>(
+                    counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,
+                    block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters, RopeArgs{}, (float*)xs);
+        }
         mega_phase_sync(bar, target, mode, nap, mk, 7, 8);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);

@@ -178,7 +178,8 @@ impl Mega {
 /// `stage_product`: a tile is 16 weight rows of qkv, 8 gate and 8 up rows of gate_up, 8 rows
 /// of o_proj and down_proj; block b takes tiles b, b + blocks, ...), region Z the product's
 /// x rows (`stage_x`: [`MEGA_MAX_ROWS`] x rows at the widest stride of
-/// `xs_stride`) and then the norm weights.
+/// `xs_stride`) and then the norm weights; while attention runs, region Z is its scratch
+/// ([`ATTENTION_SCRATCH`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Regions {
     pub x: usize,
@@ -209,6 +210,12 @@ pub fn xs_stride(k: usize) -> usize {
     k + if k.is_multiple_of(64) { 32 } else { 0 }
 }
 
+/// Bytes of attention scratch the megakernel lends from region Z while attention runs
+/// (`attention_body` with EXT in qwen.cu): two items a block (8 warps, ATT_WARPS 4 each),
+/// each `ATT_SCRATCH(2)` floats: q [2][256], the warps' maxima and sums [2][4] each and
+/// accumulators [2][4][256].
+pub const ATTENTION_SCRATCH: usize = 2 * (2 * 256 + 2 * 2 * 4 + 2 * 4 * 256) * 4;
+
 /// [`Regions`] of model `c` for a grid of `blocks`.
 pub fn regions(c: &super::ModelConfig, blocks: usize) -> Regions {
     let per_block = |tiles: usize, rows: usize, k: usize| tiles.div_ceil(blocks.max(1)) * rows * k * 2;
@@ -225,7 +232,7 @@ pub fn regions(c: &super::ModelConfig, blocks: usize) -> Regions {
     // row of norm weights (hidden_size wide).
     let s_max = [c.hidden_size, c.intermediate_size, k_o].into_iter().map(xs_stride).max().unwrap_or(0);
     let z = MEGA_MAX_ROWS * s_max * 2 + c.hidden_size * 2;
-    Regions { x, y, z }
+    Regions { x, y, z: z.max(ATTENTION_SCRATCH) }
 }
 
 /// The megakernel's device state: the layer table, the grid barrier's two words and the
@@ -439,9 +446,11 @@ mod tests {
         );
         // Fewer SMs, more tiles a block: 2 SMs would need far more than a block has.
         assert_eq!(regions(&c, 2).x, 192 * 16 * 1024 * 2);
-        // The tiny model fits anywhere.
+        // The tiny model fits anywhere; its region Z is attention's scratch, larger than
+        // its x rows.
         let t = regions(&super::super::weights::tiny_config(), 1);
         assert!(t.total() < 100_000, "{t:?}");
+        assert_eq!(t.z, ATTENTION_SCRATCH);
         assert_eq!((xs_stride(1024), xs_stride(96)), (1056, 96));
     }
 }
