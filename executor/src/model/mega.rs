@@ -212,8 +212,8 @@ pub fn xs_stride(k: usize) -> usize {
 
 /// Bytes of attention scratch the megakernel lends from region Z while attention runs
 /// (`attention_body` with EXT in qwen.cu): two items a block (8 warps, ATT_WARPS 4 each),
-/// each `ATT_SCRATCH(2)` floats: q [2][256], the warps' maxima and sums [2][4] each and
-/// accumulators [2][4][256].
+/// each `ATT_SCRATCH(2)` floats: q `[2][256]`, the warps' maxima and sums `[2][4]` each and
+/// accumulators `[2][4][256]`.
 pub const ATTENTION_SCRATCH: usize = 2 * (2 * 256 + 2 * 2 * 4 + 2 * 4 * 256) * 4;
 
 /// [`Regions`] of model `c` for a grid of `blocks`.
