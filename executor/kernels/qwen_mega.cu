@@ -290,20 +290,29 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* xs, int K, c
     __syncthreads();
 }
 
-// This block's tiles of a product: x staged (stamp e_x), the weights awaited (`bar`'s phase
-// `parity`; stamp e_w), then the tiles.
-template <int NT, bool GLU, bool NORM, bool RESADD>
-__device__ __forceinline__ void staged_product(int rows, const bf16_t* x, int K, const bf16_t* ws, int N, bf16_t* y,
-                                               const bf16_t* __restrict__ norm_w, float eps, unsigned long long* bar,
-                                               unsigned int parity, float (*part)[16][17], bf16_t* xs, bf16_t* nws,
-                                               float* inv_s, int mode, unsigned long long* mk, int e_x, int e_w) {
+// A product's x rows staged (stage_x; stamp e_x) where the mode computes products. The
+// caller stages x BEFORE it starts the next product's weight copies: behind a stream of
+// megabytes of copies the x loads waited 3-4 us a product (device log, run 34).
+template <bool NORM>
+__device__ __forceinline__ void product_x(int mode, int rows, const bf16_t* x, int K, const bf16_t* __restrict__ norm_w,
+                                          float eps, bf16_t* xs, bf16_t* nws, float* inv_s, unsigned long long* mk,
+                                          int e_x) {
+    if (mode == MEGA_FULL || mode == MEGA_PRODUCTS || mode == MEGA_COMPUTE)
+        stage_x<NORM>(rows, x, K, norm_w, eps, xs, nws, inv_s);
+    mega_mark(mk, e_x);
+}
+
+// This block's tiles of a product whose x rows are staged (product_x): the weights awaited
+// (`bar`'s phase `parity`; stamp e_w), then the tiles.
+template <int NT, bool GLU, bool RESADD>
+__device__ __forceinline__ void staged_product(int rows, const bf16_t* xs, int K, const bf16_t* ws, int N, bf16_t* y,
+                                               unsigned long long* bar, unsigned int parity, float (*part)[16][17],
+                                               int mode, unsigned long long* mk, int e_w) {
     if (mode == MEGA_BARRIERS) return;
     if (mode == MEGA_STREAM || mode == MEGA_COPIES) {
         mbar_wait(bar, parity);
         return;
     }
-    stage_x<NORM>(rows, x, K, norm_w, eps, xs, nws, inv_s);
-    mega_mark(mk, e_x);
     if (mode != MEGA_COMPUTE) mbar_wait(bar, parity);
     mega_mark(mk, e_w);
     const int cols = GLU ? N / 2 : N;
@@ -383,10 +392,9 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
             clock != nullptr ? clock + ((long long)blockIdx.x * num_layers + l) * (2 * MEGA_EVENTS) : nullptr;
         mega_mark(mk, 0);
         // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
+        product_x<true>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_INPUT_NORM], eps, xs, nws, inv_s, mk, 1);
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode);
-        staged_product<2, false, true, false>(rows, residual, hidden, region[0], n_qkv, qkv,
-                                              (const bf16_t*)p[MEGA_INPUT_NORM], eps, &mbar[0], parity[0], part, xs, nws,
-                                              inv_s, mode, mk, 1, 2);
+        staged_product<2, false, false>(rows, xs, hidden, region[0], n_qkv, qkv, &mbar[0], parity[0], part, mode, mk, 2);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 3, 4);
         const bool work = mode == MEGA_FULL || mode == MEGA_COMPUTE;
@@ -415,24 +423,25 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         }
         mega_phase_sync(bar, target, mode, nap, mk, 7, 8);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
+        product_x<false>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, mk, 9);
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
-        staged_product<1, false, false, true>(rows, attn, k_o, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part, xs, nws, inv_s, mode, mk, 9, 10);
+        staged_product<1, false, true>(rows, xs, k_o, region[1], hidden, residual, &mbar[1], parity[1], part, mode, mk,
+                                       10);
         parity[1] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 11, 12);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
+        product_x<true>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s, mk, 13);
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
-        staged_product<2, true, true, false>(rows, residual, hidden, region[0], n_gu, act,
-                                             (const bf16_t*)p[MEGA_POST_NORM], eps, &mbar[0], parity[0], part, xs, nws,
-                                             inv_s, mode, mk, 13, 14);
+        staged_product<2, true, false>(rows, xs, hidden, region[0], n_gu, act, &mbar[0], parity[0], part, mode, mk, 14);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 15, 16);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
+        product_x<false>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, mk, 17);
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
                                     n_qkv, &mbar[0], mode);
-        staged_product<1, false, false, true>(rows, act, inter, region[1], hidden, residual, nullptr, 0.0f, &mbar[1],
-                                              parity[1], part, xs, nws, inv_s, mode, mk, 17, 18);
+        staged_product<1, false, true>(rows, xs, inter, region[1], hidden, residual, &mbar[1], parity[1], part, mode, mk,
+                                       18);
         parity[1] ^= 1u;
         // The layer's end: the block's last tile done (the next layer's stamp 0 is the
         // barrier opening).
