@@ -197,9 +197,14 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
 // sums) and, after the block barrier, every element normalised in place by norm8, as the
 // norm kernel stores it. The tiles then read x from shared memory only; the bits are the
 // unstaged body's.
-template <bool NORM>
+// RES (o_proj, down_proj: the products that add into the residual stream): the residual
+// values the block's tiles will add to (`y`, N columns; tiles of 8 columns, block b's i-th
+// at ys + i * MEGA_MAX_ROWS * 8) come in the same batch, so the epilogue does not load them
+// behind the next product's weight copies (device log run 35: 3-4 us). Only the tile that
+// adds into them writes them, so the values are the ones the epilogue would have loaded.
+template <bool NORM, bool RES>
 __device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const bf16_t* __restrict__ norm_w, float eps,
-                                        bf16_t* xs, bf16_t* nws, float* inv_s) {
+                                        bf16_t* xs, bf16_t* nws, float* inv_s, const bf16_t* y, int N, bf16_t* ys) {
     const int S = xs_stride(K);
     const int per_row = K >> 3;
     const int n = rows * per_row;
@@ -209,6 +214,13 @@ __device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const 
     }
     if (NORM)
         for (int i = threadIdx.x; i < per_row; i += blockDim.x) cp_async16(nws + 8 * i, norm_w + 8 * i);
+    if (RES) {
+        const int tiles = (N + 7) >> 3;
+        int i = 0;
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i)
+            for (int r = threadIdx.x; r < rows; r += blockDim.x)
+                cp_async16(ys + (i * MEGA_MAX_ROWS + r) * 8, y + (long long)r * N + tile * 8);
+    }
     asm volatile("cp.async.wait_all;" ::: "memory");
     __syncthreads();
     if (!NORM) return;
@@ -235,7 +247,7 @@ __device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const 
 // gemm_mma_body: the same bits.
 template <int NT, bool GLU, bool RESADD>
 __device__ __forceinline__ void staged_tile(int rows, const bf16_t* xs, int K, const bf16_t* ws, int N, int n0,
-                                            bf16_t* y, float (*part)[16][17]) {
+                                            bf16_t* y, const bf16_t* yres, float (*part)[16][17]) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int chunks = K >> 5;
@@ -283,7 +295,7 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* xs, int K, c
             y[(long long)r * cols + n0 + j] = silu_mul_bf(gt, up);
         } else {
             const long long idx = (long long)r * N + n0 + j;
-            if (RESADD) y[idx] = f2bf(round_bf(v[0]) + bf2f(y[idx]));
+            if (RESADD) y[idx] = f2bf(round_bf(v[0]) + bf2f(yres[r * 8 + j]));
             else y[idx] = f2bf(v[0]);
         }
     }
@@ -293,12 +305,12 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* xs, int K, c
 // A product's x rows staged (stage_x; stamp e_x) where the mode computes products. The
 // caller stages x BEFORE it starts the next product's weight copies: behind a stream of
 // megabytes of copies the x loads waited 3-4 us a product (device log, run 34).
-template <bool NORM>
+template <bool NORM, bool RES>
 __device__ __forceinline__ void product_x(int mode, int rows, const bf16_t* x, int K, const bf16_t* __restrict__ norm_w,
-                                          float eps, bf16_t* xs, bf16_t* nws, float* inv_s, unsigned long long* mk,
-                                          int e_x) {
+                                          float eps, bf16_t* xs, bf16_t* nws, float* inv_s, const bf16_t* y, int N,
+                                          bf16_t* ys, unsigned long long* mk, int e_x) {
     if (mode == MEGA_FULL || mode == MEGA_PRODUCTS || mode == MEGA_COMPUTE)
-        stage_x<NORM>(rows, x, K, norm_w, eps, xs, nws, inv_s);
+        stage_x<NORM, RES>(rows, x, K, norm_w, eps, xs, nws, inv_s, y, N, ys);
     mega_mark(mk, e_x);
 }
 
@@ -306,8 +318,8 @@ __device__ __forceinline__ void product_x(int mode, int rows, const bf16_t* x, i
 // (`bar`'s phase `parity`; stamp e_w), then the tiles.
 template <int NT, bool GLU, bool RESADD>
 __device__ __forceinline__ void staged_product(int rows, const bf16_t* xs, int K, const bf16_t* ws, int N, bf16_t* y,
-                                               unsigned long long* bar, unsigned int parity, float (*part)[16][17],
-                                               int mode, unsigned long long* mk, int e_w) {
+                                               const bf16_t* ys, unsigned long long* bar, unsigned int parity,
+                                               float (*part)[16][17], int mode, unsigned long long* mk, int e_w) {
     if (mode == MEGA_BARRIERS) return;
     if (mode == MEGA_STREAM || mode == MEGA_COPIES) {
         mbar_wait(bar, parity);
@@ -321,7 +333,7 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* xs, int K
     int i = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i)
         staged_tile<NT, GLU, RESADD>(rows, xs, K, ws + (long long)i * tile_rows<NT, GLU>() * K, N, tile * tile_cols,
-                                     y, part);
+                                     y, ys + (long long)i * MEGA_MAX_ROWS * 8, part);
 }
 
 #define MEGA_ARGS                                                                                 \
@@ -367,6 +379,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     int s_max = xs_stride(hidden) > xs_stride(inter) ? xs_stride(hidden) : xs_stride(inter);
     if (xs_stride(num_heads * head_dim) > s_max) s_max = xs_stride(num_heads * head_dim);
     bf16_t* nws = xs + MEGA_MAX_ROWS * s_max;
+    bf16_t* ys = nws + hidden;  // the residual slices of RESADD products (stage_x RES)
     // Pure decode (request i's tokens are [i, i + 1): every request one query token), with a
     // GQA group of 2 and a head the RoPE lanes hold in registers: RoPE/KV runs inside the
     // attention items (attention_body with ROPE), one phase and one grid barrier fewer. The
@@ -392,9 +405,11 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
             clock != nullptr ? clock + ((long long)blockIdx.x * num_layers + l) * (2 * MEGA_EVENTS) : nullptr;
         mega_mark(mk, 0);
         // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
-        product_x<true>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_INPUT_NORM], eps, xs, nws, inv_s, mk, 1);
+        product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_INPUT_NORM], eps, xs, nws, inv_s,
+                               nullptr, 0, ys, mk, 1);
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode);
-        staged_product<2, false, false>(rows, xs, hidden, region[0], n_qkv, qkv, &mbar[0], parity[0], part, mode, mk, 2);
+        staged_product<2, false, false>(rows, xs, hidden, region[0], n_qkv, qkv, ys, &mbar[0], parity[0], part, mode, mk,
+                                        2);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 3, 4);
         const bool work = mode == MEGA_FULL || mode == MEGA_COMPUTE;
@@ -423,25 +438,27 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         }
         mega_phase_sync(bar, target, mode, nap, mk, 7, 8);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
-        product_x<false>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, mk, 9);
+        product_x<false, true>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 9);
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
-        staged_product<1, false, true>(rows, xs, k_o, region[1], hidden, residual, &mbar[1], parity[1], part, mode, mk,
-                                       10);
+        staged_product<1, false, true>(rows, xs, k_o, region[1], hidden, residual, ys, &mbar[1], parity[1], part, mode,
+                                       mk, 10);
         parity[1] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 11, 12);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
-        product_x<true>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s, mk, 13);
+        product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s,
+                               nullptr, 0, ys, mk, 13);
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
-        staged_product<2, true, false>(rows, xs, hidden, region[0], n_gu, act, &mbar[0], parity[0], part, mode, mk, 14);
+        staged_product<2, true, false>(rows, xs, hidden, region[0], n_gu, act, ys, &mbar[0], parity[0], part, mode, mk,
+                                       14);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 15, 16);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
-        product_x<false>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, mk, 17);
+        product_x<false, true>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 17);
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
                                     n_qkv, &mbar[0], mode);
-        staged_product<1, false, true>(rows, xs, inter, region[1], hidden, residual, &mbar[1], parity[1], part, mode, mk,
-                                       18);
+        staged_product<1, false, true>(rows, xs, inter, region[1], hidden, residual, ys, &mbar[1], parity[1], part,
+                                       mode, mk, 18);
         parity[1] ^= 1u;
         // The layer's end: the block's last tile done (the next layer's stamp 0 is the
         // barrier opening).

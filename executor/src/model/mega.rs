@@ -178,7 +178,8 @@ impl Mega {
 /// `stage_product`: a tile is 16 weight rows of qkv, 8 gate and 8 up rows of gate_up, 8 rows
 /// of o_proj and down_proj; block b takes tiles b, b + blocks, ...), region Z the product's
 /// x rows (`stage_x`: [`MEGA_MAX_ROWS`] x rows at the widest stride of
-/// `xs_stride`) and then the norm weights; while attention runs, region Z is its scratch
+/// `xs_stride`), the norm weights and the residual slices o_proj and down_proj add into;
+/// while attention runs, region Z is its scratch
 /// ([`ATTENTION_SCRATCH`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Regions {
@@ -231,7 +232,10 @@ pub fn regions(c: &super::ModelConfig, blocks: usize) -> Regions {
     // The widest padded x row (a shorter row may pad past a longer unpadded one), then one
     // row of norm weights (hidden_size wide).
     let s_max = [c.hidden_size, c.intermediate_size, k_o].into_iter().map(xs_stride).max().unwrap_or(0);
-    let z = MEGA_MAX_ROWS * s_max * 2 + c.hidden_size * 2;
+    // ... then the residual slices the block's o_proj / down_proj tiles add into (8
+    // columns a tile, `stage_x` RES).
+    let res = MEGA_MAX_ROWS * c.hidden_size.div_ceil(8).div_ceil(blocks.max(1)) * 8 * 2;
+    let z = MEGA_MAX_ROWS * s_max * 2 + c.hidden_size * 2 + res;
     Regions { x, y, z: z.max(ATTENTION_SCRATCH) }
 }
 
@@ -438,7 +442,7 @@ mod tests {
         assert_eq!(r.x, 3 * 16 * 1024 * 2);
         assert_eq!(r.y, 8 * 3072 * 2);
         // 8 rows of 3,072 + 32 (padding) and one row of norm weights (hidden 1,024).
-        assert_eq!(r.z, 8 * 3104 * 2 + 1024 * 2);
+        assert_eq!(r.z, 8 * 3104 * 2 + 1024 * 2 + 8 * 8 * 2);
         assert_eq!(r.z_offset(), r.x + r.y);
         assert!(
             r.total() + 27 * 1024 <= 232_448,
