@@ -1514,8 +1514,8 @@ extern __shared__ __align__(16) unsigned char mma_dyn_smem[];
 
 // NORM (unstaged): 1 / rms of rows g and g + 8 of the fragment whose `rows` rows start at x
 // (lane g's rows; 0 past `rows`), every lane joining each row's sum in the norm's order
-// (lane l: elements l, l + 32, ... with fmaf, then the butterfly). gemm_mma_body and the
-// decode megakernel's staged products (qwen_mega.cu) share it.
+// (lane l: elements l, l + 32, ... with fmaf, then the butterfly). gemm_mma_body's; the
+// decode megakernel's stage_x (qwen_mega.cu) sums the same way from its staged copy.
 __device__ __forceinline__ void fragment_inv_rms(int rows, const bf16_t* x, int K, float eps, float* inv) {
     const int lane = threadIdx.x & 31, g = lane >> 2;
     inv[0] = inv[1] = 0.0f;

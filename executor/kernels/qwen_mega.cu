@@ -7,9 +7,11 @@
 //   | gate_up (post norm folded, SiLU-mul epilogue) | down_proj (+= residual)
 //
 // The products read their weights from shared memory, where bulk copies put them one
-// product ahead (WEIGHT STAGING below), and sum exactly as the tensor plan's split-K body
-// (gemm_mma_body) does; RoPE and attention run the per-op kernels' bodies
-// (qk_norm_rope_kv_body, attention_body) over the grid's blocks. Every sum keeps its order,
+// product ahead (WEIGHT STAGING below), and their x rows from shared memory too (X
+// STAGING), and sum exactly as the tensor plan's split-K body (gemm_mma_body) does; RoPE
+// and attention run the per-op kernels' bodies (qk_norm_rope_kv_body / rope_item,
+// attention_body) over the grid's blocks, and for pure decode RoPE runs inside the
+// attention items (attention_body with ROPE: one phase and barrier fewer). Every sum keeps its order,
 // so the bits are the launch-per-op plan's (the `qwen-kernels` GPU tests compare both with
 // the CPU twin). What changes is the time: no launch ramps, and the weights stream in while
 // the previous phases, the barriers and attention run. (Session 18's first form, the per-op
@@ -200,7 +202,7 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
 // RES (o_proj, down_proj: the products that add into the residual stream): the residual
 // values the block's tiles will add to (`y`, N columns; tiles of 8 columns, block b's i-th
 // at ys + i * MEGA_MAX_ROWS * 8) come in the same batch, so the epilogue does not load them
-// behind the next product's weight copies (device log run 35: 3-4 us). Only the tile that
+// behind the next product's weight copies (device log run 35: about 3 us). Only the tile that
 // adds into them writes them, so the values are the ones the epilogue would have loaded.
 template <bool NORM, bool RES>
 __device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const bf16_t* __restrict__ norm_w, float eps,
