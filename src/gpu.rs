@@ -242,12 +242,12 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         kernels: Vec<KernelPlan>,
         /// The tensor plan's launch choices to time (speed only: `default`, `base`, or
         /// `staged`, `prefetch`, `pdl`, `whole` joined by `+` in that order, e.g. `prefetch+pdl`,
-        /// then optionally `+bulkN` / `+linesN` (L2 streaming) and `+mega` (steps of at most 16
+        /// then optionally `+bulkN` / `+linesN` (L2 streaming) and `+mega` (steps of at most 8
         /// rows as the decode megakernel) or a timing probe `+mega:barriers`, `+mega:stream`,
         /// `+mega:products`, `+mega:copies`, `+mega:compute` (the megakernel with parts left out, to split its time; its values
         /// are not the model's) or `+mega:timeline` (the full megakernel, every block stamping each phase's end: prints
         /// each phase's time on the critical path and per block), `+mega:timeline-nap` (the same with naps between
-        /// barrier polls); see `Launches`); the n-gram comparison runs with the
+        /// barrier polls), `+mega:timeline-twice` (the same with each layer's attention run twice); see `Launches`); the n-gram comparison runs with the
         /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,

@@ -1104,6 +1104,19 @@ struct RopeArgs {
 // EXT: the items' shared scratch (ATT_SCRATCH(G) floats per item) is `ext`, not the
 // function's own (the megakernel lends its x-staging region, idle during attention).
 #define ATT_SCRATCH(G) ((G) * ATT_MAX_HD + 2 * (G) * ATT_WARPS + (G) * ATT_WARPS * ATT_MAX_HD)
+// The decode megakernel's timeline stamp (qwen_mega.cu THE TIMELINE): with `mk` non-null,
+// thread 0 writes the pair (%globaltimer ns, clock64 cycles) of event e at mk[2e]. One
+// special-register read and one store by one thread; with mk null, a null test.
+__device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
+    if (mk != nullptr && e >= 0 && threadIdx.x == 0) {
+        unsigned long long ns;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+        mk[2 * e] = ns;
+        mk[2 * e + 1] = (unsigned long long)clock64();
+    }
+}
+// MK: stamps events e0 .. e0 + 3 of thread 0's items (mk, the megakernel's timeline):
+// the request lookup and q loads, RoPE/KV (or q staged), the tiles, the merge and store.
 template <int SPLIT, int G, int SUBS = 1, bool ROPE = false, bool EXT = false>
 __device__ __forceinline__ void attention_body(
     const int* __restrict__ counts,
@@ -1116,7 +1129,8 @@ __device__ __forceinline__ void attention_body(
     bf16_t* ACT_RESTRICT out,
     unsigned int* __restrict__ counters,
     RopeArgs ra = RopeArgs{},
-    float* ext = nullptr)
+    float* ext = nullptr,
+    unsigned long long* mk = nullptr, int e0 = 0)
 {
     constexpr int THREADS = ATT_WARPS * 32;
     const int sub = SUBS == 1 ? 0 : (int)(threadIdx.x / THREADS);
@@ -1165,6 +1179,7 @@ __device__ __forceinline__ void attention_body(
             nk = nk < 1 ? 0 : seqused_k[r];
         }
         att_sync<SUBS>(sub);
+        mega_mark(mk, e0);
         if (ROPE) {
             if (warp < G + 2) {
                 const int h = warp < G ? h0 + warp : warp == G ? num_heads + kvh : num_heads + num_kv_heads + kvh;
@@ -1180,6 +1195,7 @@ __device__ __forceinline__ void attention_body(
             }
         }
         att_sync<SUBS>(sub);
+        mega_mark(mk, e0 + 1);
         float m[G], l[G];
         const int* bt_row = block_table + (long long)r * blocks_per_row;
         if (head_dim == 128) {
@@ -1265,6 +1281,7 @@ __device__ __forceinline__ void attention_body(
             for (int gi = 0; gi < G; ++gi) { wm[gi][warp] = m[gi]; wl[gi][warp] = l[gi]; }
         }
         att_sync<SUBS>(sub);
+        mega_mark(mk, e0 + 2);
 #pragma unroll 1
         for (int gi = 0; gi < G; ++gi) {
             float M = NEG_INF;
@@ -1281,6 +1298,7 @@ __device__ __forceinline__ void attention_body(
                 out[((long long)t * num_heads + h0 + gi) * head_dim + d] = f2bf(L > 0.0f ? o / L : 0.0f);
             }
         }
+        mega_mark(mk, e0 + 3);
     }
 }
 

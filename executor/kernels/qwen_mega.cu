@@ -49,6 +49,11 @@
 // A flag on top of the mode: thread 0 naps (__nanosleep) between its polls of a grid
 // barrier, so 132 SMs do not keep one L2 line busy while a phase's few blocks load.
 #define MEGA_NAP 8
+// A flag on top of the mode: each layer's attention phase runs twice (the same values: the
+// second pass rewrites what the first wrote), the timeline stamping the first pass's end and
+// the second's parts, so the stamps show what a pass costs with its code and data already
+// brought in by the first.
+#define MEGA_TWICE 16
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -64,16 +69,10 @@
 // thread 0 of each block stamps MEGA_EVENTS events per layer, each as the pair (%globaltimer
 // ns, clock64 cycles) at clock[((block * layers + layer) * MEGA_EVENTS + event) * 2]; mega.rs
 // `Timeline` turns them into each phase's time per block and on the grid's critical path.
-// A stamp is one special-register read and one store by one thread; off, a null test.
-#define MEGA_EVENTS 20
-__device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
-    if (mk != nullptr && e >= 0 && threadIdx.x == 0) {
-        unsigned long long ns;
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
-        mk[2 * e] = ns;
-        mk[2 * e + 1] = (unsigned long long)clock64();
-    }
-}
+// A stamp (mega_mark, in qwen.cu: attention_body stamps its own parts) is one
+// special-register read and one store by one thread; off, a null test. The event numbers
+// are mega_timeline.rs `PHASES`.
+#define MEGA_EVENTS 25
 
 // `arrive` is stamped when the whole block reached the barrier, `leave` when it opened
 // (-1: not stamped).
@@ -362,7 +361,8 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     unsigned int parity[2] = {0u, 0u};
     unsigned int target = 0u;  // thread 0: arrivals the next grid barrier waits for
     const bool nap = (mode & MEGA_NAP) != 0;
-    mode &= ~MEGA_NAP;
+    const int passes = (mode & MEGA_TWICE) != 0 ? 2 : 1;
+    mode &= ~(MEGA_NAP | MEGA_TWICE);
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
@@ -415,59 +415,71 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, mk, 3, 4);
         const bool work = mode == MEGA_FULL || mode == MEGA_COMPUTE;
-        if (fused) {
-            // Pure decode: RoPE/KV inside the attention items, no barrier between (stamps 5
-            // and 6 at once: the attention stamp holds both).
-            mega_mark(mk, 5);
-            mega_mark(mk, 6);
-            if (work)
-                attention_body<ATT_SPLIT, 2, MMA_SPLIT / ATT_WARPS, true, true>(
-                    counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,
-                    block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters,
-                    RopeArgs{qkv, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM], (const bf16_t*)p[MEGA_K_NORM], qk_norm,
-                             eps, rope, rope_len, real, q},
-                    (float*)xs);
-        } else {
+        if (!fused) {
             if (work)
                 qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                                 (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                                 num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
             mega_phase_sync(bar, target, mode, nap, mk, 5, 6);
-            if (work)
+        } else {
+            // Pure decode: RoPE/KV inside the attention items, no barrier between (stamps 5
+            // and 6 at once).
+            mega_mark(mk, 5);
+            mega_mark(mk, 6);
+        }
+        // One pass, or two (MEGA_TWICE). Stamp 7 ends the first of two (with one, it is
+        // stamp 6 again); stamps 8-11 are the last pass's parts of thread 0's items, stamped
+        // first at the pass's start for a block without items.
+        for (int pass = 0; pass < passes; ++pass) {
+            const bool last = pass + 1 == passes;
+            if (pass > 0) __syncthreads();
+            if (last)
+                for (int e = 7; e <= 11; ++e) mega_mark(mk, e);
+            unsigned long long* amk = last ? mk : nullptr;
+            if (!work) continue;
+            if (fused)
+                attention_body<ATT_SPLIT, 2, MMA_SPLIT / ATT_WARPS, true, true>(
+                    counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,
+                    block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters,
+                    RopeArgs{qkv, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM], (const bf16_t*)p[MEGA_K_NORM], qk_norm,
+                             eps, rope, rope_len, real, q},
+                    (float*)xs, amk, 8);
+            else
                 attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS, false, true>(
                     counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,
-                    block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters, RopeArgs{}, (float*)xs);
+                    block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters, RopeArgs{}, (float*)xs,
+                    amk, 8);
         }
-        mega_phase_sync(bar, target, mode, nap, mk, 7, 8);
+        mega_phase_sync(bar, target, mode, nap, mk, 12, 13);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
-        product_x<false, true>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 9);
+        product_x<false, true>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 14);
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
         staged_product<1, false, true>(rows, xs, k_o, region[1], hidden, residual, ys, &mbar[1], parity[1], part, mode,
-                                       mk, 10);
+                                       mk, 15);
         parity[1] ^= 1u;
-        mega_phase_sync(bar, target, mode, nap, mk, 11, 12);
+        mega_phase_sync(bar, target, mode, nap, mk, 16, 17);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s,
-                               nullptr, 0, ys, mk, 13);
+                               nullptr, 0, ys, mk, 18);
         stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
         staged_product<2, true, false>(rows, xs, hidden, region[0], n_gu, act, ys, &mbar[0], parity[0], part, mode, mk,
-                                       14);
+                                       19);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode, nap, mk, 15, 16);
+        mega_phase_sync(bar, target, mode, nap, mk, 20, 21);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
-        product_x<false, true>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 17);
+        product_x<false, true>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 22);
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
                                     n_qkv, &mbar[0], mode);
         staged_product<1, false, true>(rows, xs, inter, region[1], hidden, residual, ys, &mbar[1], parity[1], part,
-                                       mode, mk, 18);
+                                       mode, mk, 23);
         parity[1] ^= 1u;
         // The layer's end: the block's last tile done (the next layer's stamp 0 is the
         // barrier opening).
-        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, nap, mk, 19, -1);
+        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, nap, mk, 24, -1);
         else if (clock != nullptr) {
             __syncthreads();
-            mega_mark(mk, 19);
+            mega_mark(mk, 24);
         }
     }
     mega_grid_exit(bar);

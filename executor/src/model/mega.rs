@@ -70,10 +70,14 @@ pub enum MegaProbe {
     /// The timeline with thread 0 napping between its polls of a grid barrier
     /// (`MEGA_NAP`): whether 132 pollers of one word slow the blocks that work.
     TimelineNap,
+    /// The timeline with every layer's attention phase run twice (`MEGA_TWICE`; the same
+    /// values): the first pass's time next to a second's, whose code and data the first
+    /// brought in.
+    TimelineTwice,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 7] = [
+    const ALL: [MegaProbe; 8] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -81,6 +85,7 @@ impl MegaProbe {
         MegaProbe::Compute,
         MegaProbe::Timeline,
         MegaProbe::TimelineNap,
+        MegaProbe::TimelineTwice,
     ];
 
     fn name(self) -> &'static str {
@@ -92,6 +97,7 @@ impl MegaProbe {
             MegaProbe::Compute => "compute",
             MegaProbe::Timeline => "timeline",
             MegaProbe::TimelineNap => "timeline-nap",
+            MegaProbe::TimelineTwice => "timeline-twice",
         }
     }
 }
@@ -130,12 +136,13 @@ impl Mega {
             Mega::Probe(MegaProbe::Copies) => 4,
             Mega::Probe(MegaProbe::Compute) => 5,
             Mega::Probe(MegaProbe::TimelineNap) => 8,
+            Mega::Probe(MegaProbe::TimelineTwice) => 16,
         }
     }
 
     /// Whether the launch stamps the timeline ([`super::mega_timeline`]).
     pub fn stamps(self) -> bool {
-        matches!(self, Mega::Probe(MegaProbe::Timeline | MegaProbe::TimelineNap))
+        matches!(self, Mega::Probe(MegaProbe::Timeline | MegaProbe::TimelineNap | MegaProbe::TimelineTwice))
     }
 
     /// Whether this is a timing probe, whose values are not the model's.
@@ -411,12 +418,13 @@ mod tests {
             .into_iter()
             .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies), Mega::Probe(MegaProbe::Compute)])
             .chain([Mega::Probe(MegaProbe::Timeline), Mega::Probe(MegaProbe::TimelineNap)])
+            .chain([Mega::Probe(MegaProbe::TimelineTwice)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8],
-            "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP"
+            [0, 1, 2, 3, 4, 5, 0, 8, 16],
+            "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP or MEGA_TWICE"
         );
         assert!(!Mega::On.is_probe());
     }

@@ -16,21 +16,29 @@
 use crate::error::{ExecError, Result};
 
 /// Stamps per layer and block (`MEGA_EVENTS` in qwen_mega.cu).
-pub const EVENTS: usize = 20;
+pub const EVENTS: usize = 25;
 
 /// What ends at each stamp: `PHASES[e]` is the time from stamp `e - 1` to stamp `e` of a
 /// layer; `PHASES[0]`, from the previous layer's last stamp to this layer's first, is the
 /// barrier after down_proj (none before the first layer). The numbers are the ones
-/// `qwen_decode_layers` passes to `mega_mark`.
+/// `qwen_decode_layers` passes to `mega_mark` (attention_body's own parts: 8-11, thread 0's
+/// items; a block without items stamps them as the pass starts). For pure decode RoPE runs
+/// inside the attention items and stamps 5 and 6 are one; stamp 7 ends the first of two
+/// attention passes in the `timeline-twice` probe and is stamp 6 again otherwise.
 pub const PHASES: [&str; EVENTS] = [
     "barrier after down_proj",
     "qkv: x staged, input norm",
     "qkv: o_proj copies issued, wait for weights",
     "qkv: tiles",
     "barrier after qkv",
-    "q/k norm, RoPE, KV write",
-    "barrier after RoPE",
-    "attention",
+    "q/k norm, RoPE, KV write (unfused)",
+    "barrier after RoPE (unfused)",
+    "attention: first of two passes (twice probe)",
+    "attention: request lookup, q loads",
+    "attention: RoPE, KV write (or q staged)",
+    "attention: tiles",
+    "attention: merge, store",
+    "attention: the block's other items",
     "barrier after attention",
     "o_proj: x staged",
     "o_proj: gate_up copies issued, wait for weights",
@@ -177,16 +185,16 @@ mod tests {
 
     #[test]
     fn phases_on_the_critical_path_and_per_block() {
-        // Block 1 spends 300 ns more than block 0 on attention (stamp 7); everything else
-        // takes 100 ns.
-        let raw = stamps(2, 3, |_| 1_000, |b, e| if e == 7 && b == 1 { 400 } else { 100 });
+        // Block 1 spends 300 ns more than block 0 on attention's tiles (stamp 10);
+        // everything else takes 100 ns.
+        let raw = stamps(2, 3, |_| 1_000, |b, e| if e == 10 && b == 1 { 400 } else { 100 });
         let t = summarize(&raw, 2, 3).unwrap();
         assert_eq!(t.phases.len(), EVENTS);
         assert_eq!(t.phases[0].phase, PHASES[1]);
         assert_eq!(t.phases.last().unwrap().phase, PHASES[0]);
-        let att = t.phases.iter().find(|p| p.phase == "attention").unwrap();
-        // Block 1 is the latest at every stamp 6 (it never runs ahead), so each layer's
-        // attention puts its own 400 ns on the critical path; per block the mean is 250.
+        let att = t.phases.iter().find(|p| p.phase == "attention: tiles").unwrap();
+        // Block 1 is the latest at every stamp 9 (it never runs ahead), so each layer's
+        // tiles put its own 400 ns on the critical path; per block the mean is 250.
         assert!((att.critical_us - 0.4).abs() < 1e-9, "{att:?}");
         assert!((att.block_us - 0.25).abs() < 1e-9, "mean of 100 and 400 ns: {att:?}");
         let qkv = &t.phases[0];
