@@ -54,6 +54,12 @@
 // the second's parts, so the stamps show what a pass costs with its code and data already
 // brought in by the first.
 #define MEGA_TWICE 16
+// A flag on top of the mode: the weight copies ask L2 to evict their lines first
+// (`createpolicy ... L2::evict_first`, the copies' `L2::cache_hint`), so a step's 1.2 GB of
+// weights streaming through the 50 MB L2 does not push out the kernel's own code, the KV
+// cache and the activations (an instruction fetch that misses L2 waits for HBM). A hint:
+// the same bytes land, so the values are the model's.
+#define MEGA_EVICT 32
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -138,14 +144,21 @@ __device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned int 
     }
 }
 
-// Rows [r0, r1) of w (K each) to dst, counted on bar (thread 0 only).
+// Rows [r0, r1) of w (K each) to dst, counted on bar (thread 0 only); `evict`: with the L2
+// cache policy `pol` (MEGA_EVICT).
 __device__ __forceinline__ void bulk_rows(bf16_t* dst, const bf16_t* __restrict__ w, long long r0, long long r1, int K,
-                                          unsigned long long* bar) {
+                                          unsigned long long* bar, bool evict, unsigned long long pol) {
     if (r1 <= r0) return;
     const unsigned int bytes = (unsigned int)((r1 - r0) * K * 2);
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                 ::"r"(smem_addr(dst)), "l"(w + r0 * K), "r"(bytes), "r"(smem_addr(bar))
-                 : "memory");
+    if (evict)
+        asm volatile(
+            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
+            ::"r"(smem_addr(dst)), "l"(w + r0 * K), "r"(bytes), "r"(smem_addr(bar)), "l"(pol)
+            : "memory");
+    else
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                     ::"r"(smem_addr(dst)), "l"(w + r0 * K), "r"(bytes), "r"(smem_addr(bar))
+                     : "memory");
 }
 
 // Weight rows one tile of a product holds.
@@ -158,7 +171,7 @@ __device__ __forceinline__ constexpr int tile_rows() { return GLU ? 16 : NT * 8;
 // tile. Rows past N are not copied (their sums are never stored).
 template <int NT, bool GLU>
 __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restrict__ w, int K, int N,
-                                              unsigned long long* bar, int mode) {
+                                              unsigned long long* bar, int mode, bool evict) {
     if (mode == MEGA_BARRIERS || mode == MEGA_COMPUTE) return;
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
@@ -173,13 +186,15 @@ __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restr
         bytes += (unsigned int)((GLU ? 2 : 1) * (n1 - n0) * K * 2);
     }
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+    unsigned long long pol = 0;
+    if (evict) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
     int i = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i) {
         const int n0 = tile * tile_cols;
         const int n1 = n0 + tile_cols < cols ? n0 + tile_cols : cols;
         bf16_t* t = dst + (long long)i * tile_rows<NT, GLU>() * K;
-        bulk_rows(t, w, n0, n1, K, bar);
-        if (GLU) bulk_rows(t + 8LL * K, w, (long long)cols + n0, (long long)cols + n1, K, bar);
+        bulk_rows(t, w, n0, n1, K, bar, evict, pol);
+        if (GLU) bulk_rows(t + 8LL * K, w, (long long)cols + n0, (long long)cols + n1, K, bar, evict, pol);
     }
 }
 
@@ -362,7 +377,8 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     unsigned int target = 0u;  // thread 0: arrivals the next grid barrier waits for
     const bool nap = (mode & MEGA_NAP) != 0;
     const int passes = (mode & MEGA_TWICE) != 0 ? 2 : 1;
-    mode &= ~(MEGA_NAP | MEGA_TWICE);
+    const bool evict = (mode & MEGA_EVICT) != 0;
+    mode &= ~(MEGA_NAP | MEGA_TWICE | MEGA_EVICT);
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
@@ -396,7 +412,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;
     const unsigned long long* p0 = table;
-    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0], mode);
+    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0], mode, evict);
     for (int l = 0; l < num_layers; ++l) {
         const unsigned long long* p = table + (long long)l * MEGA_PTRS;
         bf16_t* k_cache = (bf16_t*)p[MEGA_K_CACHE];
@@ -409,7 +425,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
         product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_INPUT_NORM], eps, xs, nws, inv_s,
                                nullptr, 0, ys, mk, 1);
-        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode);
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode, evict);
         staged_product<2, false, false>(rows, xs, hidden, region[0], n_qkv, qkv, ys, &mbar[0], parity[0], part, mode, mk,
                                         2);
         parity[0] ^= 1u;
@@ -453,7 +469,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         mega_phase_sync(bar, target, mode, nap, mk, 12, 13);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         product_x<false, true>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 14);
-        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode);
+        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode, evict);
         staged_product<1, false, true>(rows, xs, k_o, region[1], hidden, residual, ys, &mbar[1], parity[1], part, mode,
                                        mk, 15);
         parity[1] ^= 1u;
@@ -461,7 +477,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s,
                                nullptr, 0, ys, mk, 18);
-        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode);
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode, evict);
         staged_product<2, true, false>(rows, xs, hidden, region[0], n_gu, act, ys, &mbar[0], parity[0], part, mode, mk,
                                        19);
         parity[0] ^= 1u;
@@ -470,7 +486,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         product_x<false, true>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 22);
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
-                                    n_qkv, &mbar[0], mode);
+                                    n_qkv, &mbar[0], mode, evict);
         staged_product<1, false, true>(rows, xs, inter, region[1], hidden, residual, ys, &mbar[1], parity[1], part,
                                        mode, mk, 23);
         parity[1] ^= 1u;

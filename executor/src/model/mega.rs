@@ -74,10 +74,14 @@ pub enum MegaProbe {
     /// values): the first pass's time next to a second's, whose code and data the first
     /// brought in.
     TimelineTwice,
+    /// The timeline with the weight copies marked evict-first in L2 (`MEGA_EVICT`; the
+    /// same values): whether the weight stream pushing the kernel's code, the KV cache and
+    /// the activations out of L2 is what slows the phases.
+    TimelineEvict,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 8] = [
+    const ALL: [MegaProbe; 9] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -86,6 +90,7 @@ impl MegaProbe {
         MegaProbe::Timeline,
         MegaProbe::TimelineNap,
         MegaProbe::TimelineTwice,
+        MegaProbe::TimelineEvict,
     ];
 
     fn name(self) -> &'static str {
@@ -98,6 +103,7 @@ impl MegaProbe {
             MegaProbe::Timeline => "timeline",
             MegaProbe::TimelineNap => "timeline-nap",
             MegaProbe::TimelineTwice => "timeline-twice",
+            MegaProbe::TimelineEvict => "timeline-evict",
         }
     }
 }
@@ -137,12 +143,18 @@ impl Mega {
             Mega::Probe(MegaProbe::Compute) => 5,
             Mega::Probe(MegaProbe::TimelineNap) => 8,
             Mega::Probe(MegaProbe::TimelineTwice) => 16,
+            Mega::Probe(MegaProbe::TimelineEvict) => 32,
         }
     }
 
     /// Whether the launch stamps the timeline ([`super::mega_timeline`]).
     pub fn stamps(self) -> bool {
-        matches!(self, Mega::Probe(MegaProbe::Timeline | MegaProbe::TimelineNap | MegaProbe::TimelineTwice))
+        matches!(
+            self,
+            Mega::Probe(
+                MegaProbe::Timeline | MegaProbe::TimelineNap | MegaProbe::TimelineTwice | MegaProbe::TimelineEvict
+            )
+        )
     }
 
     /// Whether this is a timing probe, whose values are not the model's.
@@ -418,13 +430,13 @@ mod tests {
             .into_iter()
             .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies), Mega::Probe(MegaProbe::Compute)])
             .chain([Mega::Probe(MegaProbe::Timeline), Mega::Probe(MegaProbe::TimelineNap)])
-            .chain([Mega::Probe(MegaProbe::TimelineTwice)])
+            .chain([Mega::Probe(MegaProbe::TimelineTwice), Mega::Probe(MegaProbe::TimelineEvict)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16],
-            "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP or MEGA_TWICE"
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32],
+            "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
     }

@@ -194,7 +194,7 @@ impl std::str::FromStr for Launches {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!(
-                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega or a timing probe +mega:barriers|stream|products|copies|compute)"
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega or a timing probe +mega:barriers|stream|products|copies|compute|timeline|timeline-nap|timeline-twice|timeline-evict)"
             )
         };
         let (rest, mega) = Mega::parse_suffix(s);
