@@ -1063,6 +1063,133 @@ __device__ __forceinline__ void att_tiles_fast(
     }
 }
 
+// att_tiles_fast's tiles with the K and V rows staged in shared memory (COMPACT: the
+// decode megakernel's compact entry). The same keys, scores, online softmax and sums in the
+// same order, so the same bits; what changes is the code: the rows come in by cp.async
+// (every copy of a tile in flight at once) and the dot products and the V sums run as
+// loops over the staged rows, where att_tiles_fast unrolls them into one straight run of
+// ~1,400 instructions a tile. In a persistent kernel whose layer is too much code for the
+// SM's instruction cache, each phase's instructions are fetched again every layer, and a
+// straight run is fetched line by line (device log, session 20: attention took 25 us in the
+// megakernel against 7 us per launch). `buf`: this warp's ATT_COMPACT_WARP_BYTES of shared
+// memory: 32 rows of ATT_COMPACT_KST bf16 (K rows, then the same space for V rows), then
+// the tile's 32 slots. HD 64 or 128.
+#define ATT_COMPACT_KST (128 + 8)
+#define ATT_COMPACT_WARP_BYTES (32 * ATT_COMPACT_KST * 2 + 32 * 8)
+__device__ __forceinline__ void cp_async16_cg(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned int)__cvta_generic_to_shared(dst)),
+                 "l"(src)
+                 : "memory");
+}
+// Rows `slots[j] >= 0` of `cache` (kv head kvh, HD wide) into rows j of buf (stride
+// ATT_COMPACT_KST), by the warp, then waits for them.
+template <int HD>
+__device__ __forceinline__ void att_stage_rows(bf16_t* buf, const long long* slots, const bf16_t* cache,
+                                               int num_kv_heads, int kvh, int lane) {
+    constexpr int CH = HD / 8;
+#pragma unroll 4
+    for (int i = lane; i < 32 * CH; i += 32) {
+        const int j = i / CH, c = i % CH;
+        const long long sj = slots[j];
+        if (sj >= 0) cp_async16_cg(buf + j * ATT_COMPACT_KST + c * 8, cache + (sj * num_kv_heads + kvh) * HD + c * 8);
+    }
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
+    __syncwarp();
+}
+template <int HD, int G>
+__device__ __forceinline__ void att_tiles_compact(
+    const float (*__restrict__ qs)[ATT_MAX_HD], const bf16_t* k_cache, const bf16_t* v_cache, long long cache_slots,
+    const int* __restrict__ bt_row, int block_size, int num_kv_heads, int kvh, long long nk, float scale, int warp,
+    int lane, unsigned int* __restrict__ counters, float (*__restrict__ wacc)[ATT_WARPS][ATT_MAX_HD], float* m_out,
+    float* l_out, unsigned char* buf_bytes)
+{
+    static_assert(HD == 64 || HD == 128, "the staged rows are at most 128 wide");
+    constexpr int EPL = HD / 32;
+    constexpr int CH = HD / 8;
+    bf16_t* buf = (bf16_t*)buf_bytes;
+    long long* slots = (long long*)(buf_bytes + 32 * ATT_COMPACT_KST * 2);
+    const float NEG_INF = __int_as_float(0xff800000);
+    float m[G], l[G], acc[G][EPL];
+#pragma unroll
+    for (int gi = 0; gi < G; ++gi) {
+        m[gi] = NEG_INF;
+        l[gi] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) acc[gi][e] = 0.0f;
+    }
+    const long long tiles = (nk + 31) >> 5;
+    long long key = (long long)warp * 32 + lane;
+    int blk = key < nk ? bt_row[key / block_size] : -1;
+    for (long long ti = warp; ti < tiles; ti += ATT_WARPS, key += 32 * ATT_WARPS) {
+        long long slot = -1;
+        if (key < nk) {
+            const long long sl = (long long)blk * block_size + key % block_size;
+            if (blk < 0 || sl >= cache_slots) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+            else slot = sl;
+        }
+        const long long key_next = key + 32 * ATT_WARPS;
+        if (key_next < nk) blk = bt_row[key_next / block_size];
+        const unsigned live = __ballot_sync(0xffffffffu, slot >= 0);
+        // The previous tile's V reads are done (its loop ended with __syncwarp).
+        slots[lane] = slot;
+        __syncwarp();
+        att_stage_rows<HD>(buf, slots, k_cache, num_kv_heads, kvh, lane);
+        float dot[G];
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) dot[gi] = 0.0f;
+        if (slot >= 0) {
+            const bf16_t* kr = buf + lane * ATT_COMPACT_KST;
+#pragma unroll 1
+            for (int c = 0; c < CH; ++c) {
+                float kf[8];
+                unpack8(*(const uint4*)(kr + c * 8), kf);
+#pragma unroll
+                for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) dot[gi] = fmaf(qs[gi][c * 8 + e], kf[e], dot[gi]);
+            }
+        }
+        float p[G];
+        bool any[G];
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) {
+            p[gi] = 0.0f;
+            const float sc = slot >= 0 ? dot[gi] * scale : NEG_INF;
+            float m_new, corr;
+            any[gi] = softmax_tile(sc, slot >= 0, m[gi], &m_new, &l[gi], &corr, &p[gi]);
+            if (any[gi]) {
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) acc[gi][e] = acc[gi][e] * corr;
+                m[gi] = m_new;
+            }
+        }
+        // Every lane is past its K row: the V rows take the same space.
+        __syncwarp();
+        att_stage_rows<HD>(buf, slots, v_cache, num_kv_heads, kvh, lane);
+#pragma unroll 1
+        for (int j = 0; j < 32; ++j) {
+            if (!((live >> j) & 1u)) continue;
+            VPart<EPL> vr;
+            vr.load(buf + j * ATT_COMPACT_KST + lane * EPL);
+#pragma unroll
+            for (int gi = 0; gi < G; ++gi) {
+                const float pj = __shfl_sync(0xffffffffu, p[gi], j);
+                if (!any[gi]) continue;
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) acc[gi][e] = fmaf(pj, vr.get(e), acc[gi][e]);
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int gi = 0; gi < G; ++gi) {
+        m_out[gi] = m[gi];
+        l_out[gi] = l[gi];
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) wacc[gi][warp][lane * EPL + e] = acc[gi][e];
+    }
+}
+
 // The barrier of one attention item's ATT_WARPS warps: the block's (SUBS == 1), or named
 // barrier 1 + sub of ATT_WARPS * 32 threads when a block runs SUBS items side by side (the
 // decode megakernel's blocks of 8 warps).
@@ -1117,7 +1244,9 @@ __device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
 }
 // MK: stamps events e0 .. e0 + 3 of thread 0's items (mk, the megakernel's timeline):
 // the request lookup and q loads, RoPE/KV (or q staged), the tiles, the merge and store.
-template <int SPLIT, int G, int SUBS = 1, bool ROPE = false, bool EXT = false>
+// COMPACT (head_dim 64 or 128): the tiles of att_tiles_compact, each warp staging its rows
+// in `tiles_smem` + ATT_COMPACT_WARP_BYTES * (threadIdx.x / 32).
+template <int SPLIT, int G, int SUBS = 1, bool ROPE = false, bool EXT = false, bool COMPACT = false>
 __device__ __forceinline__ void attention_body(
     const int* __restrict__ counts,
     const bf16_t* ACT_RESTRICT q,
@@ -1130,7 +1259,8 @@ __device__ __forceinline__ void attention_body(
     unsigned int* __restrict__ counters,
     RopeArgs ra = RopeArgs{},
     float* ext = nullptr,
-    unsigned long long* mk = nullptr, int e0 = 0)
+    unsigned long long* mk = nullptr, int e0 = 0,
+    unsigned char* tiles_smem = nullptr)
 {
     constexpr int THREADS = ATT_WARPS * 32;
     const int sub = SUBS == 1 ? 0 : (int)(threadIdx.x / THREADS);
@@ -1198,7 +1328,15 @@ __device__ __forceinline__ void attention_body(
         mega_mark(mk, e0 + 1);
         float m[G], l[G];
         const int* bt_row = block_table + (long long)r * blocks_per_row;
-        if (head_dim == 128) {
+        if (COMPACT && (head_dim == 128 || head_dim == 64)) {
+            unsigned char* wbuf = tiles_smem + (threadIdx.x >> 5) * ATT_COMPACT_WARP_BYTES;
+            if (head_dim == 128)
+                att_tiles_compact<128, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+                                          scale, warp, lane, counters, wacc, m, l, wbuf);
+            else
+                att_tiles_compact<64, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
+                                         scale, warp, lane, counters, wacc, m, l, wbuf);
+        } else if (head_dim == 128) {
             att_tiles_fast<128, SPLIT, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
                                           scale, warp, lane, counters, wacc, m, l);
         } else if (head_dim == 64) {

@@ -366,7 +366,7 @@ __device__ __forceinline__ void staged_product(int rows, const bf16_t* xs, int K
 // region Z (x rows, then norm weights) starts; `mode` MEGA_FULL (or a timing probe above).
 // ATT_SPLIT: the attention body's SPLIT (2: half a tile's K and V rows at a time, as
 // qwen_attention_lean; 1: all of them at once, as qwen_attention, more registers).
-template <int ATT_SPLIT>
+template <int ATT_SPLIT, bool COMPACT = false>
 __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     __shared__ float part[MMA_SPLIT][16][17];
     __shared__ __align__(8) unsigned long long mbar[2];
@@ -454,17 +454,17 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
             unsigned long long* amk = last ? mk : nullptr;
             if (!work) continue;
             if (fused)
-                attention_body<ATT_SPLIT, 2, MMA_SPLIT / ATT_WARPS, true, true>(
+                attention_body<ATT_SPLIT, 2, MMA_SPLIT / ATT_WARPS, true, true, COMPACT>(
                     counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,
                     block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters,
                     RopeArgs{qkv, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM], (const bf16_t*)p[MEGA_K_NORM], qk_norm,
                              eps, rope, rope_len, real, q},
-                    (float*)xs, amk, 8);
+                    (float*)xs, amk, 8, mega_smem);
             else
-                attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS, false, true>(
+                attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS, false, true, COMPACT>(
                     counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,
                     block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters, RopeArgs{}, (float*)xs,
-                    amk, 8);
+                    amk, 8, mega_smem);
         }
         mega_phase_sync(bar, target, mode, nap, mk, 12, 13);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
@@ -511,4 +511,10 @@ extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_laye
 // Launches::whole_tiles: attention with every K and V row of a tile in flight at once.
 extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers_whole(MEGA_ARGS) {
     decode_layers<1>(MEGA_PASS);
+}
+// Launches::mega Compact: attention's K and V rows staged in region X (free between qkv's
+// tiles and gate_up's copies; the host sizes it for ATT_COMPACT_WARP_BYTES a warp) and
+// summed by loops (att_tiles_compact): fewer instructions a layer to fetch, the same values.
+extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32, 1) qwen_decode_layers_compact(MEGA_ARGS) {
+    decode_layers<2, true>(MEGA_PASS);
 }

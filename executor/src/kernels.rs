@@ -123,7 +123,7 @@ pub const MEGA_MODULE: KernelModule = KernelModule {
         include_str!("../kernels/qwen.cu"),
         include_str!("../kernels/qwen_mega.cu")
     ),
-    entries: &["qwen_decode_layers", "qwen_decode_layers_whole"],
+    entries: &["qwen_decode_layers", "qwen_decode_layers_whole", "qwen_decode_layers_compact"],
 };
 
 /// The seeds' metadata builders (seeds 000-003), loaded on demand by

@@ -281,11 +281,12 @@ fn tensor_core_plan_matches_its_cpu_twin_and_is_batch_invariant() {
     }
 }
 
-/// The decode megakernel (`Launches::mega`, every layer of a step of at most 16 rows in one
+/// The decode megakernel (`Launches::mega`, every layer of a step of at most 8 rows in one
 /// persistent launch with grid barriers) computes the per-op plan's bits: the tiny model's
 /// FULL, PIECEWISE (no megakernel) and eager steps, decode and verify, graphs, eager and
 /// poisoned (scratch, logits and unwritten KV slots NaN before each step), and
-/// Qwen3-0.6B shapes with several requests and one row, against the CPU twin; n-gram
+/// Qwen3-0.6B shapes with several requests and one row, and with head dims 128 and 64 and a
+/// 150-token prompt (two attention tiles for warp 0), against the CPU twin; n-gram
 /// speculation leaves the greedy output unchanged. Graphs replay many times, so a grid
 /// barrier or a staging mbarrier that did not reset would hang or corrupt a later step.
 #[test]
@@ -320,6 +321,23 @@ fn megakernel_matches_the_cpu_twin() {
             let (g, gl, _) = gpu_run_launching(&sc, &w, false, t, l);
             assert_eq!(g.trace.outputs, c.trace.outputs, "megakernel ({l}), qwen3-0.6b shapes, k={k}");
             assert_same_logits(&format!("megakernel ({l}), qwen3-0.6b shapes, k={k}, GPU vs CPU twin"), &gl, &cl, min);
+        }
+    }
+    // Head dims 128 and 64 (the compact entry's two staged widths) and a 150-token prompt,
+    // so warp 0 of attention takes two tiles (keys past 4 x 32).
+    let long: Vec<u32> = (0..150u32).map(|j| (j * 37 + 11) % 480 + 3).collect();
+    for head_dim in [128, 64] {
+        let mut cfg = ModelConfig::qwen3_0_6b();
+        cfg.num_layers = 2;
+        cfg.head_dim = head_dim;
+        let w = weights(&cfg, 5);
+        let sc = test_scenario(&[(&long[..], 1), (P1, 2)], 6, 0, &[1, 2]);
+        let (c, cl) = cpu_run_with(&sc, &w, t);
+        for l in Launches::mega_variants() {
+            let (g, gl, _) = gpu_run_launching(&sc, &w, false, t, l);
+            let what = format!("megakernel ({l}), qwen3-0.6b shapes, head_dim {head_dim}, a 150-token prompt");
+            assert_eq!(g.trace.outputs, c.trace.outputs, "{what}");
+            assert_same_logits(&what, &gl, &cl, 10);
         }
     }
     let prompts: &[(&[u32], u64)] = &[(P0, 1), (P1, 2), (P2, 4)];

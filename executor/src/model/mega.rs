@@ -42,6 +42,10 @@ pub enum Mega {
     /// `qwen_decode_layers`: one block per SM, the products' weights staged in shared
     /// memory one product ahead.
     On,
+    /// [`Mega::On`] through `qwen_decode_layers_compact`: attention's K and V rows staged in
+    /// shared memory and summed by loops (`att_tiles_compact`: fewer instructions a layer
+    /// to fetch; the same values).
+    Compact,
     /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
     /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_COMPUTE` in qwen_mega.cu),
     /// so one device call splits the step's time between barriers, weight streaming,
@@ -78,10 +82,12 @@ pub enum MegaProbe {
     /// same values): whether the weight stream pushing the kernel's code, the KV cache and
     /// the activations out of L2 is what slows the phases.
     TimelineEvict,
+    /// The timeline of [`Mega::Compact`]'s entry.
+    TimelineCompact,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 9] = [
+    const ALL: [MegaProbe; 10] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -91,6 +97,7 @@ impl MegaProbe {
         MegaProbe::TimelineNap,
         MegaProbe::TimelineTwice,
         MegaProbe::TimelineEvict,
+        MegaProbe::TimelineCompact,
     ];
 
     fn name(self) -> &'static str {
@@ -104,6 +111,7 @@ impl MegaProbe {
             MegaProbe::TimelineNap => "timeline-nap",
             MegaProbe::TimelineTwice => "timeline-twice",
             MegaProbe::TimelineEvict => "timeline-evict",
+            MegaProbe::TimelineCompact => "timeline-compact",
         }
     }
 }
@@ -117,9 +125,20 @@ pub const MEGA_ENTRY: &str = "qwen_decode_layers";
 /// V rows in flight (more registers).
 pub const MEGA_ENTRY_WHOLE: &str = "qwen_decode_layers_whole";
 
-/// The entry point for launch choices with (`true`) or without whole-tile attention.
-pub fn entry(whole_tiles: bool) -> &'static str {
-    if whole_tiles {
+/// The entry with [`Mega::Compact`]: attention's rows staged in shared memory, summed by
+/// loops.
+pub const MEGA_ENTRY_COMPACT: &str = "qwen_decode_layers_compact";
+
+/// Shared memory one warp of the compact entry stages a tile's rows in
+/// (`ATT_COMPACT_WARP_BYTES` in qwen.cu: 32 rows of 128 + 8 bf16, then 32 slots).
+pub const ATT_COMPACT_WARP_BYTES: usize = 32 * (128 + 8) * 2 + 32 * 8;
+
+/// The entry point for `mega` with (`true`) or without whole-tile attention (the compact
+/// entry has its own tiles).
+pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
+    if matches!(mega, Mega::Compact | Mega::Probe(MegaProbe::TimelineCompact)) {
+        MEGA_ENTRY_COMPACT
+    } else if whole_tiles {
         MEGA_ENTRY_WHOLE
     } else {
         MEGA_ENTRY
@@ -135,7 +154,7 @@ impl Mega {
     /// The kernel's `mode` argument (`MEGA_FULL` .. `MEGA_COMPUTE` in qwen_mega.cu).
     pub fn mode(self) -> i32 {
         match self {
-            Mega::Off | Mega::On | Mega::Probe(MegaProbe::Timeline) => 0,
+            Mega::Off | Mega::On | Mega::Compact | Mega::Probe(MegaProbe::Timeline | MegaProbe::TimelineCompact) => 0,
             Mega::Probe(MegaProbe::Barriers) => 1,
             Mega::Probe(MegaProbe::Stream) => 2,
             Mega::Probe(MegaProbe::Products) => 3,
@@ -167,6 +186,7 @@ impl Mega {
         match self {
             Mega::Off => String::new(),
             Mega::On => "+mega".into(),
+            Mega::Compact => "+mega-compact".into(),
             Mega::Probe(p) => format!("+mega:{}", p.name()),
         }
     }
@@ -176,6 +196,9 @@ impl Mega {
     pub fn parse_suffix(s: &str) -> (&str, Mega) {
         if let Some(rest) = s.strip_suffix("+mega") {
             return (rest, Mega::On);
+        }
+        if let Some(rest) = s.strip_suffix("+mega-compact") {
+            return (rest, Mega::Compact);
         }
         for p in MegaProbe::ALL {
             if let Some(rest) = s.strip_suffix(&format!("+mega:{}", p.name())) {
@@ -255,6 +278,9 @@ pub fn regions(c: &super::ModelConfig, blocks: usize) -> Regions {
     // columns a tile, `stage_x` RES).
     let res = MEGA_MAX_ROWS * c.hidden_size.div_ceil(8).div_ceil(blocks.max(1)) * 8 * 2;
     let z = MEGA_MAX_ROWS * s_max * 2 + c.hidden_size * 2 + res;
+    // Region X also holds the compact entry's attention rows (free between qkv's tiles and
+    // gate_up's copies): a tile of each of the block's warps.
+    let x = x.max(MMA_SPLIT * ATT_COMPACT_WARP_BYTES);
     Regions { x, y, z: z.max(ATTENTION_SCRATCH) }
 }
 
@@ -301,7 +327,7 @@ impl GpuModel {
     pub(super) fn launch_mega(&mut self, dev: &Device, b: &mut DeviceBuffers) -> Result<()> {
         let c = &self.cfg;
         let threads = 32 * MMA_SPLIT as u32;
-        let name = entry(self.launches.whole_tiles);
+        let name = entry(self.launches.mega, self.launches.whole_tiles);
         let shape = shape(dev, c, name)?;
         let f = dev.function(name)?;
         let cap = b.cap;
@@ -394,7 +420,7 @@ pub fn describe(dev: &Device, c: &super::ModelConfig, l: super::gpu::Launches) -
     if !l.mega.on() {
         return Ok(None);
     }
-    let name = entry(l.whole_tiles);
+    let name = entry(l.mega, l.whole_tiles);
     let sh = shape(dev, c, name)?;
     let f = dev.function(name)?;
     use cudarc::driver::sys::CUfunction_attribute as A;
@@ -416,6 +442,12 @@ mod tests {
     #[test]
     fn the_suffix_round_trips() {
         assert_eq!(Mega::parse_suffix("prefetch+mega"), ("prefetch", Mega::On));
+        assert_eq!(Mega::parse_suffix("prefetch+mega-compact"), ("prefetch", Mega::Compact));
+        assert_eq!(format!("prefetch{}", Mega::Compact.suffix()), "prefetch+mega-compact");
+        assert_eq!(entry(Mega::Compact, false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCompact), false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::On, true), MEGA_ENTRY_WHOLE);
+        assert_eq!(entry(Mega::Probe(MegaProbe::Timeline), false), MEGA_ENTRY);
         assert_eq!(Mega::parse_suffix("prefetch"), ("prefetch", Mega::Off));
         assert_eq!(format!("prefetch{}", Mega::On.suffix()), "prefetch+mega");
         assert_eq!(Mega::Off.suffix(), "");
@@ -431,11 +463,12 @@ mod tests {
             .chain([Mega::Probe(MegaProbe::Products), Mega::Probe(MegaProbe::Copies), Mega::Probe(MegaProbe::Compute)])
             .chain([Mega::Probe(MegaProbe::Timeline), Mega::Probe(MegaProbe::TimelineNap)])
             .chain([Mega::Probe(MegaProbe::TimelineTwice), Mega::Probe(MegaProbe::TimelineEvict)])
+            .chain([Mega::Compact, Mega::Probe(MegaProbe::TimelineCompact)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32],
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0],
             "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
@@ -470,10 +503,14 @@ mod tests {
         );
         // Fewer SMs, more tiles a block: 2 SMs would need far more than a block has.
         assert_eq!(regions(&c, 2).x, 192 * 16 * 1024 * 2);
+        // Qwen3-0.6B's gate_up tiles need more of X than the compact entry's attention
+        // rows (8 warps x 8,960 bytes); the tiny model's need less, so its X is those rows.
+        assert!(r.x > MMA_SPLIT * ATT_COMPACT_WARP_BYTES);
         // The tiny model fits anywhere; its region Z is attention's scratch, larger than
         // its x rows.
         let t = regions(&super::super::weights::tiny_config(), 1);
-        assert!(t.total() < 100_000, "{t:?}");
+        assert_eq!(t.x, MMA_SPLIT * ATT_COMPACT_WARP_BYTES, "{t:?}");
+        assert!(t.total() + 27 * 1024 <= 232_448, "{t:?}");
         assert_eq!(t.z, ATTENTION_SCRATCH);
         assert_eq!((xs_stride(1024), xs_stride(96)), (1056, 96));
     }
