@@ -855,8 +855,8 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         );
                         for p in &t.phases {
                             println!(
-                                "  timeline batch {b:>3} {:<52} critical {:>7.2} us  per block {:>7.2} us",
-                                p.phase, p.critical_us, p.block_us
+                                "  timeline batch {b:>3} {:<52} critical {:>7.2} us  per block {:>7.2} us  first layer {:>7.2} us",
+                                p.phase, p.critical_us, p.block_us, p.first_us
                             );
                         }
                     }

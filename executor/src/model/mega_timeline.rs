@@ -61,6 +61,10 @@ pub struct PhaseTime {
     pub critical_us: f64,
     /// Mean over blocks and layers of the block's own time in the phase.
     pub block_us: f64,
+    /// The critical-path time in the first layer that has the phase (layer 0; layer 1 for
+    /// the barrier after down_proj): next to `critical_us`, whether a phase is slower the
+    /// first time its code and data are touched than in the layers after.
+    pub first_us: f64,
 }
 
 /// A launch's phases, in forward order (the barrier after down_proj last).
@@ -135,6 +139,8 @@ pub fn summarize(raw: &[u64], blocks: usize, layers: usize) -> Result<Timeline> 
         }
         let mut critical = 0.0;
         let mut block = 0.0;
+        let (lp0, ep0, l0) = spans[0];
+        let first = (latest(l0, e) - latest(lp0, ep0)) as f64;
         for &(lp, ep, l) in &spans {
             critical += (latest(l, e) - latest(lp, ep)) as f64;
             for (b, r) in rate.iter().enumerate() {
@@ -146,6 +152,7 @@ pub fn summarize(raw: &[u64], blocks: usize, layers: usize) -> Result<Timeline> 
             phase: PHASES[e],
             critical_us: critical / k / 1e3,
             block_us: block / (k * blocks as f64) / 1e3,
+            first_us: first / 1e3,
         });
     }
     let first = (0..blocks).map(|b| at(b, 0, 0).0).min().unwrap_or(0);
@@ -204,6 +211,32 @@ mod tests {
         // A layer's phases add up to its critical time; all layers make the span.
         let per_layer: f64 = t.phases.iter().map(|p| p.critical_us).sum();
         assert!((per_layer * 3.0 - t.phases.last().unwrap().critical_us - t.span_us).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_first_layer_is_reported_apart() {
+        // Layer 0's tiles (stamp 10) take 1 us, later layers' 100 ns; the barrier after
+        // down_proj (stamp 0) exists from layer 1 on.
+        let layers = 3;
+        let mut raw = vec![0u64; layers * EVENTS * 2];
+        let mut t = 1_000;
+        for l in 0..layers {
+            for e in 0..EVENTS {
+                if l > 0 || e > 0 {
+                    t += if l == 0 && e == 10 { 1_000 } else { 100 };
+                }
+                raw[(l * EVENTS + e) * 2] = t;
+                raw[(l * EVENTS + e) * 2 + 1] = t;
+            }
+        }
+        let s = summarize(&raw, 1, layers).unwrap();
+        let tiles = s.phases.iter().find(|p| p.phase == "attention: tiles").unwrap();
+        assert!((tiles.first_us - 1.0).abs() < 1e-9, "{tiles:?}");
+        assert!((tiles.critical_us - 0.4).abs() < 1e-9, "mean of 1,000, 100 and 100 ns: {tiles:?}");
+        let other = &s.phases[0];
+        assert!((other.first_us - 0.1).abs() < 1e-9 && (other.critical_us - 0.1).abs() < 1e-9, "{other:?}");
+        let bar = s.phases.last().unwrap();
+        assert!((bar.first_us - 0.1).abs() < 1e-9, "{bar:?}");
     }
 
     #[test]
