@@ -1076,8 +1076,10 @@ __device__ __forceinline__ void att_tiles_fast(
 // the tile's 32 slots. HD 64 or 128.
 #define ATT_COMPACT_KST (128 + 8)
 #define ATT_COMPACT_WARP_BYTES (32 * ATT_COMPACT_KST * 2 + 32 * 8)
-__device__ __forceinline__ void cp_async16_cg(void* dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned int)__cvta_generic_to_shared(dst)),
+// `.ca`: through L1, as att_tiles_fast's plain loads read the cache (the fused decode
+// phase's own slot was written by the item's own warps, ordered by the item's barrier).
+__device__ __forceinline__ void cp_async16_ca(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" ::"r"((unsigned int)__cvta_generic_to_shared(dst)),
                  "l"(src)
                  : "memory");
 }
@@ -1091,7 +1093,7 @@ __device__ __forceinline__ void att_stage_rows(bf16_t* buf, const long long* slo
     for (int i = lane; i < 32 * CH; i += 32) {
         const int j = i / CH, c = i % CH;
         const long long sj = slots[j];
-        if (sj >= 0) cp_async16_cg(buf + j * ATT_COMPACT_KST + c * 8, cache + (sj * num_kv_heads + kvh) * HD + c * 8);
+        if (sj >= 0) cp_async16_ca(buf + j * ATT_COMPACT_KST + c * 8, cache + (sj * num_kv_heads + kvh) * HD + c * 8);
     }
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
     __syncwarp();
