@@ -212,7 +212,9 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
 // the staged copy in the norm's order (lane_squares, lanes_inv_rms: fragment_inv_rms's
 // sums) and, after the block barrier, every element normalised in place by norm8, as the
 // norm kernel stores it. The tiles then read x from shared memory only; the bits are the
-// unstaged body's.
+// unstaged body's. Its loops stay rolled (`#pragma unroll 1`): a block runs them once a
+// product, so their code is fetched every layer and unrolled copies only add to it (the
+// instruction-fetch question of the device log, session 21).
 // RES (o_proj, down_proj: the products that add into the residual stream): the residual
 // values the block's tiles will add to (`y`, N columns; tiles of 8 columns, block b's i-th
 // at ys + i * MEGA_MAX_ROWS * 8) come in the same batch, so the epilogue does not load them
@@ -224,6 +226,7 @@ __device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const 
     const int S = xs_stride(K);
     const int per_row = K >> 3;
     const int n = rows * per_row;
+#pragma unroll 1
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const int r = i / per_row, c = i - r * per_row;
         cp_async16(xs + r * S + 8 * c, x + (long long)r * K + 8 * c);
@@ -241,11 +244,13 @@ __device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const 
     __syncthreads();
     if (!NORM) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll 1
     for (int r = warp; r < rows; r += MMA_SPLIT) {
         const float iv = lanes_inv_rms(lane_squares(xs + r * S, K, lane), K, eps);
         if (lane == 0) inv_s[r] = iv;
     }
     __syncthreads();
+#pragma unroll 1
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const int r = i / per_row, c = i - r * per_row;
         uint4* v = (uint4*)(xs + r * S + 8 * c);
