@@ -945,6 +945,86 @@ template <> struct VPart<4> {
     }
 };
 
+// What both one-warp tile bodies (att_tiles_fast, att_tiles_compact) share, so their sums
+// are one definition. AttKeys walks the warp's keys: tile by tile, each lane's key, its
+// cache slot through the block table (-1: past nk, or out of range, counted), the next
+// tile's block-table entry loaded while this tile computes.
+struct AttKeys {
+    long long key;
+    int blk;
+    __device__ __forceinline__ AttKeys(int warp, int lane, long long nk, const int* __restrict__ bt_row,
+                                       int block_size) {
+        key = (long long)warp * 32 + lane;
+        blk = key < nk ? bt_row[key / block_size] : -1;
+    }
+    // This tile's slot for the lane; then moves to the warp's next tile.
+    __device__ __forceinline__ long long next(long long nk, const int* __restrict__ bt_row, int block_size,
+                                              long long cache_slots, unsigned int* __restrict__ counters) {
+        long long slot = -1;
+        if (key < nk) {
+            const long long sl = (long long)blk * block_size + key % block_size;
+            if (blk < 0 || sl >= cache_slots) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
+            else slot = sl;
+        }
+        key += 32 * ATT_WARPS;
+        if (key < nk) blk = bt_row[key / block_size];
+        return slot;
+    }
+};
+
+// A warp's running online softmax for G heads, EPL output dimensions a lane (lane owns
+// dims lane * EPL ..).
+template <int G, int EPL>
+struct AttRun {
+    float m[G], l[G], acc[G][EPL];
+    __device__ __forceinline__ AttRun() {
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) {
+            m[gi] = __int_as_float(0xff800000);
+            l[gi] = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) acc[gi][e] = 0.0f;
+        }
+    }
+    // A tile's softmax step (softmax_tile) from the lane's dot products (its key live when
+    // slot >= 0): p and any per head; the accumulators rescaled where the tile counts.
+    __device__ __forceinline__ void tile(const float* dot, bool live, float scale, float* p, bool* any) {
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) {
+            p[gi] = 0.0f;
+            const float sc = live ? dot[gi] * scale : __int_as_float(0xff800000);
+            float m_new, corr;
+            any[gi] = softmax_tile(sc, live, m[gi], &m_new, &l[gi], &corr, &p[gi]);
+            if (any[gi]) {
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) acc[gi][e] = acc[gi][e] * corr;
+                m[gi] = m_new;
+            }
+        }
+    }
+    // Key j of the tile (live: every lane calls it): its weight p from lane j times its V
+    // dimensions, per head that counts.
+    __device__ __forceinline__ void add_v(const float* p, const bool* any, int j, const VPart<EPL>& v) {
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) {
+            const float pj = __shfl_sync(0xffffffffu, p[gi], j);
+            if (!any[gi]) continue;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) acc[gi][e] = fmaf(pj, v.get(e), acc[gi][e]);
+        }
+    }
+    __device__ __forceinline__ void store(float (*__restrict__ wacc)[ATT_WARPS][ATT_MAX_HD], int warp, int lane,
+                                          float* m_out, float* l_out) const {
+#pragma unroll
+        for (int gi = 0; gi < G; ++gi) {
+            m_out[gi] = m[gi];
+            l_out[gi] = l[gi];
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) wacc[gi][warp][lane * EPL + e] = acc[gi][e];
+        }
+    }
+};
+
 // One warp's tiles w, w + ATT_WARPS, ... for head_dim HD (64 or 128): the same scores,
 // online softmax and key order as the generic loop in qwen_attention (and the CPU twin),
 // but each lane's whole K row (HD/8 16-byte loads) and the tile's 32 V rows (HD/32
@@ -960,27 +1040,11 @@ __device__ __forceinline__ void att_tiles_fast(
     float (*__restrict__ wacc)[ATT_WARPS][ATT_MAX_HD], float* m_out, float* l_out)
 {
     constexpr int EPL = HD / 32;
-    const float NEG_INF = __int_as_float(0xff800000);
-    float m[G], l[G], acc[G][EPL];
-#pragma unroll
-    for (int gi = 0; gi < G; ++gi) {
-        m[gi] = NEG_INF;
-        l[gi] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < EPL; ++e) acc[gi][e] = 0.0f;
-    }
+    AttRun<G, EPL> run;
+    AttKeys keys(warp, lane, nk, bt_row, block_size);
     const long long tiles = (nk + 31) >> 5;
-    long long key = (long long)warp * 32 + lane;
-    int blk = key < nk ? bt_row[key / block_size] : -1;
-    for (long long ti = warp; ti < tiles; ti += ATT_WARPS, key += 32 * ATT_WARPS) {
-        long long slot = -1;
-        if (key < nk) {
-            const long long sl = (long long)blk * block_size + key % block_size;
-            if (blk < 0 || sl >= cache_slots) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
-            else slot = sl;
-        }
-        const long long key_next = key + 32 * ATT_WARPS;
-        if (key_next < nk) blk = bt_row[key_next / block_size];
+    for (long long ti = warp; ti < tiles; ti += ATT_WARPS) {
+        const long long slot = keys.next(nk, bt_row, block_size, cache_slots, counters);
         const unsigned live = __ballot_sync(0xffffffffu, slot >= 0);
         // SPLIT parts of K and of V: part 0 of both requested first, later parts after the
         // previous part's arithmetic (fewer registers, more blocks per SM; same order).
@@ -1020,18 +1084,7 @@ __device__ __forceinline__ void att_tiles_fast(
         }
         float p[G];
         bool any[G];
-#pragma unroll
-        for (int gi = 0; gi < G; ++gi) {
-            p[gi] = 0.0f;
-            const float sc = slot >= 0 ? dot[gi] * scale : NEG_INF;
-            float m_new, corr;
-            any[gi] = softmax_tile(sc, slot >= 0, m[gi], &m_new, &l[gi], &corr, &p[gi]);
-            if (any[gi]) {
-#pragma unroll
-                for (int e = 0; e < EPL; ++e) acc[gi][e] = acc[gi][e] * corr;
-                m[gi] = m_new;
-            }
-        }
+        run.tile(dot, slot >= 0, scale, p, any);
 #pragma unroll
         for (int part = 0; part < SPLIT; ++part) {
             if (part > 0) {
@@ -1044,23 +1097,11 @@ __device__ __forceinline__ void att_tiles_fast(
 #pragma unroll
             for (int j = 0; j < VJ; ++j) {
                 if (!((live >> (part * VJ + j)) & 1u)) continue;
-#pragma unroll
-                for (int gi = 0; gi < G; ++gi) {
-                    const float pj = __shfl_sync(0xffffffffu, p[gi], part * VJ + j);
-                    if (!any[gi]) continue;
-#pragma unroll
-                    for (int e = 0; e < EPL; ++e) acc[gi][e] = fmaf(pj, vr[j].get(e), acc[gi][e]);
-                }
+                run.add_v(p, any, part * VJ + j, vr[j]);
             }
         }
     }
-#pragma unroll
-    for (int gi = 0; gi < G; ++gi) {
-        m_out[gi] = m[gi];
-        l_out[gi] = l[gi];
-#pragma unroll
-        for (int e = 0; e < EPL; ++e) wacc[gi][warp][lane * EPL + e] = acc[gi][e];
-    }
+    run.store(wacc, warp, lane, m_out, l_out);
 }
 
 // att_tiles_fast's tiles with the K and V rows staged in shared memory (COMPACT: the
@@ -1110,27 +1151,11 @@ __device__ __forceinline__ void att_tiles_compact(
     constexpr int CH = HD / 8;
     bf16_t* buf = (bf16_t*)buf_bytes;
     long long* slots = (long long*)(buf_bytes + 32 * ATT_COMPACT_KST * 2);
-    const float NEG_INF = __int_as_float(0xff800000);
-    float m[G], l[G], acc[G][EPL];
-#pragma unroll
-    for (int gi = 0; gi < G; ++gi) {
-        m[gi] = NEG_INF;
-        l[gi] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < EPL; ++e) acc[gi][e] = 0.0f;
-    }
+    AttRun<G, EPL> run;
+    AttKeys keys(warp, lane, nk, bt_row, block_size);
     const long long tiles = (nk + 31) >> 5;
-    long long key = (long long)warp * 32 + lane;
-    int blk = key < nk ? bt_row[key / block_size] : -1;
-    for (long long ti = warp; ti < tiles; ti += ATT_WARPS, key += 32 * ATT_WARPS) {
-        long long slot = -1;
-        if (key < nk) {
-            const long long sl = (long long)blk * block_size + key % block_size;
-            if (blk < 0 || sl >= cache_slots) atomicAdd(&counters[CTR_OUT_OF_RANGE], 1u);
-            else slot = sl;
-        }
-        const long long key_next = key + 32 * ATT_WARPS;
-        if (key_next < nk) blk = bt_row[key_next / block_size];
+    for (long long ti = warp; ti < tiles; ti += ATT_WARPS) {
+        const long long slot = keys.next(nk, bt_row, block_size, cache_slots, counters);
         const unsigned live = __ballot_sync(0xffffffffu, slot >= 0);
         // The previous tile's V reads are done (its loop ended with __syncwarp).
         slots[lane] = slot;
@@ -1153,18 +1178,7 @@ __device__ __forceinline__ void att_tiles_compact(
         }
         float p[G];
         bool any[G];
-#pragma unroll
-        for (int gi = 0; gi < G; ++gi) {
-            p[gi] = 0.0f;
-            const float sc = slot >= 0 ? dot[gi] * scale : NEG_INF;
-            float m_new, corr;
-            any[gi] = softmax_tile(sc, slot >= 0, m[gi], &m_new, &l[gi], &corr, &p[gi]);
-            if (any[gi]) {
-#pragma unroll
-                for (int e = 0; e < EPL; ++e) acc[gi][e] = acc[gi][e] * corr;
-                m[gi] = m_new;
-            }
-        }
+        run.tile(dot, slot >= 0, scale, p, any);
         // Every lane is past its K row: the V rows take the same space.
         __syncwarp();
         att_stage_rows<HD>(buf, slots, v_cache, num_kv_heads, kvh, lane);
@@ -1173,23 +1187,11 @@ __device__ __forceinline__ void att_tiles_compact(
             if (!((live >> j) & 1u)) continue;
             VPart<EPL> vr;
             vr.load(buf + j * ATT_COMPACT_KST + lane * EPL);
-#pragma unroll
-            for (int gi = 0; gi < G; ++gi) {
-                const float pj = __shfl_sync(0xffffffffu, p[gi], j);
-                if (!any[gi]) continue;
-#pragma unroll
-                for (int e = 0; e < EPL; ++e) acc[gi][e] = fmaf(pj, vr.get(e), acc[gi][e]);
-            }
+            run.add_v(p, any, j, vr);
         }
         __syncwarp();
     }
-#pragma unroll
-    for (int gi = 0; gi < G; ++gi) {
-        m_out[gi] = m[gi];
-        l_out[gi] = l[gi];
-#pragma unroll
-        for (int e = 0; e < EPL; ++e) wacc[gi][warp][lane * EPL + e] = acc[gi][e];
-    }
+    run.store(wacc, warp, lane, m_out, l_out);
 }
 
 // The barrier of one attention item's ATT_WARPS warps: the block's (SUBS == 1), or named
