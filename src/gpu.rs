@@ -249,7 +249,8 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// each phase's time on the critical path and per block), `+mega:timeline-nap` (the same with naps between
         /// barrier polls), `+mega:timeline-twice` (the same with each layer's attention run twice), `+mega:timeline-evict` (the same with
         /// the weight copies evict-first in L2), `+mega-compact` / `+mega:timeline-compact` (the megakernel's entry with
-        /// attention's rows staged in shared memory and summed by loops); see `Launches`); the n-gram comparison runs with the
+        /// attention's rows staged in shared memory and summed by loops), `+mega-compact-evict` /
+        /// `+mega:timeline-compact-evict` (that entry with evict-first weight copies); see `Launches`); the n-gram comparison runs with the
         /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,

@@ -46,6 +46,11 @@ pub enum Mega {
     /// shared memory and summed by loops (`att_tiles_compact`: fewer instructions a layer
     /// to fetch; the same values).
     Compact,
+    /// [`Mega::Compact`] with the weight copies marked evict-first in L2 (`MEGA_EVICT`):
+    /// the 1.2 GB a step streams through the 50 MB L2 stops pushing out the kernel's code,
+    /// the KV cache and the activations (device log run 36: the timeline 1.646 -> 1.513 ms
+    /// a step at batch 1 on the H100). The same values.
+    CompactEvict,
     /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
     /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_COMPUTE` in qwen_mega.cu),
     /// so one device call splits the step's time between barriers, weight streaming,
@@ -84,10 +89,12 @@ pub enum MegaProbe {
     TimelineEvict,
     /// The timeline of [`Mega::Compact`]'s entry.
     TimelineCompact,
+    /// The timeline of [`Mega::CompactEvict`].
+    TimelineCompactEvict,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 10] = [
+    const ALL: [MegaProbe; 11] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -98,6 +105,7 @@ impl MegaProbe {
         MegaProbe::TimelineTwice,
         MegaProbe::TimelineEvict,
         MegaProbe::TimelineCompact,
+        MegaProbe::TimelineCompactEvict,
     ];
 
     fn name(self) -> &'static str {
@@ -112,7 +120,21 @@ impl MegaProbe {
             MegaProbe::TimelineTwice => "timeline-twice",
             MegaProbe::TimelineEvict => "timeline-evict",
             MegaProbe::TimelineCompact => "timeline-compact",
+            MegaProbe::TimelineCompactEvict => "timeline-compact-evict",
         }
+    }
+
+    /// Whether the probe stamps the timeline (every `timeline*` probe).
+    fn stamps(self) -> bool {
+        matches!(
+            self,
+            MegaProbe::Timeline
+                | MegaProbe::TimelineNap
+                | MegaProbe::TimelineTwice
+                | MegaProbe::TimelineEvict
+                | MegaProbe::TimelineCompact
+                | MegaProbe::TimelineCompactEvict
+        )
     }
 }
 
@@ -136,7 +158,10 @@ pub const ATT_COMPACT_WARP_BYTES: usize = 32 * (128 + 8) * 2 + 32 * 8;
 /// The entry point for `mega` with (`true`) or without whole-tile attention (the compact
 /// entry has its own tiles).
 pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
-    if matches!(mega, Mega::Compact | Mega::Probe(MegaProbe::TimelineCompact)) {
+    if matches!(
+        mega,
+        Mega::Compact | Mega::CompactEvict | Mega::Probe(MegaProbe::TimelineCompact | MegaProbe::TimelineCompactEvict)
+    ) {
         MEGA_ENTRY_COMPACT
     } else if whole_tiles {
         MEGA_ENTRY_WHOLE
@@ -162,18 +187,13 @@ impl Mega {
             Mega::Probe(MegaProbe::Compute) => 5,
             Mega::Probe(MegaProbe::TimelineNap) => 8,
             Mega::Probe(MegaProbe::TimelineTwice) => 16,
-            Mega::Probe(MegaProbe::TimelineEvict) => 32,
+            Mega::CompactEvict | Mega::Probe(MegaProbe::TimelineEvict | MegaProbe::TimelineCompactEvict) => 32,
         }
     }
 
     /// Whether the launch stamps the timeline ([`super::mega_timeline`]).
     pub fn stamps(self) -> bool {
-        matches!(
-            self,
-            Mega::Probe(
-                MegaProbe::Timeline | MegaProbe::TimelineNap | MegaProbe::TimelineTwice | MegaProbe::TimelineEvict
-            )
-        )
+        matches!(self, Mega::Probe(p) if p.stamps())
     }
 
     /// Whether this is a timing probe, whose values are not the model's.
@@ -187,6 +207,7 @@ impl Mega {
             Mega::Off => String::new(),
             Mega::On => "+mega".into(),
             Mega::Compact => "+mega-compact".into(),
+            Mega::CompactEvict => "+mega-compact-evict".into(),
             Mega::Probe(p) => format!("+mega:{}", p.name()),
         }
     }
@@ -199,6 +220,9 @@ impl Mega {
         }
         if let Some(rest) = s.strip_suffix("+mega-compact") {
             return (rest, Mega::Compact);
+        }
+        if let Some(rest) = s.strip_suffix("+mega-compact-evict") {
+            return (rest, Mega::CompactEvict);
         }
         for p in MegaProbe::ALL {
             if let Some(rest) = s.strip_suffix(&format!("+mega:{}", p.name())) {
@@ -464,14 +488,30 @@ mod tests {
             .chain([Mega::Probe(MegaProbe::Timeline), Mega::Probe(MegaProbe::TimelineNap)])
             .chain([Mega::Probe(MegaProbe::TimelineTwice), Mega::Probe(MegaProbe::TimelineEvict)])
             .chain([Mega::Compact, Mega::Probe(MegaProbe::TimelineCompact)])
+            .chain([Mega::CompactEvict, Mega::Probe(MegaProbe::TimelineCompactEvict)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0],
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32],
             "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
+        assert_eq!(Mega::parse_suffix("prefetch+mega-compact-evict"), ("prefetch", Mega::CompactEvict));
+        assert_eq!(entry(Mega::CompactEvict, false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCompactEvict), false), MEGA_ENTRY_COMPACT);
+        for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict] {
+            assert!(!m.is_probe() && !m.stamps(), "{m:?}");
+        }
+    }
+
+    /// Every `timeline*` probe stamps the timeline and no other launch does (run 36's
+    /// `timeline-compact` left it unstamped).
+    #[test]
+    fn exactly_the_timeline_probes_stamp() {
+        for p in MegaProbe::ALL {
+            assert_eq!(Mega::Probe(p).stamps(), p.name().starts_with("timeline"), "{}", p.name());
+        }
     }
 
     #[test]
