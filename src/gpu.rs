@@ -250,7 +250,8 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// barrier polls), `+mega:timeline-twice` (the same with each layer's attention run twice), `+mega:timeline-evict` (the same with
         /// the weight copies evict-first in L2), `+mega-compact` / `+mega:timeline-compact` (the megakernel's entry with
         /// attention's rows staged in shared memory and summed by loops), `+mega-compact-evict` /
-        /// `+mega:timeline-compact-evict` (that entry with evict-first weight copies); see `Launches`); the n-gram comparison runs with the
+        /// `+mega:timeline-compact-evict` (that entry with evict-first weight copies), `+mega:timeline-poll` (that, with the
+        /// grid barriers polled by thread 32 instead of the thread that issues the copies); see `Launches`); the n-gram comparison runs with the
         /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
@@ -677,7 +678,9 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 }
                 (None, None) => unreachable!("checked above"),
             };
-            let dev = Device::open(0)?;
+            let mut dev = Device::open(0)?;
+            specreplay_executor::model::mega::load_module(&mut dev);
+            let dev = dev;
             let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
             if let Some(plan) = kernels {
                 qd.set_kernels(plan)?;
@@ -822,7 +825,10 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                                 .unwrap_or(b as usize)
                         );
                         let g = if max_tokens > 8 { qd.time_graph(&key, replays).ok() } else { None };
-                        if max_tokens > 8 && launch.mega.stamps() {
+                        // The timeline exists only where the step ran as the megakernel (at
+                        // most MEGA_MAX_ROWS padded rows).
+                        let padded = key.strip_prefix("FULL/").and_then(|n| n.parse::<usize>().ok());
+                        if max_tokens > 8 && launch.mega.stamps() && padded.is_some_and(|n| n <= mega::MEGA_MAX_ROWS) {
                             timeline = Some(qd.model.mega_timeline(&dev)?);
                         }
                         if max_tokens > 8 {
@@ -849,6 +855,12 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                     "  profile batch {b:>3} ops' sum {:.3} ms; graph step {g:.3} ms (the rest: bookkeeping, sampler, gaps between kernels)",
                     total / 1e3
                 );
+                    if timeline.is_none() && launch.mega.stamps() {
+                        println!(
+                            "  timeline batch {b:>3}: none (steps of more than {} padded rows launch per op)",
+                            mega::MEGA_MAX_ROWS
+                        );
+                    }
                     if let Some(t) = &timeline {
                         println!(
                             "  timeline batch {b:>3}: {} blocks x {} layers, span {:.1} us, timer step {} ns, {:.3} cycles/ns",
@@ -1022,7 +1034,13 @@ fn replay_model_traces(traces: &[PathBuf], dir: &Path, cuda: bool) -> Result<Exi
         model_replay::check_checkpoint(t, &ck)?;
     }
     let cfg = ck.config().clone();
-    let dev = if cuda { Some(Device::open(0)?) } else { None };
+    let dev = if cuda {
+        let mut d = Device::open(0)?;
+        specreplay_executor::model::mega::load_module(&mut d);
+        Some(d)
+    } else {
+        None
+    };
     let (cmd, on) = if cuda { ("gpu replay", "GPU") } else { ("replay", "CPU twin") };
     let mut same = 0;
     for (path, rec) in traces.iter().zip(&recorded) {

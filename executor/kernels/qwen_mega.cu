@@ -60,6 +60,12 @@
 // cache and the activations (an instruction fetch that misses L2 waits for HBM). A hint:
 // the same bytes land, so the values are the model's.
 #define MEGA_EVICT 32
+// A flag on top of the mode: the grid barriers' arrival and polls are thread 32's (warp 1)
+// instead of thread 0's, which issues the weight copies. Whether a barrier waits for the
+// copies its block issued last (run 37: 3.2 us after o_proj, whose phase issues gate_up's
+// 12.6 MB, 2.2 after down_proj, against 1.0 after qkv and gate_up), or for the memory
+// system. Values unchanged.
+#define MEGA_POLL1 64
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -82,11 +88,13 @@
 
 // `arrive` is stamped when the whole block reached the barrier, `leave` when it opened
 // (-1: not stamped).
-__device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& target, bool nap,
+// `poller`: the thread that arrives and polls (0, or 32 with MEGA_POLL1); `target` is its
+// running total.
+__device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& target, bool nap, int poller,
                                                unsigned long long* mk, int arrive, int leave) {
     __syncthreads();
     mega_mark(mk, arrive);
-    if (threadIdx.x == 0) {
+    if ((int)threadIdx.x == poller) {
         target += gridDim.x;
         unsigned int now;
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
@@ -96,14 +104,15 @@ __device__ __forceinline__ void mega_grid_sync(unsigned int* bar, unsigned int& 
             if (nap) __nanosleep(64);
         }
     }
+    if (poller != 0) __syncthreads();
     mega_mark(mk, leave);
     __syncthreads();
 }
 
 // The barrier between two phases (none in the MEGA_COPIES probe).
 __device__ __forceinline__ void mega_phase_sync(unsigned int* bar, unsigned int& target, int mode, bool nap,
-                                                unsigned long long* mk, int arrive, int leave) {
-    if (mode != MEGA_COPIES) mega_grid_sync(bar, target, nap, mk, arrive, leave);
+                                                int poller, unsigned long long* mk, int arrive, int leave) {
+    if (mode != MEGA_COPIES) mega_grid_sync(bar, target, nap, poller, mk, arrive, leave);
 }
 
 // After a block's last barrier: bar[1] counts the blocks done; the last one (all others are
@@ -379,11 +388,12 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     bf16_t* region[2] = {(bf16_t*)mega_smem, (bf16_t*)(mega_smem + region_x)};
     bf16_t* xs = (bf16_t*)(mega_smem + region_z);
     unsigned int parity[2] = {0u, 0u};
-    unsigned int target = 0u;  // thread 0: arrivals the next grid barrier waits for
+    unsigned int target = 0u;  // the poller: arrivals the next grid barrier waits for
     const bool nap = (mode & MEGA_NAP) != 0;
     const int passes = (mode & MEGA_TWICE) != 0 ? 2 : 1;
     const bool evict = (mode & MEGA_EVICT) != 0;
-    mode &= ~(MEGA_NAP | MEGA_TWICE | MEGA_EVICT);
+    const int poller = (mode & MEGA_POLL1) != 0 ? 32 : 0;
+    mode &= ~(MEGA_NAP | MEGA_TWICE | MEGA_EVICT | MEGA_POLL1);
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
@@ -434,14 +444,14 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         staged_product<2, false, false>(rows, xs, hidden, region[0], n_qkv, qkv, ys, &mbar[0], parity[0], part, mode, mk,
                                         2);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode, nap, mk, 3, 4);
+        mega_phase_sync(bar, target, mode, nap, poller, mk, 3, 4);
         const bool work = mode == MEGA_FULL || mode == MEGA_COMPUTE;
         if (!fused) {
             if (work)
                 qk_norm_rope_kv_body<MMA_SPLIT>(counts, qkv, positions, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM],
                                                 (const bf16_t*)p[MEGA_K_NORM], qk_norm, eps, rope, rope_len, num_heads,
                                                 num_kv_heads, head_dim, q, k_cache, v_cache, cache_slots, counters);
-            mega_phase_sync(bar, target, mode, nap, mk, 5, 6);
+            mega_phase_sync(bar, target, mode, nap, poller, mk, 5, 6);
         } else {
             // Pure decode: RoPE/KV inside the attention items, no barrier between (stamps 5
             // and 6 at once).
@@ -471,14 +481,14 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
                     block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters, RopeArgs{}, (float*)xs,
                     amk, 8, mega_smem);
         }
-        mega_phase_sync(bar, target, mode, nap, mk, 12, 13);
+        mega_phase_sync(bar, target, mode, nap, poller, mk, 12, 13);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
         product_x<false, true>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 14);
         stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode, evict);
         staged_product<1, false, true>(rows, xs, k_o, region[1], hidden, residual, ys, &mbar[1], parity[1], part, mode,
                                        mk, 15);
         parity[1] ^= 1u;
-        mega_phase_sync(bar, target, mode, nap, mk, 16, 17);
+        mega_phase_sync(bar, target, mode, nap, poller, mk, 16, 17);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
         product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s,
                                nullptr, 0, ys, mk, 18);
@@ -486,7 +496,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         staged_product<2, true, false>(rows, xs, hidden, region[0], n_gu, act, ys, &mbar[0], parity[0], part, mode, mk,
                                        19);
         parity[0] ^= 1u;
-        mega_phase_sync(bar, target, mode, nap, mk, 20, 21);
+        mega_phase_sync(bar, target, mode, nap, poller, mk, 20, 21);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
         product_x<false, true>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 22);
         if (l + 1 < num_layers)
@@ -497,7 +507,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         parity[1] ^= 1u;
         // The layer's end: the block's last tile done (the next layer's stamp 0 is the
         // barrier opening).
-        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, nap, mk, 24, -1);
+        if (l + 1 < num_layers) mega_phase_sync(bar, target, mode, nap, poller, mk, 24, -1);
         else if (clock != nullptr) {
             __syncthreads();
             mega_mark(mk, 24);

@@ -152,7 +152,7 @@ impl GpuModel {
             weight_bytes: w.bytes(),
             grid_rows: cap.max_tokens,
             kernels: KernelPlan::for_model(&c),
-            launches: Launches::DEFAULT,
+            launches: super::mega::available(dev, &c, Launches::DEFAULT),
             side: None,
             side_forked: false,
             mega,

@@ -91,10 +91,14 @@ pub enum MegaProbe {
     TimelineCompact,
     /// The timeline of [`Mega::CompactEvict`].
     TimelineCompactEvict,
+    /// The timeline of [`Mega::CompactEvict`] with the grid barriers' arrival and polls by
+    /// thread 32 instead of thread 0, which issues the weight copies (`MEGA_POLL1`; the same
+    /// values): whether a barrier waits for its block's copies in flight.
+    TimelinePoll,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 11] = [
+    const ALL: [MegaProbe; 12] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -106,6 +110,7 @@ impl MegaProbe {
         MegaProbe::TimelineEvict,
         MegaProbe::TimelineCompact,
         MegaProbe::TimelineCompactEvict,
+        MegaProbe::TimelinePoll,
     ];
 
     fn name(self) -> &'static str {
@@ -121,6 +126,7 @@ impl MegaProbe {
             MegaProbe::TimelineEvict => "timeline-evict",
             MegaProbe::TimelineCompact => "timeline-compact",
             MegaProbe::TimelineCompactEvict => "timeline-compact-evict",
+            MegaProbe::TimelinePoll => "timeline-poll",
         }
     }
 
@@ -134,12 +140,17 @@ impl MegaProbe {
                 | MegaProbe::TimelineEvict
                 | MegaProbe::TimelineCompact
                 | MegaProbe::TimelineCompactEvict
+                | MegaProbe::TimelinePoll
         )
     }
 }
 
-/// [`super::gpu::Launches::mega`] by default: off until a device run times it.
-pub const MEGA: Mega = Mega::Off;
+/// [`super::gpu::Launches::mega`] by default: the compact entry with evict-first weight
+/// copies. Device log run 37 (H100, one call): 1.082 / 1.100 / 1.159 / 1.241 ms a step at
+/// batch 1 / 2 / 4 / 8 against 1.362 / 1.347 / 1.364 / 1.403 launching per op (0.79-0.88x);
+/// `qwen_decode_layers` 1.626-1.804. Where the module is not loaded or its shared memory
+/// does not fit ([`shape`]), a model launches per op ([`available`]).
+pub const MEGA: Mega = Mega::CompactEvict;
 
 /// The megakernel's entry point: attention half a tile's K and V rows at a time.
 pub const MEGA_ENTRY: &str = "qwen_decode_layers";
@@ -160,7 +171,9 @@ pub const ATT_COMPACT_WARP_BYTES: usize = 32 * (128 + 8) * 2 + 32 * 8;
 pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
     if matches!(
         mega,
-        Mega::Compact | Mega::CompactEvict | Mega::Probe(MegaProbe::TimelineCompact | MegaProbe::TimelineCompactEvict)
+        Mega::Compact
+            | Mega::CompactEvict
+            | Mega::Probe(MegaProbe::TimelineCompact | MegaProbe::TimelineCompactEvict | MegaProbe::TimelinePoll)
     ) {
         MEGA_ENTRY_COMPACT
     } else if whole_tiles {
@@ -188,6 +201,7 @@ impl Mega {
             Mega::Probe(MegaProbe::TimelineNap) => 8,
             Mega::Probe(MegaProbe::TimelineTwice) => 16,
             Mega::CompactEvict | Mega::Probe(MegaProbe::TimelineEvict | MegaProbe::TimelineCompactEvict) => 32,
+            Mega::Probe(MegaProbe::TimelinePoll) => 32 | 64,
         }
     }
 
@@ -398,6 +412,32 @@ impl GpuModel {
     }
 }
 
+/// `launches` as model `c` can run them on `dev`: unchanged, or with the megakernel off (and
+/// an info event saying why) when its module is not loaded or its shared memory does not fit
+/// ([`shape`]). For the default; a megakernel asked for by name
+/// ([`crate::qwen_device::QwenDevice::set_launches`]) fails at its launch instead.
+pub fn available(dev: &Device, c: &super::ModelConfig, launches: super::gpu::Launches) -> super::gpu::Launches {
+    if !launches.mega.on() {
+        return launches;
+    }
+    match shape(dev, c, entry(launches.mega, launches.whole_tiles)) {
+        Ok(_) => launches,
+        Err(e) => {
+            tracing::info!(reason = %e, "decode megakernel unavailable: small steps launch per op");
+            super::gpu::Launches { mega: Mega::Off, ..launches }
+        }
+    }
+}
+
+/// Loads the megakernel's module (`kernels::MEGA_MODULE`, compiled for sm_90 features) into
+/// `dev` when it can; a device or toolkit that cannot build it keeps launching per op
+/// ([`available`]), with an info event saying why.
+pub fn load_module(dev: &mut Device) {
+    if let Err(e) = dev.load_extra(&[crate::kernels::MEGA_MODULE]) {
+        tracing::info!(reason = %e, "decode megakernel module not loaded: small steps launch per op");
+    }
+}
+
 /// A megakernel launch's shape: blocks (one per SM), region X's bytes and the dynamic
 /// shared memory (X + Y).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,17 +529,19 @@ mod tests {
             .chain([Mega::Probe(MegaProbe::TimelineTwice), Mega::Probe(MegaProbe::TimelineEvict)])
             .chain([Mega::Compact, Mega::Probe(MegaProbe::TimelineCompact)])
             .chain([Mega::CompactEvict, Mega::Probe(MegaProbe::TimelineCompactEvict)])
+            .chain([Mega::Probe(MegaProbe::TimelinePoll)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32],
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96],
             "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
         assert_eq!(Mega::parse_suffix("prefetch+mega-compact-evict"), ("prefetch", Mega::CompactEvict));
         assert_eq!(entry(Mega::CompactEvict, false), MEGA_ENTRY_COMPACT);
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCompactEvict), false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::Probe(MegaProbe::TimelinePoll), false), MEGA_ENTRY_COMPACT);
         for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict] {
             assert!(!m.is_probe() && !m.stamps(), "{m:?}");
         }

@@ -111,10 +111,17 @@ impl Launches {
         mega: MEGA,
     };
     /// Every combination of the four kernel choices, indexed by the bits staged 1, prefetch 2,
-    /// pdl 4, whole tiles 8, with [`L2`] streaming.
+    /// pdl 4, whole tiles 8, with [`L2`] streaming and a launch per op (no megakernel: the
+    /// GPU tests run each against the CPU twin, [`Launches::mega_variants`] the megakernels).
     pub const ALL: [Launches; 16] = {
-        let mut all =
-            [Launches { staged_norms: false, prefetch: false, pdl: false, whole_tiles: false, l2: L2, mega: MEGA }; 16];
+        let mut all = [Launches {
+            staged_norms: false,
+            prefetch: false,
+            pdl: false,
+            whole_tiles: false,
+            l2: L2,
+            mega: Mega::Off,
+        }; 16];
         let mut i = 0;
         while i < 16 {
             all[i] = Launches {
@@ -123,18 +130,19 @@ impl Launches {
                 pdl: i & 4 != 0,
                 whole_tiles: i & 8 != 0,
                 l2: L2,
-                mega: MEGA,
+                mega: Mega::Off,
             };
             i += 1;
         }
         all
     };
 
-    /// The default's choices with every [`L2Stream`] mode (ahead 1..=3) in turn.
+    /// The default's choices, a launch per op, with every [`L2Stream`] mode (ahead 1..=3) in
+    /// turn.
     pub fn l2_variants() -> Vec<Launches> {
         (1..=3u8)
             .flat_map(|a| [L2Stream::Bulk(a), L2Stream::Lines(a)])
-            .map(|l2| Launches { l2, ..Launches::DEFAULT })
+            .map(|l2| Launches { l2, mega: Mega::Off, ..Launches::DEFAULT })
             .collect()
     }
 
@@ -197,17 +205,19 @@ impl std::str::FromStr for Launches {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!(
-                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega, +mega-compact, +mega-compact-evict or a timing probe +mega:barriers|stream|products|copies|compute|timeline|timeline-nap|timeline-twice|timeline-evict|timeline-compact|timeline-compact-evict)"
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega, +mega-compact, +mega-compact-evict or a timing probe +mega:barriers|stream|products|copies|compute|timeline|timeline-nap|timeline-twice|timeline-evict|timeline-compact|timeline-compact-evict|timeline-poll)"
             )
         };
         let (rest, mega) = Mega::parse_suffix(s);
         let (kernels, l2) = L2Stream::parse_suffix(rest).ok_or_else(bad)?;
         let l = if kernels == "default" {
-            Some(Launches::DEFAULT)
+            // `default` keeps the default's megakernel unless a suffix names one.
+            let mega = if mega.on() { mega } else { Launches::DEFAULT.mega };
+            Some(Launches { mega, ..Launches::DEFAULT })
         } else {
-            Launches::ALL.into_iter().find(|l| l.kernels_name() == kernels)
+            Launches::ALL.into_iter().find(|l| l.kernels_name() == kernels).map(|l| Launches { mega, ..l })
         };
-        l.map(|l| Launches { l2, mega, ..l }).ok_or_else(bad)
+        l.map(|l| Launches { l2, ..l }).ok_or_else(bad)
     }
 }
 
@@ -861,6 +871,9 @@ mod tests {
             assert_eq!(KernelPlan::Tensor.folds_norms(64, l), l.staged_norms);
         }
         assert_eq!("default".parse::<Launches>(), Ok(Launches::DEFAULT));
+        assert_eq!(Launches::DEFAULT.to_string().parse::<Launches>(), Ok(Launches::DEFAULT));
+        assert_eq!("prefetch".parse::<Launches>().map(|l| l.mega), Ok(Mega::Off), "a plain name launches per op");
+        assert!(Launches::ALL.iter().chain(&Launches::l2_variants()).all(|l| !l.mega.on()));
         assert!("fast".parse::<Launches>().is_err());
         for bad in ["prefetch+bulk0", "prefetch+bulk4", "prefetch+lines", "fast+bulk1", "prefetch+bulk1x"] {
             assert!(bad.parse::<Launches>().is_err(), "{bad}");
