@@ -14,7 +14,8 @@ use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::model::gpu::{KernelPlan, Launches};
-use specreplay_executor::model::mega;
+use specreplay_executor::model::mega::{self, Mega, MegaProbe};
+use specreplay_executor::model::mega_timeline;
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
 use specreplay_executor::model::weights::{random_weights, tiny_config, HostWeights};
@@ -251,7 +252,8 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// the weight copies evict-first in L2), `+mega-compact` / `+mega:timeline-compact` (the megakernel's entry with
         /// attention's rows staged in shared memory and summed by loops), `+mega-compact-evict` /
         /// `+mega:timeline-compact-evict` (that entry with evict-first weight copies), `+mega:timeline-poll` (that, with the
-        /// grid barriers polled by thread 32 instead of the thread that issues the copies); see `Launches`); the n-gram comparison runs with the
+        /// grid barriers polled by thread 32 instead of the thread that issues the copies), `+mega:timeline-tiles` (that,
+        /// with stamps inside the compact attention tiles); see `Launches`); the n-gram comparison runs with the
         /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
@@ -869,7 +871,10 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         for p in &t.phases {
                             println!(
                                 "  timeline batch {b:>3} {:<52} critical {:>7.2} us  per block {:>7.2} us  first layer {:>7.2} us",
-                                p.phase, p.critical_us, p.block_us, p.first_us
+                                mega_timeline::label(p.phase, launch.mega == Mega::Probe(MegaProbe::TimelineTiles)),
+                                p.critical_us,
+                                p.block_us,
+                                p.first_us
                             );
                         }
                     }

@@ -1104,6 +1104,18 @@ __device__ __forceinline__ void att_tiles_fast(
     run.store(wacc, warp, lane, m_out, l_out);
 }
 
+// The decode megakernel's timeline stamp (qwen_mega.cu THE TIMELINE): with `mk` non-null,
+// thread 0 writes the pair (%globaltimer ns, clock64 cycles) of event e at mk[2e]. One
+// special-register read and one store by one thread; with mk null, a null test.
+__device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
+    if (mk != nullptr && e >= 0 && threadIdx.x == 0) {
+        unsigned long long ns;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+        mk[2 * e] = ns;
+        mk[2 * e + 1] = (unsigned long long)clock64();
+    }
+}
+
 // att_tiles_fast's tiles with the K and V rows staged in shared memory (COMPACT: the
 // decode megakernel's compact entry). The same keys, scores, online softmax and sums in the
 // same order, so the same bits; what changes is the code: the rows come in by cp.async
@@ -1144,8 +1156,10 @@ __device__ __forceinline__ void att_tiles_compact(
     const float (*__restrict__ qs)[ATT_MAX_HD], const bf16_t* k_cache, const bf16_t* v_cache, long long cache_slots,
     const int* __restrict__ bt_row, int block_size, int num_kv_heads, int kvh, long long nk, float scale, int warp,
     int lane, unsigned int* __restrict__ counters, float (*__restrict__ wacc)[ATT_WARPS][ATT_MAX_HD], float* m_out,
-    float* l_out, unsigned char* buf_bytes)
+    float* l_out, unsigned char* buf_bytes, unsigned long long* tmk = nullptr, int te = 0)
 {
+    // tmk (the MEGA_TILES probe): thread 0 stamps event te when its first tile's K rows
+    // are staged, te + 1 when its V rows are.
     static_assert(HD == 64 || HD == 128, "the staged rows are at most 128 wide");
     constexpr int EPL = HD / 32;
     constexpr int CH = HD / 8;
@@ -1161,6 +1175,7 @@ __device__ __forceinline__ void att_tiles_compact(
         slots[lane] = slot;
         __syncwarp();
         att_stage_rows<HD>(buf, slots, k_cache, num_kv_heads, kvh, lane);
+        if (ti == warp) mega_mark(tmk, te);
         float dot[G];
 #pragma unroll
         for (int gi = 0; gi < G; ++gi) dot[gi] = 0.0f;
@@ -1182,6 +1197,7 @@ __device__ __forceinline__ void att_tiles_compact(
         // Every lane is past its K row: the V rows take the same space.
         __syncwarp();
         att_stage_rows<HD>(buf, slots, v_cache, num_kv_heads, kvh, lane);
+        if (ti == warp) mega_mark(tmk, te + 1);
 #pragma unroll 1
         for (int j = 0; j < 32; ++j) {
             if (!((live >> j) & 1u)) continue;
@@ -1235,17 +1251,6 @@ struct RopeArgs {
 // EXT: the items' shared scratch (ATT_SCRATCH(G) floats per item) is `ext`, not the
 // function's own (the megakernel lends its x-staging region, idle during attention).
 #define ATT_SCRATCH(G) ((G) * ATT_MAX_HD + 2 * (G) * ATT_WARPS + (G) * ATT_WARPS * ATT_MAX_HD)
-// The decode megakernel's timeline stamp (qwen_mega.cu THE TIMELINE): with `mk` non-null,
-// thread 0 writes the pair (%globaltimer ns, clock64 cycles) of event e at mk[2e]. One
-// special-register read and one store by one thread; with mk null, a null test.
-__device__ __forceinline__ void mega_mark(unsigned long long* mk, int e) {
-    if (mk != nullptr && e >= 0 && threadIdx.x == 0) {
-        unsigned long long ns;
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
-        mk[2 * e] = ns;
-        mk[2 * e + 1] = (unsigned long long)clock64();
-    }
-}
 // MK: stamps events e0 .. e0 + 3 of thread 0's items (mk, the megakernel's timeline):
 // the request lookup and q loads, RoPE/KV (or q staged), the tiles, the merge and store.
 // COMPACT (head_dim 64 or 128): the tiles of att_tiles_compact, each warp staging its rows
@@ -1264,7 +1269,7 @@ __device__ __forceinline__ void attention_body(
     RopeArgs ra = RopeArgs{},
     float* ext = nullptr,
     unsigned long long* mk = nullptr, int e0 = 0,
-    unsigned char* tiles_smem = nullptr)
+    unsigned char* tiles_smem = nullptr, bool tile_stamps = false)
 {
     constexpr int THREADS = ATT_WARPS * 32;
     const int sub = SUBS == 1 ? 0 : (int)(threadIdx.x / THREADS);
@@ -1313,7 +1318,10 @@ __device__ __forceinline__ void attention_body(
             nk = nk < 1 ? 0 : seqused_k[r];
         }
         att_sync<SUBS>(sub);
-        mega_mark(mk, e0);
+        // tile_stamps (the MEGA_TILES probe, compact tiles only): e0 after RoPE, e0 + 1 and
+        // e0 + 2 inside the tiles (K rows, V rows staged), e0 + 3 after the merge.
+        tile_stamps = tile_stamps && COMPACT && (head_dim == 128 || head_dim == 64);
+        if (!tile_stamps) mega_mark(mk, e0);
         if (ROPE) {
             if (warp < G + 2) {
                 const int h = warp < G ? h0 + warp : warp == G ? num_heads + kvh : num_heads + num_kv_heads + kvh;
@@ -1329,17 +1337,18 @@ __device__ __forceinline__ void attention_body(
             }
         }
         att_sync<SUBS>(sub);
-        mega_mark(mk, e0 + 1);
+        mega_mark(mk, tile_stamps ? e0 : e0 + 1);
         float m[G], l[G];
+        unsigned long long* tmk = tile_stamps ? mk : nullptr;
         const int* bt_row = block_table + (long long)r * blocks_per_row;
         if (COMPACT && (head_dim == 128 || head_dim == 64)) {
             unsigned char* wbuf = tiles_smem + (threadIdx.x >> 5) * ATT_COMPACT_WARP_BYTES;
             if (head_dim == 128)
                 att_tiles_compact<128, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
-                                          scale, warp, lane, counters, wacc, m, l, wbuf);
+                                          scale, warp, lane, counters, wacc, m, l, wbuf, tmk, e0 + 1);
             else
                 att_tiles_compact<64, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
-                                         scale, warp, lane, counters, wacc, m, l, wbuf);
+                                         scale, warp, lane, counters, wacc, m, l, wbuf, tmk, e0 + 1);
         } else if (head_dim == 128) {
             att_tiles_fast<128, SPLIT, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
                                           scale, warp, lane, counters, wacc, m, l);
@@ -1423,7 +1432,7 @@ __device__ __forceinline__ void attention_body(
             for (int gi = 0; gi < G; ++gi) { wm[gi][warp] = m[gi]; wl[gi][warp] = l[gi]; }
         }
         att_sync<SUBS>(sub);
-        mega_mark(mk, e0 + 2);
+        if (!tile_stamps) mega_mark(mk, e0 + 2);
 #pragma unroll 1
         for (int gi = 0; gi < G; ++gi) {
             float M = NEG_INF;

@@ -66,6 +66,10 @@
 // 12.6 MB, 2.2 after down_proj, against 1.0 after qkv and gate_up), or for the memory
 // system. Values unchanged.
 #define MEGA_POLL1 64
+// A flag on top of the mode: the compact attention tiles stamp inside (attention_body's
+// tile_stamps): events 8-11 become lookup + RoPE, the first tile's K rows staged, its V
+// rows staged, V sums + merge (mega_timeline.rs relabels them). Values unchanged.
+#define MEGA_TILES 128
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -393,7 +397,8 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     const int passes = (mode & MEGA_TWICE) != 0 ? 2 : 1;
     const bool evict = (mode & MEGA_EVICT) != 0;
     const int poller = (mode & MEGA_POLL1) != 0 ? 32 : 0;
-    mode &= ~(MEGA_NAP | MEGA_TWICE | MEGA_EVICT | MEGA_POLL1);
+    const bool tile_stamps = (mode & MEGA_TILES) != 0;
+    mode &= ~(MEGA_NAP | MEGA_TWICE | MEGA_EVICT | MEGA_POLL1 | MEGA_TILES);
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
@@ -474,7 +479,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
                     block_size, positions, num_heads, num_kv_heads, head_dim, attn, counters,
                     RopeArgs{qkv, slot_mapping, (const bf16_t*)p[MEGA_Q_NORM], (const bf16_t*)p[MEGA_K_NORM], qk_norm,
                              eps, rope, rope_len, real, q},
-                    (float*)xs, amk, 8, mega_smem);
+                    (float*)xs, amk, 8, mega_smem, tile_stamps);
             else
                 attention_body<ATT_SPLIT, 1, MMA_SPLIT / ATT_WARPS, false, true, COMPACT>(
                     counts, q, k_cache, v_cache, cache_slots, cu_seqlens_q, seqused_k, block_table, blocks_per_row,

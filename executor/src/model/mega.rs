@@ -95,10 +95,14 @@ pub enum MegaProbe {
     /// thread 32 instead of thread 0, which issues the weight copies (`MEGA_POLL1`; the same
     /// values): whether a barrier waits for its block's copies in flight.
     TimelinePoll,
+    /// The timeline of [`Mega::CompactEvict`] with stamps inside the compact attention
+    /// tiles (`MEGA_TILES`; [`super::mega_timeline::TILE_PHASES`]): where the tiles' time
+    /// goes.
+    TimelineTiles,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 12] = [
+    const ALL: [MegaProbe; 13] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -111,6 +115,7 @@ impl MegaProbe {
         MegaProbe::TimelineCompact,
         MegaProbe::TimelineCompactEvict,
         MegaProbe::TimelinePoll,
+        MegaProbe::TimelineTiles,
     ];
 
     fn name(self) -> &'static str {
@@ -127,6 +132,7 @@ impl MegaProbe {
             MegaProbe::TimelineCompact => "timeline-compact",
             MegaProbe::TimelineCompactEvict => "timeline-compact-evict",
             MegaProbe::TimelinePoll => "timeline-poll",
+            MegaProbe::TimelineTiles => "timeline-tiles",
         }
     }
 
@@ -141,6 +147,7 @@ impl MegaProbe {
                 | MegaProbe::TimelineCompact
                 | MegaProbe::TimelineCompactEvict
                 | MegaProbe::TimelinePoll
+                | MegaProbe::TimelineTiles
         )
     }
 }
@@ -173,7 +180,12 @@ pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
         mega,
         Mega::Compact
             | Mega::CompactEvict
-            | Mega::Probe(MegaProbe::TimelineCompact | MegaProbe::TimelineCompactEvict | MegaProbe::TimelinePoll)
+            | Mega::Probe(
+                MegaProbe::TimelineCompact
+                    | MegaProbe::TimelineCompactEvict
+                    | MegaProbe::TimelinePoll
+                    | MegaProbe::TimelineTiles
+            )
     ) {
         MEGA_ENTRY_COMPACT
     } else if whole_tiles {
@@ -202,6 +214,7 @@ impl Mega {
             Mega::Probe(MegaProbe::TimelineTwice) => 16,
             Mega::CompactEvict | Mega::Probe(MegaProbe::TimelineEvict | MegaProbe::TimelineCompactEvict) => 32,
             Mega::Probe(MegaProbe::TimelinePoll) => 32 | 64,
+            Mega::Probe(MegaProbe::TimelineTiles) => 32 | 128,
         }
     }
 
@@ -529,12 +542,12 @@ mod tests {
             .chain([Mega::Probe(MegaProbe::TimelineTwice), Mega::Probe(MegaProbe::TimelineEvict)])
             .chain([Mega::Compact, Mega::Probe(MegaProbe::TimelineCompact)])
             .chain([Mega::CompactEvict, Mega::Probe(MegaProbe::TimelineCompactEvict)])
-            .chain([Mega::Probe(MegaProbe::TimelinePoll)])
+            .chain([Mega::Probe(MegaProbe::TimelinePoll), Mega::Probe(MegaProbe::TimelineTiles)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96],
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96, 160],
             "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
@@ -542,6 +555,7 @@ mod tests {
         assert_eq!(entry(Mega::CompactEvict, false), MEGA_ENTRY_COMPACT);
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCompactEvict), false), MEGA_ENTRY_COMPACT);
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelinePoll), false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::Probe(MegaProbe::TimelineTiles), false), MEGA_ENTRY_COMPACT);
         for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict] {
             assert!(!m.is_probe() && !m.stamps(), "{m:?}");
         }

@@ -53,6 +53,23 @@ pub const PHASES: [&str; EVENTS] = [
     "down_proj: tiles",
 ];
 
+/// What stamps 8-11 end in the `timeline-tiles` probe (`MEGA_TILES`: the compact tiles
+/// stamp inside): [`PHASES`] 8-11 read as these.
+pub const TILE_PHASES: [&str; 4] = [
+    "attention: request lookup, q loads, RoPE, KV write",
+    "attention tiles: block table, first K rows staged",
+    "attention tiles: dots, softmax, first V rows staged",
+    "attention: V sums, other tiles, merge, store",
+];
+
+/// `phase` as the `timeline-tiles` probe's stamps mean it (`tiles`), else unchanged.
+pub fn label(phase: &'static str, tiles: bool) -> &'static str {
+    match PHASES[8..12].iter().position(|&p| p == phase) {
+        Some(i) if tiles => TILE_PHASES[i],
+        _ => phase,
+    }
+}
+
 /// One phase's mean time.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PhaseTime {
@@ -211,6 +228,15 @@ mod tests {
         // A layer's phases add up to its critical time; all layers make the span.
         let per_layer: f64 = t.phases.iter().map(|p| p.critical_us).sum();
         assert!((per_layer * 3.0 - t.phases.last().unwrap().critical_us - t.span_us).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_tiles_probe_relabels_attention_only() {
+        for (i, &p) in PHASES.iter().enumerate() {
+            assert_eq!(label(p, false), p);
+            let want = if (8..12).contains(&i) { TILE_PHASES[i - 8] } else { p };
+            assert_eq!(label(p, true), want);
+        }
     }
 
     #[test]
