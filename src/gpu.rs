@@ -681,7 +681,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                 (None, None) => unreachable!("checked above"),
             };
             let mut dev = Device::open(0)?;
-            specreplay_executor::model::mega::load_module(&mut dev);
+            let mega_module = mega::load_module(&mut dev);
             let dev = dev;
             let mut qd = QwenDevice::new(&dev, &sc, &weights)?;
             if let Some(plan) = kernels {
@@ -721,7 +721,12 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
             );
             if let Some(path) = trace {
                 let mut t = generation_trace(r.trace, &sc, &qd.greedy, &qd.logits);
-                replay::mark_gpu(&mut t, &dev.info.name, &dev.module_hashes(), dev.variant);
+                // The megakernel's module joins the header's modules when the run launched it.
+                let mut modules = dev.module_hashes();
+                if qd.model.mega_launches > 0 {
+                    modules.extend(mega_module);
+                }
+                replay::mark_gpu(&mut t, &dev.info.name, &modules, dev.variant);
                 t.checkpoint = JsonOnly(Some(checkpoint));
                 t.kernels = JsonOnly(qd.kernels().name().to_string());
                 crate::write_trace(&path, &[id], &t).map_err(|f| ExecError::Input(f.0))?;
@@ -1041,7 +1046,7 @@ fn replay_model_traces(traces: &[PathBuf], dir: &Path, cuda: bool) -> Result<Exi
     let cfg = ck.config().clone();
     let dev = if cuda {
         let mut d = Device::open(0)?;
-        specreplay_executor::model::mega::load_module(&mut d);
+        mega::load_module(&mut d);
         Some(d)
     } else {
         None

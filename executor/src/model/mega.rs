@@ -443,11 +443,16 @@ pub fn available(dev: &Device, c: &super::ModelConfig, launches: super::gpu::Lau
 }
 
 /// Loads the megakernel's module (`kernels::MEGA_MODULE`, compiled for sm_90 features) into
-/// `dev` when it can; a device or toolkit that cannot build it keeps launching per op
-/// ([`available`]), with an info event saying why.
-pub fn load_module(dev: &mut Device) {
-    if let Err(e) = dev.load_extra(&[crate::kernels::MEGA_MODULE]) {
-        tracing::info!(reason = %e, "decode megakernel module not loaded: small steps launch per op");
+/// `dev` when it can: its `(name, CUBIN sha256)` for a trace header whose run launched it. A
+/// device or toolkit that cannot build it keeps launching per op ([`available`]), with an
+/// info event saying why.
+pub fn load_module(dev: &mut Device) -> Option<(String, String)> {
+    match dev.load_extra(&[crate::kernels::MEGA_MODULE]) {
+        Ok(m) => m.first().map(|m| (m.name.to_string(), m.sha256.clone())),
+        Err(e) => {
+            tracing::info!(reason = %e, "decode megakernel module not loaded: small steps launch per op");
+            None
+        }
     }
 }
 
