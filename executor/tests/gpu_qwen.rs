@@ -364,6 +364,27 @@ fn megakernel_matches_the_cpu_twin() {
     assert_eq!(plain.trace.outputs, spec.trace.outputs, "megakernel: speculation changed greedy output");
 }
 
+/// The default megakernel runs only where its module is loaded: a model on a device without
+/// it launches per op (`mega::available`), one with it keeps the default, and a run of the
+/// default then launches it.
+#[test]
+#[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
+fn the_default_megakernel_needs_its_module() {
+    let w = weights(&tiny_config(), 7);
+    let sc = test_scenario(&[(P0, 1)], 8, 0, &[1, 2]);
+    let bare = test_device();
+    let d = QwenDevice::new(&bare, &sc, &w).unwrap();
+    assert!(Launches::DEFAULT.mega.on(), "the default launches the megakernel");
+    assert!(!d.model.launches.mega.on(), "no module loaded, yet the megakernel is on: {}", d.model.launches);
+    let mut dev = test_device();
+    let m = specreplay_executor::model::mega::load_module(&mut dev);
+    assert!(m.as_ref().is_some_and(|(name, sha)| name == "qwen_mega" && sha.len() == 64), "{m:?}");
+    let mut d = QwenDevice::new(&dev, &sc, &w).unwrap();
+    assert_eq!(d.model.launches, Launches::DEFAULT);
+    engine::run_on(&sc, &mut d).unwrap();
+    assert!(d.model.mega_launches > 0, "the default launched no megakernel: {:?}", d.stats.replays);
+}
+
 /// A GPU model run replays on the simulator from its recorded greedy tokens.
 #[test]
 #[ignore = "needs a CUDA GPU: run with --ignored on the GPU host (scripts/gpu-check.sh)"]
