@@ -70,6 +70,12 @@
 // tile_stamps): events 8-11 become lookup + RoPE, the first tile's K rows staged, its V
 // rows staged, V sums + merge (mega_timeline.rs relabels them). Values unchanged.
 #define MEGA_TILES 128
+// A flag on top of the mode: a copy warp. The weight copies are issued by warp 7 (lane 0),
+// which takes no share of the x staging, instead of thread 0, which also polls the grid
+// barriers and stages x. Run 39 (timeline-poll): the global-memory operation a thread
+// issues after its bulk copies waits ~3 us behind them, wherever it is (the barrier's
+// arrival, the next x staging). Values unchanged.
+#define MEGA_COPYWARP 256
 
 // A grid-wide barrier for a launch whose blocks are all resident (the host sizes the grid
 // by the occupancy API). bar[0] counts arrivals over the whole launch: at its n-th barrier a
@@ -180,15 +186,15 @@ __device__ __forceinline__ constexpr int tile_rows() { return GLU ? 16 : NT * 8;
 
 // Starts the copies of this block's tiles of product (w, K, N) into `dst` on `bar`: every
 // thread first orders its earlier reads of the region before the copies (proxy fence, then
-// the block barrier), then thread 0 announces the bytes and issues one or two copies per
-// tile. Rows past N are not copied (their sums are never stored).
+// the block barrier), then thread `issuer` (0, or warp 7's lane 0 with MEGA_COPYWARP)
+// announces the bytes and issues one or two copies per tile. Rows past N are not copied (their sums are never stored).
 template <int NT, bool GLU>
 __device__ __forceinline__ void stage_product(bf16_t* dst, const bf16_t* __restrict__ w, int K, int N,
-                                              unsigned long long* bar, int mode, bool evict) {
+                                              unsigned long long* bar, int mode, bool evict, int issuer) {
     if (mode == MEGA_BARRIERS || mode == MEGA_COMPUTE) return;
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     __syncthreads();
-    if (threadIdx.x != 0) return;
+    if ((int)threadIdx.x != issuer) return;
     const int cols = GLU ? N / 2 : N;
     const int tile_cols = GLU ? 8 : NT * 8;
     const int tiles = (cols + tile_cols - 1) / tile_cols;
@@ -234,23 +240,26 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
 // behind the next product's weight copies (device log run 35: about 3 us). Only the tile that
 // adds into them writes them, so the values are the ones the epilogue would have loaded.
 template <bool NORM, bool RES>
-__device__ __forceinline__ void stage_x(int rows, const bf16_t* x, int K, const bf16_t* __restrict__ norm_w, float eps,
-                                        bf16_t* xs, bf16_t* nws, float* inv_s, const bf16_t* y, int N, bf16_t* ys) {
+__device__ __forceinline__ void stage_x(int stagers, int rows, const bf16_t* x, int K,
+                                        const bf16_t* __restrict__ norm_w, float eps, bf16_t* xs, bf16_t* nws,
+                                        float* inv_s, const bf16_t* y, int N, bf16_t* ys) {
     const int S = xs_stride(K);
     const int per_row = K >> 3;
     const int n = rows * per_row;
+    // The copies are the first `stagers` threads' (all of them, or all but the copy warp).
+    const int first = (int)threadIdx.x < stagers ? (int)threadIdx.x : n + per_row + rows;
 #pragma unroll 1
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    for (int i = first; i < n; i += stagers) {
         const int r = i / per_row, c = i - r * per_row;
         cp_async16(xs + r * S + 8 * c, x + (long long)r * K + 8 * c);
     }
     if (NORM)
-        for (int i = threadIdx.x; i < per_row; i += blockDim.x) cp_async16(nws + 8 * i, norm_w + 8 * i);
+        for (int i = first; i < per_row; i += stagers) cp_async16(nws + 8 * i, norm_w + 8 * i);
     if (RES) {
         const int tiles = (N + 7) >> 3;
         int i = 0;
         for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++i)
-            for (int r = threadIdx.x; r < rows; r += blockDim.x)
+            for (int r = first; r < rows; r += stagers)
                 cp_async16(ys + (i * MEGA_MAX_ROWS + r) * 8, y + (long long)r * N + tile * 8);
     }
     asm volatile("cp.async.wait_all;" ::: "memory");
@@ -340,11 +349,12 @@ __device__ __forceinline__ void staged_tile(int rows, const bf16_t* xs, int K, c
 // caller stages x BEFORE it starts the next product's weight copies: behind a stream of
 // megabytes of copies the x loads waited 3-4 us a product (device log, run 34).
 template <bool NORM, bool RES>
-__device__ __forceinline__ void product_x(int mode, int rows, const bf16_t* x, int K, const bf16_t* __restrict__ norm_w,
+__device__ __forceinline__ void product_x(int mode, int stagers, int rows, const bf16_t* x, int K,
+                                          const bf16_t* __restrict__ norm_w,
                                           float eps, bf16_t* xs, bf16_t* nws, float* inv_s, const bf16_t* y, int N,
                                           bf16_t* ys, unsigned long long* mk, int e_x) {
     if (mode == MEGA_FULL || mode == MEGA_PRODUCTS || mode == MEGA_COMPUTE)
-        stage_x<NORM, RES>(rows, x, K, norm_w, eps, xs, nws, inv_s, y, N, ys);
+        stage_x<NORM, RES>(stagers, rows, x, K, norm_w, eps, xs, nws, inv_s, y, N, ys);
     mega_mark(mk, e_x);
 }
 
@@ -398,7 +408,10 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     const bool evict = (mode & MEGA_EVICT) != 0;
     const int poller = (mode & MEGA_POLL1) != 0 ? 32 : 0;
     const bool tile_stamps = (mode & MEGA_TILES) != 0;
-    mode &= ~(MEGA_NAP | MEGA_TWICE | MEGA_EVICT | MEGA_POLL1 | MEGA_TILES);
+    const bool copy_warp = (mode & MEGA_COPYWARP) != 0;
+    const int issuer = copy_warp ? (MMA_SPLIT - 1) * 32 : 0;
+    const int stagers = copy_warp ? (MMA_SPLIT - 1) * 32 : (int)blockDim.x;
+    mode &= ~(MEGA_NAP | MEGA_TWICE | MEGA_EVICT | MEGA_POLL1 | MEGA_TILES | MEGA_COPYWARP);
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[0])) : "memory");
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&mbar[1])) : "memory");
@@ -432,7 +445,7 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
     const int k_o = num_heads * head_dim;
     const int n_gu = 2 * inter;
     const unsigned long long* p0 = table;
-    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0], mode, evict);
+    stage_product<2, false>(region[0], (const bf16_t*)p0[MEGA_QKV], hidden, n_qkv, &mbar[0], mode, evict, issuer);
     for (int l = 0; l < num_layers; ++l) {
         const unsigned long long* p = table + (long long)l * MEGA_PTRS;
         bf16_t* k_cache = (bf16_t*)p[MEGA_K_CACHE];
@@ -443,9 +456,9 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
             clock != nullptr ? clock + ((long long)blockIdx.x * num_layers + l) * (2 * MEGA_EVENTS) : nullptr;
         mega_mark(mk, 0);
         // qkv = input_norm(residual) W_qkv^T from X; o_proj's weights start into Y.
-        product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_INPUT_NORM], eps, xs, nws, inv_s,
+        product_x<true, false>(mode, stagers, rows, residual, hidden, (const bf16_t*)p[MEGA_INPUT_NORM], eps, xs, nws, inv_s,
                                nullptr, 0, ys, mk, 1);
-        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode, evict);
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_O], k_o, hidden, &mbar[1], mode, evict, issuer);
         staged_product<2, false, false>(rows, xs, hidden, region[0], n_qkv, qkv, ys, &mbar[0], parity[0], part, mode, mk,
                                         2);
         parity[0] ^= 1u;
@@ -488,25 +501,25 @@ __device__ __forceinline__ void decode_layers(MEGA_ARGS) {
         }
         mega_phase_sync(bar, target, mode, nap, poller, mk, 12, 13);
         // residual += attn W_o^T from Y; gate_up's weights start into X.
-        product_x<false, true>(mode, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 14);
-        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode, evict);
+        product_x<false, true>(mode, stagers, rows, attn, k_o, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 14);
+        stage_product<2, true>(region[0], (const bf16_t*)p[MEGA_GATE_UP], hidden, n_gu, &mbar[0], mode, evict, issuer);
         staged_product<1, false, true>(rows, xs, k_o, region[1], hidden, residual, ys, &mbar[1], parity[1], part, mode,
                                        mk, 15);
         parity[1] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, poller, mk, 16, 17);
         // act = silu(gate) * up of post_norm(residual) from X; down_proj's weights into Y.
-        product_x<true, false>(mode, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s,
+        product_x<true, false>(mode, stagers, rows, residual, hidden, (const bf16_t*)p[MEGA_POST_NORM], eps, xs, nws, inv_s,
                                nullptr, 0, ys, mk, 18);
-        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode, evict);
+        stage_product<1, false>(region[1], (const bf16_t*)p[MEGA_DOWN], inter, hidden, &mbar[1], mode, evict, issuer);
         staged_product<2, true, false>(rows, xs, hidden, region[0], n_gu, act, ys, &mbar[0], parity[0], part, mode, mk,
                                        19);
         parity[0] ^= 1u;
         mega_phase_sync(bar, target, mode, nap, poller, mk, 20, 21);
         // residual += act W_down^T from Y; the next layer's qkv weights into X.
-        product_x<false, true>(mode, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 22);
+        product_x<false, true>(mode, stagers, rows, act, inter, nullptr, 0.0f, xs, nws, inv_s, residual, hidden, ys, mk, 22);
         if (l + 1 < num_layers)
             stage_product<2, false>(region[0], (const bf16_t*)table[(long long)(l + 1) * MEGA_PTRS + MEGA_QKV], hidden,
-                                    n_qkv, &mbar[0], mode, evict);
+                                    n_qkv, &mbar[0], mode, evict, issuer);
         staged_product<1, false, true>(rows, xs, inter, region[1], hidden, residual, ys, &mbar[1], parity[1], part,
                                        mode, mk, 23);
         parity[1] ^= 1u;

@@ -51,6 +51,11 @@ pub enum Mega {
     /// the KV cache and the activations (device log run 36: the timeline 1.646 -> 1.513 ms
     /// a step at batch 1 on the H100). The same values.
     CompactEvict,
+    /// [`Mega::CompactEvict`] with a copy warp (`MEGA_COPYWARP`): warp 7 issues the weight
+    /// copies and takes no share of the x staging, so thread 0's barrier arrivals and x
+    /// loads no longer queue behind the copies it issued (device log run 39). The same
+    /// values.
+    CompactCopyWarp,
     /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
     /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_COMPUTE` in qwen_mega.cu),
     /// so one device call splits the step's time between barriers, weight streaming,
@@ -99,10 +104,12 @@ pub enum MegaProbe {
     /// tiles (`MEGA_TILES`; [`super::mega_timeline::TILE_PHASES`]): where the tiles' time
     /// goes.
     TimelineTiles,
+    /// The timeline of [`Mega::CompactCopyWarp`].
+    TimelineCopyWarp,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 13] = [
+    const ALL: [MegaProbe; 14] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -116,6 +123,7 @@ impl MegaProbe {
         MegaProbe::TimelineCompactEvict,
         MegaProbe::TimelinePoll,
         MegaProbe::TimelineTiles,
+        MegaProbe::TimelineCopyWarp,
     ];
 
     fn name(self) -> &'static str {
@@ -133,6 +141,7 @@ impl MegaProbe {
             MegaProbe::TimelineCompactEvict => "timeline-compact-evict",
             MegaProbe::TimelinePoll => "timeline-poll",
             MegaProbe::TimelineTiles => "timeline-tiles",
+            MegaProbe::TimelineCopyWarp => "timeline-copywarp",
         }
     }
 
@@ -148,6 +157,7 @@ impl MegaProbe {
                 | MegaProbe::TimelineCompactEvict
                 | MegaProbe::TimelinePoll
                 | MegaProbe::TimelineTiles
+                | MegaProbe::TimelineCopyWarp
         )
     }
 }
@@ -180,11 +190,13 @@ pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
         mega,
         Mega::Compact
             | Mega::CompactEvict
+            | Mega::CompactCopyWarp
             | Mega::Probe(
                 MegaProbe::TimelineCompact
                     | MegaProbe::TimelineCompactEvict
                     | MegaProbe::TimelinePoll
                     | MegaProbe::TimelineTiles
+                    | MegaProbe::TimelineCopyWarp
             )
     ) {
         MEGA_ENTRY_COMPACT
@@ -215,6 +227,7 @@ impl Mega {
             Mega::CompactEvict | Mega::Probe(MegaProbe::TimelineEvict | MegaProbe::TimelineCompactEvict) => 32,
             Mega::Probe(MegaProbe::TimelinePoll) => 32 | 64,
             Mega::Probe(MegaProbe::TimelineTiles) => 32 | 128,
+            Mega::CompactCopyWarp | Mega::Probe(MegaProbe::TimelineCopyWarp) => 32 | 256,
         }
     }
 
@@ -235,6 +248,7 @@ impl Mega {
             Mega::On => "+mega".into(),
             Mega::Compact => "+mega-compact".into(),
             Mega::CompactEvict => "+mega-compact-evict".into(),
+            Mega::CompactCopyWarp => "+mega-compact-copywarp".into(),
             Mega::Probe(p) => format!("+mega:{}", p.name()),
         }
     }
@@ -250,6 +264,9 @@ impl Mega {
         }
         if let Some(rest) = s.strip_suffix("+mega-compact-evict") {
             return (rest, Mega::CompactEvict);
+        }
+        if let Some(rest) = s.strip_suffix("+mega-compact-copywarp") {
+            return (rest, Mega::CompactCopyWarp);
         }
         for p in MegaProbe::ALL {
             if let Some(rest) = s.strip_suffix(&format!("+mega:{}", p.name())) {
@@ -548,11 +565,12 @@ mod tests {
             .chain([Mega::Compact, Mega::Probe(MegaProbe::TimelineCompact)])
             .chain([Mega::CompactEvict, Mega::Probe(MegaProbe::TimelineCompactEvict)])
             .chain([Mega::Probe(MegaProbe::TimelinePoll), Mega::Probe(MegaProbe::TimelineTiles)])
+            .chain([Mega::CompactCopyWarp, Mega::Probe(MegaProbe::TimelineCopyWarp)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96, 160],
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96, 160, 288, 288],
             "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
@@ -561,7 +579,10 @@ mod tests {
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCompactEvict), false), MEGA_ENTRY_COMPACT);
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelinePoll), false), MEGA_ENTRY_COMPACT);
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelineTiles), false), MEGA_ENTRY_COMPACT);
-        for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict] {
+        assert_eq!(Mega::parse_suffix("prefetch+mega-compact-copywarp"), ("prefetch", Mega::CompactCopyWarp));
+        assert_eq!(entry(Mega::CompactCopyWarp, false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCopyWarp), false), MEGA_ENTRY_COMPACT);
+        for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict, Mega::CompactCopyWarp] {
             assert!(!m.is_probe() && !m.stamps(), "{m:?}");
         }
     }

@@ -148,13 +148,14 @@ impl Launches {
 
     /// The default's choices with the megakernel ([`Mega::On`]), its attention half a tile
     /// or (`whole_tiles`) a whole tile at a time, and through the compact entry
-    /// ([`Mega::Compact`], [`Mega::CompactEvict`]).
+    /// ([`Mega::Compact`], [`Mega::CompactEvict`], [`Mega::CompactCopyWarp`]).
     pub fn mega_variants() -> Vec<Launches> {
         vec![
             Launches { mega: Mega::On, ..Launches::DEFAULT },
             Launches { mega: Mega::On, whole_tiles: true, ..Launches::DEFAULT },
             Launches { mega: Mega::Compact, ..Launches::DEFAULT },
             Launches { mega: Mega::CompactEvict, ..Launches::DEFAULT },
+            Launches { mega: Mega::CompactCopyWarp, ..Launches::DEFAULT },
         ]
     }
 
@@ -205,7 +206,7 @@ impl std::str::FromStr for Launches {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!(
-                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega, +mega-compact, +mega-compact-evict or a timing probe +mega:barriers|stream|products|copies|compute|timeline|timeline-nap|timeline-twice|timeline-evict|timeline-compact|timeline-compact-evict|timeline-poll|timeline-tiles)"
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega, +mega-compact, +mega-compact-evict, +mega-compact-copywarp or a timing probe +mega:barriers|stream|products|copies|compute|timeline|timeline-nap|timeline-twice|timeline-evict|timeline-compact|timeline-compact-evict|timeline-poll|timeline-tiles|timeline-copywarp)"
             )
         };
         let (rest, mega) = Mega::parse_suffix(s);
