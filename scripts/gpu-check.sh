@@ -227,9 +227,11 @@ device() {
     # dependent launch, its one-row products fetching weights into L2 before their wait;
     # `whole` the GQA-pair attention with whole tiles in flight, from 16 rows; a `+bulkN` or
     # `+linesN` suffix, N 1..=3, asks each product's weights into L2 from a side stream N
-    # products ahead: `default+bulk2`; a `+mega` or `+mega-compact` suffix runs steps of at
-    # most 8 rows as the decode megakernel, and `+mega:PROBE` (timeline, timeline-twice,
-    # timeline-evict, timeline-compact, ...: `gpu bench-qwen --help`) times its parts).
+    # products ahead: `default+bulk2`; `default` runs steps of at most 8 rows as the decode
+    # megakernel (+mega-compact-evict), a plain name such as `prefetch` launches per op, a
+    # `+mega`, `+mega-compact`, `+mega-compact-evict` or `+mega-compact-copywarp` suffix picks
+    # the megakernel, and `+mega:PROBE` (timeline, timeline-compact-evict, timeline-poll,
+    # timeline-tiles, timeline-copywarp, ...: `gpu bench-qwen --help`) times its parts).
     # $QWEN_TESTS: a test-name filter for qwen-kernels (empty: every test);
     # $QWEN_BATCH: qwen-bench's batch sizes.
     stage qwen-kernels "${QWEN_KERNELS_LIMIT_S:-300}" "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture ${QWEN_TESTS:-}
