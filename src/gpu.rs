@@ -14,7 +14,7 @@ use specreplay_executor::cuda_device::Probe;
 use specreplay_executor::device::Device;
 use specreplay_executor::kernels::Variant;
 use specreplay_executor::model::gpu::{KernelPlan, Launches};
-use specreplay_executor::model::mega::{self, Mega, MegaProbe};
+use specreplay_executor::model::mega::{self, Mega};
 use specreplay_executor::model::mega_timeline;
 use specreplay_executor::model::reference::Reference;
 use specreplay_executor::model::tokenizer::{Prompt, Tokenizer};
@@ -254,7 +254,7 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// `+mega:timeline-compact-evict` (that entry with evict-first weight copies), `+mega:timeline-poll` (that, with the
         /// grid barriers polled by thread 32 instead of the thread that issues the copies), `+mega:timeline-tiles` (that,
         /// with stamps inside the compact attention tiles), `+mega-compact-copywarp` / `+mega:timeline-copywarp` (the compact
-        /// entry with evict-first copies issued by a copy warp); see `Launches`); the n-gram comparison runs with the
+        /// entry with evict-first copies issued by a copy warp), `+mega:timeline-tiles-copywarp` (both); see `Launches`); the n-gram comparison runs with the
         /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,
@@ -877,7 +877,7 @@ fn execute(cmd: GpuCmd) -> Result<ExitCode, ExecError> {
                         for p in &t.phases {
                             println!(
                                 "  timeline batch {b:>3} {:<52} critical {:>7.2} us  per block {:>7.2} us  first layer {:>7.2} us",
-                                mega_timeline::label(p.phase, launch.mega == Mega::Probe(MegaProbe::TimelineTiles)),
+                                mega_timeline::label(p.phase, matches!(launch.mega, Mega::Probe(q) if q.tile_stamps())),
                                 p.critical_us,
                                 p.block_us,
                                 p.first_us

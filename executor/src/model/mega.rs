@@ -106,10 +106,13 @@ pub enum MegaProbe {
     TimelineTiles,
     /// The timeline of [`Mega::CompactCopyWarp`].
     TimelineCopyWarp,
+    /// [`MegaProbe::TimelineTiles`]' stamps inside the tiles with the copy warp: whether
+    /// attention's K and V round trips queued behind warp 0's copies.
+    TimelineTilesCopyWarp,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 14] = [
+    const ALL: [MegaProbe; 15] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -124,6 +127,7 @@ impl MegaProbe {
         MegaProbe::TimelinePoll,
         MegaProbe::TimelineTiles,
         MegaProbe::TimelineCopyWarp,
+        MegaProbe::TimelineTilesCopyWarp,
     ];
 
     fn name(self) -> &'static str {
@@ -142,6 +146,7 @@ impl MegaProbe {
             MegaProbe::TimelinePoll => "timeline-poll",
             MegaProbe::TimelineTiles => "timeline-tiles",
             MegaProbe::TimelineCopyWarp => "timeline-copywarp",
+            MegaProbe::TimelineTilesCopyWarp => "timeline-tiles-copywarp",
         }
     }
 
@@ -158,7 +163,14 @@ impl MegaProbe {
                 | MegaProbe::TimelinePoll
                 | MegaProbe::TimelineTiles
                 | MegaProbe::TimelineCopyWarp
+                | MegaProbe::TimelineTilesCopyWarp
         )
+    }
+
+    /// Whether the probe stamps inside the compact tiles (`MEGA_TILES`: attention's stamps
+    /// read as [`super::mega_timeline::TILE_PHASES`]).
+    pub fn tile_stamps(self) -> bool {
+        matches!(self, MegaProbe::TimelineTiles | MegaProbe::TimelineTilesCopyWarp)
     }
 }
 
@@ -197,6 +209,7 @@ pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
                     | MegaProbe::TimelinePoll
                     | MegaProbe::TimelineTiles
                     | MegaProbe::TimelineCopyWarp
+                    | MegaProbe::TimelineTilesCopyWarp
             )
     ) {
         MEGA_ENTRY_COMPACT
@@ -228,6 +241,7 @@ impl Mega {
             Mega::Probe(MegaProbe::TimelinePoll) => 32 | 64,
             Mega::Probe(MegaProbe::TimelineTiles) => 32 | 128,
             Mega::CompactCopyWarp | Mega::Probe(MegaProbe::TimelineCopyWarp) => 32 | 256,
+            Mega::Probe(MegaProbe::TimelineTilesCopyWarp) => 32 | 128 | 256,
         }
     }
 
@@ -566,11 +580,12 @@ mod tests {
             .chain([Mega::CompactEvict, Mega::Probe(MegaProbe::TimelineCompactEvict)])
             .chain([Mega::Probe(MegaProbe::TimelinePoll), Mega::Probe(MegaProbe::TimelineTiles)])
             .chain([Mega::CompactCopyWarp, Mega::Probe(MegaProbe::TimelineCopyWarp)])
+            .chain([Mega::Probe(MegaProbe::TimelineTilesCopyWarp)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96, 160, 288, 288],
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96, 160, 288, 288, 416],
             "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
@@ -582,6 +597,11 @@ mod tests {
         assert_eq!(Mega::parse_suffix("prefetch+mega-compact-copywarp"), ("prefetch", Mega::CompactCopyWarp));
         assert_eq!(entry(Mega::CompactCopyWarp, false), MEGA_ENTRY_COMPACT);
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCopyWarp), false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::Probe(MegaProbe::TimelineTilesCopyWarp), false), MEGA_ENTRY_COMPACT);
+        for p in MegaProbe::ALL {
+            // The tile stamps are exactly the MEGA_TILES flag (128) of the mode.
+            assert_eq!(p.tile_stamps(), Mega::Probe(p).mode() & 128 != 0, "{}", p.name());
+        }
         for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict, Mega::CompactCopyWarp] {
             assert!(!m.is_probe() && !m.stamps(), "{m:?}");
         }

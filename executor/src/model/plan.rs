@@ -206,7 +206,7 @@ impl std::str::FromStr for Launches {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!(
-                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega, +mega-compact, +mega-compact-evict, +mega-compact-copywarp or a timing probe +mega:barriers|stream|products|copies|compute|timeline|timeline-nap|timeline-twice|timeline-evict|timeline-compact|timeline-compact-evict|timeline-poll|timeline-tiles|timeline-copywarp)"
+                "unknown launches {s:?} (expected default, base, or staged, prefetch, pdl, whole joined by + in that order, optionally followed by +bulkN or +linesN, N 1..=3, then by +mega, +mega-compact, +mega-compact-evict, +mega-compact-copywarp or a timing probe +mega:barriers|stream|products|copies|compute|timeline|timeline-nap|timeline-twice|timeline-evict|timeline-compact|timeline-compact-evict|timeline-poll|timeline-tiles|timeline-copywarp|timeline-tiles-copywarp)"
             )
         };
         let (rest, mega) = Mega::parse_suffix(s);
