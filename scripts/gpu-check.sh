@@ -233,11 +233,11 @@ device() {
     # the megakernel, and `+mega:PROBE` (timeline, timeline-compact-evict, timeline-poll,
     # timeline-tiles, timeline-copywarp, ...: `gpu bench-qwen --help`) times its parts).
     # $QWEN_TESTS: a test-name filter for qwen-kernels (empty: every test);
-    # $QWEN_BATCH: qwen-bench's batch sizes.
+    # $QWEN_BATCH: qwen-bench's batch sizes; $GEMM_ROWS: bench-gemm's row counts.
     stage qwen-kernels "${QWEN_KERNELS_LIMIT_S:-300}" "$OUT/qwen.log" .gpu/executor-gpu-qwen --ignored --test-threads=1 --nocapture ${QWEN_TESTS:-}
     stage qwen-generate 200 "$OUT/qwen.log" bash scripts/qwen-generate-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
     stage qwen-invariance 240 "$OUT/qwen.log" bash scripts/qwen-invariance-check.sh .gpu/specreplay "$tmp/qwen" "$OUT"
-    stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows 1,4,16,32,64 --json "$OUT/bench-gemm.json"
+    stage bench-gemm 90 "$OUT/qwen.log" .gpu/specreplay gpu bench-gemm --rows "${GEMM_ROWS:-1,4,16,32,64}" --json "$OUT/bench-gemm.json"
     stage qwen-bench 180 "$OUT/qwen.log" .gpu/specreplay gpu bench-qwen --batch "${QWEN_BATCH:-1,64}" --kernels "${QWEN_KERNELS:-tensor,fused}" --launches "${QWEN_LAUNCHES:-base,staged+prefetch}" --json "$OUT/qwen-bench.json"
     stage qwen-torch 180 "$OUT/qwen.log" python3 scripts/bench_qwen_torch.py --batch 1,64 --json "$OUT/qwen-torch.json"
     # Kernel durations inside the decode graphs (Nsight Compute, one pass, clocks left

@@ -1713,7 +1713,7 @@ __device__ __forceinline__ void load_w_chunks(uint4 (*wv)[NT], const bf16_t* __r
 __host__ __device__ __forceinline__ int xs_stride(int K) { return K + ((K & 63) ? 0 : 32); }
 
 template <int NT, int MF, int U, bool SPLIT_WARPS, bool GLU, bool NORM = false, bool RESADD = false, bool XS = false,
-          bool PF = false>
+          bool PF = false, bool ROWS_FAST = false>
 __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* ACT_RESTRICT x, int K,
                                               const bf16_t* __restrict__ w, int N,
                                               bf16_t* ACT_RESTRICT y, float* ACT_RESTRICT yf, int f32_out,
@@ -1745,9 +1745,13 @@ __device__ __forceinline__ void gemm_mma_body(int rows, const bf16_t* ACT_RESTRI
     const int stride = XS ? 1 : gridDim.x * per_block;
     for (int base = first; base < end; base += stride) {
         const int tile = SPLIT_WARPS ? base : base + warp;
-        // Neighbouring tiles share a row group: tile = row_tile * col_tiles + col_tile.
-        const int m0 = (tile / col_tiles) * TR;
-        const int n0 = (tile % col_tiles) * tile_cols;
+        // Neighbouring tiles share a row group: tile = row_tile * col_tiles + col_tile; with
+        // ROWS_FAST they share a column group instead: tile = col_tile * row_tiles +
+        // row_tile, so the row groups of one column tile run at once and its weights come
+        // from HBM once (row group major, a product whose weights outgrow L2 -- the LM head
+        // -- streams them once per row group).
+        const int m0 = (ROWS_FAST ? tile % row_tiles : tile / col_tiles) * TR;
+        const int n0 = (ROWS_FAST ? tile / row_tiles : tile % col_tiles) * tile_cols;
         const bool live = tile < tiles;
         if (XS && m0 != staged_m0) {
             // Every thread is past its reads of the previous group (the loop ends with a
@@ -2104,6 +2108,20 @@ GEMM_MMA_ENTRY(qwen_gemm_mma_w_1_4, 1, 4, 2, false, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_w_2_4, 2, 4, 2, false, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_w_2_2, 2, 2, 2, false, false)
 GEMM_MMA_ENTRY(qwen_gemm_mma_s_glu_1, 2, 1, 2, true, true)
+// qwen_gemm_mma_wr_NT_MF[_U] (a warp per tile) and qwen_gemm_mma_sr_NT_MF (K split over the
+// block's warps): the row tiles of a column tile on neighbouring warps / blocks (ROWS_FAST
+// above; candidates from 17 rows, the LM head first).
+#define GEMM_MMA_R_ENTRY(NAME, NT, MF, U, SPLIT_WARPS)                                         \
+    extern "C" __global__ void __launch_bounds__(MMA_SPLIT * 32) NAME(GEMM_PARAMS)             \
+    {                                                                                          \
+        pdl_begin();                                                                           \
+        gemm_mma_body<NT, MF, U, SPLIT_WARPS, false, false, false, false, false, true>(rows_of(counts, source), x, \
+                                                                                      K, w, N, y, yf, f32_out); \
+    }
+GEMM_MMA_R_ENTRY(qwen_gemm_mma_wr_2_2, 2, 2, 2, false)
+GEMM_MMA_R_ENTRY(qwen_gemm_mma_wr_2_2_4, 2, 2, 4, false)
+GEMM_MMA_R_ENTRY(qwen_gemm_mma_wr_2_1_4, 2, 1, 4, false)
+GEMM_MMA_R_ENTRY(qwen_gemm_mma_sr_2_1, 2, 1, 2, true)
 // qwen_gemm_mma_xs_NT_MF: x staged (XS above); launched with its dynamic shared memory.
 #define GEMM_MMA_XS_ENTRY(NAME, NT, MF, U, GLU) GEMM_MMA_ENTRY_X(NAME, NT, MF, U, true, GLU, true)
 GEMM_MMA_XS_ENTRY(qwen_gemm_mma_xs_2_2, 2, 2, 4, false)

@@ -41,6 +41,10 @@ pub const GEMM_VARIANTS: &[Tiling] = &[
     Tiling::mma("qwen_gemm_mma_w_1_4", 8, 64, false),
     Tiling::mma("qwen_gemm_mma_w_2_4", 16, 64, false),
     Tiling::mma("qwen_gemm_mma_w_2_2", 16, 32, false),
+    Tiling::mma("qwen_gemm_mma_wr_2_2", 16, 32, false),
+    Tiling::mma("qwen_gemm_mma_wr_2_2_4", 16, 32, false),
+    Tiling::mma("qwen_gemm_mma_wr_2_1_4", 16, 16, false),
+    Tiling::mma("qwen_gemm_mma_sr_2_1", 16, 16, true),
     super::gpu::XS_2_2,
     super::gpu::XS_2_4,
 ];
