@@ -443,6 +443,7 @@ mod tests {
                         || m.source.contains(&format!("\nGEMM_RESADD_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_TILED_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_ENTRY({e}, "))
+                        || m.source.contains(&format!("\nGEMM_MMA_R_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_FOLDED_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_FOLDED_PF_ENTRY({e}, "))
                         || m.source.contains(&format!("\nGEMM_MMA_FOLDED_PDL_ENTRY({e}, "))
