@@ -254,7 +254,8 @@ Known-bad variants run at most 100000 cases. README \"GPU commands\", docs/build
         /// `+mega:timeline-compact-evict` (that entry with evict-first weight copies), `+mega:timeline-poll` (that, with the
         /// grid barriers polled by thread 32 instead of the thread that issues the copies), `+mega:timeline-tiles` (that,
         /// with stamps inside the compact attention tiles), `+mega-compact-copywarp` / `+mega:timeline-copywarp` (the compact
-        /// entry with evict-first copies issued by a copy warp), `+mega:timeline-tiles-copywarp` (both); see `Launches`); the n-gram comparison runs with the
+        /// entry with evict-first copies issued by a copy warp), `+mega:timeline-tiles-copywarp` (both), `+mega-compact-earlyk` / `+mega:timeline-earlyk` /
+        /// `+mega:timeline-tiles-earlyk` (the copy warp with attention's first K rows requested before RoPE); see `Launches`); the n-gram comparison runs with the
         /// first, which must not be a probe.
         #[arg(long, value_delimiter = ',', default_value = "default")]
         launches: Vec<Launches>,

@@ -1137,44 +1137,89 @@ __device__ __forceinline__ void cp_async16_ca(void* dst, const void* src) {
                  : "memory");
 }
 // Rows `slots[j] >= 0` of `cache` (kv head kvh, HD wide) into rows j of buf (stride
-// ATT_COMPACT_KST), by the warp, then waits for them.
+// ATT_COMPACT_KST), by the warp, then waits for them (`wait`; else they stay in flight).
+// Row `skip` is left out (-1: none).
 template <int HD>
 __device__ __forceinline__ void att_stage_rows(bf16_t* buf, const long long* slots, const bf16_t* cache,
-                                               int num_kv_heads, int kvh, int lane) {
+                                               int num_kv_heads, int kvh, int lane, int skip = -1, bool wait = true) {
     constexpr int CH = HD / 8;
 #pragma unroll 4
     for (int i = lane; i < 32 * CH; i += 32) {
         const int j = i / CH, c = i % CH;
         const long long sj = slots[j];
-        if (sj >= 0) cp_async16_ca(buf + j * ATT_COMPACT_KST + c * 8, cache + (sj * num_kv_heads + kvh) * HD + c * 8);
+        if (sj >= 0 && j != skip)
+            cp_async16_ca(buf + j * ATT_COMPACT_KST + c * 8, cache + (sj * num_kv_heads + kvh) * HD + c * 8);
     }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+    if (!wait) return;
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    __syncwarp();
+}
+// Row j (slot sj >= 0) of `cache` into row j of buf, by the warp, then waits for every row
+// the warp has in flight.
+template <int HD>
+__device__ __forceinline__ void att_stage_row_and_wait(bf16_t* buf, int j, long long sj, const bf16_t* cache,
+                                                       int num_kv_heads, int kvh, int lane) {
+    constexpr int CH = HD / 8;
+    if (j >= 0 && sj >= 0 && lane < CH)
+        cp_async16_ca(buf + j * ATT_COMPACT_KST + lane * 8, cache + (sj * num_kv_heads + kvh) * HD + lane * 8);
     asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;" ::: "memory");
     __syncwarp();
+}
+
+// EARLY (the fused decode phase, compact tiles): the warp's first tile's slots and K rows
+// are requested before the item's RoPE, all but the row of the item's own token (key nk - 1:
+// rope_item writes it), which att_tiles_compact requests after the item's barrier; the
+// rows' memory round trip overlaps RoPE. `keys` moves past the first tile; `slot0` is its
+// slot for the lane. The same rows land, so the same sums.
+template <int HD>
+__device__ __forceinline__ void att_compact_early(AttKeys& keys, long long& slot0, long long nk,
+                                                  const int* __restrict__ bt_row, int block_size, long long cache_slots,
+                                                  unsigned int* __restrict__ counters, const bf16_t* k_cache,
+                                                  int num_kv_heads, int kvh, int warp, int lane,
+                                                  unsigned char* buf_bytes) {
+    slot0 = keys.next(nk, bt_row, block_size, cache_slots, counters);
+    if ((long long)warp * 32 >= nk) return;
+    bf16_t* buf = (bf16_t*)buf_bytes;
+    long long* slots = (long long*)(buf_bytes + 32 * ATT_COMPACT_KST * 2);
+    slots[lane] = slot0;
+    __syncwarp();
+    const int own = ((nk - 1) >> 5) == warp ? (int)((nk - 1) & 31) : -1;
+    att_stage_rows<HD>(buf, slots, k_cache, num_kv_heads, kvh, lane, own, false);
 }
 template <int HD, int G>
 __device__ __forceinline__ void att_tiles_compact(
     const float (*__restrict__ qs)[ATT_MAX_HD], const bf16_t* k_cache, const bf16_t* v_cache, long long cache_slots,
     const int* __restrict__ bt_row, int block_size, int num_kv_heads, int kvh, long long nk, float scale, int warp,
     int lane, unsigned int* __restrict__ counters, float (*__restrict__ wacc)[ATT_WARPS][ATT_MAX_HD], float* m_out,
-    float* l_out, unsigned char* buf_bytes, unsigned long long* tmk = nullptr, int te = 0)
+    float* l_out, unsigned char* buf_bytes, unsigned long long* tmk = nullptr, int te = 0, AttKeys* early = nullptr,
+    long long slot0 = -1)
 {
     // tmk (the MEGA_TILES probe): thread 0 stamps event te when its first tile's K rows
-    // are staged, te + 1 when its V rows are.
+    // are staged, te + 1 when its V rows are. `early`: att_compact_early requested the
+    // first tile (its keys, `slot0`).
     static_assert(HD == 64 || HD == 128, "the staged rows are at most 128 wide");
     constexpr int EPL = HD / 32;
     constexpr int CH = HD / 8;
     bf16_t* buf = (bf16_t*)buf_bytes;
     long long* slots = (long long*)(buf_bytes + 32 * ATT_COMPACT_KST * 2);
     AttRun<G, EPL> run;
-    AttKeys keys(warp, lane, nk, bt_row, block_size);
+    AttKeys keys = early != nullptr ? *early : AttKeys(warp, lane, nk, bt_row, block_size);
     const long long tiles = (nk + 31) >> 5;
     for (long long ti = warp; ti < tiles; ti += ATT_WARPS) {
-        const long long slot = keys.next(nk, bt_row, block_size, cache_slots, counters);
+        const bool pre = early != nullptr && ti == warp;
+        const long long slot = pre ? slot0 : keys.next(nk, bt_row, block_size, cache_slots, counters);
         const unsigned live = __ballot_sync(0xffffffffu, slot >= 0);
-        // The previous tile's V reads are done (its loop ended with __syncwarp).
-        slots[lane] = slot;
-        __syncwarp();
-        att_stage_rows<HD>(buf, slots, k_cache, num_kv_heads, kvh, lane);
+        if (pre) {
+            // The own token's row (RoPE wrote it before the item's barrier), then every row.
+            const int own = ((nk - 1) >> 5) == ti ? (int)((nk - 1) & 31) : -1;
+            att_stage_row_and_wait<HD>(buf, own, own >= 0 ? slots[own] : -1, k_cache, num_kv_heads, kvh, lane);
+        } else {
+            // The previous tile's V reads are done (its loop ended with __syncwarp).
+            slots[lane] = slot;
+            __syncwarp();
+            att_stage_rows<HD>(buf, slots, k_cache, num_kv_heads, kvh, lane);
+        }
         if (ti == warp) mega_mark(tmk, te);
         float dot[G];
 #pragma unroll
@@ -1269,7 +1314,7 @@ __device__ __forceinline__ void attention_body(
     RopeArgs ra = RopeArgs{},
     float* ext = nullptr,
     unsigned long long* mk = nullptr, int e0 = 0,
-    unsigned char* tiles_smem = nullptr, bool tile_stamps = false)
+    unsigned char* tiles_smem = nullptr, bool tile_stamps = false, bool early_k = false)
 {
     constexpr int THREADS = ATT_WARPS * 32;
     const int sub = SUBS == 1 ? 0 : (int)(threadIdx.x / THREADS);
@@ -1322,6 +1367,21 @@ __device__ __forceinline__ void attention_body(
         // e0 + 2 inside the tiles (K rows, V rows staged), e0 + 3 after the merge.
         tile_stamps = tile_stamps && COMPACT && (head_dim == 128 || head_dim == 64);
         if (!tile_stamps) mega_mark(mk, e0);
+        const int* bt_row = block_table + (long long)r * blocks_per_row;
+        unsigned char* wbuf = COMPACT ? tiles_smem + (threadIdx.x >> 5) * ATT_COMPACT_WARP_BYTES : nullptr;
+        // early_k (MEGA_EARLYK): the first tile's K rows requested before RoPE
+        // (att_compact_early); `ekeys` continues from there.
+        const bool early = ROPE && COMPACT && early_k && (head_dim == 128 || head_dim == 64);
+        AttKeys ekeys(warp, lane, early ? nk : 0, bt_row, block_size);
+        long long slot0 = -1;
+        if (early) {
+            if (head_dim == 128)
+                att_compact_early<128>(ekeys, slot0, nk, bt_row, block_size, cache_slots, counters, k_cache, num_kv_heads,
+                                       kvh, warp, lane, wbuf);
+            else
+                att_compact_early<64>(ekeys, slot0, nk, bt_row, block_size, cache_slots, counters, k_cache, num_kv_heads,
+                                      kvh, warp, lane, wbuf);
+        }
         if (ROPE) {
             if (warp < G + 2) {
                 const int h = warp < G ? h0 + warp : warp == G ? num_heads + kvh : num_heads + num_kv_heads + kvh;
@@ -1340,15 +1400,14 @@ __device__ __forceinline__ void attention_body(
         mega_mark(mk, tile_stamps ? e0 : e0 + 1);
         float m[G], l[G];
         unsigned long long* tmk = tile_stamps ? mk : nullptr;
-        const int* bt_row = block_table + (long long)r * blocks_per_row;
         if (COMPACT && (head_dim == 128 || head_dim == 64)) {
-            unsigned char* wbuf = tiles_smem + (threadIdx.x >> 5) * ATT_COMPACT_WARP_BYTES;
+            AttKeys* ek = early ? &ekeys : nullptr;
             if (head_dim == 128)
                 att_tiles_compact<128, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
-                                          scale, warp, lane, counters, wacc, m, l, wbuf, tmk, e0 + 1);
+                                          scale, warp, lane, counters, wacc, m, l, wbuf, tmk, e0 + 1, ek, slot0);
             else
                 att_tiles_compact<64, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
-                                         scale, warp, lane, counters, wacc, m, l, wbuf, tmk, e0 + 1);
+                                         scale, warp, lane, counters, wacc, m, l, wbuf, tmk, e0 + 1, ek, slot0);
         } else if (head_dim == 128) {
             att_tiles_fast<128, SPLIT, G>(qs, k_cache, v_cache, cache_slots, bt_row, block_size, num_kv_heads, kvh, nk,
                                           scale, warp, lane, counters, wacc, m, l);

@@ -56,6 +56,11 @@ pub enum Mega {
     /// loads no longer queue behind the copies it issued (device log run 39). The same
     /// values.
     CompactCopyWarp,
+    /// [`Mega::CompactCopyWarp`] with each attention warp's first tile of K rows requested
+    /// before the item's RoPE (`MEGA_EARLYK`; all but the row of the item's own token,
+    /// which RoPE writes): the rows' round trip (2.0 us after RoPE's 2.9 in device log run
+    /// 39) overlaps RoPE. The same values.
+    CompactEarlyK,
     /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
     /// launch with its parts left out (`MEGA_BARRIERS` .. `MEGA_COMPUTE` in qwen_mega.cu),
     /// so one device call splits the step's time between barriers, weight streaming,
@@ -109,10 +114,14 @@ pub enum MegaProbe {
     /// [`MegaProbe::TimelineTiles`]' stamps inside the tiles with the copy warp: whether
     /// attention's K and V round trips queued behind warp 0's copies.
     TimelineTilesCopyWarp,
+    /// The timeline of [`Mega::CompactEarlyK`].
+    TimelineEarlyK,
+    /// [`MegaProbe::TimelineTilesCopyWarp`]'s stamps with [`Mega::CompactEarlyK`].
+    TimelineTilesEarlyK,
 }
 
 impl MegaProbe {
-    const ALL: [MegaProbe; 15] = [
+    const ALL: [MegaProbe; 17] = [
         MegaProbe::Barriers,
         MegaProbe::Stream,
         MegaProbe::Products,
@@ -128,6 +137,8 @@ impl MegaProbe {
         MegaProbe::TimelineTiles,
         MegaProbe::TimelineCopyWarp,
         MegaProbe::TimelineTilesCopyWarp,
+        MegaProbe::TimelineEarlyK,
+        MegaProbe::TimelineTilesEarlyK,
     ];
 
     fn name(self) -> &'static str {
@@ -147,6 +158,8 @@ impl MegaProbe {
             MegaProbe::TimelineTiles => "timeline-tiles",
             MegaProbe::TimelineCopyWarp => "timeline-copywarp",
             MegaProbe::TimelineTilesCopyWarp => "timeline-tiles-copywarp",
+            MegaProbe::TimelineEarlyK => "timeline-earlyk",
+            MegaProbe::TimelineTilesEarlyK => "timeline-tiles-earlyk",
         }
     }
 
@@ -164,13 +177,15 @@ impl MegaProbe {
                 | MegaProbe::TimelineTiles
                 | MegaProbe::TimelineCopyWarp
                 | MegaProbe::TimelineTilesCopyWarp
+                | MegaProbe::TimelineEarlyK
+                | MegaProbe::TimelineTilesEarlyK
         )
     }
 
     /// Whether the probe stamps inside the compact tiles (`MEGA_TILES`: attention's stamps
     /// read as [`super::mega_timeline::TILE_PHASES`]).
     pub fn tile_stamps(self) -> bool {
-        matches!(self, MegaProbe::TimelineTiles | MegaProbe::TimelineTilesCopyWarp)
+        matches!(self, MegaProbe::TimelineTiles | MegaProbe::TimelineTilesCopyWarp | MegaProbe::TimelineTilesEarlyK)
     }
 }
 
@@ -203,6 +218,7 @@ pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
         Mega::Compact
             | Mega::CompactEvict
             | Mega::CompactCopyWarp
+            | Mega::CompactEarlyK
             | Mega::Probe(
                 MegaProbe::TimelineCompact
                     | MegaProbe::TimelineCompactEvict
@@ -210,6 +226,8 @@ pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
                     | MegaProbe::TimelineTiles
                     | MegaProbe::TimelineCopyWarp
                     | MegaProbe::TimelineTilesCopyWarp
+                    | MegaProbe::TimelineEarlyK
+                    | MegaProbe::TimelineTilesEarlyK
             )
     ) {
         MEGA_ENTRY_COMPACT
@@ -242,6 +260,8 @@ impl Mega {
             Mega::Probe(MegaProbe::TimelineTiles) => 32 | 128,
             Mega::CompactCopyWarp | Mega::Probe(MegaProbe::TimelineCopyWarp) => 32 | 256,
             Mega::Probe(MegaProbe::TimelineTilesCopyWarp) => 32 | 128 | 256,
+            Mega::CompactEarlyK | Mega::Probe(MegaProbe::TimelineEarlyK) => 32 | 256 | 512,
+            Mega::Probe(MegaProbe::TimelineTilesEarlyK) => 32 | 128 | 256 | 512,
         }
     }
 
@@ -263,6 +283,7 @@ impl Mega {
             Mega::Compact => "+mega-compact".into(),
             Mega::CompactEvict => "+mega-compact-evict".into(),
             Mega::CompactCopyWarp => "+mega-compact-copywarp".into(),
+            Mega::CompactEarlyK => "+mega-compact-earlyk".into(),
             Mega::Probe(p) => format!("+mega:{}", p.name()),
         }
     }
@@ -281,6 +302,9 @@ impl Mega {
         }
         if let Some(rest) = s.strip_suffix("+mega-compact-copywarp") {
             return (rest, Mega::CompactCopyWarp);
+        }
+        if let Some(rest) = s.strip_suffix("+mega-compact-earlyk") {
+            return (rest, Mega::CompactEarlyK);
         }
         for p in MegaProbe::ALL {
             if let Some(rest) = s.strip_suffix(&format!("+mega:{}", p.name())) {
@@ -581,11 +605,13 @@ mod tests {
             .chain([Mega::Probe(MegaProbe::TimelinePoll), Mega::Probe(MegaProbe::TimelineTiles)])
             .chain([Mega::CompactCopyWarp, Mega::Probe(MegaProbe::TimelineCopyWarp)])
             .chain([Mega::Probe(MegaProbe::TimelineTilesCopyWarp)])
+            .chain([Mega::CompactEarlyK, Mega::Probe(MegaProbe::TimelineEarlyK)])
+            .chain([Mega::Probe(MegaProbe::TimelineTilesEarlyK)])
             .map(Mega::mode)
             .collect();
         assert_eq!(
             modes,
-            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96, 160, 288, 288, 416],
+            [0, 1, 2, 3, 4, 5, 0, 8, 16, 32, 0, 0, 32, 32, 96, 160, 288, 288, 416, 800, 800, 928],
             "the kernel's MEGA_FULL .. MEGA_COMPUTE; the timeline runs MEGA_FULL, with MEGA_NAP, MEGA_TWICE or MEGA_EVICT"
         );
         assert!(!Mega::On.is_probe());
@@ -602,7 +628,10 @@ mod tests {
             // The tile stamps are exactly the MEGA_TILES flag (128) of the mode.
             assert_eq!(p.tile_stamps(), Mega::Probe(p).mode() & 128 != 0, "{}", p.name());
         }
-        for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict, Mega::CompactCopyWarp] {
+        assert_eq!(Mega::parse_suffix("prefetch+mega-compact-earlyk"), ("prefetch", Mega::CompactEarlyK));
+        assert_eq!(entry(Mega::CompactEarlyK, false), MEGA_ENTRY_COMPACT);
+        assert_eq!(entry(Mega::Probe(MegaProbe::TimelineTilesEarlyK), false), MEGA_ENTRY_COMPACT);
+        for m in [Mega::Off, Mega::On, Mega::Compact, Mega::CompactEvict, Mega::CompactCopyWarp, Mega::CompactEarlyK] {
             assert!(!m.is_probe() && !m.stamps(), "{m:?}");
         }
     }

@@ -148,7 +148,8 @@ impl Launches {
 
     /// The default's choices with the megakernel ([`Mega::On`]), its attention half a tile
     /// or (`whole_tiles`) a whole tile at a time, and through the compact entry
-    /// ([`Mega::Compact`], [`Mega::CompactEvict`], [`Mega::CompactCopyWarp`]).
+    /// ([`Mega::Compact`], [`Mega::CompactEvict`], [`Mega::CompactCopyWarp`],
+    /// [`Mega::CompactEarlyK`]).
     pub fn mega_variants() -> Vec<Launches> {
         vec![
             Launches { mega: Mega::On, ..Launches::DEFAULT },
@@ -156,6 +157,7 @@ impl Launches {
             Launches { mega: Mega::Compact, ..Launches::DEFAULT },
             Launches { mega: Mega::CompactEvict, ..Launches::DEFAULT },
             Launches { mega: Mega::CompactCopyWarp, ..Launches::DEFAULT },
+            Launches { mega: Mega::CompactEarlyK, ..Launches::DEFAULT },
         ]
     }
 
