@@ -1168,7 +1168,7 @@ __device__ __forceinline__ void att_stage_row_and_wait(bf16_t* buf, int j, long 
 }
 
 // EARLY (the fused decode phase, compact tiles): the warp's first tile's slots and K rows
-// are requested before the item's RoPE, all but the row of the item's own token (key nk - 1:
+// are requested (and its V rows asked into L2) before the item's RoPE, all but the row of the item's own token (key nk - 1:
 // rope_item writes it), which att_tiles_compact requests after the item's barrier; the
 // rows' memory round trip overlaps RoPE. `keys` moves past the first tile; `slot0` is its
 // slot for the lane. The same rows land, so the same sums.
@@ -1176,7 +1176,7 @@ template <int HD>
 __device__ __forceinline__ void att_compact_early(AttKeys& keys, long long& slot0, long long nk,
                                                   const int* __restrict__ bt_row, int block_size, long long cache_slots,
                                                   unsigned int* __restrict__ counters, const bf16_t* k_cache,
-                                                  int num_kv_heads, int kvh, int warp, int lane,
+                                                  const bf16_t* v_cache, int num_kv_heads, int kvh, int warp, int lane,
                                                   unsigned char* buf_bytes) {
     slot0 = keys.next(nk, bt_row, block_size, cache_slots, counters);
     if ((long long)warp * 32 >= nk) return;
@@ -1186,6 +1186,13 @@ __device__ __forceinline__ void att_compact_early(AttKeys& keys, long long& slot
     __syncwarp();
     const int own = ((nk - 1) >> 5) == warp ? (int)((nk - 1) & 31) : -1;
     att_stage_rows<HD>(buf, slots, k_cache, num_kv_heads, kvh, lane, own, false);
+    // The same tile's V rows asked into L2 (a hint: the V staging after the dot products
+    // then waits for L2, not HBM; the own row's line is rewritten by RoPE, in L2).
+    if (slot0 >= 0) {
+        const bf16_t* vr = v_cache + (slot0 * num_kv_heads + kvh) * HD;
+#pragma unroll
+        for (int b = 0; b < HD * 2; b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"((const char*)vr + b));
+    }
 }
 template <int HD, int G>
 __device__ __forceinline__ void att_tiles_compact(
@@ -1376,11 +1383,11 @@ __device__ __forceinline__ void attention_body(
         long long slot0 = -1;
         if (early) {
             if (head_dim == 128)
-                att_compact_early<128>(ekeys, slot0, nk, bt_row, block_size, cache_slots, counters, k_cache, num_kv_heads,
-                                       kvh, warp, lane, wbuf);
+                att_compact_early<128>(ekeys, slot0, nk, bt_row, block_size, cache_slots, counters, k_cache, v_cache,
+                                       num_kv_heads, kvh, warp, lane, wbuf);
             else
-                att_compact_early<64>(ekeys, slot0, nk, bt_row, block_size, cache_slots, counters, k_cache, num_kv_heads,
-                                      kvh, warp, lane, wbuf);
+                att_compact_early<64>(ekeys, slot0, nk, bt_row, block_size, cache_slots, counters, k_cache, v_cache,
+                                      num_kv_heads, kvh, warp, lane, wbuf);
         }
         if (ROPE) {
             if (warp < G + 2) {

@@ -78,7 +78,7 @@
 #define MEGA_COPYWARP 256
 // A flag on top of the mode: in the fused decode phase each warp requests its first tile's
 // K rows before the item's RoPE (attention_body's early_k, att_compact_early), all but the
-// item's own token's row, which RoPE writes. Run 39 (timeline-tiles): the first K rows took
+// item's own token's row, which RoPE writes, and asks the tile's V rows into L2. Run 39 (timeline-tiles): the first K rows took
 // 2.0 us after RoPE's 2.9. Values unchanged.
 #define MEGA_EARLYK 512
 

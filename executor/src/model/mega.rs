@@ -58,7 +58,7 @@ pub enum Mega {
     CompactCopyWarp,
     /// [`Mega::CompactCopyWarp`] with each attention warp's first tile of K rows requested
     /// before the item's RoPE (`MEGA_EARLYK`; all but the row of the item's own token,
-    /// which RoPE writes): the rows' round trip (2.0 us after RoPE's 2.9 in device log run
+    /// which RoPE writes; the tile's V rows asked into L2): the rows' round trip (2.0 us after RoPE's 2.9 in device log run
     /// 39) overlaps RoPE. The same values.
     CompactEarlyK,
     /// Timing probe (`gpu bench-qwen` only; the values are not the model's): the same
