@@ -163,23 +163,23 @@ impl MegaProbe {
         }
     }
 
-    /// Whether the probe stamps the timeline (every `timeline*` probe).
+    /// Whether the probe stamps the timeline (every `timeline*` probe: all but the five
+    /// that leave parts out).
     fn stamps(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            MegaProbe::Timeline
-                | MegaProbe::TimelineNap
-                | MegaProbe::TimelineTwice
-                | MegaProbe::TimelineEvict
-                | MegaProbe::TimelineCompact
-                | MegaProbe::TimelineCompactEvict
-                | MegaProbe::TimelinePoll
-                | MegaProbe::TimelineTiles
-                | MegaProbe::TimelineCopyWarp
-                | MegaProbe::TimelineTilesCopyWarp
-                | MegaProbe::TimelineEarlyK
-                | MegaProbe::TimelineTilesEarlyK
+            MegaProbe::Barriers | MegaProbe::Stream | MegaProbe::Products | MegaProbe::Copies | MegaProbe::Compute
         )
+    }
+
+    /// Whether the probe runs the compact entry (every timeline since `timeline-compact`;
+    /// the part probes and the first four timelines run `qwen_decode_layers`).
+    fn compact(self) -> bool {
+        self.stamps()
+            && !matches!(
+                self,
+                MegaProbe::Timeline | MegaProbe::TimelineNap | MegaProbe::TimelineTwice | MegaProbe::TimelineEvict
+            )
     }
 
     /// Whether the probe stamps inside the compact tiles (`MEGA_TILES`: attention's stamps
@@ -213,23 +213,12 @@ pub const ATT_COMPACT_WARP_BYTES: usize = 32 * (128 + 8) * 2 + 32 * 8;
 /// The entry point for `mega` with (`true`) or without whole-tile attention (the compact
 /// entry has its own tiles).
 pub fn entry(mega: Mega, whole_tiles: bool) -> &'static str {
-    if matches!(
-        mega,
-        Mega::Compact
-            | Mega::CompactEvict
-            | Mega::CompactCopyWarp
-            | Mega::CompactEarlyK
-            | Mega::Probe(
-                MegaProbe::TimelineCompact
-                    | MegaProbe::TimelineCompactEvict
-                    | MegaProbe::TimelinePoll
-                    | MegaProbe::TimelineTiles
-                    | MegaProbe::TimelineCopyWarp
-                    | MegaProbe::TimelineTilesCopyWarp
-                    | MegaProbe::TimelineEarlyK
-                    | MegaProbe::TimelineTilesEarlyK
-            )
-    ) {
+    let compact = match mega {
+        Mega::Compact | Mega::CompactEvict | Mega::CompactCopyWarp | Mega::CompactEarlyK => true,
+        Mega::Probe(p) => p.compact(),
+        Mega::Off | Mega::On => false,
+    };
+    if compact {
         MEGA_ENTRY_COMPACT
     } else if whole_tiles {
         MEGA_ENTRY_WHOLE
@@ -585,6 +574,9 @@ mod tests {
         assert_eq!(entry(Mega::Probe(MegaProbe::TimelineCompact), false), MEGA_ENTRY_COMPACT);
         assert_eq!(entry(Mega::On, true), MEGA_ENTRY_WHOLE);
         assert_eq!(entry(Mega::Probe(MegaProbe::Timeline), false), MEGA_ENTRY);
+        for p in [MegaProbe::TimelineNap, MegaProbe::TimelineTwice, MegaProbe::TimelineEvict, MegaProbe::Barriers] {
+            assert_eq!(entry(Mega::Probe(p), false), MEGA_ENTRY, "{}", p.name());
+        }
         assert_eq!(Mega::parse_suffix("prefetch"), ("prefetch", Mega::Off));
         assert_eq!(format!("prefetch{}", Mega::On.suffix()), "prefetch+mega");
         assert_eq!(Mega::Off.suffix(), "");
